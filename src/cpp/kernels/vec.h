@@ -1,0 +1,145 @@
+// Portable SIMD for the kernels: GCC/Clang vector extensions, one register wide for the ISA
+// this translation unit is compiled for (64 bytes with AVX-512, 32 with AVX2, 16 otherwise).
+// The compiler turns +, -, * (and, with -mfma, a*b+c) into native instructions; only the
+// half-precision conversions need intrinsics (F16C).
+//
+// Everything here lives in namespace fastln::FASTLN_ISA (set per build by CMake), so the
+// builds for different ISAs never share an inline function compiled for another.
+#pragma once
+
+#include <cstring>
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "layer_norm.h"
+
+#ifndef FASTLN_ISA
+#error "FASTLN_ISA names the kernel build (base, avx2, avx512); CMake defines it"
+#endif
+
+namespace fastln {
+namespace FASTLN_ISA {
+
+#if defined(__AVX512F__)
+inline constexpr int kVecBytes = 64;
+#elif defined(__AVX2__)
+inline constexpr int kVecBytes = 32;
+#else
+inline constexpr int kVecBytes = 16;
+#endif
+
+typedef float vfloat __attribute__((vector_size(kVecBytes)));
+typedef double vdouble __attribute__((vector_size(kVecBytes)));
+typedef int32_t vint32 __attribute__((vector_size(kVecBytes)));
+typedef uint32_t vuint32 __attribute__((vector_size(kVecBytes)));
+typedef int64_t vint64 __attribute__((vector_size(kVecBytes)));
+typedef uint16_t vuint16 __attribute__((vector_size(kVecBytes / 2)));
+
+template <class A> struct VecOf;
+template <> struct VecOf<float> { using type = vfloat; using mask = vint32; };
+template <> struct VecOf<double> { using type = vdouble; using mask = vint64; };
+
+// Vector of A = acc_t<T> with its lane count W.
+template <class A>
+struct V {
+  using type = typename VecOf<A>::type;
+  static constexpr int W = kVecBytes / sizeof(A);
+};
+
+template <class A>
+inline typename V<A>::type splat(A a) {
+  return typename V<A>::type{} + a;
+}
+
+template <class A>
+inline A hsum(typename V<A>::type v) {
+  // Pairwise tree: the same order on every call.
+  A lanes[V<A>::W];
+  std::memcpy(lanes, &v, sizeof v);
+  for (int w = V<A>::W / 2; w > 0; w /= 2)
+    for (int i = 0; i < w; ++i) lanes[i] += lanes[i + w];
+  return lanes[0];
+}
+
+// Zero lanes n.. of v (tails of rows).
+template <class A>
+inline typename V<A>::type keep_first(typename V<A>::type v, int n) {
+  using M = typename VecOf<A>::mask;
+  M idx;
+  for (int i = 0; i < V<A>::W; ++i) idx[i] = i;
+  const M keep = idx < n;
+  return (typename V<A>::type)((M)v & keep);
+}
+
+// ---- loads: U in memory -> vector of A (A = float for 16-bit U) ----
+template <class A, class U>
+inline typename V<A>::type load(const U* p) {
+  typename V<A>::type v;
+  if constexpr (std::is_same_v<U, A>) {
+    std::memcpy(&v, p, sizeof v);
+  } else if constexpr (std::is_same_v<U, bf16>) {
+    vuint16 h;
+    std::memcpy(&h, p, sizeof h);
+    v = (vfloat)(__builtin_convertvector(h, vuint32) << 16);
+  } else {
+    static_assert(std::is_same_v<U, fp16>);
+#if defined(__AVX512F__)
+    __m256i h;
+    std::memcpy(&h, p, sizeof h);
+    v = (vfloat)_mm512_cvtph_ps(h);
+#elif defined(__AVX2__)
+    __m128i h;
+    std::memcpy(&h, p, sizeof h);
+    v = (vfloat)_mm256_cvtph_ps(h);
+#else
+    for (int i = 0; i < V<A>::W; ++i) v[i] = to_float(p[i]);
+#endif
+  }
+  return v;
+}
+
+template <class A, class U>
+inline void store(U* p, typename V<A>::type v) {
+  if constexpr (std::is_same_v<U, A>) {
+    std::memcpy(p, &v, sizeof v);
+  } else if constexpr (std::is_same_v<U, bf16>) {
+    // Round to nearest even; NaN -> 0x7fc0 (c10::BFloat16's rule, lane by lane).
+    const vuint32 u = (vuint32)v;
+    vuint32 r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const vuint32 nan = (vuint32)(v != v);
+    r = (r & ~nan) | (0x7fc0u & nan);
+    const vuint16 h = __builtin_convertvector(r, vuint16);
+    std::memcpy(p, &h, sizeof h);
+  } else {
+    static_assert(std::is_same_v<U, fp16>);
+#if defined(__AVX512F__)
+    const __m256i h = _mm512_cvtps_ph((__m512)v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    std::memcpy(p, &h, sizeof h);
+#elif defined(__AVX2__)
+    const __m128i h = _mm256_cvtps_ph((__m256)v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    std::memcpy(p, &h, sizeof h);
+#else
+    for (int i = 0; i < V<A>::W; ++i) p[i] = from_float<fp16>(v[i]);
+#endif
+  }
+}
+
+// Partial loads and stores for the last n < W elements of a row (lanes n.. are zero).
+template <class A, class U>
+inline typename V<A>::type load_n(const U* p, int64_t n) {
+  U buf[V<A>::W];
+  std::memset(buf, 0, sizeof buf);
+  std::memcpy(buf, p, n * sizeof(U));
+  return load<A>(buf);
+}
+
+template <class A, class U>
+inline void store_n(U* p, typename V<A>::type v, int64_t n) {
+  U buf[V<A>::W];
+  store<A>(buf, v);
+  std::memcpy(p, buf, n * sizeof(U));
+}
+
+}  // namespace FASTLN_ISA
+}  // namespace fastln

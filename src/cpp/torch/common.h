@@ -1,0 +1,66 @@
+// Torch glue shared by the CPU and CUDA ops: argument checks, shapes, views.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include "../kernels/layer_norm.h"
+
+namespace fastln {
+
+// M rows of N elements: the input seen as (M, N), N = prod(normalized_shape).
+struct NormShape {
+  int64_t M, N;
+  int64_t axis;  // first normalized dimension of the input
+};
+
+// Checks every argument of a norm op the way torch does (same error types), naming the
+// argument and the op, and returns its shape. `op` is e.g. "fastln.layer_norm".
+NormShape check_norm_args(const char* op, const at::Tensor& input, at::IntArrayRef normalized_shape,
+                          const std::optional<at::Tensor>& weight,
+                          const std::optional<at::Tensor>& bias, double eps);
+
+// The dtype of mean and rstd: float, or double for double input.
+at::ScalarType acc_dtype(at::ScalarType input);
+
+// Shape of mean and rstd: the input's leading dims, then ones (as torch.native_layer_norm).
+std::vector<int64_t> stat_shape(const at::Tensor& input, int64_t axis);
+
+// t as M rows of N with contiguous elements: t itself when its strides allow (sliced rows,
+// expanded rows), else a contiguous copy. ld is the row stride in elements.
+struct Rows {
+  at::Tensor t;
+  int64_t ld;
+};
+Rows as_rows(const at::Tensor& t, int64_t M, int64_t N);
+
+// A defined parameter made contiguous, or an undefined tensor.
+at::Tensor contiguous_param(const std::optional<at::Tensor>& p);
+
+// Kernel element type of a torch scalar type.
+template <class S> struct KernelType { using type = S; };
+template <> struct KernelType<at::BFloat16> { using type = bf16; };
+template <> struct KernelType<at::Half> { using type = fp16; };
+
+// Calls f.template operator()<T, P>() with T the kernel type of `input` and P that of the
+// parameters (T, or float in mixed mode).
+template <class F>
+void dispatch_types(at::ScalarType input, at::ScalarType param, F&& f) {
+  switch (input) {
+    case at::kFloat: return f.template operator()<float, float>();
+    case at::kDouble: return f.template operator()<double, double>();
+    case at::kBFloat16:
+      return param == at::kFloat ? f.template operator()<bf16, float>()
+                                 : f.template operator()<bf16, bf16>();
+    case at::kHalf:
+      return param == at::kFloat ? f.template operator()<fp16, float>()
+                                 : f.template operator()<fp16, fp16>();
+    default: TORCH_CHECK(false, "fastln: unexpected dtype ", input);  // checked before
+  }
+}
+
+template <class T>
+T* ptr(const at::Tensor& t) {
+  return t.defined() ? reinterpret_cast<T*>(t.data_ptr()) : nullptr;
+}
+
+}  // namespace fastln

@@ -1,0 +1,96 @@
+// CPU kernels of the fastln ops: allocation and threading around src/cpp/kernels.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "common.h"
+
+namespace fastln {
+namespace {
+
+// Smallest task: about 16K elements, below which waking a thread costs more than it saves.
+// (at::parallel_for still splits larger ranges evenly across the threads.)
+int64_t grain_rows(int64_t N) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(N, 1)); }
+
+at::ScalarType param_dtype(const at::Tensor& input, const at::Tensor& gamma,
+                           const at::Tensor& beta) {
+  return gamma.defined() ? gamma.scalar_type()
+         : beta.defined() ? beta.scalar_type()
+                          : input.scalar_type();
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_fwd_cpu(
+    const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
+    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias, double eps) {
+  const auto s = check_norm_args("fastln.layer_norm", input, C10_AS_INTARRAYREF_SLOW(normalized_shape),
+                                 weight, bias, eps);
+  const Rows X = as_rows(input, s.M, s.N);
+  const at::Tensor gamma = contiguous_param(weight), beta = contiguous_param(bias);
+  at::Tensor Y = at::empty(input.sizes(), input.options().memory_format(at::MemoryFormat::Contiguous));
+  at::Tensor mean = at::empty(stat_shape(input, s.axis), input.options().dtype(acc_dtype(input.scalar_type())));
+  at::Tensor rstd = at::empty_like(mean);
+  dispatch_types(input.scalar_type(), param_dtype(input, gamma, beta), [&]<class T, class P>() {
+    const ForwardArgs<T, P> a{ptr<const T>(X.t), X.ld,           ptr<const P>(gamma),
+                              ptr<const P>(beta), ptr<T>(Y),      ptr<acc_t<T>>(mean),
+                              ptr<acc_t<T>>(rstd), s.N,           eps,
+                              Norm::kLayer};
+    at::parallel_for(0, s.M, grain_rows(s.N), [&](int64_t b, int64_t e) { forward(a, b, e); });
+  });
+  return {Y, mean, rstd};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd_cpu(
+    const at::Tensor& grad_out, const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
+    const at::Tensor& mean, const at::Tensor& rstd, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias, std::array<bool, 3> output_mask) {
+  const char* op = "fastln.layer_norm_bwd";
+  const auto ns = C10_AS_INTARRAYREF_SLOW(normalized_shape);
+  const auto s = check_norm_args(op, input, ns, weight, bias, 0.0);
+  TORCH_CHECK(grad_out.sizes() == input.sizes() && grad_out.scalar_type() == input.scalar_type() &&
+                  grad_out.device() == input.device(),
+              op, ": expected grad_out like input (", input.sizes(), ", ", input.scalar_type(),
+              "), got ", grad_out.sizes(), ", ", grad_out.scalar_type(), " on ", grad_out.device());
+  const auto acc = acc_dtype(input.scalar_type());
+  for (const at::Tensor* t : {&mean, &rstd})
+    TORCH_CHECK(t->numel() == s.M && t->scalar_type() == acc && t->device() == input.device(), op,
+                ": expected mean and rstd of ", s.M, " elements of dtype ", acc, ", got ",
+                t->sizes(), " of dtype ", t->scalar_type());
+
+  const Rows X = as_rows(input, s.M, s.N), dY = as_rows(grad_out, s.M, s.N);
+  const at::Tensor gamma = contiguous_param(weight);
+  const at::Tensor mean_c = mean.contiguous(), rstd_c = rstd.contiguous();
+  const auto pdtype = param_dtype(input, gamma, contiguous_param(bias));
+  const auto opts = input.options().memory_format(at::MemoryFormat::Contiguous);
+  at::Tensor dX = output_mask[0] ? at::empty(input.sizes(), opts) : at::empty({0}, opts);
+  at::Tensor dgamma = output_mask[1] ? at::empty(ns, opts.dtype(pdtype)) : at::empty({0}, opts.dtype(pdtype));
+  at::Tensor dbeta = output_mask[2] ? at::empty(ns, opts.dtype(pdtype)) : at::empty({0}, opts.dtype(pdtype));
+  const bool params = output_mask[1] || output_mask[2];
+  const BlockPlan plan = plan_blocks(s.M, s.N);
+  at::Tensor partial = params ? at::empty({plan.nblocks, 2, s.N}, opts.dtype(acc)) : at::Tensor();
+
+  dispatch_types(input.scalar_type(), pdtype, [&]<class T, class P>() {
+    const BackwardArgs<T, P> a{ptr<const T>(dY.t),         dY.ld,
+                               ptr<const T>(X.t),          X.ld,
+                               ptr<const acc_t<T>>(mean_c), ptr<const acc_t<T>>(rstd_c),
+                               ptr<const P>(gamma),        output_mask[0] ? ptr<T>(dX) : nullptr,
+                               ptr<acc_t<T>>(partial),     s.M,
+                               s.N,                        Norm::kLayer};
+    if (output_mask[0] || params)
+      at::parallel_for(0, plan.nblocks, 1, [&](int64_t b, int64_t e) { backward_blocks(a, plan, b, e); });
+    if (params)
+      at::parallel_for(0, s.N, 4096, [&](int64_t b, int64_t e) {
+        reduce_partials<T, P>(ptr<acc_t<T>>(partial), plan.nblocks, s.N,
+                              output_mask[1] ? ptr<P>(dgamma) : nullptr,
+                              output_mask[2] ? ptr<P>(dbeta) : nullptr, b, e);
+      });
+  });
+  return {dX, dgamma, dbeta};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastln, CPU, m) {
+  m.impl("layer_norm_fwd", &layer_norm_fwd_cpu);
+  m.impl("layer_norm_bwd", &layer_norm_bwd_cpu);
+}
+
+}  // namespace fastln

@@ -1,0 +1,32 @@
+"""fastln: fast, exact LayerNorm for PyTorch, as native torch ops with autograd.
+
+Drop-in for torch's: ``fastln.layer_norm`` is ``torch.nn.functional.layer_norm`` and
+``fastln.LayerNorm`` is ``torch.nn.LayerNorm`` (a subclass with the same state_dict).
+"""
+import torch
+
+from . import _build_info
+
+
+def _check_torch_version() -> None:
+    # A different torch major.minor has a different C++ ABI: say so instead of failing on an
+    # undefined symbol when the extension loads.
+    built, running = _build_info.torch_version, torch.__version__
+    if built.split(".")[:2] != running.split(".")[:2]:
+        raise ImportError(
+            f"fastln was built against torch {built}, but torch {running} is installed. "
+            f"Reinstall fastln under this torch (pip install --no-cache-dir --force-reinstall fastln "
+            f"or from its source: pip install .), or install torch {'.'.join(built.split('.')[:2])}."
+        )
+
+
+_check_torch_version()
+
+from . import _C  # noqa: E402  (registers torch.ops.fastln)
+from . import _ops  # noqa: E402,F401  (fake kernels for torch.compile / export)
+from .functional import layer_norm  # noqa: E402
+from .modules import LayerNorm  # noqa: E402
+
+__version__: str = _build_info.version
+
+__all__ = ["LayerNorm", "layer_norm", "__version__"]

@@ -1,0 +1,254 @@
+// Every kernel build (ISA) this CPU runs, for every (T, P) pair, against a plain
+// double-precision reference.
+#define CATCH_CONFIG_MAIN
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <random>
+#include <utility>
+#include <vector>
+
+#include "layer_norm.h"
+
+using namespace fastln;
+
+namespace {
+
+// ---- the reference: the textbook formulas, summed in long double ----
+struct Reference {
+  std::vector<double> Y, mean, rstd, dX, dgamma, dbeta;
+};
+
+Reference reference(const std::vector<double>& X, const std::vector<double>& dY,
+                    const std::vector<double>* gamma, const std::vector<double>* beta, int64_t M,
+                    int64_t N, double eps, Norm norm) {
+  Reference r;
+  r.Y.resize(M * N), r.dX.resize(M * N), r.mean.resize(M), r.rstd.resize(M);
+  r.dgamma.assign(N, 0.0), r.dbeta.assign(N, 0.0);
+  for (int64_t i = 0; i < M; ++i) {
+    const double* x = &X[i * N];
+    const double* dy = &dY[i * N];
+    long double sum = 0, var = 0;
+    if (norm == Norm::kLayer)
+      for (int64_t j = 0; j < N; ++j) sum += x[j];
+    const double mean = double(sum / N);
+    for (int64_t j = 0; j < N; ++j) var += (x[j] - (long double)mean) * (x[j] - (long double)mean);
+    const double rstd = double(1.0L / std::sqrt(var / N + eps));
+    r.mean[i] = mean, r.rstd[i] = rstd;
+    double c1 = 0, c2 = 0;
+    for (int64_t j = 0; j < N; ++j) {
+      const double xhat = (x[j] - mean) * rstd, g = gamma ? (*gamma)[j] : 1.0;
+      r.Y[i * N + j] = xhat * g + (beta ? (*beta)[j] : 0.0);
+      c1 += dy[j] * g, c2 += dy[j] * g * xhat;
+      r.dgamma[j] += dy[j] * xhat, r.dbeta[j] += dy[j];
+    }
+    if (norm == Norm::kRms) c1 = 0;
+    for (int64_t j = 0; j < N; ++j) {
+      const double xhat = (x[j] - mean) * rstd, g = gamma ? (*gamma)[j] : 1.0;
+      r.dX[i * N + j] = rstd * (dy[j] * g - c1 / N - xhat * c2 / N);
+    }
+  }
+  return r;
+}
+
+template <class T> T to(double v) {
+  if constexpr (std::is_same_v<T, double>) return v;
+  else return from_float<T>(float(v));
+}
+template <class T> double back(T v) { return double(to_float(v)); }
+
+// Tolerance on values of order one: a few units in the last place of the storage type.
+template <class T> double tol() {
+  if constexpr (std::is_same_v<T, double>) return 1e-12;
+  if constexpr (std::is_same_v<T, float>) return 2e-5;
+  if constexpr (std::is_same_v<T, bf16>) return 1.6e-2;
+  return 2e-3;  // fp16
+}
+
+template <class T>
+void require_close(const char* what, const std::vector<T>& got, const std::vector<double>& want,
+                   double scale, double rtol) {
+  REQUIRE(got.size() == want.size());
+  for (size_t k = 0; k < got.size(); ++k) {
+    const double g = back(got[k]), w = want[k];
+    if (!(std::abs(g - w) <= rtol * (scale + std::abs(w)))) {  // one REQUIRE per failure: fast
+      INFO(what << "[" << k << "] = " << g << ", reference " << w << ", rtol " << rtol);
+      REQUIRE(std::abs(g - w) <= rtol * (scale + std::abs(w)));
+    }
+  }
+}
+
+struct Case {
+  int64_t M, N;
+  int64_t pad;  // extra elements between rows of X and dY (strided rows)
+  double offset, spread;
+  bool gamma, beta;
+  Norm norm;
+};
+
+template <class T, class P>
+void run_case(const Case& c, uint32_t seed) {
+  using A = acc_t<T>;
+  const int64_t M = c.M, N = c.N, ld = N + c.pad;
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> normal;
+  std::vector<T> X(M * ld), dY(M * ld);
+  std::vector<double> Xd(M * N), dYd(M * N);
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < ld; ++j) {
+      X[i * ld + j] = to<T>(c.offset + c.spread * normal(rng));
+      dY[i * ld + j] = to<T>(normal(rng));
+      if (j < N) Xd[i * N + j] = back(X[i * ld + j]), dYd[i * N + j] = back(dY[i * ld + j]);
+    }
+  std::vector<P> gamma(N), beta(N);
+  std::vector<double> gammad(N), betad(N);
+  for (int64_t j = 0; j < N; ++j) {
+    gamma[j] = to<P>(1.0 + 0.5 * normal(rng)), gammad[j] = back(gamma[j]);
+    beta[j] = to<P>(normal(rng)), betad[j] = back(beta[j]);
+  }
+  const double eps = 1e-5;
+  const Reference r = reference(Xd, dYd, c.gamma ? &gammad : nullptr, c.beta ? &betad : nullptr,
+                                M, N, eps, c.norm);
+
+  std::vector<T> Y(M * N);
+  std::vector<A> mean(M, A(-7)), rstd(M, A(-7));
+  const ForwardArgs<T, P> fa{X.data(), ld, c.gamma ? gamma.data() : nullptr,
+                             c.beta ? beta.data() : nullptr, Y.data(), mean.data(), rstd.data(),
+                             N, eps, c.norm};
+  forward(fa, 0, M);
+  require_close("mean", mean, r.mean, std::abs(c.offset) + 1, tol<A>());
+  require_close("rstd", rstd, r.rstd, 0, 1e-4);  // a one-pass variance misses this by far
+  // x - mean carries the rounding of mean to A: about ulp(offset) / std.
+  const double y_tol = tol<T>() + std::numeric_limits<A>::epsilon() * std::abs(c.offset) / c.spread;
+  require_close("Y", Y, r.Y, 1, y_tol);
+
+  std::vector<T> dX(M * N);
+  const BlockPlan plan = plan_blocks(M, N);
+  std::vector<A> partial(plan.nblocks * 2 * N, A(-7));
+  const BackwardArgs<T, P> ba{dY.data(), ld, X.data(), ld, mean.data(), rstd.data(),
+                              c.gamma ? gamma.data() : nullptr, dX.data(), partial.data(), M, N,
+                              c.norm};
+  backward_blocks(ba, plan, 0, plan.nblocks);
+  std::vector<P> dgamma(N), dbeta(N);
+  reduce_partials<T, P>(partial.data(), plan.nblocks, N, dgamma.data(), dbeta.data(), 0, N);
+  // dX's rounding error scales with rstd (short rows of near-equal values have a large one).
+  const double max_rstd = *std::max_element(r.rstd.begin(), r.rstd.end());
+  require_close("dX", dX, r.dX, std::max(1.0, max_rstd), 2 * y_tol);
+  const double sum_scale = std::sqrt(double(M));
+  require_close("dgamma", dgamma, r.dgamma, sum_scale, 2 * y_tol + tol<P>());
+  require_close("dbeta", dbeta, r.dbeta, sum_scale, tol<P>());
+}
+
+std::vector<Isa> isas() {
+  std::vector<Isa> out;
+  for (Isa isa : {Isa::kBase, Isa::kAvx2, Isa::kAvx512})
+    if (isa <= best_isa()) out.push_back(isa);
+  return out;
+}
+
+template <class T, class P>
+void run_all() {
+  const int64_t sizes[] = {1, 2, 3, 7, 8, 15, 16, 17, 31, 33, 63, 64, 65, 100, 255, 257, 1000, 2049, 4099, 9001};
+  uint32_t seed = 1;
+  for (Isa isa : isas()) {
+    set_isa(isa);
+    REQUIRE(active_isa() == isa);
+    for (int64_t N : sizes)
+      for (Norm norm : {Norm::kLayer, Norm::kRms})
+        for (int affine = 0; affine < 4; ++affine) {
+          const Case c{N > 1000 ? 5 : 37, N, (N % 3), 0.0, 1.0, bool(affine & 1), bool(affine & 2), norm};
+          INFO("isa " << isa_name(isa) << " N " << N << " affine " << affine << " rms " << (norm == Norm::kRms));
+          run_case<T, P>(c, seed++);
+        }
+  }
+  set_isa(best_isa());
+}
+
+}  // namespace
+
+#define PAIRS (std::pair<float, float>), (std::pair<double, double>), (std::pair<bf16, bf16>), \
+              (std::pair<bf16, float>), (std::pair<fp16, fp16>), (std::pair<fp16, float>)
+
+TEMPLATE_TEST_CASE("kernels match the double reference over sizes, affine options and ISAs",
+                   "[kernels]", PAIRS) {
+  run_all<typename TestType::first_type, typename TestType::second_type>();
+}
+
+TEMPLATE_TEST_CASE("rows far from zero keep their variance", "[kernels]",
+                   (std::pair<float, float>), (std::pair<double, double>)) {
+  using T = typename TestType::first_type;
+  for (Isa isa : isas()) {
+    set_isa(isa);
+    INFO("isa " << isa_name(isa));
+    run_case<T, T>({16, 1024, 5, 1e4, 1.0, true, true, Norm::kLayer}, 99);
+    run_case<T, T>({3, 100000, 0, -3e3, 0.5, true, false, Norm::kLayer}, 98);
+  }
+  set_isa(best_isa());
+}
+
+TEST_CASE("constant rows give y = beta and rstd = 1/sqrt(eps)", "[kernels]") {
+  const int64_t M = 3, N = 77;
+  std::vector<float> X(M * N, 3.25f), Y(M * N), mean(M), rstd(M), beta(N);
+  for (int64_t j = 0; j < N; ++j) beta[j] = float(j);
+  for (Isa isa : isas()) {
+    set_isa(isa);
+    forward(ForwardArgs<float, float>{X.data(), N, nullptr, beta.data(), Y.data(), mean.data(),
+                                      rstd.data(), N, 1e-5, Norm::kLayer},
+            0, M);
+    for (int64_t i = 0; i < M; ++i) {
+      REQUIRE(mean[i] == 3.25f);
+      REQUIRE(rstd[i] == Approx(1.0 / std::sqrt(1e-5)));
+      for (int64_t j = 0; j < N; ++j) REQUIRE(Y[i * N + j] == float(j));
+    }
+  }
+  set_isa(best_isa());
+}
+
+TEST_CASE("NaN and Inf propagate to their row only", "[kernels]") {
+  const int64_t M = 3, N = 40;
+  std::vector<float> X(M * N), Y(M * N), mean(M), rstd(M);
+  for (int64_t k = 0; k < M * N; ++k) X[k] = float(k % 7);
+  X[0 * N + 5] = std::numeric_limits<float>::quiet_NaN();
+  X[2 * N + 39] = std::numeric_limits<float>::infinity();
+  for (Isa isa : isas()) {
+    set_isa(isa);
+    forward(ForwardArgs<float, float>{X.data(), N, nullptr, nullptr, Y.data(), mean.data(),
+                                      rstd.data(), N, 1e-5, Norm::kLayer},
+            0, M);
+    for (int64_t j = 0; j < N; ++j) {
+      REQUIRE(std::isnan(Y[0 * N + j]));
+      REQUIRE(std::isfinite(Y[1 * N + j]));
+      REQUIRE(std::isnan(Y[2 * N + j]));
+    }
+  }
+  set_isa(best_isa());
+}
+
+TEST_CASE("16-bit conversions round to nearest even like c10", "[types]") {
+  // bf16: 1 + 2^-8 is a tie between 1 and 1 + 2^-7: even is 1.
+  REQUIRE(from_float<bf16>(1.0f + 1.0f / 256).bits == 0x3f80);
+  REQUIRE(from_float<bf16>(1.0f + 3.0f / 256).bits == 0x3f82);
+  REQUIRE(from_float<bf16>(std::numeric_limits<float>::quiet_NaN()).bits == 0x7fc0);
+  // fp16: exact round trips of every finite half, overflow to Inf, subnormals.
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    const float f = to_float(fp16{uint16_t(h)});
+    if (std::isnan(f)) continue;
+    REQUIRE(from_float<fp16>(f).bits == h);
+  }
+  REQUIRE(from_float<fp16>(65520.0f).bits == 0x7c00);
+  REQUIRE(from_float<fp16>(65519.0f).bits == 0x7bff);
+  REQUIRE(from_float<fp16>(1e-8f).bits == 0x0000);
+  REQUIRE(from_float<fp16>(6e-8f).bits == 0x0001);
+}
+
+TEST_CASE("block plan depends on M and N only and covers every row", "[plan]") {
+  for (int64_t M : {0, 1, 7, 100, 1000, 32768, 1 << 20})
+    for (int64_t N : {1, 128, 4096, 65536}) {
+      const BlockPlan p = plan_blocks(M, N);
+      REQUIRE(p.nblocks * p.rows_per_block >= M);
+      REQUIRE((p.nblocks - 1) * p.rows_per_block < std::max<int64_t>(M, 1));
+      REQUIRE(p.nblocks <= 64);
+    }
+}

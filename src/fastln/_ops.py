@@ -14,15 +14,25 @@ def _stat_shape(input: Tensor, normalized_shape: Sequence[int]) -> list:
     return list(input.shape[:axis]) + [1] * len(normalized_shape)
 
 
+def _check_devices(op: str, input: Tensor, **tensors: Optional[Tensor]) -> None:
+    # Also reached by real tensors: a meta weight beside a CPU input dispatches here.
+    for name, t in tensors.items():
+        if t is not None and t.device != input.device:
+            raise RuntimeError(f"{op}: expected {name} on the input's device {input.device}, "
+                               f"but got {name} on {t.device}")
+
+
 @torch.library.register_fake("fastln::layer_norm")
 def _layer_norm_fake(input: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor] = None,
                      bias: Optional[Tensor] = None, eps: float = 1e-5) -> Tensor:
+    _check_devices("fastln.layer_norm", input, weight=weight, bias=bias)
     return torch.empty_like(input, memory_format=torch.contiguous_format)
 
 
 @torch.library.register_fake("fastln::layer_norm_fwd")
 def _layer_norm_fwd_fake(input: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor],
                          bias: Optional[Tensor], eps: float):
+    _check_devices("fastln.layer_norm", input, weight=weight, bias=bias)
     stat = input.new_empty(_stat_shape(input, normalized_shape), dtype=_acc_dtype(input.dtype))
     return (torch.empty_like(input, memory_format=torch.contiguous_format), stat,
             torch.empty_like(stat))
@@ -32,6 +42,8 @@ def _layer_norm_fwd_fake(input: Tensor, normalized_shape: Sequence[int], weight:
 def _layer_norm_bwd_fake(grad_out: Tensor, input: Tensor, normalized_shape: Sequence[int],
                          mean: Tensor, rstd: Tensor, weight: Optional[Tensor],
                          bias: Optional[Tensor], output_mask: Sequence[bool]):
+    _check_devices("fastln.layer_norm_bwd", input, grad_out=grad_out, mean=mean, rstd=rstd,
+                   weight=weight, bias=bias)
     param = weight if weight is not None else bias
     pdtype = param.dtype if param is not None else input.dtype
 

@@ -79,9 +79,21 @@ inline typename V<A>::type load(const U* p) {
   if constexpr (std::is_same_v<U, A>) {
     std::memcpy(&v, p, sizeof v);
   } else if constexpr (std::is_same_v<U, bf16>) {
+    // bf16 is the high half of a float. (GCC lowers __builtin_convertvector here to
+    // 128-bit pieces; the intrinsics give one widening move.)
+#if defined(__AVX512F__)
+    __m256i h;
+    std::memcpy(&h, p, sizeof h);
+    v = (vfloat)_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16);
+#elif defined(__AVX2__)
+    __m128i h;
+    std::memcpy(&h, p, sizeof h);
+    v = (vfloat)_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
+#else
     vuint16 h;
     std::memcpy(&h, p, sizeof h);
     v = (vfloat)(__builtin_convertvector(h, vuint32) << 16);
+#endif
   } else {
     static_assert(std::is_same_v<U, fp16>);
 #if defined(__AVX512F__)
@@ -109,7 +121,16 @@ inline void store(U* p, typename V<A>::type v) {
     vuint32 r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
     const vuint32 nan = (vuint32)(v != v);
     r = (r & ~nan) | (0x7fc0u & nan);
+#if defined(__AVX512F__)
+    const __m256i h = _mm512_cvtepi32_epi16((__m512i)r);
+#elif defined(__AVX2__)
+    // r < 2^16 lane by lane, so the saturating pack is exact; it packs within 128-bit
+    // halves, and the permute puts the two halves' results side by side.
+    const __m256i packed = _mm256_packus_epi32((__m256i)r, (__m256i)r);
+    const __m128i h = _mm256_castsi256_si128(_mm256_permute4x64_epi64(packed, 0x08));
+#else
     const vuint16 h = __builtin_convertvector(r, vuint16);
+#endif
     std::memcpy(p, &h, sizeof h);
   } else {
     static_assert(std::is_same_v<U, fp16>);

@@ -45,10 +45,16 @@ def test_check_passes():
     assert len(lines) == n and f"{n}/{n} cases passed on cpu" in p.stdout
 
 
-def test_check_fails_on_a_wrong_result(monkeypatch, capsys):
-    # The same table code, with fastln's layer_norm off by a little: non-zero exit, FAIL rows.
+@pytest.mark.parametrize("wrong", ["scaled", "nan"])
+def test_check_fails_on_a_wrong_result(monkeypatch, capsys, wrong):
+    # The same table code, with fastln's layer_norm 5% off or with one NaN: exit 1, FAIL rows.
     def off(x, ns, w, b):
-        return fastln.layer_norm(x, ns, w, b) * 1.05
+        y = fastln.layer_norm(x, ns, w, b)
+        if wrong == "scaled":
+            return y * 1.05
+        nan = torch.zeros_like(y)
+        nan.view(-1)[0] = float("nan")
+        return y + nan
 
     ops = [cli.Op("layer_norm", off, cli._ops()[0].torch, True)]
     monkeypatch.setattr(cli, "_ops", lambda: ops)

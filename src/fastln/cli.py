@@ -277,7 +277,8 @@ def cmd_bench(argv: Sequence[str]) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m fastln", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m fastln",
+                                description="fastln: build facts, a parity check, benchmarks.")
     sub = p.add_subparsers(dest="command", required=True, metavar="{info,check,bench}")
     sub.add_parser("info", help="versions, compiler, CPU kernel path, threads, CUDA build and GPU")
     check = sub.add_parser("check", help="parity of every op against torch (forward, loss, gradients)")

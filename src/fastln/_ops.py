@@ -9,7 +9,7 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _stat_shape(input: Tensor, normalized_shape: Sequence[int]) -> list:
+def _stat_shape(input: Tensor, normalized_shape: Sequence[int]) -> list[int]:
     axis = input.dim() - len(normalized_shape)
     return list(input.shape[:axis]) + [1] * len(normalized_shape)
 
@@ -31,7 +31,7 @@ def _layer_norm_fake(input: Tensor, normalized_shape: Sequence[int], weight: Opt
 
 @torch.library.register_fake("fastln::layer_norm_fwd")
 def _layer_norm_fwd_fake(input: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor],
-                         bias: Optional[Tensor], eps: float):
+                         bias: Optional[Tensor], eps: float) -> tuple[Tensor, Tensor, Tensor]:
     _check_devices("fastln.layer_norm", input, weight=weight, bias=bias)
     stat = input.new_empty(_stat_shape(input, normalized_shape), dtype=_acc_dtype(input.dtype))
     return (torch.empty_like(input, memory_format=torch.contiguous_format), stat,
@@ -41,13 +41,14 @@ def _layer_norm_fwd_fake(input: Tensor, normalized_shape: Sequence[int], weight:
 @torch.library.register_fake("fastln::layer_norm_bwd")
 def _layer_norm_bwd_fake(grad_out: Tensor, input: Tensor, normalized_shape: Sequence[int],
                          mean: Tensor, rstd: Tensor, weight: Optional[Tensor],
-                         bias: Optional[Tensor], output_mask: Sequence[bool]):
+                         bias: Optional[Tensor], output_mask: Sequence[bool]
+                         ) -> tuple[Tensor, Tensor, Tensor]:
     _check_devices("fastln.layer_norm_bwd", input, grad_out=grad_out, mean=mean, rstd=rstd,
                    weight=weight, bias=bias)
     param = weight if weight is not None else bias
     pdtype = param.dtype if param is not None else input.dtype
 
-    def grad(i: int, like: Tensor, dtype: torch.dtype, shape) -> Tensor:
+    def grad(i: int, like: Tensor, dtype: torch.dtype, shape: Sequence[int]) -> Tensor:
         return like.new_empty(shape if output_mask[i] else (0,), dtype=dtype)
 
     return (grad(0, input, input.dtype, input.shape), grad(1, input, pdtype, normalized_shape),

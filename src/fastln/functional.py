@@ -1,10 +1,10 @@
 """Functional API, drop-in for torch.nn.functional."""
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
-_layer_norm = torch.ops.fastln.layer_norm.default
+_layer_norm: Callable[..., Tensor] = torch.ops.fastln.layer_norm.default
 
 
 def _check_types(op: str, input: object, normalized_shape: object, **params: object) -> None:

@@ -1,0 +1,20 @@
+# Stub of the compiled extension fastln._C (src/cpp/torch/module.cpp). Importing it registers
+# the torch ops torch.ops.fastln.*; these attributes report how it was built.
+
+torch_version: str
+"""TORCH_VERSION of the torch headers it was compiled against."""
+compiler: str
+"""The compiler and its version, e.g. ``gcc 12.2.0``."""
+cuda: bool
+"""Whether the CUDA kernels are built in (FASTLN_CUDA=ON)."""
+cuda_archs: str
+"""The CUDA architectures compiled for ('' without CUDA)."""
+
+def isa() -> str:
+    """The CPU kernel build in use: 'base', 'avx2' or 'avx512'."""
+
+def available_isas() -> list[str]:
+    """The CPU kernel builds this CPU can run, lowest first."""
+
+def set_isa(name: str) -> None:
+    """Use the given CPU kernel build (lowered to the best this CPU supports)."""

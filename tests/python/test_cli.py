@@ -1,0 +1,88 @@
+"""python -m fastln: info, check and bench, as a user runs them (subprocesses, exit codes)."""
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import fastln
+from fastln import cli
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fastln", *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_info():
+    p = run("info")
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert fastln.__version__ in out
+    assert f"torch (running)        {torch.__version__}" in out
+    assert f"torch (built against)  {fastln._build_info.torch_version}" in out
+    assert f"CPU kernels in use     {fastln._C.isa()}" in out
+    assert ", ".join(fastln._C.available_isas()) in out
+    for name in ("compiler", "threads", "CUDA kernels", "GPU"):
+        assert name in out
+
+
+def test_info_reports_forced_isa():
+    p = subprocess.run([sys.executable, "-m", "fastln", "info"], capture_output=True, text=True,
+                       env={**os.environ, "FASTLN_ISA": "base"}, timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert "CPU kernels in use     base (FASTLN_ISA=base)" in p.stdout
+
+
+def test_check_passes():
+    p = run("check", "--device", "cpu")
+    assert p.returncode == 0, p.stdout + p.stderr
+    lines = [l for l in p.stdout.splitlines() if l.startswith(("layer_norm", "rms_norm"))]
+    assert lines and all(l.endswith("ok") for l in lines), p.stdout
+    n = len(cli._cases(["cpu"]))
+    assert len(lines) == n and f"{n}/{n} cases passed on cpu" in p.stdout
+
+
+@pytest.mark.parametrize("wrong", ["scaled", "nan"])
+def test_check_fails_on_a_wrong_result(monkeypatch, capsys, wrong):
+    # The same table code, with fastln's layer_norm 5% off or with one NaN: exit 1, FAIL rows.
+    def off(x, ns, w, b):
+        y = fastln.layer_norm(x, ns, w, b)
+        if wrong == "scaled":
+            return y * 1.05
+        nan = torch.zeros_like(y)
+        nan.view(-1)[0] = float("nan")
+        return y + nan
+
+    ops = [cli.Op("layer_norm", off, cli._ops()[0].torch, True)]
+    monkeypatch.setattr(cli, "_ops", lambda: ops)
+    assert cli.main(["check", "--device", "cpu"]) == 1
+    out = capsys.readouterr().out
+    n = len(cli._cases(["cpu"]))
+    assert out.count("FAIL") == n and f"0/{n} cases passed" in out
+
+
+def test_check_unavailable_device():
+    if fastln._C.cuda and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    p = run("check", "--device", "cuda")
+    assert p.returncode == 2
+    assert "not available" in p.stderr
+
+
+def test_no_command_is_a_usage_error():
+    p = run()
+    assert p.returncode == 2 and "usage" in p.stderr
+
+
+def test_bench_delegates_to_the_benchmark_suite():
+    if importlib.util.find_spec("fastln.benchmark") is None:
+        p = run("bench", "--quick")
+        assert p.returncode == 2
+        assert "no benchmark suite" in p.stderr
+    else:  # its options are fastln.benchmark's own
+        p = run("bench", "--help")
+        assert p.returncode == 0, p.stderr
+        assert all(opt in p.stdout for opt in ("--quick", "--device", "--out"))

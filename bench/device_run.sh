@@ -1,0 +1,27 @@
+#!/bin/bash
+# One device call: build (sm_90 unless ARCHS is set), tests, sanitizers, benchmark.
+# Usage (repo root on the device): STAGES="build test sanitize bench" bash bench/device_run.sh
+set -o pipefail
+OUT=${OUT:-/tmp/out}; mkdir -p $OUT
+ARCHS=${ARCHS:-90}
+STAGES=${STAGES:-"build test sanitize bench"}
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv | tee $OUT/gpu.txt
+for st in $STAGES; do case $st in
+build)
+  t0=$(date +%s)
+  FASTLN_CUDA=ON python3 -m pip install --no-build-isolation --no-deps -q \
+    -C cmake.define.FASTLN_CUDA_ARCHITECTURES="$ARCHS" -C build-dir=/tmp/fastln-build . > $OUT/build.log 2>&1 \
+    || { tail -50 $OUT/build.log; exit 1; }
+  echo "build ok $(( $(date +%s) - t0 ))s"
+  (cd /tmp && python3 -c "import fastln; print('cuda', fastln._C.cuda, fastln._C.cuda_archs)") ;;
+test)
+  python3 -m pytest tests/python -q --maxfail=15 -p no:cacheprovider 2>&1 | tee $OUT/pytest.log | tail -15 ;;
+sanitize)
+  for tool in memcheck racecheck; do
+    compute-sanitizer --tool $tool --error-exitcode 9 python3 bench/sanitize_cuda.py > $OUT/sanitize_$tool.log 2>&1
+    echo "sanitizer $tool rc=$? $(tail -2 $OUT/sanitize_$tool.log | tr '\n' ' ')"
+  done ;;
+bench)
+  python3 bench/cuda_bench.py $BENCH_ARGS --json $OUT/cuda_h100.json 2>&1 | tee $OUT/bench.log | tail -48 ;;
+esac; done

@@ -4,7 +4,7 @@
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p $OUT
 ARCHS=${ARCHS:-90}
-STAGES=${STAGES:-"build test sanitize bench"}
+STAGES=${STAGES:-"build smoke test sanitize bench"}
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv | tee $OUT/gpu.txt
 for st in $STAGES; do case $st in
@@ -15,6 +15,15 @@ build)
     || { tail -50 $OUT/build.log; exit 1; }
   echo "build ok $(( $(date +%s) - t0 ))s"
   (cd /tmp && python3 -c "import fastln; print('cuda', fastln._C.cuda, fastln._C.cuda_archs)") ;;
+smoke)
+  cat > /tmp/smoke.py <<'PY'
+import torch, fastln
+try:
+    fastln.layer_norm(torch.randn(2, 4), (5,))
+except RuntimeError as e:
+    print("smoke: error path ok")
+PY
+  (cd /tmp && python3 smoke.py) || (cd /tmp && cuda-gdb -batch -ex run -ex bt --args python3 smoke.py 2>&1 | tail -30) ;;
 test)
   python3 -m pytest tests/python -q --maxfail=15 -p no:cacheprovider 2>&1 | tee $OUT/pytest.log | tail -15 ;;
 sanitize)

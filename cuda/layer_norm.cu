@@ -13,18 +13,18 @@
 //    one row fills the CTA. Each CTA writes one [2][N] partial; a second kernel sums the
 //    partials over CTAs in a fixed order: dgamma/dbeta are deterministic, no atomics.
 //  * Fallback path (N not a multiple of the vector width, misaligned rows, or rows too long
-//    for the register path): scalar loads, one CTA per row, the row re-read from L1/L2.
+//    for the register path): one CTA per row, 16-byte loads where aligned, the row re-read
+//    from L1/L2.
 //  * Everything is templated on Norm so RMSNorm is one more instantiation.
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
-#include <c10/cuda/CUDAGuard.h>
+//
+// This file is torch-free (plain pointers, a stream): the torch glue is ops_cuda.cpp, built by
+// the host compiler, so no inline function of torch's headers is compiled by two compilers.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#include <torch/library.h>
 
-#include <limits>
+#include <algorithm>
 
-#include "../src/cpp/torch/common.h"
+#include "layer_norm_cuda.h"
 
 namespace fastln {
 namespace cuda_impl {
@@ -98,23 +98,9 @@ __device__ __forceinline__ void group_sum(A (&v)[K], int tpr, A* red) {
 }
 
 // ---------------------------------------------------------------- forward, register path
-template <class T, class P>
-struct FwdParams {
-  const T* X;
-  int64_t ldx;
-  const P* gamma;
-  const P* beta;
-  T* Y;
-  acc_t<T>* mean;
-  acc_t<T>* rstd;
-  int64_t M;
-  int N;
-  int tpr;
-  double eps;
-};
 
 template <class T, class P, int NV, Norm NORM>
-__global__ void __launch_bounds__(1024) fwd_reg_kernel(FwdParams<T, P> p) {
+__global__ void __launch_bounds__(512) fwd_reg_kernel(FwdParams<T, P> p) {
   using A = acc_t<T>;
   constexpr int VEC = Pack<T>::n;
   __shared__ A red[32 * 2];
@@ -183,28 +169,43 @@ __global__ void __launch_bounds__(1024) fwd_reg_kernel(FwdParams<T, P> p) {
   }
 }
 
-// ---------------------------------------------------------------- forward, fallback path
-template <class T, class P, Norm NORM>
+// ---------------------------------------------------------------- fallback path
+// VEC consecutive elements (VEC = 1: any alignment; else VEC divides N and 16 | addresses).
+template <class T, int VEC>
+struct alignas(sizeof(T) * VEC) VecN {
+  T v[VEC];
+};
+
+template <class T, class P, int VEC, Norm NORM>
 __global__ void __launch_bounds__(512) fwd_fallback_kernel(FwdParams<T, P> p) {
   using A = acc_t<T>;
+  using V = VecN<T, VEC>;
   __shared__ A red[32 * 2];
   const int tpr = blockDim.x;
-  const int N = p.N;
+  const int N = p.N, nv = N / VEC;
   const A invN = A(1) / A(N);
   for (int64_t row = blockIdx.x; row < p.M; row += gridDim.x) {
-    const T* x = p.X + row * p.ldx;
+    const V* x = reinterpret_cast<const V*>(p.X + row * p.ldx);
     A mean = 0;
     if constexpr (NORM == Norm::kLayer) {
-      const A x0 = A(dtof(x[0]));
+      const A x0 = A(dtof(p.X[row * p.ldx]));
       A s[1] = {0};
-      for (int j = threadIdx.x; j < N; j += tpr) s[0] += A(dtof(x[j])) - x0;
+      for (int j = threadIdx.x; j < nv; j += tpr) {
+        const V a = x[j];
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) s[0] += A(dtof(a.v[e])) - x0;
+      }
       group_sum<1>(s, tpr, red);
       mean = x0 + s[0] * invN;
     }
     A q[1] = {0};
-    for (int j = threadIdx.x; j < N; j += tpr) {
-      const A d = A(dtof(x[j])) - mean;
-      q[0] += d * d;
+    for (int j = threadIdx.x; j < nv; j += tpr) {
+      const V a = x[j];
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) {
+        const A d = A(dtof(a.v[e])) - mean;
+        q[0] += d * d;
+      }
     }
     group_sum<1>(q, tpr, red);
     const A rstd = A(1) / sqrt(q[0] * invN + A(p.eps));
@@ -212,32 +213,24 @@ __global__ void __launch_bounds__(512) fwd_fallback_kernel(FwdParams<T, P> p) {
       p.mean[row] = mean;
       p.rstd[row] = rstd;
     }
-    T* y = p.Y + row * int64_t(N);
-    for (int j = threadIdx.x; j < N; j += tpr) {
-      const A scale = p.gamma ? rstd * ptoa<A>(p.gamma[j]) : rstd;
-      A out = (A(dtof(x[j])) - mean) * scale;
-      if (p.beta) out += ptoa<A>(p.beta[j]);
-      y[j] = dfrom<T>(out);
+    V* y = reinterpret_cast<V*>(p.Y + row * int64_t(N));
+    for (int j = threadIdx.x; j < nv; j += tpr) {
+      const V a = x[j];
+      V o;
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) {
+        const int col = j * VEC + e;
+        const A scale = p.gamma ? rstd * ptoa<A>(p.gamma[col]) : rstd;
+        A out = (A(dtof(a.v[e])) - mean) * scale;
+        if (p.beta) out += ptoa<A>(p.beta[col]);
+        o.v[e] = dfrom<T>(out);
+      }
+      y[j] = o;
     }
   }
 }
 
 // ---------------------------------------------------------------- backward
-template <class T, class P>
-struct BwdParams {
-  const T* dY;
-  int64_t lddy;
-  const T* X;
-  int64_t ldx;
-  const acc_t<T>* mean;
-  const acc_t<T>* rstd;
-  const P* gamma;
-  T* dX;                // null: no grad_input
-  acc_t<T>* partial;    // [nparts][2][N] or null
-  int64_t M;
-  int N;
-  int tpr;
-};
 
 // ACC_SMEM: the CTA is one row group (tpr == blockDim.x) and keeps its column sums in
 // dynamic shared memory [2][N]; else in registers, combined across groups at the end through
@@ -308,8 +301,8 @@ __global__ void __launch_bounds__(512) bwd_reg_kernel(BwdParams<T, P> p) {
           if (params) {
 #pragma unroll
             for (int e = 0; e < VEC; ++e) {
-              acc[v * VEC + e] += dg[e];
-              acc[N + v * VEC + e] += db[e];
+              acc[e * nvec + v] += dg[e];  // element-major: lanes hit consecutive words
+              acc[N + e * nvec + v] += db[e];
             }
           }
         } else {
@@ -348,7 +341,11 @@ __global__ void __launch_bounds__(512) bwd_reg_kernel(BwdParams<T, P> p) {
   A* out = p.partial + int64_t(blockIdx.x) * 2 * N;
   if constexpr (ACC_SMEM) {
     __syncthreads();
-    for (int j = threadIdx.x; j < 2 * N; j += blockDim.x) out[j] = acc[j];
+    for (int j = threadIdx.x; j < N; j += blockDim.x) {
+      const int k = (j % VEC) * nvec + j / VEC;
+      out[j] = acc[k];
+      out[N + j] = acc[N + k];
+    }
   } else {
     for (int j = threadIdx.x; j < 2 * N; j += blockDim.x) acc[j] = 0;
     __syncthreads();
@@ -372,33 +369,44 @@ __global__ void __launch_bounds__(512) bwd_reg_kernel(BwdParams<T, P> p) {
   }
 }
 
-// Fallback dX: one CTA per row, scalar, the row re-read.
-template <class T, class P, Norm NORM>
+// Fallback dX: one CTA per row, the row re-read (from L1/L2).
+template <class T, class P, int VEC, Norm NORM>
 __global__ void __launch_bounds__(512) bwd_fallback_dx_kernel(BwdParams<T, P> p) {
   using A = acc_t<T>;
+  using V = VecN<T, VEC>;
   __shared__ A red[32 * 2];
-  const int tpr = blockDim.x, N = p.N;
+  const int tpr = blockDim.x, N = p.N, nv = N / VEC;
   const A invN = A(1) / A(N);
   for (int64_t row = blockIdx.x; row < p.M; row += gridDim.x) {
-    const T* x = p.X + row * p.ldx;
-    const T* dy = p.dY + row * p.lddy;
+    const V* x = reinterpret_cast<const V*>(p.X + row * p.ldx);
+    const V* dy = reinterpret_cast<const V*>(p.dY + row * p.lddy);
     const A mean = NORM == Norm::kLayer ? p.mean[row] : A(0), rstd = p.rstd[row];
     A c[2] = {0, 0};
-    for (int j = threadIdx.x; j < N; j += tpr) {
-      const A xh = (A(dtof(x[j])) - mean) * rstd;
-      const A d = A(dtof(dy[j]));
-      const A gg = p.gamma ? d * ptoa<A>(p.gamma[j]) : d;
-      c[0] += gg;
-      c[1] += gg * xh;
+    for (int j = threadIdx.x; j < nv; j += tpr) {
+      const V a = x[j], b = dy[j];
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) {
+        const A xh = (A(dtof(a.v[e])) - mean) * rstd;
+        const A d = A(dtof(b.v[e]));
+        const A gg = p.gamma ? d * ptoa<A>(p.gamma[j * VEC + e]) : d;
+        c[0] += gg;
+        c[1] += gg * xh;
+      }
     }
     group_sum<2>(c, tpr, red);
     const A c1 = NORM == Norm::kLayer ? c[0] * invN : A(0), c2 = c[1] * invN;
-    T* dx = p.dX + row * int64_t(N);
-    for (int j = threadIdx.x; j < N; j += tpr) {
-      const A xh = (A(dtof(x[j])) - mean) * rstd;
-      const A d = A(dtof(dy[j]));
-      const A gg = p.gamma ? d * ptoa<A>(p.gamma[j]) : d;
-      dx[j] = dfrom<T>(rstd * (gg - (c1 + xh * c2)));
+    V* dx = reinterpret_cast<V*>(p.dX + row * int64_t(N));
+    for (int j = threadIdx.x; j < nv; j += tpr) {
+      const V a = x[j], b = dy[j];
+      V o;
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) {
+        const A xh = (A(dtof(a.v[e])) - mean) * rstd;
+        const A d = A(dtof(b.v[e]));
+        const A gg = p.gamma ? d * ptoa<A>(p.gamma[j * VEC + e]) : d;
+        o.v[e] = dfrom<T>(rstd * (gg - (c1 + xh * c2)));
+      }
+      dx[j] = o;
     }
   }
 }
@@ -426,25 +434,28 @@ __global__ void __launch_bounds__(256) bwd_fallback_cols_kernel(BwdParams<T, P> 
 }
 
 // dgamma[j] = sum_k partial[k][0][j], dbeta[j] = sum_k partial[k][1][j], in a fixed order:
-// thread (tx, ty) sums k = ty, ty + 16, ...; then ty = 0 adds the 16 sums in order.
+// thread (tx, ty) sums k = ty, ty + RY, ...; then ty = 0 adds the RY sums in order.
+constexpr int RY = 32;
 template <class A, class P>
-__global__ void __launch_bounds__(512) reduce_partials_kernel(const A* partial, int64_t nparts,
-                                                              int N, P* dgamma, P* dbeta) {
-  __shared__ A sm[16][2][33];
+__global__ void __launch_bounds__(32 * RY) reduce_partials_kernel(const A* partial, int64_t nparts,
+                                                                  int N, P* dgamma, P* dbeta) {
+  __shared__ A sm[RY][2][33];
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int64_t j = int64_t(blockIdx.x) * 32 + tx;
   A sg = 0, sb = 0;
-  if (j < N)
-    for (int64_t k = ty; k < nparts; k += 16) {
+  if (j < N) {
+#pragma unroll 8
+    for (int64_t k = ty; k < nparts; k += RY) {
       sg += partial[k * 2 * N + j];
       sb += partial[k * 2 * N + N + j];
     }
+  }
   sm[ty][0][tx] = sg;
   sm[ty][1][tx] = sb;
   __syncthreads();
   if (ty == 0 && j < N) {
     A g = 0, b = 0;
-    for (int i = 0; i < 16; ++i) {
+    for (int i = 0; i < RY; ++i) {
       g += sm[i][0][tx];
       b += sm[i][1][tx];
     }
@@ -453,287 +464,216 @@ __global__ void __launch_bounds__(512) reduce_partials_kernel(const A* partial, 
   }
 }
 
-// ---------------------------------------------------------------- host side
+// ---------------------------------------------------------------- host side: one dispatch point
+namespace {
+
 int round_up(int v, int m) { return (v + m - 1) / m * m; }
 int pow2_ceil(int v) {
   int p = 1;
   while (p < v) p <<= 1;
   return p;
 }
-int nv_class(int nv) { return nv <= 1 ? 1 : nv <= 2 ? 2 : nv <= 4 ? 4 : 8; }
-
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+int nv_class(int nv) { return nv <= 1 ? 1 : nv <= 2 ? 2 : nv <= 4 ? 4 : nv <= 8 ? 8 : 16; }
 
 int num_sms(int device) {
   static int cache[64] = {0};
-  if (device < 64 && cache[device]) return cache[device];
+  if (device >= 0 && device < 64 && cache[device]) return cache[device];
   int n = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
-  if (device < 64) cache[device] = n;
+  if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || n <= 0) n = 132;
+  if (device >= 0 && device < 64) cache[device] = n;
   return n;
 }
 
-// A row-group configuration: threads per row, vectors per thread, block size.
+// A row-group configuration: threads per row (tpr), 16-byte vectors per thread (nv), block.
 struct Config {
   bool reg = false;  // false: fallback path
   int tpr = 0, nv = 0, block = 0;
 };
 
-// Forward: NV <= 4 vectors per thread while that fits 1024 threads, then 8.
+constexpr int kMaxRowThreads = 512;
+
+// Forward: tpr <= 32 (several rows per CTA, 256 threads) up to 4 vectors a thread; then one
+// row per CTA, 4 vectors a thread while <= 512 threads suffice, then 8, then 16.
 Config fwd_config(int nvec) {
   Config c;
   if (nvec <= 128) {
     c.tpr = pow2_ceil((nvec + 3) / 4);
     c.nv = nv_class((nvec + c.tpr - 1) / c.tpr);
     c.block = 256;
-  } else if ((nvec + 3) / 4 <= 1024) {
-    c.tpr = round_up((nvec + 3) / 4, 32);
-    c.nv = nv_class((nvec + c.tpr - 1) / c.tpr);
-    c.block = c.tpr;
-  } else if ((nvec + 7) / 8 <= 1024) {
-    c.tpr = round_up((nvec + 7) / 8, 32);
-    c.nv = 8;
-    c.block = c.tpr;
-  } else {
+    c.reg = true;
     return c;
   }
-  c.reg = true;
+  for (int nv : {4, 8, 16}) {
+    if ((nvec + nv - 1) / nv <= kMaxRowThreads) {
+      c.tpr = round_up((nvec + nv - 1) / nv, 32);
+      c.nv = nv_class((nvec + c.tpr - 1) / c.tpr);
+      c.block = c.tpr;
+      c.reg = true;
+      return c;
+    }
+  }
   return c;
 }
 
-// Backward: small rows (tpr <= 32) keep column sums in registers, several rows per CTA;
-// larger rows are one CTA each (tpr <= 512) with column sums in shared memory.
-Config bwd_config(int nvec, int N, size_t acc_size) {
+// Backward: small rows (tpr <= 32) keep column sums in registers, several rows per CTA (512
+// threads); larger rows are one CTA each with column sums in shared memory [2][N].
+Config bwd_config(int nvec, int N, size_t acc_size, int max_nv) {
   Config c;
   if (nvec <= 128) {
     c.tpr = pow2_ceil((nvec + 3) / 4);
     c.nv = nv_class((nvec + c.tpr - 1) / c.tpr);
     c.block = 512;
-  } else if (size_t(2) * N * acc_size > 200 * 1024) {
-    return c;
-  } else if ((nvec + 3) / 4 <= 512) {
-    c.tpr = round_up((nvec + 3) / 4, 32);
-    c.nv = nv_class((nvec + c.tpr - 1) / c.tpr);
-    c.block = c.tpr;
-  } else if ((nvec + 7) / 8 <= 512) {
-    c.tpr = round_up((nvec + 7) / 8, 32);
-    c.nv = 8;
-    c.block = c.tpr;
-  } else {
+    c.reg = true;
     return c;
   }
-  c.reg = true;
+  if (size_t(2) * N * acc_size > 200 * 1024) return c;
+  for (int nv : {4, 8}) {
+    if (nv <= max_nv && (nvec + nv - 1) / nv <= kMaxRowThreads) {
+      c.tpr = round_up((nvec + nv - 1) / nv, 32);
+      c.nv = nv_class((nvec + c.tpr - 1) / c.tpr);
+      c.block = c.tpr;
+      c.reg = true;
+      return c;
+    }
+  }
   return c;
 }
 
+template <class T>
+Config bwd_config_for(int N, bool vec_ok) {
+  constexpr int VEC = Pack<T>::n;
+  return vec_ok ? bwd_config(N / VEC, N, sizeof(acc_t<T>), 8) : Config{};
+}
+
+int fallback_block(int n) { return n >= 4096 ? 512 : n >= 512 ? 128 : 32; }
+
 template <class T, class P, int NV>
-void launch_fwd_reg(const Config& c, const FwdParams<T, P>& p, cudaStream_t s) {
+cudaError_t launch_fwd_reg(const Config& c, const FwdParams<T, P>& p, cudaStream_t s) {
   const int G = c.block / c.tpr;
   const int64_t grid = (p.M + G - 1) / G;
-  TORCH_CHECK(grid < (int64_t(1) << 31), "fastln: too many rows");
+  if (grid >= (int64_t(1) << 31)) return cudaErrorInvalidConfiguration;
   fwd_reg_kernel<T, P, NV, Norm::kLayer><<<unsigned(grid), c.block, 0, s>>>(p);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return cudaGetLastError();
 }
 
 template <class T, class P, int NV, bool SM>
-int64_t launch_bwd_reg(const Config& c, const BwdParams<T, P>& p, int device, cudaStream_t s,
-                       bool dry_run) {
+auto bwd_kernel_ptr() {
+  return bwd_reg_kernel<T, P, NV, Norm::kLayer, SM>;
+}
+
+// The backward kernel of a config, its grid (persistent: rows fill the chip) and smem.
+template <class T, class P>
+struct BwdLaunch {
+  void (*kernel)(BwdParams<T, P>) = nullptr;
+  int64_t grid = 0;
+  size_t smem = 0;
+};
+
+template <class T, class P>
+BwdLaunch<T, P> bwd_launch_plan(const Config& c, int N, int64_t M, int device) {
   using A = acc_t<T>;
-  auto kernel = bwd_reg_kernel<T, P, NV, Norm::kLayer, SM>;
-  const size_t smem = size_t(2) * p.N * sizeof(A);
-  static bool attr_set = false;  // per instantiation
-  if (!attr_set) {
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        210 * 1024));
-    attr_set = true;
+  BwdLaunch<T, P> l;
+  const bool sm = c.tpr > 32;
+  switch (c.nv) {
+    case 1: l.kernel = sm ? bwd_kernel_ptr<T, P, 1, true>() : bwd_kernel_ptr<T, P, 1, false>(); break;
+    case 2: l.kernel = sm ? bwd_kernel_ptr<T, P, 2, true>() : bwd_kernel_ptr<T, P, 2, false>(); break;
+    case 4: l.kernel = sm ? bwd_kernel_ptr<T, P, 4, true>() : bwd_kernel_ptr<T, P, 4, false>(); break;
+    default: l.kernel = bwd_kernel_ptr<T, P, 8, true>(); break;
+  }
+  l.smem = size_t(2) * N * sizeof(A);
+  static bool attr_set[2][5] = {};  // per instantiation of this function: (sm, nv class)
+  bool& set = attr_set[sm][c.nv == 1 ? 0 : c.nv == 2 ? 1 : c.nv == 4 ? 2 : 3];
+  if (!set) {
+    cudaFuncSetAttribute(l.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 210 * 1024);
+    set = true;
   }
   int occ = 0;
-  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kernel, c.block, smem));
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, l.kernel, c.block, l.smem) != cudaSuccess)
+    occ = 1;
   occ = std::max(occ, 1);
   const int G = c.block / c.tpr;
-  const int64_t ngroups = (p.M + G - 1) / G;
-  const int64_t grid = std::min<int64_t>(ngroups, int64_t(occ) * num_sms(device));
-  if (dry_run) return grid;
-  kernel<<<unsigned(grid), c.block, smem, s>>>(p);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return grid;
+  const int64_t ngroups = (M + G - 1) / G;
+  l.grid = std::min<int64_t>(ngroups, int64_t(occ) * num_sms(device));
+  return l;
 }
 
 template <class T, class P>
-void fwd_cuda(const FwdParams<T, P>& p0, bool vec_ok, cudaStream_t s) {
-  FwdParams<T, P> p = p0;
+int64_t fallback_num_partials(int N, int64_t M, int device) {
+  const int64_t tiles = (N + 255) / 256;
+  return std::max<int64_t>(1, std::min<int64_t>(M, std::max<int64_t>(1, 8 * num_sms(device) / tiles)));
+}
+
+}  // namespace
+
+template <class T, class P>
+cudaError_t launch_fwd(FwdParams<T, P> p, bool vec_ok, cudaStream_t s) {
   constexpr int VEC = Pack<T>::n;
-  Config c = vec_ok ? fwd_config(p.N / VEC) : Config{};
+  const Config c = vec_ok ? fwd_config(p.N / VEC) : Config{};
   if (c.reg) {
     p.tpr = c.tpr;
     switch (c.nv) {
       case 1: return launch_fwd_reg<T, P, 1>(c, p, s);
       case 2: return launch_fwd_reg<T, P, 2>(c, p, s);
       case 4: return launch_fwd_reg<T, P, 4>(c, p, s);
-      default: return launch_fwd_reg<T, P, 8>(c, p, s);
+      case 8: return launch_fwd_reg<T, P, 8>(c, p, s);
+      default: return launch_fwd_reg<T, P, 16>(c, p, s);
     }
   }
-  const int block = p.N >= 4096 ? 512 : p.N >= 512 ? 128 : 32;
+  const int block = fallback_block(vec_ok ? p.N / VEC : p.N);
   p.tpr = block;
-  const int64_t grid = std::min<int64_t>(p.M, int64_t(1) << 30);
-  fwd_fallback_kernel<T, P, Norm::kLayer><<<unsigned(grid), block, 0, s>>>(p);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  const unsigned grid = unsigned(std::min<int64_t>(p.M, int64_t(1) << 30));
+  if (vec_ok)
+    fwd_fallback_kernel<T, P, VEC, Norm::kLayer><<<grid, block, 0, s>>>(p);
+  else
+    fwd_fallback_kernel<T, P, 1, Norm::kLayer><<<grid, block, 0, s>>>(p);
+  return cudaGetLastError();
 }
 
 template <class T, class P>
-void bwd_cuda(const BwdParams<T, P>& p0, bool vec_ok, P* dgamma, P* dbeta, bool params,
-              int device, cudaStream_t s) {
+int64_t bwd_num_partials(const BwdParams<T, P>& p, bool vec_ok, int device) {
+  const Config c = bwd_config_for<T>(p.N, vec_ok);
+  if (c.reg) return bwd_launch_plan<T, P>(c, p.N, p.M, device).grid;
+  return fallback_num_partials<T, P>(p.N, p.M, device);
+}
+
+template <class T, class P>
+cudaError_t launch_bwd(BwdParams<T, P> p, bool vec_ok, int64_t nparts, P* dgamma, P* dbeta,
+                       cudaStream_t s) {
   using A = acc_t<T>;
-  BwdParams<T, P> p = p0;
   constexpr int VEC = Pack<T>::n;
-  Config c = vec_ok ? bwd_config(p.N / VEC, p.N, sizeof(A)) : Config{};
-  at::Tensor partial;
-  int64_t nparts = 0;
+  const Config c = bwd_config_for<T>(p.N, vec_ok);
+  int device = 0;
+  cudaGetDevice(&device);
   if (c.reg) {
     p.tpr = c.tpr;
-    const bool sm = c.tpr >= 32 && c.block == c.tpr && c.tpr > 32;
-    auto go = [&](bool dry) -> int64_t {
-      if (sm) {
-        switch (c.nv) {
-          case 1: return launch_bwd_reg<T, P, 1, true>(c, p, device, s, dry);
-          case 2: return launch_bwd_reg<T, P, 2, true>(c, p, device, s, dry);
-          case 4: return launch_bwd_reg<T, P, 4, true>(c, p, device, s, dry);
-          default: return launch_bwd_reg<T, P, 8, true>(c, p, device, s, dry);
-        }
-      }
-      switch (c.nv) {
-        case 1: return launch_bwd_reg<T, P, 1, false>(c, p, device, s, dry);
-        case 2: return launch_bwd_reg<T, P, 2, false>(c, p, device, s, dry);
-        default: return launch_bwd_reg<T, P, 4, false>(c, p, device, s, dry);
-      }
-    };
-    if (params) {
-      nparts = go(true);
-      partial = at::empty({nparts, 2, p.N},
-                          at::TensorOptions().device(at::kCUDA, device).dtype(
-                              std::is_same_v<A, double> ? at::kDouble : at::kFloat));
-      p.partial = reinterpret_cast<A*>(partial.data_ptr());
-    }
-    go(false);
+    const BwdLaunch<T, P> l = bwd_launch_plan<T, P>(c, p.N, p.M, device);
+    if (p.partial && l.grid != nparts) return cudaErrorInvalidValue;  // plan and launch disagree
+    l.kernel<<<unsigned(l.grid), c.block, l.smem, s>>>(p);
   } else {
     if (p.dX) {
-      const int block = p.N >= 4096 ? 512 : p.N >= 512 ? 128 : 32;
+      const int block = fallback_block(vec_ok ? p.N / VEC : p.N);
       p.tpr = block;
-      const int64_t grid = std::min<int64_t>(p.M, int64_t(1) << 30);
-      bwd_fallback_dx_kernel<T, P, Norm::kLayer><<<unsigned(grid), block, 0, s>>>(p);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      const unsigned grid = unsigned(std::min<int64_t>(p.M, int64_t(1) << 30));
+      if (vec_ok)
+        bwd_fallback_dx_kernel<T, P, VEC, Norm::kLayer><<<grid, block, 0, s>>>(p);
+      else
+        bwd_fallback_dx_kernel<T, P, 1, Norm::kLayer><<<grid, block, 0, s>>>(p);
+      if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
     }
-    if (params) {
-      nparts = std::min<int64_t>(p.M, std::max<int64_t>(1, 4 * num_sms(device) / ((p.N + 255) / 256)));
-      nparts = std::max<int64_t>(nparts, 1);
-      partial = at::empty({nparts, 2, p.N},
-                          at::TensorOptions().device(at::kCUDA, device).dtype(
-                              std::is_same_v<A, double> ? at::kDouble : at::kFloat));
-      p.partial = reinterpret_cast<A*>(partial.data_ptr());
+    if (p.partial) {
       dim3 grid(unsigned((p.N + 255) / 256), unsigned(nparts));
       bwd_fallback_cols_kernel<T, P, Norm::kLayer><<<grid, 256, 0, s>>>(p);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   }
-  if (params) {
-    dim3 block(32, 16), grid(unsigned((p.N + 31) / 32));
+  if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+  if (p.partial) {
+    dim3 block(32, RY), grid(unsigned((p.N + 31) / 32));
     reduce_partials_kernel<A, P><<<grid, block, 0, s>>>(p.partial, nparts, p.N, dgamma, dbeta);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
+  return cudaGetLastError();
 }
 
-at::ScalarType param_dtype(const at::Tensor& input, const at::Tensor& gamma, const at::Tensor& beta) {
-  return gamma.defined() ? gamma.scalar_type() : beta.defined() ? beta.scalar_type() : input.scalar_type();
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_fwd_cuda(
-    const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
-    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias, double eps) {
-  const auto s = check_norm_args("fastln.layer_norm", input, C10_AS_INTARRAYREF_SLOW(normalized_shape),
-                                 weight, bias, eps);
-  const c10::cuda::CUDAGuard guard(input.device());
-  at::Tensor Y = at::empty(input.sizes(), input.options().memory_format(at::MemoryFormat::Contiguous));
-  at::Tensor mean = at::empty(stat_shape(input, s.axis), input.options().dtype(acc_dtype(input.scalar_type())));
-  at::Tensor rstd = at::empty_like(mean);
-  if (s.M == 0) return {Y, mean, rstd};
-  if (s.N == 0) {  // as the CPU kernel: mean 0, var 0/0
-    mean.zero_();
-    rstd.fill_(std::numeric_limits<double>::quiet_NaN());
-    return {Y, mean, rstd};
-  }
-  TORCH_CHECK(s.N < (int64_t(1) << 31), "fastln: normalized size too large for the CUDA kernels");
-  const Rows X = as_rows(input, s.M, s.N);
-  const at::Tensor gamma = contiguous_param(weight), beta = contiguous_param(bias);
-  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  dispatch_types(input.scalar_type(), param_dtype(input, gamma, beta), [&]<class T, class P>() {
-    constexpr int VEC = Pack<T>::n;
-    const bool vec_ok = s.N % VEC == 0 && X.ld % VEC == 0 && aligned16(X.t.data_ptr()) &&
-                        (!gamma.defined() || aligned16(gamma.data_ptr())) &&
-                        (!beta.defined() || aligned16(beta.data_ptr())) && aligned16(Y.data_ptr());
-    FwdParams<T, P> p{ptr<const T>(X.t), X.ld, ptr<const P>(gamma), ptr<const P>(beta), ptr<T>(Y),
-                      ptr<acc_t<T>>(mean), ptr<acc_t<T>>(rstd), s.M, int(s.N), 0, eps};
-    fwd_cuda<T, P>(p, vec_ok, stream);
-  });
-  return {Y, mean, rstd};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd_cuda(
-    const at::Tensor& grad_out, const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
-    const at::Tensor& mean, const at::Tensor& rstd, const std::optional<at::Tensor>& weight,
-    const std::optional<at::Tensor>& bias, std::array<bool, 3> output_mask) {
-  const char* op = "fastln.layer_norm_bwd";
-  const auto ns = C10_AS_INTARRAYREF_SLOW(normalized_shape);
-  const auto s = check_norm_args(op, input, ns, weight, bias, 0.0);
-  TORCH_CHECK(grad_out.sizes() == input.sizes() && grad_out.scalar_type() == input.scalar_type() &&
-                  grad_out.device() == input.device(),
-              op, ": expected grad_out like input (", input.sizes(), ", ", input.scalar_type(),
-              "), got ", grad_out.sizes(), ", ", grad_out.scalar_type(), " on ", grad_out.device());
-  const auto acc = acc_dtype(input.scalar_type());
-  for (const at::Tensor* t : {&mean, &rstd})
-    TORCH_CHECK(t->numel() == s.M && t->scalar_type() == acc && t->device() == input.device(), op,
-                ": expected mean and rstd of ", s.M, " elements of dtype ", acc, ", got ",
-                t->sizes(), " of dtype ", t->scalar_type());
-  const c10::cuda::CUDAGuard guard(input.device());
-  const at::Tensor gamma = contiguous_param(weight);
-  const auto pdtype = param_dtype(input, gamma, contiguous_param(bias));
-  const auto opts = input.options().memory_format(at::MemoryFormat::Contiguous);
-  at::Tensor dX = output_mask[0] ? at::empty(input.sizes(), opts) : at::empty({0}, opts);
-  at::Tensor dgamma = output_mask[1] ? at::empty(ns, opts.dtype(pdtype)) : at::empty({0}, opts.dtype(pdtype));
-  at::Tensor dbeta = output_mask[2] ? at::empty(ns, opts.dtype(pdtype)) : at::empty({0}, opts.dtype(pdtype));
-  const bool params = output_mask[1] || output_mask[2];
-  if (s.N == 0) return {dX, dgamma, dbeta};
-  if (s.M == 0) {
-    if (output_mask[1]) dgamma.zero_();
-    if (output_mask[2]) dbeta.zero_();
-    return {dX, dgamma, dbeta};
-  }
-  if (!output_mask[0] && !params) return {dX, dgamma, dbeta};
-  TORCH_CHECK(s.N < (int64_t(1) << 31), op, ": normalized size too large for the CUDA kernels");
-  const Rows X = as_rows(input, s.M, s.N), dY = as_rows(grad_out, s.M, s.N);
-  const at::Tensor mean_c = mean.contiguous(), rstd_c = rstd.contiguous();
-  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  const int device = input.get_device();
-  dispatch_types(input.scalar_type(), pdtype, [&]<class T, class P>() {
-    constexpr int VEC = Pack<T>::n;
-    const bool vec_ok = s.N % VEC == 0 && X.ld % VEC == 0 && dY.ld % VEC == 0 &&
-                        aligned16(X.t.data_ptr()) && aligned16(dY.t.data_ptr()) &&
-                        (!gamma.defined() || aligned16(gamma.data_ptr())) &&
-                        (!output_mask[0] || aligned16(dX.data_ptr()));
-    BwdParams<T, P> p{ptr<const T>(dY.t), dY.ld, ptr<const T>(X.t), X.ld,
-                      ptr<const acc_t<T>>(mean_c), ptr<const acc_t<T>>(rstd_c),
-                      ptr<const P>(gamma), output_mask[0] ? ptr<T>(dX) : nullptr, nullptr,
-                      s.M, int(s.N), 0};
-    bwd_cuda<T, P>(p, vec_ok, output_mask[1] ? ptr<P>(dgamma) : nullptr,
-                   output_mask[2] ? ptr<P>(dbeta) : nullptr, params, device, stream);
-  });
-  return {dX, dgamma, dbeta};
-}
+FASTLN_FOR_EACH_TYPE_PAIR(FASTLN_CUDA_INSTANTIATE)
 
 }  // namespace cuda_impl
-
-TORCH_LIBRARY_IMPL(fastln, CUDA, m) {
-  m.impl("layer_norm_fwd", &cuda_impl::layer_norm_fwd_cuda);
-  m.impl("layer_norm_bwd", &cuda_impl::layer_norm_bwd_cuda);
-}
-
 }  // namespace fastln

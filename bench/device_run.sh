@@ -24,8 +24,12 @@ except RuntimeError as e:
     print("smoke: error path ok")
 PY
   (cd /tmp && python3 smoke.py) || (cd /tmp && cuda-gdb -batch -ex run -ex bt --args python3 smoke.py 2>&1 | tail -30) ;;
+cpuonly)  # the same sources built without CUDA, for comparison
+  FASTLN_CUDA=OFF python3 -m pip install --no-build-isolation --no-deps -q --target /tmp/cpuonly \
+    -C build-dir=/tmp/fastln-build-cpu . > $OUT/build_cpu.log 2>&1 || tail -20 $OUT/build_cpu.log
+  (cd /tmp && PYTHONPATH=/tmp/cpuonly python3 smoke.py; echo "cpu-only build smoke rc=$?") ;;
 test)
-  python3 -m pytest tests/python -q --maxfail=15 -p no:cacheprovider 2>&1 | tee $OUT/pytest.log | tail -15 ;;
+  python3 -m pytest tests/python -q -n 8 -p no:cacheprovider 2>&1 | tee $OUT/pytest.log | tail -15 ;;
 sanitize)
   for tool in memcheck racecheck; do
     compute-sanitizer --tool $tool --error-exitcode 9 python3 bench/sanitize_cuda.py > $OUT/sanitize_$tool.log 2>&1

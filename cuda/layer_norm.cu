@@ -45,6 +45,12 @@ template <> __device__ __forceinline__ fp16 dfrom<fp16>(float v) {
   return fp16{__half_as_ushort(__float2half_rn(v))};
 }
 
+// Products that the compiler must not fuse into a later add: dX uses g = dy * gamma twice (in
+// the row sums and per element), and both must be the same rounded value, so that dX is
+// exactly 0 where it should be (N = 1). Same for xhat.
+__device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+
 // Parameter value as the accumulation type A.
 template <class A, class P> __device__ __forceinline__ A ptoa(P v) { return A(dtof(v)); }
 
@@ -289,12 +295,12 @@ __global__ void __launch_bounds__(512) bwd_reg_kernel(BwdParams<T, P> p) {
         A dg[VEC], db[VEC];
 #pragma unroll
         for (int e = 0; e < VEC; ++e) {
-          const A xh = (A(dtof(rx[i].v[e])) - mean) * rstd;
+          const A xh = mul_rn(A(dtof(rx[i].v[e])) - mean, rstd);
           const A d = A(dtof(rd[i].v[e]));
-          const A gg = p.gamma ? d * ptoa<A>(g.v[e]) : d;
+          const A gg = p.gamma ? mul_rn(d, ptoa<A>(g.v[e])) : d;
           c[0] += gg;
-          c[1] += gg * xh;
-          dg[e] = d * xh;
+          c[1] += mul_rn(gg, xh);
+          dg[e] = mul_rn(d, xh);
           db[e] = d;
         }
         if constexpr (ACC_SMEM) {
@@ -316,7 +322,7 @@ __global__ void __launch_bounds__(512) bwd_reg_kernel(BwdParams<T, P> p) {
     }
     if (p.dX) {
       group_sum<2>(c, tpr, red);
-      const A c1 = NORM == Norm::kLayer ? c[0] * invN : A(0), c2 = c[1] * invN;
+      const A c1 = NORM == Norm::kLayer ? mul_rn(c[0], invN) : A(0), c2 = mul_rn(c[1], invN);
       T* dx = p.dX + (valid ? row : 0) * int64_t(N);
 #pragma unroll
       for (int i = 0; i < NV; ++i) {
@@ -327,10 +333,10 @@ __global__ void __launch_bounds__(512) bwd_reg_kernel(BwdParams<T, P> p) {
           Pack<T> o;
 #pragma unroll
           for (int e = 0; e < VEC; ++e) {
-            const A xh = (A(dtof(rx[i].v[e])) - mean) * rstd;
+            const A xh = mul_rn(A(dtof(rx[i].v[e])) - mean, rstd);
             const A d = A(dtof(rd[i].v[e]));
-            const A gg = p.gamma ? d * ptoa<A>(g.v[e]) : d;
-            o.v[e] = dfrom<T>(rstd * (gg - (c1 + xh * c2)));
+            const A gg = p.gamma ? mul_rn(d, ptoa<A>(g.v[e])) : d;
+            o.v[e] = dfrom<T>(mul_rn(rstd, gg - (c1 + mul_rn(xh, c2))));
           }
           *reinterpret_cast<Pack<T>*>(dx + int64_t(v) * VEC) = o;
         }
@@ -386,25 +392,25 @@ __global__ void __launch_bounds__(512) bwd_fallback_dx_kernel(BwdParams<T, P> p)
       const V a = x[j], b = dy[j];
 #pragma unroll
       for (int e = 0; e < VEC; ++e) {
-        const A xh = (A(dtof(a.v[e])) - mean) * rstd;
+        const A xh = mul_rn(A(dtof(a.v[e])) - mean, rstd);
         const A d = A(dtof(b.v[e]));
-        const A gg = p.gamma ? d * ptoa<A>(p.gamma[j * VEC + e]) : d;
+        const A gg = p.gamma ? mul_rn(d, ptoa<A>(p.gamma[j * VEC + e])) : d;
         c[0] += gg;
-        c[1] += gg * xh;
+        c[1] += mul_rn(gg, xh);
       }
     }
     group_sum<2>(c, tpr, red);
-    const A c1 = NORM == Norm::kLayer ? c[0] * invN : A(0), c2 = c[1] * invN;
+    const A c1 = NORM == Norm::kLayer ? mul_rn(c[0], invN) : A(0), c2 = mul_rn(c[1], invN);
     V* dx = reinterpret_cast<V*>(p.dX + row * int64_t(N));
     for (int j = threadIdx.x; j < nv; j += tpr) {
       const V a = x[j], b = dy[j];
       V o;
 #pragma unroll
       for (int e = 0; e < VEC; ++e) {
-        const A xh = (A(dtof(a.v[e])) - mean) * rstd;
+        const A xh = mul_rn(A(dtof(a.v[e])) - mean, rstd);
         const A d = A(dtof(b.v[e]));
-        const A gg = p.gamma ? d * ptoa<A>(p.gamma[j * VEC + e]) : d;
-        o.v[e] = dfrom<T>(rstd * (gg - (c1 + xh * c2)));
+        const A gg = p.gamma ? mul_rn(d, ptoa<A>(p.gamma[j * VEC + e])) : d;
+        o.v[e] = dfrom<T>(mul_rn(rstd, gg - (c1 + mul_rn(xh, c2))));
       }
       dx[j] = o;
     }
@@ -423,7 +429,7 @@ __global__ void __launch_bounds__(256) bwd_fallback_cols_kernel(BwdParams<T, P> 
   A sg = 0, sb = 0;
   for (int64_t r = r0; r < r1; ++r) {
     const A mean = NORM == Norm::kLayer ? p.mean[r] : A(0), rstd = p.rstd[r];
-    const A xh = (A(dtof(p.X[r * p.ldx + j])) - mean) * rstd;
+    const A xh = mul_rn(A(dtof(p.X[r * p.ldx + j])) - mean, rstd);
     const A d = A(dtof(p.dY[r * p.lddy + j]));
     sg += d * xh;
     sb += d;

@@ -523,7 +523,7 @@ Config fwd_config(int nvec) {
 
 // Backward: small rows (tpr <= 32) keep column sums in registers, several rows per CTA (512
 // threads); larger rows are one CTA each with column sums in shared memory [2][N].
-Config bwd_config(int nvec, int N, size_t acc_size, int max_nv) {
+Config bwd_config(int nvec, int N, size_t acc_size, bool half_width) {
   Config c;
   if (nvec <= 128) {
     c.tpr = pow2_ceil((nvec + 3) / 4);
@@ -533,8 +533,9 @@ Config bwd_config(int nvec, int N, size_t acc_size, int max_nv) {
     return c;
   }
   if (size_t(2) * N * acc_size > 200 * 1024) return c;
-  for (int nv : {4, 8}) {
-    if (nv <= max_nv && (nvec + nv - 1) / nv <= kMaxRowThreads) {
+  // 16-bit rows: 2 vectors (16 elements) a thread first, for more warps in flight per SM.
+  for (int nv : {half_width ? 2 : 4, 4, 8}) {
+    if ((nvec + nv - 1) / nv <= kMaxRowThreads) {
       c.tpr = round_up((nvec + nv - 1) / nv, 32);
       c.nv = nv_class((nvec + c.tpr - 1) / c.tpr);
       c.block = c.tpr;
@@ -548,7 +549,7 @@ Config bwd_config(int nvec, int N, size_t acc_size, int max_nv) {
 template <class T>
 Config bwd_config_for(int N, bool vec_ok) {
   constexpr int VEC = Pack<T>::n;
-  return vec_ok ? bwd_config(N / VEC, N, sizeof(acc_t<T>), 8) : Config{};
+  return vec_ok ? bwd_config(N / VEC, N, sizeof(acc_t<T>), sizeof(T) == 2) : Config{};
 }
 
 int fallback_block(int n) { return n >= 4096 ? 512 : n >= 512 ? 128 : 32; }

@@ -23,6 +23,8 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <mutex>
+#include <vector>
 
 #include "layer_norm_cuda.h"
 
@@ -490,6 +492,30 @@ int num_sms(int device) {
   return n;
 }
 
+// Resident CTAs per SM of a kernel, cached: the occupancy query costs microseconds of host
+// time, which small problems would see.
+int occupancy(const void* kernel, int block, size_t smem, int device) {
+  struct Entry {
+    const void* kernel;
+    int block;
+    size_t smem;
+    int device, occ;
+  };
+  static std::mutex mu;
+  static std::vector<Entry> cache;
+  const std::lock_guard<std::mutex> lock(mu);
+  for (const Entry& e : cache)
+    if (e.kernel == kernel && e.block == block && e.smem == smem && e.device == device) return e.occ;
+  int occ = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kernel, block, smem) != cudaSuccess) {
+    cudaGetLastError();  // clear it: a query failure is no launch failure
+    occ = 1;
+  }
+  occ = std::max(occ, 1);
+  if (cache.size() < 4096) cache.push_back({kernel, block, smem, device, occ});
+  return occ;
+}
+
 // A row-group configuration: threads per row (tpr), 16-byte vectors per thread (nv), block.
 struct Config {
   bool reg = false;  // false: fallback path
@@ -594,10 +620,7 @@ BwdLaunch<T, P> bwd_launch_plan(const Config& c, int N, int64_t M, int device) {
     cudaFuncSetAttribute(l.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 210 * 1024);
     set = true;
   }
-  int occ = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, l.kernel, c.block, l.smem) != cudaSuccess)
-    occ = 1;
-  occ = std::max(occ, 1);
+  const int occ = occupancy(reinterpret_cast<const void*>(l.kernel), c.block, l.smem, device);
   const int G = c.block / c.tpr;
   const int64_t ngroups = (M + G - 1) / G;
   l.grid = std::min<int64_t>(ngroups, int64_t(occ) * num_sms(device));

@@ -53,6 +53,25 @@ NormShape check_norm_args(const char* op, const at::Tensor& input, at::IntArrayR
   return {M, N, axis};
 }
 
+void check_bwd_args(const char* op, const at::Tensor& grad_out, const at::Tensor& input,
+                    const NormShape& s, const at::Tensor& mean, const at::Tensor& rstd) {
+  TORCH_CHECK(grad_out.sizes() == input.sizes() && grad_out.scalar_type() == input.scalar_type() &&
+                  grad_out.device() == input.device(),
+              op, ": expected grad_out like input (", input.sizes(), ", ", input.scalar_type(),
+              "), got ", grad_out.sizes(), ", ", grad_out.scalar_type(), " on ", grad_out.device());
+  const auto acc = acc_dtype(input.scalar_type());
+  for (const at::Tensor* t : {&mean, &rstd})
+    TORCH_CHECK(t->numel() == s.M && t->scalar_type() == acc && t->device() == input.device(), op,
+                ": expected mean and rstd of ", s.M, " elements of dtype ", acc, ", got ",
+                t->sizes(), " of dtype ", t->scalar_type());
+}
+
+at::ScalarType param_dtype(const at::Tensor& input, const at::Tensor& gamma, const at::Tensor& beta) {
+  return gamma.defined() ? gamma.scalar_type()
+         : beta.defined() ? beta.scalar_type()
+                          : input.scalar_type();
+}
+
 at::ScalarType acc_dtype(at::ScalarType input) {
   return input == at::kDouble ? at::kDouble : at::kFloat;
 }

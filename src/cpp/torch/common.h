@@ -19,6 +19,13 @@ NormShape check_norm_args(const char* op, const at::Tensor& input, at::IntArrayR
                           const std::optional<at::Tensor>& weight,
                           const std::optional<at::Tensor>& bias, double eps);
 
+// Checks layer_norm_bwd's grad_out (like input), mean and rstd (M elements of acc_dtype).
+void check_bwd_args(const char* op, const at::Tensor& grad_out, const at::Tensor& input,
+                    const NormShape& s, const at::Tensor& mean, const at::Tensor& rstd);
+
+// The dtype of the parameters (and their gradients): gamma's, else beta's, else the input's.
+at::ScalarType param_dtype(const at::Tensor& input, const at::Tensor& gamma, const at::Tensor& beta);
+
 // The dtype of mean and rstd: float, or double for double input.
 at::ScalarType acc_dtype(at::ScalarType input);
 

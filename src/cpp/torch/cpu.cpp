@@ -38,13 +38,6 @@ at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& opts) {
   return t;
 }
 
-at::ScalarType param_dtype(const at::Tensor& input, const at::Tensor& gamma,
-                           const at::Tensor& beta) {
-  return gamma.defined() ? gamma.scalar_type()
-         : beta.defined() ? beta.scalar_type()
-                          : input.scalar_type();
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_fwd_cpu(
     const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
     const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias, double eps) {
@@ -72,15 +65,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd_cpu(
   const char* op = "fastln.layer_norm_bwd";
   const auto ns = C10_AS_INTARRAYREF_SLOW(normalized_shape);
   const auto s = check_norm_args(op, input, ns, weight, bias, 0.0);
-  TORCH_CHECK(grad_out.sizes() == input.sizes() && grad_out.scalar_type() == input.scalar_type() &&
-                  grad_out.device() == input.device(),
-              op, ": expected grad_out like input (", input.sizes(), ", ", input.scalar_type(),
-              "), got ", grad_out.sizes(), ", ", grad_out.scalar_type(), " on ", grad_out.device());
+  check_bwd_args(op, grad_out, input, s, mean, rstd);
   const auto acc = acc_dtype(input.scalar_type());
-  for (const at::Tensor* t : {&mean, &rstd})
-    TORCH_CHECK(t->numel() == s.M && t->scalar_type() == acc && t->device() == input.device(), op,
-                ": expected mean and rstd of ", s.M, " elements of dtype ", acc, ", got ",
-                t->sizes(), " of dtype ", t->scalar_type());
 
   const Rows X = as_rows(input, s.M, s.N), dY = as_rows(grad_out, s.M, s.N);
   const at::Tensor gamma = contiguous_param(weight);

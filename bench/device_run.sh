@@ -1,0 +1,40 @@
+#!/bin/bash
+# One device call: build (sm_90 unless ARCHS is set), tests, sanitizers, benchmark.
+# Usage (repo root on the device): STAGES="build test sanitize bench" bash bench/device_run.sh
+set -o pipefail
+OUT=${OUT:-/tmp/out}; mkdir -p $OUT
+ARCHS=${ARCHS:-90}
+STAGES=${STAGES:-"build smoke test sanitize bench"}
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv | tee $OUT/gpu.txt
+for st in $STAGES; do case $st in
+build)
+  t0=$(date +%s)
+  FASTLN_CUDA=ON python3 -m pip install --no-build-isolation --no-deps -q \
+    -C cmake.define.FASTLN_CUDA_ARCHITECTURES="$ARCHS" -C build-dir=/tmp/fastln-build . > $OUT/build.log 2>&1 \
+    || { tail -50 $OUT/build.log; exit 1; }
+  echo "build ok $(( $(date +%s) - t0 ))s"
+  (cd /tmp && python3 -c "import fastln; print('cuda', fastln._C.cuda, fastln._C.cuda_archs)") ;;
+smoke)
+  cat > /tmp/smoke.py <<'PY'
+import torch, fastln
+try:
+    fastln.layer_norm(torch.randn(2, 4), (5,))
+except RuntimeError as e:
+    print("smoke: error path ok")
+PY
+  (cd /tmp && python3 smoke.py) || (cd /tmp && cuda-gdb -batch -ex run -ex bt --args python3 smoke.py 2>&1 | tail -30) ;;
+cpuonly)  # the same sources built without CUDA, for comparison
+  FASTLN_CUDA=OFF python3 -m pip install --no-build-isolation --no-deps -q --target /tmp/cpuonly \
+    -C build-dir=/tmp/fastln-build-cpu . > $OUT/build_cpu.log 2>&1 || tail -20 $OUT/build_cpu.log
+  (cd /tmp && PYTHONPATH=/tmp/cpuonly python3 smoke.py; echo "cpu-only build smoke rc=$?") ;;
+test)
+  python3 -m pytest tests/python -q -n 8 -p no:cacheprovider 2>&1 | tee $OUT/pytest.log | tail -15 ;;
+sanitize)
+  for tool in memcheck racecheck; do
+    compute-sanitizer --tool $tool --error-exitcode 9 python3 bench/sanitize_cuda.py > $OUT/sanitize_$tool.log 2>&1
+    echo "sanitizer $tool rc=$? $(tail -2 $OUT/sanitize_$tool.log | tr '\n' ' ')"
+  done ;;
+bench)
+  python3 bench/cuda_bench.py $BENCH_ARGS --json $OUT/cuda_h100.json 2>&1 | tee $OUT/bench.log | tail -48 ;;
+esac; done

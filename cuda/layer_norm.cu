@@ -1,0 +1,709 @@
+// CUDA kernels of the fastln LayerNorm ops, and their registration for the CUDA key.
+//
+// Design (docs/cuda.md has the details and the measurements):
+//  * Forward, "register" path: a group of `tpr` threads owns one row; each thread loads NV
+//    16-byte vectors of it (coalesced across the group) and keeps them in registers, so the row
+//    is read from memory once. Mean (shifted by the row's first element, as the CPU kernel) and
+//    variance are two passes over registers, reduced with warp shuffles (tpr <= 32, several
+//    rows per warp for small N) or shuffles plus shared memory (tpr > 32, one row per CTA).
+//  * Backward, "register" path: a persistent grid; each CTA walks a fixed set of rows (row
+//    group blockIdx.x, + gridDim.x, ...), keeps x and dy in registers for dX, and accumulates
+//    fp32 per-column sums of dy*xhat and dy for its columns: in registers when a CTA holds
+//    several rows (small N; combined in fixed group order at the end), in shared memory when
+//    one row fills the CTA. Each CTA writes one [2][N] partial; a second kernel sums the
+//    partials over CTAs in a fixed order: dgamma/dbeta are deterministic, no atomics.
+//  * Fallback path (N not a multiple of the vector width, misaligned rows, or rows too long
+//    for the register path): one CTA per row, 16-byte loads where aligned, the row re-read
+//    from L1/L2.
+//  * Everything is templated on Norm so RMSNorm is one more instantiation.
+//
+// This file is torch-free (plain pointers, a stream): the torch glue is ops_cuda.cpp, built by
+// the host compiler, so no inline function of torch's headers is compiled by two compilers.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <mutex>
+#include <vector>
+
+#include "layer_norm_cuda.h"
+
+namespace fastln {
+namespace cuda_impl {
+
+// ---------------------------------------------------------------- element conversions
+__device__ __forceinline__ float dtof(float v) { return v; }
+__device__ __forceinline__ double dtof(double v) { return v; }
+__device__ __forceinline__ float dtof(bf16 v) { return __uint_as_float(uint32_t(v.bits) << 16); }
+__device__ __forceinline__ float dtof(fp16 v) { return __half2float(__ushort_as_half(v.bits)); }
+
+template <class T> __device__ __forceinline__ T dfrom(acc_t<T> v);
+template <> __device__ __forceinline__ float dfrom<float>(float v) { return v; }
+template <> __device__ __forceinline__ double dfrom<double>(double v) { return v; }
+template <> __device__ __forceinline__ bf16 dfrom<bf16>(float v) {
+  return bf16{__bfloat16_as_ushort(__float2bfloat16_rn(v))};
+}
+template <> __device__ __forceinline__ fp16 dfrom<fp16>(float v) {
+  return fp16{__half_as_ushort(__float2half_rn(v))};
+}
+
+// Products that the compiler must not fuse into a later add: dX uses g = dy * gamma twice (in
+// the row sums and per element), and both must be the same rounded value, so that dX is
+// exactly 0 where it should be (N = 1). Same for xhat.
+__device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+
+// Parameter value as the accumulation type A.
+template <class A, class P> __device__ __forceinline__ A ptoa(P v) { return A(dtof(v)); }
+
+// A 16-byte vector of T.
+template <class T>
+struct alignas(16) Pack {
+  static constexpr int n = 16 / sizeof(T);
+  T v[n];
+};
+// VEC parameters (VEC = 16 / sizeof(T)): 16 or 32 bytes, loaded as 16-byte pieces.
+template <class P, int VEC>
+struct alignas(16) PPack {
+  P v[VEC];
+};
+
+template <class T>
+__device__ __forceinline__ Pack<T> ld_pack(const T* p) {
+  return *reinterpret_cast<const Pack<T>*>(p);
+}
+
+// ---------------------------------------------------------------- reductions
+// Sum of K values over each group of `tpr` threads, in a fixed order. For tpr <= 32 the
+// groups are aligned lane ranges of one warp (xor shuffles stay inside a group); for
+// tpr > 32 the block is one group (blockDim.x == tpr) and warps meet in shared memory `red`
+// (at least 32 * K elements). Every thread of the block must call it.
+template <int K, class A>
+__device__ __forceinline__ void group_sum(A (&v)[K], int tpr, A* red) {
+  const int w = tpr < 32 ? tpr : 32;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    if (o < w) {
+#pragma unroll
+      for (int k = 0; k < K; ++k) v[k] += __shfl_xor_sync(0xffffffffu, v[k], o);
+    }
+  }
+  if (tpr > 32) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = tpr >> 5;
+    __syncthreads();  // the previous call's readers are done with `red`
+    if (lane == 0) {
+#pragma unroll
+      for (int k = 0; k < K; ++k) red[warp * K + k] = v[k];
+    }
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      A s = 0;
+      for (int i = 0; i < nw; ++i) s += red[i * K + k];
+      v[k] = s;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- forward, register path
+
+template <class T, class P, int NV, Norm NORM>
+__global__ void __launch_bounds__(512) fwd_reg_kernel(FwdParams<T, P> p) {
+  using A = acc_t<T>;
+  constexpr int VEC = Pack<T>::n;
+  __shared__ A red[32 * 2];
+  const int tpr = p.tpr;
+  const int G = blockDim.x / tpr;
+  const int grp = threadIdx.x / tpr, t = threadIdx.x % tpr;
+  const int64_t row = int64_t(blockIdx.x) * G + grp;
+  const bool valid = row < p.M;
+  const int nvec = p.N / VEC;
+  const T* x = p.X + (valid ? row : 0) * p.ldx;
+
+  Pack<T> r[NV];
+#pragma unroll
+  for (int i = 0; i < NV; ++i) {
+    const int v = i * tpr + t;
+    if (valid && v < nvec) r[i] = ld_pack(x + int64_t(v) * VEC);
+  }
+  const A invN = A(1) / A(p.N);
+  A mean = 0;
+  if constexpr (NORM == Norm::kLayer) {
+    const A x0 = valid ? A(dtof(x[0])) : A(0);
+    A s[1] = {0};
+#pragma unroll
+    for (int i = 0; i < NV; ++i)
+      if (valid && i * tpr + t < nvec) {
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) s[0] += A(dtof(r[i].v[e])) - x0;
+      }
+    group_sum<1>(s, tpr, red);
+    mean = x0 + s[0] * invN;
+  }
+  A q[1] = {0};
+#pragma unroll
+  for (int i = 0; i < NV; ++i)
+    if (valid && i * tpr + t < nvec) {
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) {
+        const A d = A(dtof(r[i].v[e])) - mean;
+        q[0] += d * d;
+      }
+    }
+  group_sum<1>(q, tpr, red);
+  const A rstd = A(1) / sqrt(q[0] * invN + A(p.eps));
+  if (valid && t == 0) {
+    p.mean[row] = mean;
+    p.rstd[row] = rstd;
+  }
+  T* y = p.Y + (valid ? row : 0) * int64_t(p.N);
+#pragma unroll
+  for (int i = 0; i < NV; ++i) {
+    const int v = i * tpr + t;
+    if (valid && v < nvec) {
+      PPack<P, VEC> g, b;
+      if (p.gamma) g = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + v * VEC);
+      if (p.beta) b = *reinterpret_cast<const PPack<P, VEC>*>(p.beta + v * VEC);
+      Pack<T> o;
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) {
+        const A scale = p.gamma ? rstd * ptoa<A>(g.v[e]) : rstd;
+        A out = (A(dtof(r[i].v[e])) - mean) * scale;
+        if (p.beta) out += ptoa<A>(b.v[e]);
+        o.v[e] = dfrom<T>(out);
+      }
+      *reinterpret_cast<Pack<T>*>(y + int64_t(v) * VEC) = o;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- fallback path
+// VEC consecutive elements (VEC = 1: any alignment; else VEC divides N and 16 | addresses).
+template <class T, int VEC>
+struct alignas(sizeof(T) * VEC) VecN {
+  T v[VEC];
+};
+
+template <class T, class P, int VEC, Norm NORM>
+__global__ void __launch_bounds__(512) fwd_fallback_kernel(FwdParams<T, P> p) {
+  using A = acc_t<T>;
+  using V = VecN<T, VEC>;
+  __shared__ A red[32 * 2];
+  const int tpr = blockDim.x;
+  const int N = p.N, nv = N / VEC;
+  const A invN = A(1) / A(N);
+  for (int64_t row = blockIdx.x; row < p.M; row += gridDim.x) {
+    const V* x = reinterpret_cast<const V*>(p.X + row * p.ldx);
+    A mean = 0;
+    if constexpr (NORM == Norm::kLayer) {
+      const A x0 = A(dtof(p.X[row * p.ldx]));
+      A s[1] = {0};
+      for (int j = threadIdx.x; j < nv; j += tpr) {
+        const V a = x[j];
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) s[0] += A(dtof(a.v[e])) - x0;
+      }
+      group_sum<1>(s, tpr, red);
+      mean = x0 + s[0] * invN;
+    }
+    A q[1] = {0};
+    for (int j = threadIdx.x; j < nv; j += tpr) {
+      const V a = x[j];
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) {
+        const A d = A(dtof(a.v[e])) - mean;
+        q[0] += d * d;
+      }
+    }
+    group_sum<1>(q, tpr, red);
+    const A rstd = A(1) / sqrt(q[0] * invN + A(p.eps));
+    if (threadIdx.x == 0) {
+      p.mean[row] = mean;
+      p.rstd[row] = rstd;
+    }
+    V* y = reinterpret_cast<V*>(p.Y + row * int64_t(N));
+    for (int j = threadIdx.x; j < nv; j += tpr) {
+      const V a = x[j];
+      V o;
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) {
+        const int col = j * VEC + e;
+        const A scale = p.gamma ? rstd * ptoa<A>(p.gamma[col]) : rstd;
+        A out = (A(dtof(a.v[e])) - mean) * scale;
+        if (p.beta) out += ptoa<A>(p.beta[col]);
+        o.v[e] = dfrom<T>(out);
+      }
+      y[j] = o;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- backward
+
+// ACC_SMEM: the CTA is one row group (tpr == blockDim.x) and keeps its column sums in
+// dynamic shared memory [2][N]; else in registers, combined across groups at the end through
+// dynamic shared memory [2][N] in group order.
+template <class T, class P, int NV, Norm NORM, bool ACC_SMEM>
+__global__ void __launch_bounds__(512) bwd_reg_kernel(BwdParams<T, P> p) {
+  using A = acc_t<T>;
+  constexpr int VEC = Pack<T>::n;
+  extern __shared__ __align__(16) unsigned char dsmem_raw[];
+  A* acc = reinterpret_cast<A*>(dsmem_raw);
+  __shared__ A red[32 * 2];
+  const int tpr = p.tpr;
+  const int G = blockDim.x / tpr;
+  const int grp = threadIdx.x / tpr, t = threadIdx.x % tpr;
+  const int N = p.N, nvec = N / VEC;
+  const bool params = p.partial != nullptr;
+  const A invN = A(1) / A(N);
+
+  A ag[ACC_SMEM ? 1 : NV][VEC], ab[ACC_SMEM ? 1 : NV][VEC];
+  if constexpr (ACC_SMEM) {
+    if (params)
+      for (int j = threadIdx.x; j < 2 * N; j += blockDim.x) acc[j] = 0;
+    // Each thread touches only its own columns below: no barrier needed until the end.
+  } else {
+#pragma unroll
+    for (int i = 0; i < NV; ++i)
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) ag[i][e] = ab[i][e] = 0;
+  }
+  if constexpr (ACC_SMEM) __syncthreads();
+
+  const int64_t ngroups = (p.M + G - 1) / G;
+  for (int64_t rg = blockIdx.x; rg < ngroups; rg += gridDim.x) {
+    const int64_t row = rg * G + grp;
+    const bool valid = row < p.M;
+    const T* x = p.X + (valid ? row : 0) * p.ldx;
+    const T* dy = p.dY + (valid ? row : 0) * p.lddy;
+    Pack<T> rx[NV], rd[NV];
+#pragma unroll
+    for (int i = 0; i < NV; ++i) {
+      const int v = i * tpr + t;
+      if (valid && v < nvec) {
+        rx[i] = ld_pack(x + int64_t(v) * VEC);
+        rd[i] = ld_pack(dy + int64_t(v) * VEC);
+      }
+    }
+    const A mean = (valid && NORM == Norm::kLayer) ? p.mean[row] : A(0);
+    const A rstd = valid ? p.rstd[row] : A(0);
+    A c[2] = {0, 0};
+#pragma unroll
+    for (int i = 0; i < NV; ++i) {
+      const int v = i * tpr + t;
+      if (valid && v < nvec) {
+        PPack<P, VEC> g;
+        if (p.gamma) g = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + v * VEC);
+        A dg[VEC], db[VEC];
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) {
+          const A xh = mul_rn(A(dtof(rx[i].v[e])) - mean, rstd);
+          const A d = A(dtof(rd[i].v[e]));
+          const A gg = p.gamma ? mul_rn(d, ptoa<A>(g.v[e])) : d;
+          c[0] += gg;
+          c[1] += mul_rn(gg, xh);
+          dg[e] = mul_rn(d, xh);
+          db[e] = d;
+        }
+        if constexpr (ACC_SMEM) {
+          if (params) {
+#pragma unroll
+            for (int e = 0; e < VEC; ++e) {
+              acc[e * nvec + v] += dg[e];  // element-major: lanes hit consecutive words
+              acc[N + e * nvec + v] += db[e];
+            }
+          }
+        } else {
+#pragma unroll
+          for (int e = 0; e < VEC; ++e) {
+            ag[i][e] += dg[e];
+            ab[i][e] += db[e];
+          }
+        }
+      }
+    }
+    if (p.dX) {
+      group_sum<2>(c, tpr, red);
+      const A c1 = NORM == Norm::kLayer ? mul_rn(c[0], invN) : A(0), c2 = mul_rn(c[1], invN);
+      T* dx = p.dX + (valid ? row : 0) * int64_t(N);
+#pragma unroll
+      for (int i = 0; i < NV; ++i) {
+        const int v = i * tpr + t;
+        if (valid && v < nvec) {
+          PPack<P, VEC> g;
+          if (p.gamma) g = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + v * VEC);
+          Pack<T> o;
+#pragma unroll
+          for (int e = 0; e < VEC; ++e) {
+            const A xh = mul_rn(A(dtof(rx[i].v[e])) - mean, rstd);
+            const A d = A(dtof(rd[i].v[e]));
+            const A gg = p.gamma ? mul_rn(d, ptoa<A>(g.v[e])) : d;
+            o.v[e] = dfrom<T>(mul_rn(rstd, gg - (c1 + mul_rn(xh, c2))));
+          }
+          *reinterpret_cast<Pack<T>*>(dx + int64_t(v) * VEC) = o;
+        }
+      }
+    }
+  }
+  if (!params) return;
+  A* out = p.partial + int64_t(blockIdx.x) * 2 * N;
+  if constexpr (ACC_SMEM) {
+    __syncthreads();
+    for (int j = threadIdx.x; j < N; j += blockDim.x) {
+      const int k = (j % VEC) * nvec + j / VEC;
+      out[j] = acc[k];
+      out[N + j] = acc[N + k];
+    }
+  } else {
+    for (int j = threadIdx.x; j < 2 * N; j += blockDim.x) acc[j] = 0;
+    __syncthreads();
+    for (int gi = 0; gi < G; ++gi) {  // fixed group order: deterministic
+      if (grp == gi) {
+#pragma unroll
+        for (int i = 0; i < NV; ++i) {
+          const int v = i * tpr + t;
+          if (v < nvec) {
+#pragma unroll
+            for (int e = 0; e < VEC; ++e) {
+              acc[v * VEC + e] += ag[i][e];
+              acc[N + v * VEC + e] += ab[i][e];
+            }
+          }
+        }
+      }
+      __syncthreads();
+    }
+    for (int j = threadIdx.x; j < 2 * N; j += blockDim.x) out[j] = acc[j];
+  }
+}
+
+// Fallback dX: one CTA per row, the row re-read (from L1/L2).
+template <class T, class P, int VEC, Norm NORM>
+__global__ void __launch_bounds__(512) bwd_fallback_dx_kernel(BwdParams<T, P> p) {
+  using A = acc_t<T>;
+  using V = VecN<T, VEC>;
+  __shared__ A red[32 * 2];
+  const int tpr = blockDim.x, N = p.N, nv = N / VEC;
+  const A invN = A(1) / A(N);
+  for (int64_t row = blockIdx.x; row < p.M; row += gridDim.x) {
+    const V* x = reinterpret_cast<const V*>(p.X + row * p.ldx);
+    const V* dy = reinterpret_cast<const V*>(p.dY + row * p.lddy);
+    const A mean = NORM == Norm::kLayer ? p.mean[row] : A(0), rstd = p.rstd[row];
+    A c[2] = {0, 0};
+    for (int j = threadIdx.x; j < nv; j += tpr) {
+      const V a = x[j], b = dy[j];
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) {
+        const A xh = mul_rn(A(dtof(a.v[e])) - mean, rstd);
+        const A d = A(dtof(b.v[e]));
+        const A gg = p.gamma ? mul_rn(d, ptoa<A>(p.gamma[j * VEC + e])) : d;
+        c[0] += gg;
+        c[1] += mul_rn(gg, xh);
+      }
+    }
+    group_sum<2>(c, tpr, red);
+    const A c1 = NORM == Norm::kLayer ? mul_rn(c[0], invN) : A(0), c2 = mul_rn(c[1], invN);
+    V* dx = reinterpret_cast<V*>(p.dX + row * int64_t(N));
+    for (int j = threadIdx.x; j < nv; j += tpr) {
+      const V a = x[j], b = dy[j];
+      V o;
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) {
+        const A xh = mul_rn(A(dtof(a.v[e])) - mean, rstd);
+        const A d = A(dtof(b.v[e]));
+        const A gg = p.gamma ? mul_rn(d, ptoa<A>(p.gamma[j * VEC + e])) : d;
+        o.v[e] = dfrom<T>(mul_rn(rstd, gg - (c1 + mul_rn(xh, c2))));
+      }
+      dx[j] = o;
+    }
+  }
+}
+
+// Fallback column sums: CTA (blockIdx.x, blockIdx.y) sums columns [256 x, 256 x + 256) over
+// row chunk y of gridDim.y fixed chunks into partial[y].
+template <class T, class P, Norm NORM>
+__global__ void __launch_bounds__(256) bwd_fallback_cols_kernel(BwdParams<T, P> p) {
+  using A = acc_t<T>;
+  const int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t chunks = gridDim.y;
+  const int64_t r0 = p.M * blockIdx.y / chunks, r1 = p.M * (blockIdx.y + 1) / chunks;
+  if (j >= p.N) return;
+  A sg = 0, sb = 0;
+  for (int64_t r = r0; r < r1; ++r) {
+    const A mean = NORM == Norm::kLayer ? p.mean[r] : A(0), rstd = p.rstd[r];
+    const A xh = mul_rn(A(dtof(p.X[r * p.ldx + j])) - mean, rstd);
+    const A d = A(dtof(p.dY[r * p.lddy + j]));
+    sg += d * xh;
+    sb += d;
+  }
+  A* out = p.partial + int64_t(blockIdx.y) * 2 * p.N;
+  out[j] = sg;
+  out[p.N + j] = sb;
+}
+
+// dgamma[j] = sum_k partial[k][0][j], dbeta[j] = sum_k partial[k][1][j], in a fixed order:
+// thread (tx, ty) sums k = ty, ty + RY, ...; then ty = 0 adds the RY sums in order.
+constexpr int RY = 32;
+template <class A, class P>
+__global__ void __launch_bounds__(32 * RY) reduce_partials_kernel(const A* partial, int64_t nparts,
+                                                                  int N, P* dgamma, P* dbeta) {
+  __shared__ A sm[RY][2][33];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int64_t j = int64_t(blockIdx.x) * 32 + tx;
+  A sg = 0, sb = 0;
+  if (j < N) {
+#pragma unroll 8
+    for (int64_t k = ty; k < nparts; k += RY) {
+      sg += partial[k * 2 * N + j];
+      sb += partial[k * 2 * N + N + j];
+    }
+  }
+  sm[ty][0][tx] = sg;
+  sm[ty][1][tx] = sb;
+  __syncthreads();
+  if (ty == 0 && j < N) {
+    A g = 0, b = 0;
+    for (int i = 0; i < RY; ++i) {
+      g += sm[i][0][tx];
+      b += sm[i][1][tx];
+    }
+    if (dgamma) dgamma[j] = dfrom<P>(g);
+    if (dbeta) dbeta[j] = dfrom<P>(b);
+  }
+}
+
+// ---------------------------------------------------------------- host side: one dispatch point
+namespace {
+
+int round_up(int v, int m) { return (v + m - 1) / m * m; }
+int pow2_ceil(int v) {
+  int p = 1;
+  while (p < v) p <<= 1;
+  return p;
+}
+int nv_class(int nv) { return nv <= 1 ? 1 : nv <= 2 ? 2 : nv <= 4 ? 4 : nv <= 8 ? 8 : 16; }
+
+int num_sms(int device) {
+  static int cache[64] = {0};
+  if (device >= 0 && device < 64 && cache[device]) return cache[device];
+  int n = 0;
+  if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || n <= 0) n = 132;
+  if (device >= 0 && device < 64) cache[device] = n;
+  return n;
+}
+
+// Resident CTAs per SM of a kernel, cached: the occupancy query costs microseconds of host
+// time, which small problems would see.
+int occupancy(const void* kernel, int block, size_t smem, int device) {
+  struct Entry {
+    const void* kernel;
+    int block;
+    size_t smem;
+    int device, occ;
+  };
+  static std::mutex mu;
+  static std::vector<Entry> cache;
+  const std::lock_guard<std::mutex> lock(mu);
+  for (const Entry& e : cache)
+    if (e.kernel == kernel && e.block == block && e.smem == smem && e.device == device) return e.occ;
+  int occ = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kernel, block, smem) != cudaSuccess) {
+    cudaGetLastError();  // clear it: a query failure is no launch failure
+    occ = 1;
+  }
+  occ = std::max(occ, 1);
+  if (cache.size() < 4096) cache.push_back({kernel, block, smem, device, occ});
+  return occ;
+}
+
+// A row-group configuration: threads per row (tpr), 16-byte vectors per thread (nv), block.
+struct Config {
+  bool reg = false;  // false: fallback path
+  int tpr = 0, nv = 0, block = 0;
+};
+
+constexpr int kMaxRowThreads = 512;
+
+// Forward: tpr <= 32 (several rows per CTA, 256 threads) up to 4 vectors a thread; then one
+// row per CTA, 4 vectors a thread while <= 512 threads suffice, then 8, then 16.
+Config fwd_config(int nvec) {
+  Config c;
+  if (nvec <= 128) {
+    c.tpr = pow2_ceil((nvec + 3) / 4);
+    c.nv = nv_class((nvec + c.tpr - 1) / c.tpr);
+    c.block = 256;
+    c.reg = true;
+    return c;
+  }
+  for (int nv : {4, 8, 16}) {
+    if ((nvec + nv - 1) / nv <= kMaxRowThreads) {
+      c.tpr = round_up((nvec + nv - 1) / nv, 32);
+      c.nv = nv_class((nvec + c.tpr - 1) / c.tpr);
+      c.block = c.tpr;
+      c.reg = true;
+      return c;
+    }
+  }
+  return c;
+}
+
+// Backward: small rows (tpr <= 32) keep column sums in registers, several rows per CTA (512
+// threads); larger rows are one CTA each with column sums in shared memory [2][N].
+Config bwd_config(int nvec, int N, size_t acc_size, bool half_width) {
+  Config c;
+  if (nvec <= 128) {
+    c.tpr = pow2_ceil((nvec + 3) / 4);
+    c.nv = nv_class((nvec + c.tpr - 1) / c.tpr);
+    c.block = 512;
+    c.reg = true;
+    return c;
+  }
+  if (size_t(2) * N * acc_size > 200 * 1024) return c;
+  // 16-bit rows: 2 vectors (16 elements) a thread first, for more warps in flight per SM.
+  for (int nv : {half_width ? 2 : 4, 4, 8}) {
+    if ((nvec + nv - 1) / nv <= kMaxRowThreads) {
+      c.tpr = round_up((nvec + nv - 1) / nv, 32);
+      c.nv = nv_class((nvec + c.tpr - 1) / c.tpr);
+      c.block = c.tpr;
+      c.reg = true;
+      return c;
+    }
+  }
+  return c;
+}
+
+template <class T>
+Config bwd_config_for(int N, bool vec_ok) {
+  constexpr int VEC = Pack<T>::n;
+  return vec_ok ? bwd_config(N / VEC, N, sizeof(acc_t<T>), sizeof(T) == 2) : Config{};
+}
+
+int fallback_block(int n) { return n >= 4096 ? 512 : n >= 512 ? 128 : 32; }
+
+template <class T, class P, int NV>
+cudaError_t launch_fwd_reg(const Config& c, const FwdParams<T, P>& p, cudaStream_t s) {
+  const int G = c.block / c.tpr;
+  const int64_t grid = (p.M + G - 1) / G;
+  if (grid >= (int64_t(1) << 31)) return cudaErrorInvalidConfiguration;
+  fwd_reg_kernel<T, P, NV, Norm::kLayer><<<unsigned(grid), c.block, 0, s>>>(p);
+  return cudaGetLastError();
+}
+
+template <class T, class P, int NV, bool SM>
+auto bwd_kernel_ptr() {
+  return bwd_reg_kernel<T, P, NV, Norm::kLayer, SM>;
+}
+
+// The backward kernel of a config, its grid (persistent: rows fill the chip) and smem.
+template <class T, class P>
+struct BwdLaunch {
+  void (*kernel)(BwdParams<T, P>) = nullptr;
+  int64_t grid = 0;
+  size_t smem = 0;
+};
+
+template <class T, class P>
+BwdLaunch<T, P> bwd_launch_plan(const Config& c, int N, int64_t M, int device) {
+  using A = acc_t<T>;
+  BwdLaunch<T, P> l;
+  const bool sm = c.tpr > 32;
+  switch (c.nv) {
+    case 1: l.kernel = sm ? bwd_kernel_ptr<T, P, 1, true>() : bwd_kernel_ptr<T, P, 1, false>(); break;
+    case 2: l.kernel = sm ? bwd_kernel_ptr<T, P, 2, true>() : bwd_kernel_ptr<T, P, 2, false>(); break;
+    case 4: l.kernel = sm ? bwd_kernel_ptr<T, P, 4, true>() : bwd_kernel_ptr<T, P, 4, false>(); break;
+    default: l.kernel = bwd_kernel_ptr<T, P, 8, true>(); break;
+  }
+  l.smem = size_t(2) * N * sizeof(A);
+  static bool attr_set[2][5] = {};  // per instantiation of this function: (sm, nv class)
+  bool& set = attr_set[sm][c.nv == 1 ? 0 : c.nv == 2 ? 1 : c.nv == 4 ? 2 : 3];
+  if (!set) {
+    cudaFuncSetAttribute(l.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 210 * 1024);
+    set = true;
+  }
+  const int occ = occupancy(reinterpret_cast<const void*>(l.kernel), c.block, l.smem, device);
+  const int G = c.block / c.tpr;
+  const int64_t ngroups = (M + G - 1) / G;
+  l.grid = std::min<int64_t>(ngroups, int64_t(occ) * num_sms(device));
+  return l;
+}
+
+template <class T, class P>
+int64_t fallback_num_partials(int N, int64_t M, int device) {
+  const int64_t tiles = (N + 255) / 256;
+  return std::max<int64_t>(1, std::min<int64_t>(M, std::max<int64_t>(1, 8 * num_sms(device) / tiles)));
+}
+
+}  // namespace
+
+template <class T, class P>
+cudaError_t launch_fwd(FwdParams<T, P> p, bool vec_ok, cudaStream_t s) {
+  constexpr int VEC = Pack<T>::n;
+  const Config c = vec_ok ? fwd_config(p.N / VEC) : Config{};
+  if (c.reg) {
+    p.tpr = c.tpr;
+    switch (c.nv) {
+      case 1: return launch_fwd_reg<T, P, 1>(c, p, s);
+      case 2: return launch_fwd_reg<T, P, 2>(c, p, s);
+      case 4: return launch_fwd_reg<T, P, 4>(c, p, s);
+      case 8: return launch_fwd_reg<T, P, 8>(c, p, s);
+      default: return launch_fwd_reg<T, P, 16>(c, p, s);
+    }
+  }
+  const int block = fallback_block(vec_ok ? p.N / VEC : p.N);
+  p.tpr = block;
+  const unsigned grid = unsigned(std::min<int64_t>(p.M, int64_t(1) << 30));
+  if (vec_ok)
+    fwd_fallback_kernel<T, P, VEC, Norm::kLayer><<<grid, block, 0, s>>>(p);
+  else
+    fwd_fallback_kernel<T, P, 1, Norm::kLayer><<<grid, block, 0, s>>>(p);
+  return cudaGetLastError();
+}
+
+template <class T, class P>
+int64_t bwd_num_partials(const BwdParams<T, P>& p, bool vec_ok, int device) {
+  const Config c = bwd_config_for<T>(p.N, vec_ok);
+  if (c.reg) return bwd_launch_plan<T, P>(c, p.N, p.M, device).grid;
+  return fallback_num_partials<T, P>(p.N, p.M, device);
+}
+
+template <class T, class P>
+cudaError_t launch_bwd(BwdParams<T, P> p, bool vec_ok, int64_t nparts, P* dgamma, P* dbeta,
+                       cudaStream_t s) {
+  using A = acc_t<T>;
+  constexpr int VEC = Pack<T>::n;
+  const Config c = bwd_config_for<T>(p.N, vec_ok);
+  int device = 0;
+  cudaGetDevice(&device);
+  if (c.reg) {
+    p.tpr = c.tpr;
+    const BwdLaunch<T, P> l = bwd_launch_plan<T, P>(c, p.N, p.M, device);
+    if (p.partial && l.grid != nparts) return cudaErrorInvalidValue;  // plan and launch disagree
+    l.kernel<<<unsigned(l.grid), c.block, l.smem, s>>>(p);
+  } else {
+    if (p.dX) {
+      const int block = fallback_block(vec_ok ? p.N / VEC : p.N);
+      p.tpr = block;
+      const unsigned grid = unsigned(std::min<int64_t>(p.M, int64_t(1) << 30));
+      if (vec_ok)
+        bwd_fallback_dx_kernel<T, P, VEC, Norm::kLayer><<<grid, block, 0, s>>>(p);
+      else
+        bwd_fallback_dx_kernel<T, P, 1, Norm::kLayer><<<grid, block, 0, s>>>(p);
+      if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+    }
+    if (p.partial) {
+      dim3 grid(unsigned((p.N + 255) / 256), unsigned(nparts));
+      bwd_fallback_cols_kernel<T, P, Norm::kLayer><<<grid, 256, 0, s>>>(p);
+    }
+  }
+  if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+  if (p.partial) {
+    dim3 block(32, RY), grid(unsigned((p.N + 31) / 32));
+    reduce_partials_kernel<A, P><<<grid, block, 0, s>>>(p.partial, nparts, p.N, dgamma, dbeta);
+  }
+  return cudaGetLastError();
+}
+
+FASTLN_FOR_EACH_TYPE_PAIR(FASTLN_CUDA_INSTANTIATE)
+
+}  // namespace cuda_impl
+}  // namespace fastln

@@ -1,0 +1,111 @@
+// CUDA implementations of fastln::layer_norm_fwd / layer_norm_bwd: checks, allocation, the
+// input's device and current stream, then the torch-free launchers of layer_norm.cu.
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <limits>
+
+#include "../src/cpp/torch/common.h"
+#include "layer_norm_cuda.h"
+
+namespace fastln {
+namespace {
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+bool aligned16(const at::Tensor& t) { return !t.defined() || aligned16(t.data_ptr()); }
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_fwd_cuda(
+    const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
+    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias, double eps) {
+  const auto s = check_norm_args("fastln.layer_norm", input, C10_AS_INTARRAYREF_SLOW(normalized_shape),
+                                 weight, bias, eps);
+  const c10::cuda::CUDAGuard guard(input.device());
+  at::Tensor Y = at::empty(input.sizes(), input.options().memory_format(at::MemoryFormat::Contiguous));
+  at::Tensor mean = at::empty(stat_shape(input, s.axis), input.options().dtype(acc_dtype(input.scalar_type())));
+  at::Tensor rstd = at::empty_like(mean);
+  if (s.M == 0) return {Y, mean, rstd};
+  if (s.N == 0) {  // as the CPU kernel: mean 0, variance 0/0
+    mean.zero_();
+    rstd.fill_(std::numeric_limits<double>::quiet_NaN());
+    return {Y, mean, rstd};
+  }
+  TORCH_CHECK(s.N < (int64_t(1) << 31), "fastln.layer_norm: normalized size ", s.N,
+              " is too large for the CUDA kernels");
+  const Rows X = as_rows(input, s.M, s.N);
+  const at::Tensor gamma = contiguous_param(weight), beta = contiguous_param(bias);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  dispatch_types(input.scalar_type(), param_dtype(input, gamma, beta), [&]<class T, class P>() {
+    constexpr int VEC = 16 / sizeof(T);
+    const bool vec_ok = s.N % VEC == 0 && X.ld % VEC == 0 && aligned16(X.t) && aligned16(gamma) &&
+                        aligned16(beta) && aligned16(Y);
+    const cuda_impl::FwdParams<T, P> p{ptr<const T>(X.t), X.ld, ptr<const P>(gamma),
+                                       ptr<const P>(beta), ptr<T>(Y), ptr<acc_t<T>>(mean),
+                                       ptr<acc_t<T>>(rstd), s.M, int(s.N), 0, eps};
+    const cudaError_t err = cuda_impl::launch_fwd<T, P>(p, vec_ok, stream);
+    C10_CUDA_CHECK(err);
+  });
+  return {Y, mean, rstd};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd_cuda(
+    const at::Tensor& grad_out, const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
+    const at::Tensor& mean, const at::Tensor& rstd, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias, std::array<bool, 3> output_mask) {
+  const char* op = "fastln.layer_norm_bwd";
+  const auto ns = C10_AS_INTARRAYREF_SLOW(normalized_shape);
+  const auto s = check_norm_args(op, input, ns, weight, bias, 0.0);
+  check_bwd_args(op, grad_out, input, s, mean, rstd);
+  const c10::cuda::CUDAGuard guard(input.device());
+  const at::Tensor gamma = contiguous_param(weight);
+  const auto pdtype = param_dtype(input, gamma, contiguous_param(bias));
+  const auto opts = input.options().memory_format(at::MemoryFormat::Contiguous);
+  at::Tensor dX = output_mask[0] ? at::empty(input.sizes(), opts) : at::empty({0}, opts);
+  at::Tensor dgamma = output_mask[1] ? at::empty(ns, opts.dtype(pdtype)) : at::empty({0}, opts.dtype(pdtype));
+  at::Tensor dbeta = output_mask[2] ? at::empty(ns, opts.dtype(pdtype)) : at::empty({0}, opts.dtype(pdtype));
+  const bool params = output_mask[1] || output_mask[2];
+  if (s.N == 0 || (!output_mask[0] && !params)) return {dX, dgamma, dbeta};
+  if (s.M == 0) {
+    if (output_mask[1]) dgamma.zero_();
+    if (output_mask[2]) dbeta.zero_();
+    return {dX, dgamma, dbeta};
+  }
+  TORCH_CHECK(s.N < (int64_t(1) << 31), op, ": normalized size ", s.N,
+              " is too large for the CUDA kernels");
+  const Rows X = as_rows(input, s.M, s.N), dY = as_rows(grad_out, s.M, s.N);
+  const at::Tensor mean_c = mean.contiguous(), rstd_c = rstd.contiguous();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const int device = input.get_device();
+  dispatch_types(input.scalar_type(), pdtype, [&]<class T, class P>() {
+    constexpr int VEC = 16 / sizeof(T);
+    const bool vec_ok = s.N % VEC == 0 && X.ld % VEC == 0 && dY.ld % VEC == 0 && aligned16(X.t) &&
+                        aligned16(dY.t) && aligned16(gamma) && aligned16(dX);
+    cuda_impl::BwdParams<T, P> p{ptr<const T>(dY.t), dY.ld, ptr<const T>(X.t), X.ld,
+                                 ptr<const acc_t<T>>(mean_c), ptr<const acc_t<T>>(rstd_c),
+                                 ptr<const P>(gamma), output_mask[0] ? ptr<T>(dX) : nullptr,
+                                 nullptr, s.M, int(s.N), 0};
+    // fp32 (fp64 for double) partial column sums, one [2][N] row per CTA, summed in order.
+    at::Tensor partial;
+    int64_t nparts = 0;
+    if (params) {
+      nparts = cuda_impl::bwd_num_partials<T, P>(p, vec_ok, device);
+      partial = at::empty({nparts, 2, s.N}, opts.dtype(acc_dtype(input.scalar_type())));
+      p.partial = ptr<acc_t<T>>(partial);
+    }
+    const cudaError_t err = cuda_impl::launch_bwd<T, P>(
+        p, vec_ok, nparts, output_mask[1] ? ptr<P>(dgamma) : nullptr,
+        output_mask[2] ? ptr<P>(dbeta) : nullptr, stream);
+    C10_CUDA_CHECK(err);
+  });
+  return {dX, dgamma, dbeta};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastln, CUDA, m) {
+  m.impl("layer_norm_fwd", &layer_norm_fwd_cuda);
+  m.impl("layer_norm_bwd", &layer_norm_bwd_cuda);
+}
+
+}  // namespace fastln

@@ -24,9 +24,9 @@ _check_torch_version()
 
 from . import _C  # noqa: E402  (registers torch.ops.fastln)
 from . import _ops  # noqa: E402,F401  (fake kernels for torch.compile / export)
-from .functional import layer_norm  # noqa: E402
-from .modules import LayerNorm  # noqa: E402
+from .functional import layer_norm, rms_norm  # noqa: E402
+from .modules import LayerNorm, RMSNorm, replace_norms  # noqa: E402
 
 __version__: str = _build_info.version
 
-__all__ = ["LayerNorm", "layer_norm", "__version__"]
+__all__ = ["LayerNorm", "RMSNorm", "layer_norm", "rms_norm", "replace_norms", "__version__"]

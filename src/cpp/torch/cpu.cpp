@@ -18,11 +18,13 @@ at::ScalarType param_dtype(const at::Tensor& input, const at::Tensor& gamma,
                           : input.scalar_type();
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_fwd_cpu(
-    const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
+// LayerNorm and RMSNorm share this glue; `norm` picks the kernel's variant. For kRms, the
+// bias is absent and mean is written as zeros (returned, but not part of the rms_norm ops).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_fwd_cpu(
+    const char* op, Norm norm, const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
     const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias, double eps) {
-  const auto s = check_norm_args("fastln.layer_norm", input, C10_AS_INTARRAYREF_SLOW(normalized_shape),
-                                 weight, bias, eps);
+  const auto s = check_norm_args(op, input, C10_AS_INTARRAYREF_SLOW(normalized_shape), weight,
+                                 bias, eps);
   const Rows X = as_rows(input, s.M, s.N);
   const at::Tensor gamma = contiguous_param(weight), beta = contiguous_param(bias);
   at::Tensor Y = at::empty(input.sizes(), input.options().memory_format(at::MemoryFormat::Contiguous));
@@ -32,17 +34,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_fwd_cpu(
     const ForwardArgs<T, P> a{ptr<const T>(X.t), X.ld,           ptr<const P>(gamma),
                               ptr<const P>(beta), ptr<T>(Y),      ptr<acc_t<T>>(mean),
                               ptr<acc_t<T>>(rstd), s.N,           eps,
-                              Norm::kLayer};
+                              norm};
     at::parallel_for(0, s.M, grain_rows(s.N), [&](int64_t b, int64_t e) { forward(a, b, e); });
   });
   return {Y, mean, rstd};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd_cpu(
-    const at::Tensor& grad_out, const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
-    const at::Tensor& mean, const at::Tensor& rstd, const std::optional<at::Tensor>& weight,
-    const std::optional<at::Tensor>& bias, std::array<bool, 3> output_mask) {
-  const char* op = "fastln.layer_norm_bwd";
+// mean is undefined for kRms.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_bwd_cpu(
+    const char* op, Norm norm, const at::Tensor& grad_out, const at::Tensor& input,
+    c10::SymIntArrayRef normalized_shape, const at::Tensor& mean, const at::Tensor& rstd,
+    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+    std::array<bool, 3> output_mask) {
   const auto ns = C10_AS_INTARRAYREF_SLOW(normalized_shape);
   const auto s = check_norm_args(op, input, ns, weight, bias, 0.0);
   TORCH_CHECK(grad_out.sizes() == input.sizes() && grad_out.scalar_type() == input.scalar_type() &&
@@ -51,13 +54,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd_cpu(
               "), got ", grad_out.sizes(), ", ", grad_out.scalar_type(), " on ", grad_out.device());
   const auto acc = acc_dtype(input.scalar_type());
   for (const at::Tensor* t : {&mean, &rstd})
-    TORCH_CHECK(t->numel() == s.M && t->scalar_type() == acc && t->device() == input.device(), op,
-                ": expected mean and rstd of ", s.M, " elements of dtype ", acc, ", got ",
+    TORCH_CHECK((norm == Norm::kRms && t == &mean) || t->numel() == s.M && t->scalar_type() == acc && t->device() == input.device(), op,
+                ": expected ", (norm == Norm::kRms ? "rstd" : "mean and rstd"), " of ", s.M, " elements of dtype ", acc, ", got ",
                 t->sizes(), " of dtype ", t->scalar_type());
 
   const Rows X = as_rows(input, s.M, s.N), dY = as_rows(grad_out, s.M, s.N);
   const at::Tensor gamma = contiguous_param(weight);
-  const at::Tensor mean_c = mean.contiguous(), rstd_c = rstd.contiguous();
+  const at::Tensor mean_c = norm == Norm::kRms ? at::Tensor() : mean.contiguous(), rstd_c = rstd.contiguous();
   const auto pdtype = param_dtype(input, gamma, contiguous_param(bias));
   const auto opts = input.options().memory_format(at::MemoryFormat::Contiguous);
   at::Tensor dX = output_mask[0] ? at::empty(input.sizes(), opts) : at::empty({0}, opts);
@@ -73,7 +76,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd_cpu(
                                ptr<const acc_t<T>>(mean_c), ptr<const acc_t<T>>(rstd_c),
                                ptr<const P>(gamma),        output_mask[0] ? ptr<T>(dX) : nullptr,
                                ptr<acc_t<T>>(partial),     s.M,
-                               s.N,                        Norm::kLayer};
+                               s.N,                        norm};
     if (output_mask[0] || params)
       at::parallel_for(0, plan.nblocks, 1, [&](int64_t b, int64_t e) { backward_blocks(a, plan, b, e); });
     if (params)
@@ -86,11 +89,48 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd_cpu(
   return {dX, dgamma, dbeta};
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_fwd_cpu(
+    const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
+    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias, double eps) {
+  return norm_fwd_cpu("fastln.layer_norm", Norm::kLayer, input, normalized_shape, weight, bias, eps);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd_cpu(
+    const at::Tensor& grad_out, const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
+    const at::Tensor& mean, const at::Tensor& rstd, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias, std::array<bool, 3> output_mask) {
+  return norm_bwd_cpu("fastln.layer_norm_bwd", Norm::kLayer, grad_out, input, normalized_shape,
+                      mean, rstd, weight, bias, output_mask);
+}
+
+std::tuple<at::Tensor, at::Tensor> rms_norm_fwd_cpu(const at::Tensor& input,
+                                                    c10::SymIntArrayRef normalized_shape,
+                                                    const std::optional<at::Tensor>& weight,
+                                                    double eps) {
+  auto [y, mean, rstd] =
+      norm_fwd_cpu("fastln.rms_norm", Norm::kRms, input, normalized_shape, weight, {}, eps);
+  return {y, rstd};
+}
+
+std::tuple<at::Tensor, at::Tensor> rms_norm_bwd_cpu(const at::Tensor& grad_out,
+                                                    const at::Tensor& input,
+                                                    c10::SymIntArrayRef normalized_shape,
+                                                    const at::Tensor& rstd,
+                                                    const std::optional<at::Tensor>& weight,
+                                                    std::array<bool, 2> output_mask) {
+  auto [dx, dgamma, dbeta] =
+      norm_bwd_cpu("fastln.rms_norm_bwd", Norm::kRms, grad_out, input, normalized_shape, {}, rstd,
+                   weight, {}, {output_mask[0], output_mask[1], false});
+  return {dx, dgamma};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastln, CPU, m) {
   m.impl("layer_norm_fwd", &layer_norm_fwd_cpu);
   m.impl("layer_norm_bwd", &layer_norm_bwd_cpu);
+  m.impl("rms_norm_fwd", &rms_norm_fwd_cpu);
+  m.impl("rms_norm_bwd", &rms_norm_bwd_cpu);
 }
 
 }  // namespace fastln

@@ -89,3 +89,34 @@ def _rms_norm_bwd_fake(grad_out: Tensor, input: Tensor, normalized_shape: Sequen
 def _recover_fake(output: Tensor, normalized_shape: Sequence[int], rstd: Tensor,
                   weight: Optional[Tensor], bias: Optional[Tensor]) -> Tensor:
     return torch.empty_like(output, memory_format=torch.contiguous_format)
+
+
+def _sum_dtype(input: Tensor, residual_in_fp32: bool) -> torch.dtype:
+    return torch.float32 if residual_in_fp32 and input.dtype in (torch.bfloat16, torch.float16) else input.dtype
+
+
+@torch.library.register_fake("fastln::add_norm_fwd")
+def _add_norm_fwd_fake(input: Tensor, residual: Tensor, normalized_shape: Sequence[int],
+                       weight: Optional[Tensor], bias: Optional[Tensor], eps: float, rms: bool,
+                       residual_in_fp32: bool):
+    _check_devices("fastln.fused_add_norm", input, residual=residual, weight=weight, bias=bias)
+    stat = _stat(input, normalized_shape)
+    return (torch.empty_like(input, memory_format=torch.contiguous_format),
+            torch.empty_like(input, dtype=_sum_dtype(input, residual_in_fp32), memory_format=torch.contiguous_format),
+            stat, torch.empty_like(stat))
+
+
+@torch.library.register_fake("fastln::fused_add_layer_norm")
+def _fused_add_layer_norm_fake(input: Tensor, residual: Tensor, normalized_shape: Sequence[int],
+                               weight: Optional[Tensor] = None, bias: Optional[Tensor] = None,
+                               eps: float = 1e-5, residual_in_fp32: bool = False):
+    y, s, _, _ = _add_norm_fwd_fake(input, residual, normalized_shape, weight, bias, eps, False, residual_in_fp32)
+    return y, s
+
+
+@torch.library.register_fake("fastln::fused_add_rms_norm")
+def _fused_add_rms_norm_fake(input: Tensor, residual: Tensor, normalized_shape: Sequence[int],
+                             weight: Optional[Tensor] = None, eps: Optional[float] = None,
+                             residual_in_fp32: bool = False):
+    y, s, _, _ = _add_norm_fwd_fake(input, residual, normalized_shape, weight, None, 0.0, True, residual_in_fp32)
+    return y, s

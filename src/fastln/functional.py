@@ -1,5 +1,5 @@
 """Functional API, drop-in for torch.nn.functional."""
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -7,6 +7,8 @@ from torch import Tensor
 _layer_norm = torch.ops.fastln.layer_norm.default
 _layer_norm_me = torch.ops.fastln.layer_norm_memory_efficient.default
 _rms_norm = torch.ops.fastln.rms_norm.default
+_fused_add_layer_norm = torch.ops.fastln.fused_add_layer_norm.default
+_fused_add_rms_norm = torch.ops.fastln.fused_add_rms_norm.default
 
 
 def _check_types(op: str, input: object, normalized_shape: object, **params: object) -> None:
@@ -55,3 +57,26 @@ def rms_norm(input: Tensor, normalized_shape: Union[int, Sequence[int]],
     normalized_shape = _shape(normalized_shape)
     _check_types("fastln.rms_norm", input, normalized_shape, weight=weight)
     return _rms_norm(input, normalized_shape, weight, eps)
+
+
+def fused_add_layer_norm(input: Tensor, residual: Tensor, normalized_shape: Union[int, Sequence[int]],
+                         weight: Optional[Tensor] = None, bias: Optional[Tensor] = None,
+                         eps: float = 1e-5, *, residual_in_fp32: bool = False) -> Tuple[Tensor, Tensor]:
+    """``(layer_norm(input + residual), input + residual)`` in one pass over memory.
+
+    Gradients reach ``input`` and ``residual``; those arriving at both outputs add up. With
+    ``residual_in_fp32=True`` and a 16-bit input, the sum is formed, returned and normalized in
+    float32 (the residual may then be float32 too); the output keeps the input's dtype.
+    """
+    normalized_shape = _shape(normalized_shape)
+    _check_types("fastln.fused_add_layer_norm", input, normalized_shape, residual=residual, weight=weight, bias=bias)
+    return _fused_add_layer_norm(input, residual, normalized_shape, weight, bias, eps, residual_in_fp32)
+
+
+def fused_add_rms_norm(input: Tensor, residual: Tensor, normalized_shape: Union[int, Sequence[int]],
+                       weight: Optional[Tensor] = None, eps: Optional[float] = None, *,
+                       residual_in_fp32: bool = False) -> Tuple[Tensor, Tensor]:
+    """``(rms_norm(input + residual), input + residual)``: as :func:`fused_add_layer_norm`."""
+    normalized_shape = _shape(normalized_shape)
+    _check_types("fastln.fused_add_rms_norm", input, normalized_shape, residual=residual, weight=weight)
+    return _fused_add_rms_norm(input, residual, normalized_shape, weight, eps, residual_in_fp32)

@@ -53,6 +53,18 @@ NormShape check_norm_args(const char* op, const at::Tensor& input, at::IntArrayR
   return {M, N, axis};
 }
 
+void check_residual(const char* op, const at::Tensor& input, const at::Tensor& residual,
+                    bool residual_in_fp32) {
+  TORCH_CHECK(residual.sizes() == input.sizes(), op, ": expected residual of the input's shape ",
+              input.sizes(), ", but got residual of shape ", residual.sizes());
+  TORCH_CHECK(residual.device() == input.device(), op, ": expected residual on the input's device ",
+              input.device(), ", but got residual on ", residual.device());
+  const auto r = residual.scalar_type(), x = input.scalar_type();
+  const bool fp32 = residual_in_fp32 && is_reduced_float(x);
+  TORCH_CHECK(r == x || (fp32 && r == at::kFloat), op, ": expected residual of dtype ",
+              x, (fp32 ? " or Float" : ""), " (input is ", x, "), but got residual of dtype ", r);
+}
+
 at::ScalarType acc_dtype(at::ScalarType input) {
   return input == at::kDouble ? at::kDouble : at::kFloat;
 }

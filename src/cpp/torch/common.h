@@ -19,6 +19,11 @@ NormShape check_norm_args(const char* op, const at::Tensor& input, at::IntArrayR
                           const std::optional<at::Tensor>& weight,
                           const std::optional<at::Tensor>& bias, double eps);
 
+// The residual of a fused residual add: the input's shape and device, and its dtype (or
+// float32 for a 16-bit input with residual_in_fp32).
+void check_residual(const char* op, const at::Tensor& input, const at::Tensor& residual,
+                    bool residual_in_fp32);
+
 // The dtype of mean and rstd: float, or double for double input.
 at::ScalarType acc_dtype(at::ScalarType input);
 

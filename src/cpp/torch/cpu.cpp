@@ -20,12 +20,17 @@ at::ScalarType param_dtype(const at::Tensor& input, const at::Tensor& gamma,
 
 // LayerNorm and RMSNorm share this glue; `norm` picks the kernel's variant. For kRms, the
 // bias is absent and mean is written as zeros (returned, but not part of the rms_norm ops).
+// With a residual (of the input's shape and dtype), input + residual is normalized and
+// returned in *sum_out.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_fwd_cpu(
     const char* op, Norm norm, const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
-    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias, double eps) {
+    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias, double eps,
+    const at::Tensor& residual = at::Tensor(), at::Tensor* sum_out = nullptr) {
   const auto s = check_norm_args(op, input, C10_AS_INTARRAYREF_SLOW(normalized_shape), weight,
                                  bias, eps);
-  const Rows X = as_rows(input, s.M, s.N);
+  at::Tensor S;
+  if (residual.defined()) S = *sum_out = at::add(input, residual).contiguous();
+  const Rows X = as_rows(residual.defined() ? S : input, s.M, s.N);
   const at::Tensor gamma = contiguous_param(weight), beta = contiguous_param(bias);
   at::Tensor Y = at::empty(input.sizes(), input.options().memory_format(at::MemoryFormat::Contiguous));
   at::Tensor mean = at::empty(stat_shape(input, s.axis), input.options().dtype(acc_dtype(input.scalar_type())));
@@ -124,6 +129,30 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_bwd_cpu(const at::Tensor& grad_out,
   return {dx, dgamma};
 }
 
+// Residual add + LayerNorm / RMSNorm: (output, input + residual, mean, rstd). With
+// residual_in_fp32 and a 16-bit input, the sum is formed, kept and normalized in float32.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> add_norm_fwd_cpu(
+    const at::Tensor& input, const at::Tensor& residual, c10::SymIntArrayRef normalized_shape,
+    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias, double eps,
+    bool rms, bool residual_in_fp32) {
+  const char* op = rms ? "fastln.fused_add_rms_norm" : "fastln.fused_add_layer_norm";
+  check_residual(op, input, residual, residual_in_fp32);
+  const auto x = input.scalar_type();
+  if (residual_in_fp32 && (x == at::kBFloat16 || x == at::kHalf)) {
+    auto f32 = [](const std::optional<at::Tensor>& p) -> std::optional<at::Tensor> {
+      return p.has_value() && p->defined() ? std::optional<at::Tensor>(p->to(at::kFloat)) : p;
+    };
+    auto [y, sum, mean, rstd] = add_norm_fwd_cpu(input.to(at::kFloat), residual.to(at::kFloat),
+                                                 normalized_shape, f32(weight), f32(bias), eps, rms,
+                                                 false);
+    return {y.to(input.scalar_type()), sum, mean, rstd};
+  }
+  at::Tensor sum;
+  auto [y, mean, rstd] = norm_fwd_cpu(op, rms ? Norm::kRms : Norm::kLayer, input, normalized_shape,
+                                      weight, bias, eps, residual, &sum);
+  return {y, sum, mean, rstd};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastln, CPU, m) {
@@ -131,6 +160,7 @@ TORCH_LIBRARY_IMPL(fastln, CPU, m) {
   m.impl("layer_norm_bwd", &layer_norm_bwd_cpu);
   m.impl("rms_norm_fwd", &rms_norm_fwd_cpu);
   m.impl("rms_norm_bwd", &rms_norm_bwd_cpu);
+  m.impl("add_norm_fwd", &add_norm_fwd_cpu);
 }
 
 }  // namespace fastln

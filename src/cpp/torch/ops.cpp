@@ -106,6 +106,29 @@ T3 composite_backward(bool rms, const at::Tensor& grad_out, const at::Tensor& in
   return {dx, dw, db};
 }
 
+// What both autograd functions keep for backward: the tensor normalized (or the output),
+// mean, rstd, the parameters, and the norm's settings.
+struct Saved {
+  at::Tensor x, mean, rstd, weight, bias;
+  int64_t axis;
+  double eps;
+  bool rms;
+
+  static void save(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& mean,
+                   const at::Tensor& rstd, const OptT& weight, const OptT& bias, int64_t axis,
+                   double eps, bool rms) {
+    ctx->save_for_backward({x, mean, rstd, weight.value_or(at::Tensor()), bias.value_or(at::Tensor())});
+    ctx->saved_data["axis"] = axis;
+    ctx->saved_data["eps"] = eps;
+    ctx->saved_data["rms"] = rms;
+  }
+  static Saved load(AutogradContext* ctx) {
+    const auto t = ctx->get_saved_variables();
+    return {t[0], t[1], t[2], t[3], t[4], ctx->saved_data["axis"].toInt(),
+            ctx->saved_data["eps"].toDouble(), ctx->saved_data["rms"].toBool()};
+  }
+};
+
 // LayerNorm (rms = false) or RMSNorm (rms = true, no bias). memory_efficient saves the output
 // instead of the input and recovers x - mean from it in backward.
 class NormFunction : public torch::autograd::Function<NormFunction> {
@@ -115,21 +138,17 @@ class NormFunction : public torch::autograd::Function<NormFunction> {
                             const OptT& bias, double eps, bool rms, bool memory_efficient) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto out = call_fwd(rms, input, normalized_shape, weight, bias, eps);
-    ctx->save_for_backward({memory_efficient ? out.y : input, out.mean, out.rstd,
-                            weight.value_or(at::Tensor()), bias.value_or(at::Tensor())});
-    ctx->saved_data["axis"] = input.dim() - static_cast<int64_t>(normalized_shape.size());
-    ctx->saved_data["eps"] = eps;
-    ctx->saved_data["rms"] = rms;
+    Saved::save(ctx, memory_efficient ? out.y : input, out.mean, out.rstd, weight, bias,
+                input.dim() - static_cast<int64_t>(normalized_shape.size()), eps, rms);
     ctx->saved_data["memory_efficient"] = memory_efficient;
     return out.y;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    const auto saved = ctx->get_saved_variables();
-    const at::Tensor &saved_x = saved[0], &mean = saved[1], &rstd = saved[2];
-    const at::Tensor &weight = saved[3], &bias = saved[4];
-    const int64_t axis = ctx->saved_data["axis"].toInt();
-    const bool rms = ctx->saved_data["rms"].toBool();
+    const Saved sv = Saved::load(ctx);
+    const at::Tensor &saved_x = sv.x, &mean = sv.mean, &rstd = sv.rstd, &weight = sv.weight, &bias = sv.bias;
+    const int64_t axis = sv.axis;
+    const bool rms = sv.rms;
     const bool memory_efficient = ctx->saved_data["memory_efficient"].toBool();
     // needs_input_grad counts only the tensors given: input, then weight and bias if defined.
     const std::array<bool, 3> mask = {
@@ -142,8 +161,7 @@ class NormFunction : public torch::autograd::Function<NormFunction> {
                   "fastln.layer_norm: double backward (create_graph=True) is not supported with "
                   "memory_efficient=True, which does not keep the input; use "
                   "memory_efficient=False");
-      std::tie(dx, dw, db) = composite_backward(rms, grad_outputs[0], saved_x, axis, weight,
-                                                ctx->saved_data["eps"].toDouble(), mask);
+      std::tie(dx, dw, db) = composite_backward(rms, grad_outputs[0], saved_x, axis, weight, sv.eps, mask);
     } else if (memory_efficient) {  // the kernel on x - mean, with a mean of zero
       const at::Tensor xc = call_recover(saved_x, ns, rstd, opt(weight), opt(bias));
       std::tie(dx, dw, db) = call_bwd(rms, grad_outputs[0], xc, ns, at::zeros_like(rstd), rstd,
@@ -154,6 +172,68 @@ class NormFunction : public torch::autograd::Function<NormFunction> {
     }
     return {mask[0] ? dx : at::Tensor(), at::Tensor(), mask[1] ? dw : at::Tensor(),
             mask[2] ? db : at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+using T4 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+T4 call_add_fwd(const at::Tensor& input, const at::Tensor& residual, c10::SymIntArrayRef ns,
+                const OptT& weight, const OptT& bias, double eps, bool rms, bool residual_in_fp32) {
+  static auto op = find_op<T4(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
+                              const OptT&, const OptT&, double, bool, bool)>("fastln::add_norm_fwd");
+  return op.call(input, residual, ns, weight, bias, eps, rms, residual_in_fp32);
+}
+
+at::Tensor to_dtype_of(const at::Tensor& t, const at::Tensor& like) {
+  return t.defined() && like.defined() ? t.to(like.scalar_type()) : t;
+}
+
+// (output, residual_out) = (norm(input + residual), input + residual). Backward: the sum's
+// gradient is the norm's input gradient plus the gradient arriving at residual_out, and goes to
+// both input and residual.
+class FusedAddNormFunction : public torch::autograd::Function<FusedAddNormFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& input,
+                               const at::Tensor& residual, c10::SymIntArrayRef normalized_shape,
+                               const OptT& weight, const OptT& bias, double eps, bool rms,
+                               bool residual_in_fp32) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [y, sum, mean, rstd] =
+        call_add_fwd(input, residual, normalized_shape, weight, bias, eps, rms, residual_in_fp32);
+    Saved::save(ctx, sum, mean, rstd, weight, bias,
+                input.dim() - static_cast<int64_t>(normalized_shape.size()), eps, rms);
+    ctx->saved_data["input_dtype"] = input.scalar_type();
+    ctx->saved_data["residual_dtype"] = residual.scalar_type();
+    return {y, sum};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const Saved sv = Saved::load(ctx);
+    const at::Tensor &sum = sv.x, &mean = sv.mean, &rstd = sv.rstd, &weight = sv.weight, &bias = sv.bias;
+    const int64_t axis = sv.axis;
+    const bool rms = sv.rms;
+    const bool need_x = ctx->needs_input_grad(0), need_r = ctx->needs_input_grad(1);
+    const std::array<bool, 3> mask = {need_x || need_r, weight.defined() && ctx->needs_input_grad(2),
+                                      bias.defined() && ctx->needs_input_grad(2 + weight.defined())};
+    // The kernels take parameters of the sum's dtype (float32 with residual_in_fp32).
+    auto param = [&](const at::Tensor& p) {
+      return p.defined() && sum.scalar_type() == at::kFloat ? OptT(p.to(at::kFloat)) : opt(p);
+    };
+    const at::Tensor dy = grad_outputs[0].to(sum.scalar_type());  // 16-bit with residual_in_fp32
+    at::Tensor ds, dw, db;
+    if (at::GradMode::is_enabled()) {
+      std::tie(ds, dw, db) = composite_backward(rms, dy, sum, axis, param(weight).value_or(at::Tensor()),
+                                                sv.eps, mask);
+    } else {
+      std::tie(ds, dw, db) = call_bwd(rms, dy, sum, sum.sym_sizes().slice(axis), mean,
+                                      rstd, param(weight), param(bias), mask);
+    }
+    if (mask[0] && grad_outputs[1].defined()) ds = ds + grad_outputs[1];
+    const auto x_dtype = ctx->saved_data["input_dtype"].toScalarType();
+    const auto r_dtype = ctx->saved_data["residual_dtype"].toScalarType();
+    return {need_x ? ds.to(x_dtype) : at::Tensor(), need_r ? ds.to(r_dtype) : at::Tensor(),
+            at::Tensor(), mask[1] ? to_dtype_of(dw, weight) : at::Tensor(),
+            mask[2] ? to_dtype_of(db, bias) : at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -177,7 +257,36 @@ at::Tensor rms_norm_autograd(const at::Tensor& input, c10::SymIntArrayRef normal
                              false);
 }
 
+T2 fused_add_layer_norm_autograd(const at::Tensor& input, const at::Tensor& residual,
+                                 c10::SymIntArrayRef normalized_shape, const OptT& weight,
+                                 const OptT& bias, double eps, bool residual_in_fp32) {
+  auto out = FusedAddNormFunction::apply(input, residual, normalized_shape, weight, bias, eps,
+                                         false, residual_in_fp32);
+  return {out[0], out[1]};
+}
+T2 fused_add_rms_norm_autograd(const at::Tensor& input, const at::Tensor& residual,
+                               c10::SymIntArrayRef normalized_shape, const OptT& weight,
+                               std::optional<double> eps, bool residual_in_fp32) {
+  auto out = FusedAddNormFunction::apply(input, residual, normalized_shape, weight, OptT(),
+                                         rms_eps(input, eps), true, residual_in_fp32);
+  return {out[0], out[1]};
+}
+
 // Below autograd (inference mode, tracing): the forward alone.
+T2 fused_add_layer_norm_composite(const at::Tensor& input, const at::Tensor& residual,
+                                  c10::SymIntArrayRef normalized_shape, const OptT& weight,
+                                  const OptT& bias, double eps, bool residual_in_fp32) {
+  auto [y, sum, mean, rstd] =
+      call_add_fwd(input, residual, normalized_shape, weight, bias, eps, false, residual_in_fp32);
+  return {y, sum};
+}
+T2 fused_add_rms_norm_composite(const at::Tensor& input, const at::Tensor& residual,
+                                c10::SymIntArrayRef normalized_shape, const OptT& weight,
+                                std::optional<double> eps, bool residual_in_fp32) {
+  auto [y, sum, mean, rstd] = call_add_fwd(input, residual, normalized_shape, weight, {},
+                                           rms_eps(input, eps), true, residual_in_fp32);
+  return {y, sum};
+}
 at::Tensor layer_norm_composite(const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
                                 const OptT& weight, const OptT& bias, double eps) {
   return call_fwd(false, input, normalized_shape, weight, bias, eps).y;
@@ -228,9 +337,20 @@ TORCH_LIBRARY(fastln, m) {
         "-> (Tensor, Tensor)");
   m.def("rms_norm_bwd(Tensor grad_out, Tensor input, SymInt[] normalized_shape, Tensor rstd, "
         "Tensor? weight, bool[2] output_mask) -> (Tensor, Tensor)");
+  // Residual add fused with the norm: (norm(input + residual), input + residual).
+  m.def("fused_add_layer_norm(Tensor input, Tensor residual, SymInt[] normalized_shape, "
+        "Tensor? weight=None, Tensor? bias=None, float eps=1e-05, bool residual_in_fp32=False) "
+        "-> (Tensor, Tensor)");
+  m.def("fused_add_rms_norm(Tensor input, Tensor residual, SymInt[] normalized_shape, "
+        "Tensor? weight=None, float? eps=None, bool residual_in_fp32=False) -> (Tensor, Tensor)");
+  // Returns (output, input + residual, mean, rstd); rms: mean is zeros, bias must be None.
+  m.def("add_norm_fwd(Tensor input, Tensor residual, SymInt[] normalized_shape, Tensor? weight, "
+        "Tensor? bias, float eps, bool rms, bool residual_in_fp32) -> (Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(fastln, Autograd, m) {
+  m.impl("fused_add_layer_norm", &fused_add_layer_norm_autograd);
+  m.impl("fused_add_rms_norm", &fused_add_rms_norm_autograd);
   m.impl("layer_norm", &layer_norm_autograd);
   m.impl("layer_norm_memory_efficient", &layer_norm_me_autograd);
   m.impl("rms_norm", &rms_norm_autograd);
@@ -240,6 +360,8 @@ TORCH_LIBRARY_IMPL(fastln, CompositeExplicitAutograd, m) {
   m.impl("layer_norm_memory_efficient", &layer_norm_composite);
   m.impl("rms_norm", &rms_norm_composite);
   m.impl("recover_centered_input", &recover_centered_input);
+  m.impl("fused_add_layer_norm", &fused_add_layer_norm_composite);
+  m.impl("fused_add_rms_norm", &fused_add_rms_norm_composite);
 }
 
 #ifndef FASTLN_WITH_CUDA
@@ -258,6 +380,8 @@ TORCH_LIBRARY_IMPL(fastln, CUDA, m) {
          [](const at::Tensor&, c10::SymIntArrayRef, const OptT&, double) -> T2 { no_cuda(); });
   m.impl("rms_norm_bwd", [](const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
                             const at::Tensor&, const OptT&, std::array<bool, 2>) -> T2 { no_cuda(); });
+  m.impl("add_norm_fwd", [](const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef, const OptT&,
+                            const OptT&, double, bool, bool) -> T4 { no_cuda(); });
 }
 #endif
 

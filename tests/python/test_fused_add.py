@@ -125,3 +125,17 @@ BAD = [
 def test_bad_input(call, error, pattern):
     with pytest.raises(error, match=pattern):
         call()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bitwise_equal_to_fastln_unfused(dtype):
+    """The fused pass rounds x + r to the dtype first, exactly as x + r does."""
+    g = torch.Generator().manual_seed(3)
+    x, r = (torch.randn(37, 1000, generator=g).to(dtype) for _ in range(2))
+    r = torch.randn(1000, 37, generator=g).to(dtype).t()  # strided residual
+    w, b = (torch.randn(1000, generator=g).to(dtype) for _ in range(2))
+    y, s = fastln.fused_add_layer_norm(x, r, 1000, w, b)
+    assert torch.equal(s, x + r)
+    assert torch.equal(y, fastln.layer_norm(x + r, 1000, w, b))
+    y, s = fastln.fused_add_rms_norm(x, r, 1000, w)
+    assert torch.equal(y, fastln.rms_norm(x + r, 1000, w))

@@ -8,7 +8,8 @@ A norm is row-wise: any dimension before the normalized ones may be sharded, wit
 bias replicated. Outputs, mean, rstd and grad_input keep the input's sharding; grad_weight and
 grad_bias are partial sums (each rank holds its rows' share), which DTensor reduces when they
 are redistributed, exactly as for aten.native_layer_norm_backward. With these rules
-``SequenceParallel`` works on fastln.LayerNorm / fastln.RMSNorm as on torch's modules.
+``SequenceParallel`` works on fastln.LayerNorm / fastln.RMSNorm as on torch's modules, and the
+fused residual add (add_norm_fwd) keeps a sequence-sharded input sharded.
 """
 import torch
 
@@ -51,9 +52,18 @@ def _bwd_rules(n_stats):
     return rules
 
 
+def _add_fwd_rules(input, residual, normalized_shape, weight, bias, eps, rms, residual_in_fp32):
+    params = [_opt(weight, Replicate()), _opt(bias, Replicate())]
+    out = [([Replicate()] * 4, [Replicate(), Replicate(), None, *params, None, None, None])]
+    for d in _row_dims(input, normalized_shape):
+        out.append(([Shard(d)] * 4, [Shard(d), Shard(d), None, *params, None, None, None]))
+    return out
+
+
 if register_sharding is not None:
     ops = torch.ops.fastln
     register_sharding(ops.layer_norm_fwd.default)(_fwd_rules(2))
     register_sharding(ops.rms_norm_fwd.default)(_fwd_rules(1))
     register_sharding(ops.layer_norm_bwd.default)(_bwd_rules(2))
     register_sharding(ops.rms_norm_bwd.default)(_bwd_rules(1))
+    register_sharding(ops.add_norm_fwd.default)(_add_fwd_rules)

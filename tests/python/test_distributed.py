@@ -125,6 +125,18 @@ def _sequence_parallel(rank):
             res.append([p.grad.placements for p in m.parameters()])
         assert res[0] == res[1], res  # same gradient placements as torch's module
 
+    # fused residual add on sequence-sharded DTensors, against the local computation
+    from torch.distributed.tensor import DTensor
+    w = torch.linspace(0.5, 1.5, 32)
+    wd = DTensor.from_local(w.clone().requires_grad_(), mesh, [Replicate()], run_check=False)
+    xd, rd = (DTensor.from_local(t[:, local].clone(), mesh, [Shard(1)], run_check=False).requires_grad_()
+              for t in (x, dy))
+    y, s = fastln.fused_add_layer_norm(xd, rd, 32, wd)
+    assert y.placements == (Shard(1),) and s.placements == (Shard(1),)
+    y_ref, s_ref = fastln.fused_add_layer_norm(x, dy, 32, w)
+    torch.testing.assert_close(y.to_local(), y_ref[:, local])
+    torch.testing.assert_close(s.to_local(), s_ref[:, local])
+
 
 SCENARIOS = {"ddp": _ddp, "fsdp2": _fsdp, "sequence_parallel": _sequence_parallel}
 

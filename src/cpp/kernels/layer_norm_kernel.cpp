@@ -2,6 +2,7 @@
 // avx512), each build in its own namespace fastln::FASTLN_ISA; dispatch.cpp picks one at
 // run time.
 #include <algorithm>
+#include <array>
 #include <cmath>
 
 #include "vec.h"
@@ -10,8 +11,8 @@ namespace fastln {
 namespace FASTLN_ISA {
 namespace {
 
-// Long rows are summed in chunks: float vector accumulators within a chunk, the chunk sums
-// carried in double. Accurate for any row length at no measurable cost.
+// Rows are summed in chunks of kChunk elements (see row_sums). Accurate for any row length
+// at no measurable cost.
 constexpr int64_t kChunk = 2048;
 
 // body(j, n) for each vector [j, j + n) of [begin, end); n == W but for a last partial one.
@@ -34,25 +35,24 @@ inline void st(U* p, typename V<A>::type v, int64_t n) {
   if (n == V<A>::W) store<A>(p, v); else store_n<A>(p, v, n);
 }
 
-// sum_j f(x_j) over a row of N elements.
-template <class A, class T, class F>
-double row_sum(const T* x, int64_t N, F f) {
+// The K sums of terms over a row of N elements: terms(v, n, s) adds to s[0..K) the terms of
+// vector v, whose first n lanes are row elements (the others zero pads, to be masked).
+// Long rows are summed in chunks: float vector accumulators within a chunk, the chunk sums
+// carried in double.
+template <class A, int K, class T, class Terms>
+std::array<double, K> row_sums(const T* x, int64_t N, Terms terms) {
   using Vt = typename V<A>::type;
   constexpr int64_t W = V<A>::W;
-  double total = 0;
+  std::array<double, K> total{};
   for (int64_t c = 0; c < N; c += kChunk) {
     const int64_t e = std::min(N, c + kChunk);
-    Vt s0{}, s1{}, s2{}, s3{};  // four chains keep the adders busy
+    Vt s[4][K] = {};  // four chains keep the adders busy
     int64_t j = c;
-    for (; j + 4 * W <= e; j += 4 * W) {
-      s0 += f(load<A>(x + j));
-      s1 += f(load<A>(x + j + W));
-      s2 += f(load<A>(x + j + 2 * W));
-      s3 += f(load<A>(x + j + 3 * W));
-    }
-    for (; j + W <= e; j += W) s0 += f(load<A>(x + j));
-    if (j < e) s0 += keep_first<A>(f(load_n<A>(x + j, e - j)), int(e - j));
-    total += double(hsum<A>((s0 + s1) + (s2 + s3)));
+    for (; j + 4 * W <= e; j += 4 * W)
+      for (int u = 0; u < 4; ++u) terms(load<A>(x + j + u * W), int(W), s[u]);
+    for (; j + W <= e; j += W) terms(load<A>(x + j), int(W), s[0]);
+    if (j < e) terms(load_n<A>(x + j, e - j), int(e - j), s[0]);
+    for (int k = 0; k < K; ++k) total[k] += double(hsum<A>((s[0][k] + s[1][k]) + (s[2][k] + s[3][k])));
   }
   return total;
 }
@@ -65,17 +65,36 @@ void forward_row(const ForwardArgs<T, P>& a, int64_t i) {
   const T* x = a.X + i * a.ldx;
   T* y = a.Y + i * N;
 
-  // mean = x0 + sum(x - x0) / N (0 for RMSNorm); var = sum((x - mean)^2) / N;
-  // rstd = 1 / sqrt(var + eps). Two passes over a row that is in cache, and the mean's sum
-  // shifted by the row's first element: rows far from zero keep full precision.
+  // One pass for the moments about the row's first element x0: d = sum(x - x0) / N and
+  // m2 = sum((x - x0)^2) / N, so mean = x0 + d and var = m2 - d^2. The shift keeps rows far
+  // from zero exact; the subtraction loses no more than ~3 bits while d^2 <= 8 var, i.e.
+  // unless x0 is an outlier of its row: then (rarely) a second pass sums (x - mean)^2.
+  // RMSNorm: mean = 0, var = sum(x^2) / N.
   A mean = 0;
-  if (a.norm == Norm::kLayer && N > 0) {
-    const A x0 = to_float(x[0]);
-    const Vt vx0 = splat<A>(x0);
-    mean = A(double(x0) + row_sum<A>(x, N, [&](Vt v) { return v - vx0; }) / double(N));
+  double var = 0;
+  const Vt vx0 = splat<A>(a.norm == Norm::kLayer && N > 0 ? to_float(x[0]) : A(0));
+  const auto m = row_sums<A, 2>(x, N, [&](Vt v, int n, Vt* s) {
+    Vt d = v - vx0;
+    if (n < V<A>::W) d = keep_first<A>(d, n);
+    s[0] += d;
+    s[1] += d * d;
+  });
+  if (N > 0 && a.norm == Norm::kRms) {
+    var = m[1] / double(N);
+  } else if (N > 0) {
+    const double d = m[0] / double(N);
+    mean = A(double(vx0[0]) + d);
+    var = m[1] / double(N) - d * d;
+    if (!(d * d <= 8 * var)) {  // also NaN
+      const Vt vm = splat<A>(mean);
+      var = row_sums<A, 1>(x, N, [&](Vt v, int n, Vt* s) {
+        Vt e = v - vm;
+        if (n < V<A>::W) e = keep_first<A>(e, n);
+        s[0] += e * e;
+      })[0] / double(N);
+    }
   }
   const Vt vmean = splat<A>(mean);
-  const double var = row_sum<A>(x, N, [&](Vt v) { const Vt d = v - vmean; return d * d; }) / double(N);
   const A rstd = A(1.0 / std::sqrt(var + a.eps));
   a.mean[i] = mean;
   a.rstd[i] = rstd;

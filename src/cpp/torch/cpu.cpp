@@ -55,9 +55,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_fwd_cpu(
     const at::Tensor& residual = at::Tensor(), at::Tensor* sum_out = nullptr) {
   const auto s = check_norm_args(op, input, C10_AS_INTARRAYREF_SLOW(normalized_shape), weight,
                                  bias, eps);
+  const Rows X = as_rows(input, s.M, s.N);
+  Rows R{at::Tensor(), 0};
   at::Tensor S;
-  if (residual.defined()) S = *sum_out = at::add(input, residual).contiguous();
-  const Rows X = as_rows(residual.defined() ? S : input, s.M, s.N);
+  if (residual.defined()) {
+    R = as_rows(residual, s.M, s.N);
+    S = *sum_out = at::empty(input.sizes(), input.options().memory_format(at::MemoryFormat::Contiguous));
+  }
   const at::Tensor gamma = contiguous_param(weight), beta = contiguous_param(bias);
   at::Tensor Y = empty_output(input.sizes(), input.options().memory_format(at::MemoryFormat::Contiguous));
   at::Tensor mean = at::empty(stat_shape(input, s.axis), input.options().dtype(acc_dtype(input.scalar_type())));
@@ -66,7 +70,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_fwd_cpu(
     const ForwardArgs<T, P> a{ptr<const T>(X.t), X.ld,           ptr<const P>(gamma),
                               ptr<const P>(beta), ptr<T>(Y),      ptr<acc_t<T>>(mean),
                               ptr<acc_t<T>>(rstd), s.N,           eps,
-                              norm};
+                              norm,               ptr<const T>(R.t), R.ld,
+                              ptr<T>(S)};
     at::parallel_for(0, s.M, grain_rows(s.N), [&](int64_t b, int64_t e) { forward(a, b, e); });
   });
   return {Y, mean, rstd};

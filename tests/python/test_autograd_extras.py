@@ -152,3 +152,11 @@ def test_memory_efficient_module_compile_and_double_backward_error():
         torch.autograd.grad(y.sum(), x, create_graph=True)
     torch.library.opcheck(torch.ops.fastln.layer_norm_memory_efficient.default,
                           (x.detach().requires_grad_(), (32,), m.weight, m.bias, 1e-5))
+
+
+def test_opcheck_recover_centered_input():
+    x, w, b, _ = make_inputs((6, 32), (32,), torch.float32, "cpu", "both")
+    y, mean, rstd = torch.ops.fastln.layer_norm_fwd(x, (32,), w, b, 1e-5)
+    torch.library.opcheck(torch.ops.fastln.recover_centered_input.default, (y, (32,), rstd, w, b))
+    xc = torch.ops.fastln.recover_centered_input(y, (32,), rstd, w, b)
+    torch.testing.assert_close(xc, x - mean, rtol=1e-4, atol=1e-5)

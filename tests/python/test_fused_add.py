@@ -139,3 +139,18 @@ def test_bitwise_equal_to_fastln_unfused(dtype):
     assert torch.equal(y, fastln.layer_norm(x + r, 1000, w, b))
     y, s = fastln.fused_add_rms_norm(x, r, 1000, w)
     assert torch.equal(y, fastln.rms_norm(x + r, 1000, w))
+
+
+def test_mixed_dtype_params():
+    """16-bit input and residual, float32 weight and bias: as the unfused fastln pair."""
+    g = torch.Generator().manual_seed(4)
+    x, r = (torch.randn(9, 64, generator=g).bfloat16().requires_grad_() for _ in range(2))
+    w, b = (torch.randn(64, generator=g).requires_grad_() for _ in range(2))
+    y, s = fastln.fused_add_layer_norm(x, r, 64, w, b)
+    y2 = fastln.layer_norm(x + r, 64, w, b)
+    assert y.dtype == torch.bfloat16 and torch.equal(y, y2)
+    g1 = torch.autograd.grad(y.float().sum(), (x, r, w, b))
+    g2 = torch.autograd.grad(y2.float().sum(), (x, r, w, b))
+    for a, c in zip(g1, g2):
+        assert a.dtype == c.dtype
+        torch.testing.assert_close(a, c)

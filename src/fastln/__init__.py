@@ -3,6 +3,8 @@
 Drop-in for torch's: ``fastln.layer_norm`` is ``torch.nn.functional.layer_norm`` and
 ``fastln.LayerNorm`` is ``torch.nn.LayerNorm`` (a subclass with the same state_dict).
 """
+import sys
+
 import torch
 
 from . import _build_info
@@ -24,9 +26,13 @@ _check_torch_version()
 
 from . import _C  # noqa: E402  (registers torch.ops.fastln)
 from . import _ops  # noqa: E402,F401  (fake kernels for torch.compile / export)
-from .functional import layer_norm  # noqa: E402
-from .modules import LayerNorm  # noqa: E402
+
+if "torch.distributed.tensor" in sys.modules:  # DTensor in use: its sharding rules for our ops
+    from . import distributed  # noqa: E402,F401
+from .functional import fused_add_layer_norm, fused_add_rms_norm, layer_norm, rms_norm  # noqa: E402
+from .modules import LayerNorm, RMSNorm, replace_norms  # noqa: E402
 
 __version__: str = _build_info.version
 
-__all__ = ["LayerNorm", "layer_norm", "__version__"]
+__all__ = ["LayerNorm", "RMSNorm", "fused_add_layer_norm", "fused_add_rms_norm", "layer_norm", "rms_norm",
+           "replace_norms", "__version__"]

@@ -1,10 +1,14 @@
 """Functional API, drop-in for torch.nn.functional."""
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
 _layer_norm: Callable[..., Tensor] = torch.ops.fastln.layer_norm.default
+_layer_norm_me: Callable[..., Tensor] = torch.ops.fastln.layer_norm_memory_efficient.default
+_rms_norm: Callable[..., Tensor] = torch.ops.fastln.rms_norm.default
+_fused_add_layer_norm: Callable[..., Tuple[Tensor, Tensor]] = torch.ops.fastln.fused_add_layer_norm.default
+_fused_add_rms_norm: Callable[..., Tuple[Tensor, Tensor]] = torch.ops.fastln.fused_add_rms_norm.default
 
 
 def _check_types(op: str, input: object, normalized_shape: object, **params: object) -> None:
@@ -19,15 +23,60 @@ def _check_types(op: str, input: object, normalized_shape: object, **params: obj
             raise TypeError(f"{op}: argument '{name}' must be a Tensor or None, not {type(p).__name__}")
 
 
+def _shape(normalized_shape: Union[int, Sequence[int]]) -> Sequence[int]:
+    return (normalized_shape,) if isinstance(normalized_shape, int) else normalized_shape
+
+
 def layer_norm(input: Tensor, normalized_shape: Union[int, Sequence[int]],
                weight: Optional[Tensor] = None, bias: Optional[Tensor] = None,
-               eps: float = 1e-5) -> Tensor:
+               eps: float = 1e-5, *, memory_efficient: bool = False) -> Tensor:
     """Layer normalization over the trailing ``normalized_shape`` dims of ``input``.
 
     Same semantics as :func:`torch.nn.functional.layer_norm`; differentiable in input,
-    weight and bias.
+    weight and bias (twice: double backward is supported).
+
+    ``memory_efficient=True`` keeps the output instead of the input for backward and
+    recovers ``x - mean = (y - bias) / weight / rstd`` from it: no extra activation memory
+    when the output is kept anyway (e.g. by the next layer). Backward raises if the weight has
+    an element equal to 0, and loses precision roughly as ``1 / |weight|`` for small weights
+    (see docs/features.md). Double backward needs ``memory_efficient=False``.
     """
-    if isinstance(normalized_shape, int):
-        normalized_shape = (normalized_shape,)
+    normalized_shape = _shape(normalized_shape)
     _check_types("fastln.layer_norm", input, normalized_shape, weight=weight, bias=bias)
-    return _layer_norm(input, normalized_shape, weight, bias, eps)
+    return (_layer_norm_me if memory_efficient else _layer_norm)(input, normalized_shape, weight, bias, eps)
+
+
+def rms_norm(input: Tensor, normalized_shape: Union[int, Sequence[int]],
+             weight: Optional[Tensor] = None, eps: Optional[float] = None) -> Tensor:
+    """Root-mean-square normalization over the trailing ``normalized_shape`` dims of ``input``.
+
+    Same semantics as :func:`torch.nn.functional.rms_norm`: ``eps=None`` is the machine
+    epsilon of the computation type, ``torch.finfo(torch.float32).eps`` for float32, bfloat16
+    and float16 inputs and ``torch.finfo(torch.float64).eps`` for float64.
+    """
+    normalized_shape = _shape(normalized_shape)
+    _check_types("fastln.rms_norm", input, normalized_shape, weight=weight)
+    return _rms_norm(input, normalized_shape, weight, eps)
+
+
+def fused_add_layer_norm(input: Tensor, residual: Tensor, normalized_shape: Union[int, Sequence[int]],
+                         weight: Optional[Tensor] = None, bias: Optional[Tensor] = None,
+                         eps: float = 1e-5, *, residual_in_fp32: bool = False) -> Tuple[Tensor, Tensor]:
+    """``(layer_norm(input + residual), input + residual)`` in one pass over memory.
+
+    Gradients reach ``input`` and ``residual``; those arriving at both outputs add up. With
+    ``residual_in_fp32=True`` and a 16-bit input, the sum is formed, returned and normalized in
+    float32 (the residual may then be float32 too); the output keeps the input's dtype.
+    """
+    normalized_shape = _shape(normalized_shape)
+    _check_types("fastln.fused_add_layer_norm", input, normalized_shape, residual=residual, weight=weight, bias=bias)
+    return _fused_add_layer_norm(input, residual, normalized_shape, weight, bias, eps, residual_in_fp32)
+
+
+def fused_add_rms_norm(input: Tensor, residual: Tensor, normalized_shape: Union[int, Sequence[int]],
+                       weight: Optional[Tensor] = None, eps: Optional[float] = None, *,
+                       residual_in_fp32: bool = False) -> Tuple[Tensor, Tensor]:
+    """``(rms_norm(input + residual), input + residual)``: as :func:`fused_add_layer_norm`."""
+    normalized_shape = _shape(normalized_shape)
+    _check_types("fastln.fused_add_rms_norm", input, normalized_shape, residual=residual, weight=weight)
+    return _fused_add_rms_norm(input, residual, normalized_shape, weight, eps, residual_in_fp32)

@@ -33,6 +33,14 @@ def ref_layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     return y
 
 
+def ref_rms_norm(x, normalized_shape, weight=None, eps=None):
+    """RMSNorm's formula from primitive torch ops (the float64 reference, as ref_layer_norm)."""
+    dims = tuple(range(-len(normalized_shape), 0))
+    eps = torch.finfo(x.dtype).eps if eps is None else eps
+    y = x / torch.sqrt((x * x).mean(dims, keepdim=True) + eps)
+    return y if weight is None else y * weight
+
+
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     """||out - ref|| / ||ref||; NaN and Inf must sit where the reference has them."""
     out, ref = out.double(), ref.double()

@@ -34,11 +34,14 @@ def forward_backward(fn, x, nshape, w, b, dy, eps=1e-5):
     return [y.detach(), *grads]
 
 
-def check_parity(x, nshape, w, b, dy, dtype, eps=1e-5, torch_fails=False):
-    ours = forward_backward(fastln.layer_norm, x, nshape, w, b, dy, eps)
-    theirs = [None] * len(ours) if torch_fails else forward_backward(F.layer_norm, x, nshape, w, b, dy, eps)
+def check_parity(x, nshape, w, b, dy, dtype, eps=1e-5, torch_fails=False,
+                 fns=(fastln.layer_norm, F.layer_norm, ref_layer_norm)):
+    """fns: ours, torch's and the reference, each called as f(x, normalized_shape, w, b, eps)."""
+    ours_fn, torch_fn, ref_fn = fns
+    ours = forward_backward(ours_fn, x, nshape, w, b, dy, eps)
+    theirs = [None] * len(ours) if torch_fails else forward_backward(torch_fn, x, nshape, w, b, dy, eps)
     up = lambda t: None if t is None else t.double()  # noqa: E731
-    ref = forward_backward(ref_layer_norm, up(x), nshape, up(w), up(b), up(dy), eps)
+    ref = forward_backward(ref_fn, up(x), nshape, up(w), up(b), up(dy), eps)
     names = ["output", "grad_input"] + (["grad_weight"] if w is not None else []) + (["grad_bias"] if b is not None else [])
     for name, o, t, r in zip(names, ours, theirs, ref):
         assert_close_to_ref(o, r, t, dtype, name)

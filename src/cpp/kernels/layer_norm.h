@@ -101,6 +101,11 @@ struct ForwardArgs {
   int64_t N;
   double eps;
   Norm norm;
+  // Fused residual add (optional): when R is set, each row of X + R is rounded to T, written
+  // to S (M x N, contiguous) and normalized in place of X's row. R's rows are as X's.
+  const T* R = nullptr;
+  int64_t ldr = 0;
+  T* S = nullptr;
 };
 
 template <class T, class P>

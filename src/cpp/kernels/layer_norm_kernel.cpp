@@ -64,6 +64,12 @@ void forward_row(const ForwardArgs<T, P>& a, int64_t i) {
   const int64_t N = a.N;
   const T* x = a.X + i * a.ldx;
   T* y = a.Y + i * N;
+  if (a.R) {  // fused residual add: normalize s = x + r, read back while in cache
+    T* s = a.S + i * N;
+    const T* r = a.R + i * a.ldr;
+    for_each_vec<A>(0, N, [&](int64_t j, int64_t n) { st<A>(s + j, ld<A>(x + j, n) + ld<A>(r + j, n), n); });
+    x = s;
+  }
 
   // One pass for the moments about the row's first element x0: d = sum(x - x0) / N and
   // m2 = sum((x - x0)^2) / N, so mean = x0 + d and var = m2 - d^2. The shift keeps rows far

@@ -60,8 +60,8 @@ void check_bwd_args(const char* op, const at::Tensor& grad_out, const at::Tensor
               op, ": expected grad_out like input (", input.sizes(), ", ", input.scalar_type(),
               "), got ", grad_out.sizes(), ", ", grad_out.scalar_type(), " on ", grad_out.device());
   const auto acc = acc_dtype(input.scalar_type());
-  for (const at::Tensor* t : {&mean, &rstd})
-    TORCH_CHECK(t->numel() == s.M && t->scalar_type() == acc && t->device() == input.device(), op,
+  for (const at::Tensor* t : {&mean, &rstd})  // RMSNorm has no mean (undefined)
+    TORCH_CHECK(!t->defined() || t->numel() == s.M && t->scalar_type() == acc && t->device() == input.device(), op,
                 ": expected mean and rstd of ", s.M, " elements of dtype ", acc, ", got ",
                 t->sizes(), " of dtype ", t->scalar_type());
 }
@@ -70,6 +70,18 @@ at::ScalarType param_dtype(const at::Tensor& input, const at::Tensor& gamma, con
   return gamma.defined() ? gamma.scalar_type()
          : beta.defined() ? beta.scalar_type()
                           : input.scalar_type();
+}
+
+void check_residual(const char* op, const at::Tensor& input, const at::Tensor& residual,
+                    bool residual_in_fp32) {
+  TORCH_CHECK(residual.sizes() == input.sizes(), op, ": expected residual of the input's shape ",
+              input.sizes(), ", but got residual of shape ", residual.sizes());
+  TORCH_CHECK(residual.device() == input.device(), op, ": expected residual on the input's device ",
+              input.device(), ", but got residual on ", residual.device());
+  const auto r = residual.scalar_type(), x = input.scalar_type();
+  const bool fp32 = residual_in_fp32 && is_reduced_float(x);
+  TORCH_CHECK(r == x || (fp32 && r == at::kFloat), op, ": expected residual of dtype ",
+              x, (fp32 ? " or Float" : ""), " (input is ", x, "), but got residual of dtype ", r);
 }
 
 at::ScalarType acc_dtype(at::ScalarType input) {

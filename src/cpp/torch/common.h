@@ -19,12 +19,18 @@ NormShape check_norm_args(const char* op, const at::Tensor& input, at::IntArrayR
                           const std::optional<at::Tensor>& weight,
                           const std::optional<at::Tensor>& bias, double eps);
 
-// Checks layer_norm_bwd's grad_out (like input), mean and rstd (M elements of acc_dtype).
+// Checks a backward's grad_out (like input), mean and rstd (M elements of acc_dtype; mean
+// may be undefined: RMSNorm).
 void check_bwd_args(const char* op, const at::Tensor& grad_out, const at::Tensor& input,
                     const NormShape& s, const at::Tensor& mean, const at::Tensor& rstd);
 
 // The dtype of the parameters (and their gradients): gamma's, else beta's, else the input's.
 at::ScalarType param_dtype(const at::Tensor& input, const at::Tensor& gamma, const at::Tensor& beta);
+
+// The residual of a fused residual add: the input's shape and device, and its dtype (or
+// float32 for a 16-bit input with residual_in_fp32).
+void check_residual(const char* op, const at::Tensor& input, const at::Tensor& residual,
+                    bool residual_in_fp32);
 
 // The dtype of mean and rstd: float, or double for double input.
 at::ScalarType acc_dtype(at::ScalarType input);

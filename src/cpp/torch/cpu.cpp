@@ -38,12 +38,23 @@ at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& opts) {
   return t;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_fwd_cpu(
-    const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
-    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias, double eps) {
-  const auto s = check_norm_args("fastln.layer_norm", input, C10_AS_INTARRAYREF_SLOW(normalized_shape),
-                                 weight, bias, eps);
+// LayerNorm and RMSNorm share this glue; `norm` picks the kernel's variant. For kRms, the
+// bias is absent and mean is written as zeros (returned, but not part of the rms_norm ops).
+// With a residual (of the input's shape and dtype), input + residual is normalized and
+// returned in *sum_out.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_fwd_cpu(
+    const char* op, Norm norm, const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
+    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias, double eps,
+    const at::Tensor& residual = at::Tensor(), at::Tensor* sum_out = nullptr) {
+  const auto s = check_norm_args(op, input, C10_AS_INTARRAYREF_SLOW(normalized_shape), weight,
+                                 bias, eps);
   const Rows X = as_rows(input, s.M, s.N);
+  Rows R{at::Tensor(), 0};
+  at::Tensor S;
+  if (residual.defined()) {
+    R = as_rows(residual, s.M, s.N);
+    S = *sum_out = at::empty(input.sizes(), input.options().memory_format(at::MemoryFormat::Contiguous));
+  }
   const at::Tensor gamma = contiguous_param(weight), beta = contiguous_param(bias);
   at::Tensor Y = empty_output(input.sizes(), input.options().memory_format(at::MemoryFormat::Contiguous));
   at::Tensor mean = at::empty(stat_shape(input, s.axis), input.options().dtype(acc_dtype(input.scalar_type())));
@@ -52,17 +63,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_fwd_cpu(
     const ForwardArgs<T, P> a{ptr<const T>(X.t), X.ld,           ptr<const P>(gamma),
                               ptr<const P>(beta), ptr<T>(Y),      ptr<acc_t<T>>(mean),
                               ptr<acc_t<T>>(rstd), s.N,           eps,
-                              Norm::kLayer};
+                              norm,               ptr<const T>(R.t), R.ld,
+                              ptr<T>(S)};
     at::parallel_for(0, s.M, grain_rows(s.N), [&](int64_t b, int64_t e) { forward(a, b, e); });
   });
   return {Y, mean, rstd};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd_cpu(
-    const at::Tensor& grad_out, const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
-    const at::Tensor& mean, const at::Tensor& rstd, const std::optional<at::Tensor>& weight,
-    const std::optional<at::Tensor>& bias, std::array<bool, 3> output_mask) {
-  const char* op = "fastln.layer_norm_bwd";
+// mean is undefined for kRms.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_bwd_cpu(
+    const char* op, Norm norm, const at::Tensor& grad_out, const at::Tensor& input,
+    c10::SymIntArrayRef normalized_shape, const at::Tensor& mean, const at::Tensor& rstd,
+    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+    std::array<bool, 3> output_mask) {
   const auto ns = C10_AS_INTARRAYREF_SLOW(normalized_shape);
   const auto s = check_norm_args(op, input, ns, weight, bias, 0.0);
   check_bwd_args(op, grad_out, input, s, mean, rstd);
@@ -70,7 +83,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd_cpu(
 
   const Rows X = as_rows(input, s.M, s.N), dY = as_rows(grad_out, s.M, s.N);
   const at::Tensor gamma = contiguous_param(weight);
-  const at::Tensor mean_c = mean.contiguous(), rstd_c = rstd.contiguous();
+  const at::Tensor mean_c = norm == Norm::kRms ? at::Tensor() : mean.contiguous(), rstd_c = rstd.contiguous();
   const auto pdtype = param_dtype(input, gamma, contiguous_param(bias));
   const auto opts = input.options().memory_format(at::MemoryFormat::Contiguous);
   at::Tensor dX = output_mask[0] ? empty_output(input.sizes(), opts) : at::empty({0}, opts);
@@ -86,7 +99,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd_cpu(
                                ptr<const acc_t<T>>(mean_c), ptr<const acc_t<T>>(rstd_c),
                                ptr<const P>(gamma),        output_mask[0] ? ptr<T>(dX) : nullptr,
                                ptr<acc_t<T>>(partial),     s.M,
-                               s.N,                        Norm::kLayer};
+                               s.N,                        norm};
     if (output_mask[0] || params)
       at::parallel_for(0, plan.nblocks, 1, [&](int64_t b, int64_t e) { backward_blocks(a, plan, b, e); });
     if (params)
@@ -99,11 +112,73 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd_cpu(
   return {dX, dgamma, dbeta};
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_fwd_cpu(
+    const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
+    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias, double eps) {
+  return norm_fwd_cpu("fastln.layer_norm", Norm::kLayer, input, normalized_shape, weight, bias, eps);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd_cpu(
+    const at::Tensor& grad_out, const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
+    const at::Tensor& mean, const at::Tensor& rstd, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias, std::array<bool, 3> output_mask) {
+  return norm_bwd_cpu("fastln.layer_norm_bwd", Norm::kLayer, grad_out, input, normalized_shape,
+                      mean, rstd, weight, bias, output_mask);
+}
+
+std::tuple<at::Tensor, at::Tensor> rms_norm_fwd_cpu(const at::Tensor& input,
+                                                    c10::SymIntArrayRef normalized_shape,
+                                                    const std::optional<at::Tensor>& weight,
+                                                    double eps) {
+  auto [y, mean, rstd] =
+      norm_fwd_cpu("fastln.rms_norm", Norm::kRms, input, normalized_shape, weight, {}, eps);
+  return {y, rstd};
+}
+
+std::tuple<at::Tensor, at::Tensor> rms_norm_bwd_cpu(const at::Tensor& grad_out,
+                                                    const at::Tensor& input,
+                                                    c10::SymIntArrayRef normalized_shape,
+                                                    const at::Tensor& rstd,
+                                                    const std::optional<at::Tensor>& weight,
+                                                    std::array<bool, 2> output_mask) {
+  auto [dx, dgamma, dbeta] =
+      norm_bwd_cpu("fastln.rms_norm_bwd", Norm::kRms, grad_out, input, normalized_shape, {}, rstd,
+                   weight, {}, {output_mask[0], output_mask[1], false});
+  return {dx, dgamma};
+}
+
+// Residual add + LayerNorm / RMSNorm: (output, input + residual, mean, rstd). With
+// residual_in_fp32 and a 16-bit input, the sum is formed, kept and normalized in float32.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> add_norm_fwd_cpu(
+    const at::Tensor& input, const at::Tensor& residual, c10::SymIntArrayRef normalized_shape,
+    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias, double eps,
+    bool rms, bool residual_in_fp32) {
+  const char* op = rms ? "fastln.fused_add_rms_norm" : "fastln.fused_add_layer_norm";
+  check_residual(op, input, residual, residual_in_fp32);
+  const auto x = input.scalar_type();
+  if (residual_in_fp32 && (x == at::kBFloat16 || x == at::kHalf)) {
+    auto f32 = [](const std::optional<at::Tensor>& p) -> std::optional<at::Tensor> {
+      return p.has_value() && p->defined() ? std::optional<at::Tensor>(p->to(at::kFloat)) : p;
+    };
+    auto [y, sum, mean, rstd] = add_norm_fwd_cpu(input.to(at::kFloat), residual.to(at::kFloat),
+                                                 normalized_shape, f32(weight), f32(bias), eps, rms,
+                                                 false);
+    return {y.to(input.scalar_type()), sum, mean, rstd};
+  }
+  at::Tensor sum;
+  auto [y, mean, rstd] = norm_fwd_cpu(op, rms ? Norm::kRms : Norm::kLayer, input, normalized_shape,
+                                      weight, bias, eps, residual, &sum);
+  return {y, sum, mean, rstd};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastln, CPU, m) {
   m.impl("layer_norm_fwd", &layer_norm_fwd_cpu);
   m.impl("layer_norm_bwd", &layer_norm_bwd_cpu);
+  m.impl("rms_norm_fwd", &rms_norm_fwd_cpu);
+  m.impl("rms_norm_bwd", &rms_norm_bwd_cpu);
+  m.impl("add_norm_fwd", &add_norm_fwd_cpu);
 }
 
 }  // namespace fastln

@@ -1,11 +1,17 @@
-// The fastln op library: schemas, autograd, and the composite entry point.
+// The fastln op library: schemas, autograd, and the composite entry points.
 //
-// fastln::layer_norm is what users call (through fastln.layer_norm). Its autograd kernel
-// runs layer_norm_fwd, saves (input, mean, rstd) and calls layer_norm_bwd in backward; the
-// device kernels live in cpu.cpp and cuda/. Autograd is in C++ so that a small call costs
-// no more than torch's own F.layer_norm.
+// fastln::layer_norm and fastln::rms_norm are what users call (through fastln.layer_norm and
+// fastln.rms_norm). One C++ autograd function serves both (and the memory-efficient
+// layer_norm): forward runs the *_fwd op, backward the *_bwd op; the device kernels live in
+// cpu.cpp and cuda/. Autograd is in C++ so that a small call costs no more than torch's own.
+//
+// Double backward: when backward runs with grad mode on (create_graph=True), the gradients
+// are computed with differentiable ATen ops instead of the *_bwd kernel, so autograd records
+// them (composite_backward below). First-order backward always uses the kernel.
 #include <torch/autograd.h>
 #include <torch/library.h>
+
+#include <cfloat>
 
 #include "common.h"
 
@@ -14,77 +20,296 @@ namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
+using OptT = std::optional<at::Tensor>;
+using T3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+using T2 = std::tuple<at::Tensor, at::Tensor>;
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> call_fwd(const at::Tensor& input,
-                                                        c10::SymIntArrayRef normalized_shape,
-                                                        const std::optional<at::Tensor>& weight,
-                                                        const std::optional<at::Tensor>& bias,
-                                                        double eps) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("fastln::layer_norm_fwd", "")
-                       .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
-                           const at::Tensor&, c10::SymIntArrayRef, const std::optional<at::Tensor>&,
-                           const std::optional<at::Tensor>&, double)>();
-  return op.call(input, normalized_shape, weight, bias, eps);
+template <class Sig>
+c10::TypedOperatorHandle<Sig> find_op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> call_bwd(
-    const at::Tensor& grad_out, const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
-    const at::Tensor& mean, const at::Tensor& rstd, const std::optional<at::Tensor>& weight,
-    const std::optional<at::Tensor>& bias, std::array<bool, 3> output_mask) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("fastln::layer_norm_bwd", "")
-                       .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
-                           const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
-                           const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
-                           const std::optional<at::Tensor>&, std::array<bool, 3>)>();
-  return op.call(grad_out, input, normalized_shape, mean, rstd, weight, bias, output_mask);
+OptT opt(const at::Tensor& t) { return t.defined() ? OptT(t) : std::nullopt; }
+
+// What the norm ops compute, whichever op the user called.
+struct NormOutputs {
+  at::Tensor y, mean, rstd;  // mean undefined for RMSNorm
+};
+
+NormOutputs call_fwd(bool rms, const at::Tensor& input, c10::SymIntArrayRef ns, const OptT& weight,
+                     const OptT& bias, double eps) {
+  if (rms) {
+    static auto op = find_op<T2(const at::Tensor&, c10::SymIntArrayRef, const OptT&, double)>(
+        "fastln::rms_norm_fwd");
+    auto [y, rstd] = op.call(input, ns, weight, eps);
+    return {y, at::Tensor(), rstd};
+  }
+  static auto op = find_op<T3(const at::Tensor&, c10::SymIntArrayRef, const OptT&, const OptT&,
+                              double)>("fastln::layer_norm_fwd");
+  auto [y, mean, rstd] = op.call(input, ns, weight, bias, eps);
+  return {y, mean, rstd};
 }
 
-std::optional<at::Tensor> opt(const at::Tensor& t) {
-  return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
+T3 call_bwd(bool rms, const at::Tensor& grad_out, const at::Tensor& input, c10::SymIntArrayRef ns,
+            const at::Tensor& mean, const at::Tensor& rstd, const OptT& weight, const OptT& bias,
+            std::array<bool, 3> mask) {
+  if (rms) {
+    static auto op = find_op<T2(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
+                                const at::Tensor&, const OptT&, std::array<bool, 2>)>(
+        "fastln::rms_norm_bwd");
+    auto [dx, dw] = op.call(grad_out, input, ns, rstd, weight, {mask[0], mask[1]});
+    return {dx, dw, at::Tensor()};
+  }
+  static auto op = find_op<T3(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
+                              const at::Tensor&, const at::Tensor&, const OptT&, const OptT&,
+                              std::array<bool, 3>)>("fastln::layer_norm_bwd");
+  return op.call(grad_out, input, ns, mean, rstd, weight, bias, mask);
 }
 
-class LayerNormFunction : public torch::autograd::Function<LayerNormFunction> {
+// x - mean recovered from the output y = (x - mean) * rstd * weight + bias (memory-efficient
+// backward). An op of its own, so that its check of the weight runs on real data only.
+at::Tensor call_recover(const at::Tensor& y, c10::SymIntArrayRef ns, const at::Tensor& rstd,
+                        const OptT& weight, const OptT& bias) {
+  static auto op = find_op<at::Tensor(const at::Tensor&, c10::SymIntArrayRef, const at::Tensor&,
+                                      const OptT&, const OptT&)>("fastln::recover_centered_input");
+  return op.call(y, ns, rstd, weight, bias);
+}
+
+std::vector<int64_t> dim_range(int64_t begin, int64_t end) {
+  std::vector<int64_t> d;
+  for (int64_t i = begin; i < end; ++i) d.push_back(i);
+  return d;
+}
+
+// The backward formulas in differentiable ATen ops, on the accumulation dtype; mean and rstd
+// are recomputed from the input so that their dependence on it is recorded too.
+T3 composite_backward(bool rms, const at::Tensor& grad_out, const at::Tensor& input, int64_t axis,
+                      const at::Tensor& weight, double eps, std::array<bool, 3> mask) {
+  const auto acc = acc_dtype(input.scalar_type());
+  const auto norm_dims = dim_range(axis, input.dim()), lead_dims = dim_range(0, axis);
+  const at::Tensor x = input.to(acc), dy = grad_out.to(acc);
+  const at::Tensor xc = rms ? x : x - x.mean(norm_dims, true);
+  const at::Tensor rstd = (xc * xc).mean(norm_dims, true).add(eps).rsqrt();
+  const at::Tensor xhat = xc * rstd;
+  const at::Tensor g = weight.defined() ? dy * weight.to(acc) : dy;
+  // sum over the leading dims (sum over an empty dim list would sum everything)
+  auto lead_sum = [&](const at::Tensor& t) { return axis == 0 ? t : t.sum(lead_dims); };
+  at::Tensor dx, dw, db;
+  if (mask[0]) {
+    at::Tensor inner = g - xhat * (g * xhat).mean(norm_dims, true);
+    if (!rms) inner = inner - g.mean(norm_dims, true);
+    dx = (rstd * inner).to(input.scalar_type());
+  }
+  const auto pdtype = weight.defined() ? weight.scalar_type() : input.scalar_type();
+  if (mask[1]) dw = lead_sum(dy * xhat).to(pdtype);
+  if (mask[2]) db = lead_sum(dy).to(pdtype);
+  return {dx, dw, db};
+}
+
+// What both autograd functions keep for backward: the tensor normalized (or the output),
+// mean, rstd, the parameters, and the norm's settings.
+struct Saved {
+  at::Tensor x, mean, rstd, weight, bias;
+  int64_t axis;
+  double eps;
+  bool rms;
+
+  static void save(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& mean,
+                   const at::Tensor& rstd, const OptT& weight, const OptT& bias, int64_t axis,
+                   double eps, bool rms) {
+    ctx->save_for_backward({x, mean, rstd, weight.value_or(at::Tensor()), bias.value_or(at::Tensor())});
+    ctx->saved_data["axis"] = axis;
+    ctx->saved_data["eps"] = eps;
+    ctx->saved_data["rms"] = rms;
+  }
+  static Saved load(AutogradContext* ctx) {
+    const auto t = ctx->get_saved_variables();
+    return {t[0], t[1], t[2], t[3], t[4], ctx->saved_data["axis"].toInt(),
+            ctx->saved_data["eps"].toDouble(), ctx->saved_data["rms"].toBool()};
+  }
+};
+
+// LayerNorm (rms = false) or RMSNorm (rms = true, no bias). memory_efficient saves the output
+// instead of the input and recovers x - mean from it in backward.
+class NormFunction : public torch::autograd::Function<NormFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
-                            c10::SymIntArrayRef normalized_shape,
-                            const std::optional<at::Tensor>& weight,
-                            const std::optional<at::Tensor>& bias, double eps) {
+                            c10::SymIntArrayRef normalized_shape, const OptT& weight,
+                            const OptT& bias, double eps, bool rms, bool memory_efficient) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [y, mean, rstd] = call_fwd(input, normalized_shape, weight, bias, eps);
-    ctx->save_for_backward({input, mean, rstd, weight.value_or(at::Tensor()), bias.value_or(at::Tensor())});
-    ctx->saved_data["axis"] = input.dim() - static_cast<int64_t>(normalized_shape.size());
-    return y;
+    auto out = call_fwd(rms, input, normalized_shape, weight, bias, eps);
+    Saved::save(ctx, memory_efficient ? out.y : input, out.mean, out.rstd, weight, bias,
+                input.dim() - static_cast<int64_t>(normalized_shape.size()), eps, rms);
+    ctx->saved_data["memory_efficient"] = memory_efficient;
+    return out.y;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    const auto saved = ctx->get_saved_variables();
-    const at::Tensor &input = saved[0], &mean = saved[1], &rstd = saved[2];
-    const at::Tensor &weight = saved[3], &bias = saved[4];
-    const int64_t axis = ctx->saved_data["axis"].toInt();
+    const Saved sv = Saved::load(ctx);
+    const at::Tensor &saved_x = sv.x, &mean = sv.mean, &rstd = sv.rstd, &weight = sv.weight, &bias = sv.bias;
+    const int64_t axis = sv.axis;
+    const bool rms = sv.rms;
+    const bool memory_efficient = ctx->saved_data["memory_efficient"].toBool();
     // needs_input_grad counts only the tensors given: input, then weight and bias if defined.
     const std::array<bool, 3> mask = {
         ctx->needs_input_grad(0), weight.defined() && ctx->needs_input_grad(1),
         bias.defined() && ctx->needs_input_grad(1 + weight.defined())};
-    auto [dx, dgamma, dbeta] = call_bwd(grad_outputs[0], input, input.sym_sizes().slice(axis), mean,
-                                        rstd, opt(weight), opt(bias), mask);
-    return {mask[0] ? dx : at::Tensor(), at::Tensor(), mask[1] ? dgamma : at::Tensor(),
-            mask[2] ? dbeta : at::Tensor(), at::Tensor()};
+    const auto ns = saved_x.sym_sizes().slice(axis);
+    at::Tensor dx, dw, db;
+    if (at::GradMode::is_enabled()) {  // create_graph=True: record the backward
+      TORCH_CHECK(!memory_efficient,
+                  "fastln.layer_norm: double backward (create_graph=True) is not supported with "
+                  "memory_efficient=True, which does not keep the input; use "
+                  "memory_efficient=False");
+      std::tie(dx, dw, db) = composite_backward(rms, grad_outputs[0], saved_x, axis, weight, sv.eps, mask);
+    } else if (memory_efficient) {  // the kernel on x - mean, with a mean of zero
+      const at::Tensor xc = call_recover(saved_x, ns, rstd, opt(weight), opt(bias));
+      std::tie(dx, dw, db) = call_bwd(rms, grad_outputs[0], xc, ns, at::zeros_like(rstd), rstd,
+                                      opt(weight), opt(bias), mask);
+    } else {
+      std::tie(dx, dw, db) =
+          call_bwd(rms, grad_outputs[0], saved_x, ns, mean, rstd, opt(weight), opt(bias), mask);
+    }
+    return {mask[0] ? dx : at::Tensor(), at::Tensor(), mask[1] ? dw : at::Tensor(),
+            mask[2] ? db : at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
+using T4 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+T4 call_add_fwd(const at::Tensor& input, const at::Tensor& residual, c10::SymIntArrayRef ns,
+                const OptT& weight, const OptT& bias, double eps, bool rms, bool residual_in_fp32) {
+  static auto op = find_op<T4(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
+                              const OptT&, const OptT&, double, bool, bool)>("fastln::add_norm_fwd");
+  return op.call(input, residual, ns, weight, bias, eps, rms, residual_in_fp32);
+}
+
+at::Tensor to_dtype_of(const at::Tensor& t, const at::Tensor& like) {
+  return t.defined() && like.defined() ? t.to(like.scalar_type()) : t;
+}
+
+// (output, residual_out) = (norm(input + residual), input + residual). Backward: the sum's
+// gradient is the norm's input gradient plus the gradient arriving at residual_out, and goes to
+// both input and residual.
+class FusedAddNormFunction : public torch::autograd::Function<FusedAddNormFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& input,
+                               const at::Tensor& residual, c10::SymIntArrayRef normalized_shape,
+                               const OptT& weight, const OptT& bias, double eps, bool rms,
+                               bool residual_in_fp32) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [y, sum, mean, rstd] =
+        call_add_fwd(input, residual, normalized_shape, weight, bias, eps, rms, residual_in_fp32);
+    Saved::save(ctx, sum, mean, rstd, weight, bias,
+                input.dim() - static_cast<int64_t>(normalized_shape.size()), eps, rms);
+    ctx->saved_data["input_dtype"] = input.scalar_type();
+    ctx->saved_data["residual_dtype"] = residual.scalar_type();
+    return {y, sum};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const Saved sv = Saved::load(ctx);
+    const at::Tensor &sum = sv.x, &mean = sv.mean, &rstd = sv.rstd, &weight = sv.weight, &bias = sv.bias;
+    const int64_t axis = sv.axis;
+    const bool rms = sv.rms;
+    const bool need_x = ctx->needs_input_grad(0), need_r = ctx->needs_input_grad(1);
+    const std::array<bool, 3> mask = {need_x || need_r, weight.defined() && ctx->needs_input_grad(2),
+                                      bias.defined() && ctx->needs_input_grad(2 + weight.defined())};
+    // The kernels take parameters of the sum's dtype (float32 with residual_in_fp32).
+    auto param = [&](const at::Tensor& p) {
+      return p.defined() && sum.scalar_type() == at::kFloat ? OptT(p.to(at::kFloat)) : opt(p);
+    };
+    const at::Tensor dy = grad_outputs[0].to(sum.scalar_type());  // 16-bit with residual_in_fp32
+    at::Tensor ds, dw, db;
+    if (at::GradMode::is_enabled()) {
+      std::tie(ds, dw, db) = composite_backward(rms, dy, sum, axis, param(weight).value_or(at::Tensor()),
+                                                sv.eps, mask);
+    } else {
+      std::tie(ds, dw, db) = call_bwd(rms, dy, sum, sum.sym_sizes().slice(axis), mean,
+                                      rstd, param(weight), param(bias), mask);
+    }
+    if (mask[0] && grad_outputs[1].defined()) ds = ds + grad_outputs[1];
+    const auto x_dtype = ctx->saved_data["input_dtype"].toScalarType();
+    const auto r_dtype = ctx->saved_data["residual_dtype"].toScalarType();
+    return {need_x ? ds.to(x_dtype) : at::Tensor(), need_r ? ds.to(r_dtype) : at::Tensor(),
+            at::Tensor(), mask[1] ? to_dtype_of(dw, weight) : at::Tensor(),
+            mask[2] ? to_dtype_of(db, bias) : at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+// eps=None for rms_norm: as torch, the machine epsilon of the computation type (float for
+// 16-bit inputs, whose opmath type it is).
+double rms_eps(const at::Tensor& input, std::optional<double> eps) {
+  return eps.value_or(input.scalar_type() == at::kDouble ? DBL_EPSILON : FLT_EPSILON);
+}
+
 at::Tensor layer_norm_autograd(const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
-                               const std::optional<at::Tensor>& weight,
-                               const std::optional<at::Tensor>& bias, double eps) {
-  return LayerNormFunction::apply(input, normalized_shape, weight, bias, eps);
+                               const OptT& weight, const OptT& bias, double eps) {
+  return NormFunction::apply(input, normalized_shape, weight, bias, eps, false, false);
+}
+at::Tensor layer_norm_me_autograd(const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
+                                  const OptT& weight, const OptT& bias, double eps) {
+  return NormFunction::apply(input, normalized_shape, weight, bias, eps, false, true);
+}
+at::Tensor rms_norm_autograd(const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
+                             const OptT& weight, std::optional<double> eps) {
+  return NormFunction::apply(input, normalized_shape, weight, OptT(), rms_eps(input, eps), true,
+                             false);
+}
+
+T2 fused_add_layer_norm_autograd(const at::Tensor& input, const at::Tensor& residual,
+                                 c10::SymIntArrayRef normalized_shape, const OptT& weight,
+                                 const OptT& bias, double eps, bool residual_in_fp32) {
+  auto out = FusedAddNormFunction::apply(input, residual, normalized_shape, weight, bias, eps,
+                                         false, residual_in_fp32);
+  return {out[0], out[1]};
+}
+T2 fused_add_rms_norm_autograd(const at::Tensor& input, const at::Tensor& residual,
+                               c10::SymIntArrayRef normalized_shape, const OptT& weight,
+                               std::optional<double> eps, bool residual_in_fp32) {
+  auto out = FusedAddNormFunction::apply(input, residual, normalized_shape, weight, OptT(),
+                                         rms_eps(input, eps), true, residual_in_fp32);
+  return {out[0], out[1]};
 }
 
 // Below autograd (inference mode, tracing): the forward alone.
+T2 fused_add_layer_norm_composite(const at::Tensor& input, const at::Tensor& residual,
+                                  c10::SymIntArrayRef normalized_shape, const OptT& weight,
+                                  const OptT& bias, double eps, bool residual_in_fp32) {
+  auto [y, sum, mean, rstd] =
+      call_add_fwd(input, residual, normalized_shape, weight, bias, eps, false, residual_in_fp32);
+  return {y, sum};
+}
+T2 fused_add_rms_norm_composite(const at::Tensor& input, const at::Tensor& residual,
+                                c10::SymIntArrayRef normalized_shape, const OptT& weight,
+                                std::optional<double> eps, bool residual_in_fp32) {
+  auto [y, sum, mean, rstd] = call_add_fwd(input, residual, normalized_shape, weight, {},
+                                           rms_eps(input, eps), true, residual_in_fp32);
+  return {y, sum};
+}
 at::Tensor layer_norm_composite(const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
-                                const std::optional<at::Tensor>& weight,
-                                const std::optional<at::Tensor>& bias, double eps) {
-  return std::get<0>(call_fwd(input, normalized_shape, weight, bias, eps));
+                                const OptT& weight, const OptT& bias, double eps) {
+  return call_fwd(false, input, normalized_shape, weight, bias, eps).y;
+}
+at::Tensor rms_norm_composite(const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
+                              const OptT& weight, std::optional<double> eps) {
+  return call_fwd(true, input, normalized_shape, weight, {}, rms_eps(input, eps)).y;
+}
+
+at::Tensor recover_centered_input(const at::Tensor& y, c10::SymIntArrayRef normalized_shape,
+                                  const at::Tensor& rstd, const OptT& weight, const OptT& bias) {
+  const auto acc = acc_dtype(y.scalar_type());
+  at::Tensor yhat = y.to(acc);
+  if (bias.has_value() && bias->defined()) yhat = yhat - bias->to(acc);
+  if (weight.has_value() && weight->defined()) {
+    TORCH_CHECK(!(*weight == 0).any().item<bool>(),
+                "fastln.layer_norm(memory_efficient=True): the weight has elements equal to 0, "
+                "so the normalized input cannot be recovered from the output in backward; use "
+                "memory_efficient=False for this layer");
+    yhat = yhat / weight->to(acc);
+  }
+  // rows with rstd = inf (eps <= 0, constant row) have x - mean = 0
+  return (yhat / rstd).nan_to_num(0.0, 0.0, 0.0).to(y.scalar_type());
 }
 
 }  // namespace
@@ -98,10 +323,46 @@ TORCH_LIBRARY(fastln, m) {
   // Returns (grad_input, grad_weight, grad_bias); those not asked for in output_mask are empty.
   m.def("layer_norm_bwd(Tensor grad_out, Tensor input, SymInt[] normalized_shape, Tensor mean, "
         "Tensor rstd, Tensor? weight, Tensor? bias, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  // layer_norm that saves its output, not its input, for backward.
+  m.def("layer_norm_memory_efficient(Tensor input, SymInt[] normalized_shape, "
+        "Tensor? weight=None, Tensor? bias=None, float eps=1e-05) -> Tensor");
+  // (output - bias) / weight / rstd, in the output's dtype: the input minus its mean.
+  m.def("recover_centered_input(Tensor output, SymInt[] normalized_shape, Tensor rstd, "
+        "Tensor? weight, Tensor? bias) -> Tensor");
+  // eps=None: torch.finfo of the computation type (float32 for 16-bit inputs).
+  m.def("rms_norm(Tensor input, SymInt[] normalized_shape, Tensor? weight=None, "
+        "float? eps=None) -> Tensor");
+  // Returns (output, rstd); rstd as layer_norm_fwd's.
+  m.def("rms_norm_fwd(Tensor input, SymInt[] normalized_shape, Tensor? weight, float eps) "
+        "-> (Tensor, Tensor)");
+  m.def("rms_norm_bwd(Tensor grad_out, Tensor input, SymInt[] normalized_shape, Tensor rstd, "
+        "Tensor? weight, bool[2] output_mask) -> (Tensor, Tensor)");
+  // Residual add fused with the norm: (norm(input + residual), input + residual).
+  m.def("fused_add_layer_norm(Tensor input, Tensor residual, SymInt[] normalized_shape, "
+        "Tensor? weight=None, Tensor? bias=None, float eps=1e-05, bool residual_in_fp32=False) "
+        "-> (Tensor, Tensor)");
+  m.def("fused_add_rms_norm(Tensor input, Tensor residual, SymInt[] normalized_shape, "
+        "Tensor? weight=None, float? eps=None, bool residual_in_fp32=False) -> (Tensor, Tensor)");
+  // Returns (output, input + residual, mean, rstd); rms: mean is zeros, bias must be None.
+  m.def("add_norm_fwd(Tensor input, Tensor residual, SymInt[] normalized_shape, Tensor? weight, "
+        "Tensor? bias, float eps, bool rms, bool residual_in_fp32) -> (Tensor, Tensor, Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(fastln, Autograd, m) { m.impl("layer_norm", &layer_norm_autograd); }
-TORCH_LIBRARY_IMPL(fastln, CompositeExplicitAutograd, m) { m.impl("layer_norm", &layer_norm_composite); }
+TORCH_LIBRARY_IMPL(fastln, Autograd, m) {
+  m.impl("fused_add_layer_norm", &fused_add_layer_norm_autograd);
+  m.impl("fused_add_rms_norm", &fused_add_rms_norm_autograd);
+  m.impl("layer_norm", &layer_norm_autograd);
+  m.impl("layer_norm_memory_efficient", &layer_norm_me_autograd);
+  m.impl("rms_norm", &rms_norm_autograd);
+}
+TORCH_LIBRARY_IMPL(fastln, CompositeExplicitAutograd, m) {
+  m.impl("layer_norm", &layer_norm_composite);
+  m.impl("layer_norm_memory_efficient", &layer_norm_composite);
+  m.impl("rms_norm", &rms_norm_composite);
+  m.impl("recover_centered_input", &recover_centered_input);
+  m.impl("fused_add_layer_norm", &fused_add_layer_norm_composite);
+  m.impl("fused_add_rms_norm", &fused_add_rms_norm_composite);
+}
 
 #ifndef FASTLN_WITH_CUDA
 // Without this, a CUDA tensor would meet the dispatcher's generic "could not run" message.
@@ -110,13 +371,17 @@ TORCH_LIBRARY_IMPL(fastln, CompositeExplicitAutograd, m) { m.impl("layer_norm", 
                      "FASTLN_CUDA=ON to use CUDA tensors");
 }
 TORCH_LIBRARY_IMPL(fastln, CUDA, m) {
-  m.impl("layer_norm_fwd", [](const at::Tensor&, c10::SymIntArrayRef, const std::optional<at::Tensor>&,
-                              const std::optional<at::Tensor>&, double)
-                               -> std::tuple<at::Tensor, at::Tensor, at::Tensor> { no_cuda(); });
+  m.impl("layer_norm_fwd", [](const at::Tensor&, c10::SymIntArrayRef, const OptT&, const OptT&,
+                              double) -> T3 { no_cuda(); });
   m.impl("layer_norm_bwd",
          [](const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef, const at::Tensor&,
-            const at::Tensor&, const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
-            std::array<bool, 3>) -> std::tuple<at::Tensor, at::Tensor, at::Tensor> { no_cuda(); });
+            const at::Tensor&, const OptT&, const OptT&, std::array<bool, 3>) -> T3 { no_cuda(); });
+  m.impl("rms_norm_fwd",
+         [](const at::Tensor&, c10::SymIntArrayRef, const OptT&, double) -> T2 { no_cuda(); });
+  m.impl("rms_norm_bwd", [](const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
+                            const at::Tensor&, const OptT&, std::array<bool, 2>) -> T2 { no_cuda(); });
+  m.impl("add_norm_fwd", [](const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef, const OptT&,
+                            const OptT&, double, bool, bool) -> T4 { no_cuda(); });
 }
 #endif
 

@@ -1,0 +1,69 @@
+"""DTensor sharding rules for the fastln ops (tensor / sequence parallelism).
+
+Imported by ``import fastln`` when torch.distributed.tensor is already loaded; otherwise
+``import fastln.distributed`` (torch.distributed.tensor takes seconds to import, so fastln
+does not import it for everyone).
+
+A norm is row-wise: any dimension before the normalized ones may be sharded, with weight and
+bias replicated. Outputs, mean, rstd and grad_input keep the input's sharding; grad_weight and
+grad_bias are partial sums (each rank holds its rows' share), which DTensor reduces when they
+are redistributed, exactly as for aten.native_layer_norm_backward. With these rules
+``SequenceParallel`` works on fastln.LayerNorm / fastln.RMSNorm as on torch's modules, and the
+fused residual add (add_norm_fwd) keeps a sequence-sharded input sharded.
+"""
+import torch
+
+try:
+    from torch.distributed.tensor import Partial, Replicate, Shard
+    from torch.distributed.tensor.experimental import register_sharding
+except ImportError:  # torch without distributed support
+    register_sharding = None
+
+
+def _opt(t, placement):
+    return None if t is None else placement
+
+
+def _row_dims(input, normalized_shape):
+    return range(input.ndim - len(normalized_shape))
+
+
+def _fwd_rules(n_stats):
+    def rules(input, normalized_shape, weight, *rest):
+        # rest: (bias, eps) for layer_norm_fwd, (eps,) for rms_norm_fwd
+        params = [_opt(weight, Replicate())] + [_opt(p, Replicate()) for p in rest[:-1]]
+        out = [([Replicate()] * (1 + n_stats), [Replicate(), None, *params, None])]
+        for d in _row_dims(input, normalized_shape):
+            out.append(([Shard(d)] * (1 + n_stats), [Shard(d), None, *params, None]))
+        return out
+    return rules
+
+
+def _bwd_rules(n_stats):
+    def rules(grad_out, input, normalized_shape, *rest):
+        # rest: (mean, rstd, weight, bias, mask) or (rstd, weight, mask)
+        params = [_opt(p, Replicate()) for p in rest[n_stats:-1]]
+        n_grads = 1 + len(params)
+        out = [([Replicate()] * n_grads, [Replicate(), Replicate(), None] + [Replicate()] * n_stats + params + [None])]
+        for d in _row_dims(input, normalized_shape):
+            out.append(([Shard(d)] + [Partial()] * (n_grads - 1),
+                        [Shard(d), Shard(d), None] + [Shard(d)] * n_stats + params + [None]))
+        return out
+    return rules
+
+
+def _add_fwd_rules(input, residual, normalized_shape, weight, bias, eps, rms, residual_in_fp32):
+    params = [_opt(weight, Replicate()), _opt(bias, Replicate())]
+    out = [([Replicate()] * 4, [Replicate(), Replicate(), None, *params, None, None, None])]
+    for d in _row_dims(input, normalized_shape):
+        out.append(([Shard(d)] * 4, [Shard(d), Shard(d), None, *params, None, None, None]))
+    return out
+
+
+if register_sharding is not None:
+    ops = torch.ops.fastln
+    register_sharding(ops.layer_norm_fwd.default)(_fwd_rules(2))
+    register_sharding(ops.rms_norm_fwd.default)(_fwd_rules(1))
+    register_sharding(ops.layer_norm_bwd.default)(_bwd_rules(2))
+    register_sharding(ops.rms_norm_bwd.default)(_bwd_rules(1))
+    register_sharding(ops.add_norm_fwd.default)(_add_fwd_rules)

@@ -1,0 +1,162 @@
+"""Double backward, replace_norms and the memory-efficient backward."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastln
+from conftest import assert_close_to_ref, ref_layer_norm
+from test_layer_norm import make_inputs
+
+
+# ---- double backward ----
+
+@pytest.mark.parametrize("op", ["layer", "rms"])
+@pytest.mark.parametrize("affine", ["both", "weight", "none"])
+@pytest.mark.parametrize("nshape", [(7,), (3, 5)])
+def test_gradgradcheck(op, affine, nshape):
+    if op == "rms" and affine == "both":
+        affine = "weight"
+    x, w, b, _ = make_inputs((4, *nshape), nshape, torch.float64, "cpu", affine)
+    args = [t.requires_grad_() for t in (x, w, b) if t is not None]
+
+    def f(*a):
+        it = iter(a)
+        xx, ww = next(it), next(it) if w is not None else None
+        if op == "rms":
+            return fastln.rms_norm(xx, nshape, ww, 1e-5)
+        return fastln.layer_norm(xx, nshape, ww, next(it) if b is not None else None)
+
+    assert torch.autograd.gradcheck(f, args)
+    assert torch.autograd.gradgradcheck(f, args)
+
+
+def _profiled_ops(fn):
+    with torch.autograd.profiler.profile() as prof:
+        fn()
+    return {e.name for e in prof.function_events}
+
+
+def test_first_order_backward_uses_kernel_and_create_graph_matches():
+    x, w, b, dy = make_inputs((6, 40), (40,), torch.float32, "cpu", "both")
+    x, w, b = (t.requires_grad_() for t in (x, w, b))
+    fast = []
+    names = _profiled_ops(lambda: fast.extend(torch.autograd.grad(fastln.layer_norm(x, (40,), w, b), (x, w, b), dy)))
+    assert "fastln::layer_norm_bwd" in names
+    graph = []
+    names = _profiled_ops(lambda: graph.extend(torch.autograd.grad(fastln.layer_norm(x, (40,), w, b), (x, w, b), dy,
+                                                                   create_graph=True)))
+    assert "fastln::layer_norm_bwd" not in names
+    assert graph[0].requires_grad and graph[1].requires_grad  # grad_bias = sum(dy): a constant
+    for a, c in zip(fast, graph):
+        torch.testing.assert_close(a, c)
+
+
+def test_double_backward_16bit_matches_torch():
+    """The create_graph path computes in float32 for 16-bit inputs."""
+    x, w, b, dy = make_inputs((5, 64), (64,), torch.bfloat16, "cpu", "both")
+    res = []
+    for fn in (fastln.layer_norm, F.layer_norm):
+        xx = x.detach().float().requires_grad_()
+        (gx,) = torch.autograd.grad(fn(xx, (64,), w.float(), b.float()), xx, dy.float(), create_graph=True)
+        res.append(torch.autograd.grad(gx.square().sum(), xx)[0])
+    torch.testing.assert_close(res[0], res[1], rtol=1e-4, atol=1e-4)
+
+
+# ---- replace_norms ----
+
+def test_replace_norms_transformer():
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+    model = torch.nn.Sequential(layer, torch.nn.RMSNorm(32, eps=1e-6), torch.nn.LayerNorm(32, bias=False))
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.LayerNorm, torch.nn.RMSNorm)):
+                m.weight.normal_()
+    ref = __import__("copy").deepcopy(model)
+    params_before = [id(p) for p in model.parameters()]
+    assert fastln.replace_norms(model) == 4
+    assert fastln.replace_norms(model) == 0  # already fastln
+    assert type(layer.norm1) is fastln.LayerNorm and type(model[1]) is fastln.RMSNorm
+    assert model[1].eps == 1e-6 and model[2].bias is None
+    assert [id(p) for p in model.parameters()] == params_before
+    x = torch.randn(3, 10, 32)
+    out, out_ref = model(x), ref(x)
+    torch.testing.assert_close(out, out_ref)
+    out.square().sum().backward()
+    out_ref.square().sum().backward()
+    for (n, p), (_, q) in zip(model.named_parameters(), ref.named_parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-4, msg=lambda m: f"{n}: {m}")
+
+
+def test_replace_norms_keeps_dtype_and_skips_subclasses():
+    class MyNorm(torch.nn.LayerNorm):
+        pass
+    model = torch.nn.ModuleList([torch.nn.LayerNorm(8, dtype=torch.float64, elementwise_affine=False), MyNorm(8)])
+    assert fastln.replace_norms(model) == 1
+    assert type(model[1]) is MyNorm and model[0].weight is None
+    y = model[0](torch.randn(2, 8, dtype=torch.float64))
+    assert y.dtype == torch.float64
+
+
+# ---- memory-efficient backward ----
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("affine", ["both", "weight", "bias", "none"])
+def test_memory_efficient_parity(dtype, affine):
+    x, w, b, dy = make_inputs((33, 200), (200,), dtype, "cpu", affine)
+    fns = (lambda *a: fastln.layer_norm(*a, memory_efficient=True), F.layer_norm, ref_layer_norm)
+    from test_layer_norm import check_parity
+    check_parity(x, (200,), w, b, dy, dtype, fns=fns)
+
+
+def test_memory_efficient_saves_output_not_input():
+    x = torch.randn(8, 64, requires_grad=True)
+    w, b = torch.randn(64, requires_grad=True), torch.randn(64, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = fastln.layer_norm(x, (64,), w, b, memory_efficient=True)
+    assert any(t is y or (t.data_ptr() == y.data_ptr()) for t in saved)
+    assert not any(t.data_ptr() == x.data_ptr() for t in saved)
+
+
+def test_memory_efficient_small_and_zero_weight():
+    """Precision degrades as 1/|weight| (x - mean is recovered by dividing by it); a weight
+    element equal to 0 raises in backward."""
+    x, w, b, dy = make_inputs((16, 128), (128,), torch.float32, "cpu", "both")
+    w = w.clone()
+    w[:4] = 1e-3
+    xs = [x.detach().requires_grad_() for _ in range(2)]
+    ref_x = x.double().requires_grad_()
+    ref = torch.autograd.grad(ref_layer_norm(ref_x, (128,), w.double(), b.double()), ref_x, dy.double())[0]
+    for xx, me in zip(xs, (False, True)):
+        (g,) = torch.autograd.grad(fastln.layer_norm(xx, (128,), w, b, memory_efficient=me), xx, dy)
+        assert_close_to_ref(g, ref, None, torch.float32 if not me else torch.bfloat16, "grad_input")
+    w[5] = 0.0
+    xx = x.detach().requires_grad_()
+    y = fastln.layer_norm(xx, (128,), w, b, memory_efficient=True)
+    with pytest.raises(RuntimeError, match="weight has elements equal to 0"):
+        y.backward(dy)
+
+
+def test_memory_efficient_module_compile_and_double_backward_error():
+    torch._dynamo.reset()
+    m = fastln.LayerNorm(32, memory_efficient=True)
+    assert "memory_efficient=True" in repr(m)
+    x = torch.randn(4, 32, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_()
+    torch.compile(m, fullgraph=True)(x).sin().sum().backward()
+    torch.nn.functional.layer_norm(x2, (32,), m.weight, m.bias).sin().sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad)
+    y = m(x)
+    with pytest.raises(RuntimeError, match="double backward.*memory_efficient=True"):
+        torch.autograd.grad(y.sum(), x, create_graph=True)
+    torch.library.opcheck(torch.ops.fastln.layer_norm_memory_efficient.default,
+                          (x.detach().requires_grad_(), (32,), m.weight, m.bias, 1e-5))
+
+
+def test_opcheck_recover_centered_input():
+    x, w, b, _ = make_inputs((6, 32), (32,), torch.float32, "cpu", "both")
+    y, mean, rstd = torch.ops.fastln.layer_norm_fwd(x, (32,), w, b, 1e-5)
+    torch.library.opcheck(torch.ops.fastln.recover_centered_input.default, (y, (32,), rstd, w, b))
+    xc = torch.ops.fastln.recover_centered_input(y, (32,), rstd, w, b)
+    torch.testing.assert_close(xc, x - mean, rtol=1e-4, atol=1e-5)

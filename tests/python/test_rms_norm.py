@@ -1,0 +1,144 @@
+"""fastln.rms_norm / fastln.RMSNorm: parity with torch's RMSNorm against a float64 reference."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastln
+from conftest import DEVICES, ref_rms_norm
+from test_layer_norm import DTYPES, SHAPES, _strided_inputs, check_parity, make_inputs
+
+F32_EPS = torch.finfo(torch.float32).eps
+# f(x, normalized_shape, w, b, eps) forms for check_parity (b is always None)
+RMS_FNS = (lambda x, ns, w, b, eps: fastln.rms_norm(x, ns, w, eps),
+           lambda x, ns, w, b, eps: F.rms_norm(x, ns, w, eps),
+           lambda x, ns, w, b, eps: ref_rms_norm(x, ns, w, eps))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,nshape", SHAPES[::2])
+@pytest.mark.parametrize("affine", ["weight", "none"])
+def test_parity(device, dtype, shape, nshape, affine):
+    x, w, _, dy = make_inputs(shape, nshape, dtype, device, affine, seed=hash((shape, affine)) % 1000)
+    # N = 1: grad_input = rstd * g * eps / (x^2 + eps) cancels to rounding noise for a small
+    # eps (in torch too); a large eps keeps the comparison meaningful.
+    eps = 0.5 if nshape == (1,) else 1e-6
+    check_parity(x, nshape, w, None, dy, dtype, eps=eps, fns=RMS_FNS)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_mixed_dtype_weight(device, dtype):
+    x, w, _, dy = make_inputs((37, 300), (300,), dtype, device, "weight", param_dtype=torch.float32)
+    check_parity(x, (300,), w, None, dy, dtype, eps=1e-6, fns=RMS_FNS)
+    y, rstd = torch.ops.fastln.rms_norm_fwd(x, (300,), w, 1e-6)
+    assert y.dtype == dtype and rstd.dtype == torch.float32 and rstd.shape == (37, 1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_default_eps_is_torchs(dtype):
+    """eps=None: finfo(float32).eps for 16-bit inputs (torch's opmath type), finfo(float64).eps
+    for float64; visible on rows of tiny values."""
+    x = torch.zeros(3, 8, dtype=dtype)
+    x[0, 0], x[1, :] = 1e-4, 3e-3
+    expected_eps = torch.finfo(torch.float64 if dtype == torch.float64 else torch.float32).eps
+    torch.testing.assert_close(fastln.rms_norm(x, (8,)), F.rms_norm(x, (8,)))
+    torch.testing.assert_close(fastln.rms_norm(x, (8,)), fastln.rms_norm(x, (8,), eps=expected_eps))
+    torch.testing.assert_close(fastln.RMSNorm(8, dtype=dtype)(x), torch.nn.RMSNorm(8, dtype=dtype)(x))
+
+
+@pytest.mark.parametrize("kind", ["transposed", "sliced_rows", "expanded_rows", "noncontig_3d"])
+def test_strided_input(kind):
+    x = _strided_inputs(kind, torch.float32, "cpu")
+    w, dy = torch.randn(64), torch.randn(x.shape)
+    check_parity(x, (64,), w, None, dy, torch.float32, eps=1e-6, fns=RMS_FNS)
+
+
+def test_empty_and_zero_rows():
+    x = torch.zeros(0, 8, requires_grad=True)
+    fastln.rms_norm(x, (8,)).sum().backward()
+    assert x.grad.shape == (0, 8)
+    z = torch.zeros(2, 8)
+    torch.testing.assert_close(fastln.rms_norm(z, (8,)), F.rms_norm(z, (8,)))
+
+
+@pytest.mark.parametrize("weight", [True, False])
+def test_gradcheck(weight):
+    x, w, _, _ = make_inputs((4, 3, 5), (3, 5), torch.float64, "cpu", "weight" if weight else "none")
+    args = [t.requires_grad_() if t is not None else None for t in (x, w)]
+    assert torch.autograd.gradcheck(lambda x, w: fastln.rms_norm(x, (3, 5), w, 1e-5), args)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"elementwise_affine": False}, {"eps": 1e-3}])
+def test_module_matches_torch(kwargs):
+    torch.manual_seed(0)
+    ours, theirs = fastln.RMSNorm((4, 16), **kwargs), torch.nn.RMSNorm((4, 16), **kwargs)
+    assert isinstance(ours, torch.nn.RMSNorm)
+    if ours.weight is not None:
+        with torch.no_grad():
+            ours.weight.normal_()
+    theirs.load_state_dict(ours.state_dict())
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert repr(ours) == repr(theirs)
+    x = torch.randn(3, 4, 16, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_()
+    ours(x).square().sum().backward()
+    theirs(x2).square().sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad)
+    if ours.weight is not None:
+        torch.testing.assert_close(ours.weight.grad, theirs.weight.grad)
+
+
+def test_opcheck():
+    g = torch.Generator().manual_seed(0)
+    for (shape, nshape), dtype in zip([((8, 32), (32,)), ((2, 3, 4, 5), (4, 5)), ((0, 16), (16,))],
+                                      (torch.float32, torch.bfloat16, torch.float32)):
+        x = torch.randn(shape, generator=g).to(dtype)
+        for w in (None, torch.randn(nshape, generator=g).to(dtype)):
+            args = [t.detach().requires_grad_() if t is not None else None for t in (x, w)]
+            torch.library.opcheck(torch.ops.fastln.rms_norm.default, (args[0], nshape, args[1], None))
+            torch.library.opcheck(torch.ops.fastln.rms_norm_fwd.default, (x, nshape, w, 1e-6))
+            _, rstd = torch.ops.fastln.rms_norm_fwd(x, nshape, w, 1e-6)
+            torch.library.opcheck(torch.ops.fastln.rms_norm_bwd.default,
+                                  (torch.randn_like(x), x, nshape, rstd, w, [True, w is not None]))
+
+
+def test_compile_fullgraph():
+    torch._dynamo.reset()
+    m = fastln.RMSNorm(32)
+    f = torch.compile(lambda x: m(x * 2).sin().sum(), fullgraph=True, dynamic=True)
+    ref = torch.nn.RMSNorm(32)
+    for rows in (8, 13):
+        x = torch.randn(rows, 32, requires_grad=True)
+        x2 = x.detach().clone().requires_grad_()
+        f(x).backward()
+        ref(x2 * 2).sin().sum().backward()
+        torch.testing.assert_close(x.grad, x2.grad)
+    torch.testing.assert_close(m.weight.grad, ref.weight.grad)
+    ep = torch.export.export(m, (torch.randn(4, 32),))
+    assert any("fastln.rms_norm" in str(n.target) for n in ep.graph.nodes)
+
+
+x = torch.randn(2, 4)
+BAD = [
+    (lambda: fastln.rms_norm(x, (5,)), RuntimeError, r"fastln.rms_norm: given normalized_shape=\[5\]"),
+    (lambda: fastln.rms_norm(x, (4,), torch.ones(5)), RuntimeError, r"weight of shape \[5\]"),
+    (lambda: fastln.rms_norm(x, (4,), torch.ones(4, dtype=torch.float64)), RuntimeError, r"weight of dtype Double"),
+    (lambda: fastln.rms_norm(x.long(), (4,)), NotImplementedError, r"input of dtype Long"),
+    (lambda: fastln.rms_norm(x, (4,), eps=float("nan")), ValueError, r"eps must be finite"),
+    (lambda: fastln.rms_norm(x, (4,), torch.ones(4, device="meta")), RuntimeError, r"weight on the input's device"),
+    (lambda: fastln.rms_norm("x", (4,)), TypeError, r"input"),
+    (lambda: fastln.rms_norm(x, (4,), "w"), TypeError, r"weight"),
+]
+
+
+@pytest.mark.parametrize("call,error,pattern", BAD, ids=[c[2][:40] for c in BAD])
+def test_bad_input(call, error, pattern):
+    with pytest.raises(error, match=pattern):
+        call()
+
+
+def test_bad_rstd():
+    _, rstd = torch.ops.fastln.rms_norm_fwd(x, (4,), None, 1e-6)
+    with pytest.raises(RuntimeError, match="expected rstd of 2 elements"):
+        torch.ops.fastln.rms_norm_bwd(torch.randn(2, 4), x, (4,), rstd[:1], None, [True, False])

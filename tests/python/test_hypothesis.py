@@ -116,7 +116,7 @@ def test_parity_property(case):
         assert mixed
         theirs = [None] * len(ours)
     up = lambda t: None if t is None else t.double()  # noqa: E731
-    ref = _fwd_bwd(ref_layer_norm, up(x), nshape, up(w), up(b), up(dy), eps)
+    ref = _fwd_bwd(_shifted_ref, up(x), nshape, up(w), up(b), up(dy), eps)
 
     names = ["output", "grad_input"] + (["grad_weight"] if w is not None else []) + (["grad_bias"] if b is not None else [])
     scales = _grad_scales(x, nshape, w, dy, eps)
@@ -146,6 +146,16 @@ def test_parity_property(case):
             ok = ~r.isnan()
             err = (o.double()[ok] - r[ok]).norm().item() / max(scales[name], 1e-30)
             assert err <= RTOL[dtype], f"{what}: error {err:.3g} of the terms' size"
+
+
+def _shifted_ref(x, nshape, w, b, eps):
+    """The float64 reference of x minus each row's first element (LayerNorm is shift-invariant;
+    c is a constant, so the gradients are unchanged): a constant row then gives exactly
+    d = 0, whose answer with eps = 0 is 0/0 = NaN, as torch's and fastln's, where the textbook
+    formula's rounded mean would make up +-1."""
+    k = len(nshape)
+    c = x.detach().flatten(-k)[..., :1]
+    return ref_layer_norm(x - c.reshape(c.shape[:-1] + (1,) * k), nshape, w, b, eps)
 
 
 def _grad_scales(x, nshape, w, dy, eps):

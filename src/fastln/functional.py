@@ -1,4 +1,6 @@
 """Functional API, drop-in for torch.nn.functional."""
+import numbers
+import operator
 from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
@@ -27,6 +29,32 @@ def _shape(normalized_shape: Union[int, Sequence[int]]) -> Sequence[int]:
     return (normalized_shape,) if isinstance(normalized_shape, int) else normalized_shape
 
 
+def _diagnose(op: str, input: Tensor, normalized_shape: Sequence, eps: object,
+              **params: Optional[Tensor]) -> Optional[Exception]:
+    """After the op failed: the error torch's function would raise for what the dispatcher
+    reports in its own words (argument types, layouts), or None to keep the op's error.
+    Off the fast path, so a good call pays nothing for it."""
+    for i, d in enumerate(normalized_shape):
+        if isinstance(d, torch.SymInt):
+            continue
+        try:
+            d = operator.index(d)
+        except TypeError:
+            return TypeError(f"{op}: argument 'normalized_shape' must be a sequence of ints, but "
+                             f"found element of type {type(d).__name__} at pos {i}")
+        if not -2**63 <= d < 2**63:
+            return TypeError(f"{op}: argument 'normalized_shape' has element {d} at pos {i}, out "
+                             f"of the range of int64")
+    if isinstance(eps, bool) or not isinstance(eps, (numbers.Real, Tensor)):
+        return TypeError(f"{op}: argument 'eps' must be a float, not {type(eps).__name__}")
+    for name, t in [("input", input), *params.items()]:
+        if t is not None and (t.layout != torch.strided or t.is_nested):
+            kind = "nested" if t.is_nested else str(t.layout)
+            return NotImplementedError(f"{op}: argument '{name}' is a {kind} tensor; only strided "
+                                       f"(dense) tensors are supported")
+    return None
+
+
 def layer_norm(input: Tensor, normalized_shape: Union[int, Sequence[int]],
                weight: Optional[Tensor] = None, bias: Optional[Tensor] = None,
                eps: float = 1e-5, *, memory_efficient: bool = False) -> Tensor:
@@ -43,7 +71,13 @@ def layer_norm(input: Tensor, normalized_shape: Union[int, Sequence[int]],
     """
     normalized_shape = _shape(normalized_shape)
     _check_types("fastln.layer_norm", input, normalized_shape, weight=weight, bias=bias)
-    return (_layer_norm_me if memory_efficient else _layer_norm)(input, normalized_shape, weight, bias, eps)
+    try:
+        return (_layer_norm_me if memory_efficient else _layer_norm)(input, normalized_shape, weight, bias, eps)
+    except (RuntimeError, NotImplementedError):
+        err = _diagnose("fastln.layer_norm", input, normalized_shape, eps, weight=weight, bias=bias)
+        if err is None:
+            raise
+        raise err from None
 
 
 def rms_norm(input: Tensor, normalized_shape: Union[int, Sequence[int]],

@@ -1,9 +1,39 @@
-"""Bitwise reproducibility: output and every gradient are identical run to run and whatever
-the number of threads (fixed row blocks, fixed-order reduction of the partial sums)."""
+"""Determinism: bitwise identical outputs and gradients across repeated runs, and across
+torch.set_num_threads(1..4) on the CPU (the backward's column sums use a fixed row-block
+plan that depends on the shape alone, never on the thread count)."""
 import pytest
 import torch
 
 import fastln
+
+SHAPES = [  # (input shape, normalized_shape): one row, few rows, many rows, 3-D, wide rows
+    ((1, 4099), (4099,)), ((7, 300), (300,)), ((4096, 256), (256,)), ((8, 33, 96), (33, 96)),
+    ((3, 70000), (70000,)), ((20000, 3), (3,)),
+]
+DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
+
+
+def _run(x, nshape, w, b, dy):
+    leaves = [t.detach().requires_grad_() for t in (x, w, b)]
+    y = fastln.layer_norm(leaves[0], nshape, leaves[1], leaves[2], 1e-5)
+    return [y.detach(), *torch.autograd.grad(y, leaves, dy)]
+
+
+def _inputs(shape, nshape, dtype, device, param_dtype=None):
+    g = torch.Generator().manual_seed(sum(shape))
+    x = (torch.randn(shape, generator=g) * 3 + 1).to(device, dtype)
+    pd = param_dtype or dtype
+    w = (1 + torch.randn(nshape, generator=g)).to(device, pd)
+    b = torch.randn(nshape, generator=g).to(device, pd)
+    dy = torch.randn(shape, generator=g).to(device, dtype)
+    return x, w, b, dy
+
+
+def _assert_bitwise(a, b, what):
+    for i, (s, t) in enumerate(zip(a, b)):
+        # view as integers: NaN payloads and -0.0 count too
+        assert s.dtype == t.dtype and s.shape == t.shape, what
+        assert torch.equal(s.view(-1).view(torch.uint8), t.view(-1).view(torch.uint8)), f"{what}: result {i} differs"
 
 
 @pytest.fixture
@@ -13,32 +43,34 @@ def restore_threads():
     torch.set_num_threads(n)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
-@pytest.mark.parametrize("shape", [(1000, 1024), (4099, 33), (37, 16384), (3, 5, 7)])
-def test_bitwise_identical_across_thread_counts(dtype, shape, restore_threads):
-    g = torch.Generator().manual_seed(7)
-    x = torch.randn(shape, generator=g).to(dtype) * 3 + 1
-    N = shape[-1]
-    w = torch.randn(N, generator=g).to(dtype)
-    b = torch.randn(N, generator=g).to(dtype)
-    dy = torch.randn(shape, generator=g).to(dtype)
-
-    def run():
-        leaves = [t.detach().clone().requires_grad_() for t in (x, w, b)]
-        y = fastln.layer_norm(leaves[0], (N,), leaves[1], leaves[2])
-        return [y.detach(), *torch.autograd.grad(y, leaves, dy)]
-
-    results = {}
-    for threads in (1, 2, 3, 4):
-        torch.set_num_threads(threads)
-        results[threads] = [run(), run()]
-    ref = results[1][0]
-    for threads, runs in results.items():
-        for out in runs:
-            for name, a, r in zip(("y", "dx", "dgamma", "dbeta"), out, ref):
-                assert torch.equal(bits(a), bits(r)), f"{name} differs with {threads} threads"
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,nshape", SHAPES)
+def test_cpu_threads_bitwise(shape, nshape, dtype, restore_threads):
+    x, w, b, dy = _inputs(shape, nshape, dtype, "cpu")
+    torch.set_num_threads(1)
+    first = _run(x, nshape, w, b, dy)
+    _assert_bitwise(first, _run(x, nshape, w, b, dy), "repeat, 1 thread")
+    for n in (2, 3, 4):
+        torch.set_num_threads(n)
+        for rep in range(2):
+            _assert_bitwise(first, _run(x, nshape, w, b, dy), f"{n} threads, run {rep}")
 
 
-def bits(t):
-    """The tensor's bit patterns (so NaNs and signed zeros compare too)."""
-    return t.contiguous().view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cpu_threads_bitwise_mixed(dtype, restore_threads):
+    x, w, b, dy = _inputs((2048, 384), (384,), dtype, "cpu", param_dtype=torch.float32)
+    torch.set_num_threads(1)
+    first = _run(x, (384,), w, b, dy)
+    for n in (2, 3, 4):
+        torch.set_num_threads(n)
+        _assert_bitwise(first, _run(x, (384,), w, b, dy), f"{n} threads")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,nshape", SHAPES)
+def test_cuda_repeat_bitwise(shape, nshape, dtype):
+    x, w, b, dy = _inputs(shape, nshape, dtype, "cuda")
+    first = _run(x, nshape, w, b, dy)
+    for rep in range(3):
+        _assert_bitwise(first, _run(x, nshape, w, b, dy), f"cuda run {rep}")

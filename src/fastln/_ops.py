@@ -47,14 +47,14 @@ def _stat(input: Tensor, normalized_shape: Sequence[int]) -> Tensor:
 def _layer_norm_bwd_fake(grad_out: Tensor, input: Tensor, normalized_shape: Sequence[int],
                          mean: Tensor, rstd: Tensor, weight: Optional[Tensor],
                          bias: Optional[Tensor], output_mask: Sequence[bool]
-                         ) -> tuple[Tensor, Tensor, Tensor]:
+                         ) -> tuple[Tensor, ...]:
     _check_devices("fastln.layer_norm_bwd", input, grad_out=grad_out, mean=mean, rstd=rstd,
                    weight=weight, bias=bias)
     return _grads(input, normalized_shape, weight, bias, output_mask)
 
 
 def _grads(input: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor],
-           bias: Optional[Tensor], output_mask: Sequence[bool]):
+           bias: Optional[Tensor], output_mask: Sequence[bool]) -> tuple[Tensor, ...]:
     param = weight if weight is not None else bias
     pdtype = param.dtype if param is not None else input.dtype
 
@@ -74,14 +74,15 @@ def _rms_norm_fake(input: Tensor, normalized_shape: Sequence[int], weight: Optio
 
 @torch.library.register_fake("fastln::rms_norm_fwd")
 def _rms_norm_fwd_fake(input: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor],
-                       eps: float):
+                       eps: float) -> tuple[Tensor, Tensor]:
     _check_devices("fastln.rms_norm", input, weight=weight)
     return torch.empty_like(input, memory_format=torch.contiguous_format), _stat(input, normalized_shape)
 
 
 @torch.library.register_fake("fastln::rms_norm_bwd")
 def _rms_norm_bwd_fake(grad_out: Tensor, input: Tensor, normalized_shape: Sequence[int],
-                       rstd: Tensor, weight: Optional[Tensor], output_mask: Sequence[bool]):
+                       rstd: Tensor, weight: Optional[Tensor], output_mask: Sequence[bool]
+                       ) -> tuple[Tensor, ...]:
     _check_devices("fastln.rms_norm_bwd", input, grad_out=grad_out, rstd=rstd, weight=weight)
     return _grads(input, normalized_shape, weight, None, output_mask)
 
@@ -99,7 +100,7 @@ def _sum_dtype(input: Tensor, residual_in_fp32: bool) -> torch.dtype:
 @torch.library.register_fake("fastln::add_norm_fwd")
 def _add_norm_fwd_fake(input: Tensor, residual: Tensor, normalized_shape: Sequence[int],
                        weight: Optional[Tensor], bias: Optional[Tensor], eps: float, rms: bool,
-                       residual_in_fp32: bool):
+                       residual_in_fp32: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     _check_devices("fastln.fused_add_norm", input, residual=residual, weight=weight, bias=bias)
     stat = _stat(input, normalized_shape)
     return (torch.empty_like(input, memory_format=torch.contiguous_format),
@@ -110,7 +111,7 @@ def _add_norm_fwd_fake(input: Tensor, residual: Tensor, normalized_shape: Sequen
 @torch.library.register_fake("fastln::fused_add_layer_norm")
 def _fused_add_layer_norm_fake(input: Tensor, residual: Tensor, normalized_shape: Sequence[int],
                                weight: Optional[Tensor] = None, bias: Optional[Tensor] = None,
-                               eps: float = 1e-5, residual_in_fp32: bool = False):
+                               eps: float = 1e-5, residual_in_fp32: bool = False) -> tuple[Tensor, Tensor]:
     y, s, _, _ = _add_norm_fwd_fake(input, residual, normalized_shape, weight, bias, eps, False, residual_in_fp32)
     return y, s
 
@@ -118,6 +119,6 @@ def _fused_add_layer_norm_fake(input: Tensor, residual: Tensor, normalized_shape
 @torch.library.register_fake("fastln::fused_add_rms_norm")
 def _fused_add_rms_norm_fake(input: Tensor, residual: Tensor, normalized_shape: Sequence[int],
                              weight: Optional[Tensor] = None, eps: Optional[float] = None,
-                             residual_in_fp32: bool = False):
+                             residual_in_fp32: bool = False) -> tuple[Tensor, Tensor]:
     y, s, _, _ = _add_norm_fwd_fake(input, residual, normalized_shape, weight, None, 0.0, True, residual_in_fp32)
     return y, s

@@ -26,10 +26,11 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 import fastln
 from fastln import _C
@@ -41,7 +42,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 LARGE_BYTES = 32 << 20
 
 
-def baseline(x, shape, w, b, eps=1e-5):
+def baseline(x: Tensor, shape: Sequence[int], w: Tensor, b: Tensor, eps: float = 1e-5) -> Tensor:
     """The textbook formula from torch primitive ops (computed in float32)."""
     xf = x.float()
     d = xf - xf.mean(-1, keepdim=True)
@@ -49,8 +50,8 @@ def baseline(x, shape, w, b, eps=1e-5):
     return y.to(x.dtype)
 
 
-def implementations(compile_: bool) -> dict[str, Callable]:
-    impls = {"fastln": fastln.layer_norm, "torch": F.layer_norm, "baseline": baseline}
+def implementations(compile_: bool) -> dict[str, Callable[..., Tensor]]:
+    impls: dict[str, Callable[..., Tensor]] = {"fastln": fastln.layer_norm, "torch": F.layer_norm, "baseline": baseline}
     if compile_:
         impls["compile"] = torch.compile(F.layer_norm, dynamic=False)
     return impls
@@ -94,16 +95,18 @@ class Progress:
             sys.stderr.write("\n")
 
 
-def make_runner(fn, x, shape, w, b, dy, backward: bool):
+def make_runner(fn: Callable[..., Tensor], x: Tensor, shape: Sequence[int], w: Tensor, b: Tensor, dy: Tensor,
+                backward: bool) -> Callable[[], object]:
     if not backward:
         return lambda: fn(x, shape, w, b)
     leaves = (x, w, b)
     return lambda: torch.autograd.grad(fn(x, shape, w, b), leaves, dy)
 
 
-def measure(runners: dict[str, Callable], sync: Callable, budget_s: float) -> dict[str, dict]:
+def measure(runners: dict[str, Callable[[], object]], sync: Callable[[], None],
+            budget_s: float) -> dict[str, dict[str, float]]:
     """Interleaved timing: each round times one batch of each runner, in turn."""
-    batch = {}
+    batch: dict[str, int] = {}
     for name, run in runners.items():  # warm up (and compile), then size the batch
         for _ in range(3):
             run()
@@ -125,7 +128,7 @@ def measure(runners: dict[str, Callable], sync: Callable, budget_s: float) -> di
         n = len(next(iter(samples.values())))
         if n >= 7 and (time.perf_counter() > t_end or n >= 200):
             break
-    out = {}
+    out: dict[str, dict[str, float]] = {}
     for name, s in samples.items():
         q = statistics.quantiles(s, n=4)
         out[name] = {"median_s": statistics.median(s), "iqr_s": q[2] - q[0],
@@ -133,10 +136,11 @@ def measure(runners: dict[str, Callable], sync: Callable, budget_s: float) -> di
     return out
 
 
-def run_grid(device: str, grid, compile_: bool, budget_s: float, phases, progress) -> list[dict]:
+def run_grid(device: str, grid: Sequence[tuple[int, int]], compile_: bool, budget_s: float,
+             phases: Sequence[str], progress: Progress) -> list[dict[str, Any]]:
     impls = implementations(compile_)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    rows = []
+    sync: Callable[[], None] = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    rows: list[dict[str, Any]] = []
     gen = torch.Generator().manual_seed(0)
     for phase in phases:
         if phase == "warm" and device == "cpu":
@@ -169,8 +173,8 @@ def run_grid(device: str, grid, compile_: bool, budget_s: float, phases, progres
 def copy_bandwidth(device: str) -> float:
     x = torch.randn(64 << 18, device=device)  # 64 MB
     y = torch.empty_like(x)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    ts = []
+    sync: Callable[[], None] = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    ts: list[float] = []
     for _ in range(20):
         sync()
         t = time.perf_counter()
@@ -180,12 +184,12 @@ def copy_bandwidth(device: str) -> float:
     return 2 * x.numel() * 4 / statistics.median(ts) / 1e9
 
 
-def geomean(v):
+def geomean(v: Sequence[float]) -> float:
     return math.exp(sum(math.log(a) for a in v) / len(v)) if v else float("nan")
 
 
-def summary(rows) -> dict:
-    out = {}
+def summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
     for mode in ("fwd", "fwd+bwd"):
         r = [x["speedup_vs_torch"] for x in rows
              if x["impl"] == "fastln" and x["mode"] == mode and x["phase"] == "e2e"]
@@ -193,15 +197,16 @@ def summary(rows) -> dict:
     return out
 
 
-def markdown(meta, rows) -> str:
+def markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     impls = [i for i in ("fastln", "torch", "compile", "baseline") if any(r["impl"] == i for r in rows)]
     lines = [f"torch {meta['torch']}, {meta['cpu']}, fastln ISA {meta['isa']}, "
              f"{meta['threads']} threads, {meta['date']}. Median time per call (IQR); "
              f"speedup = torch eager time / fastln time. Copy bandwidth {meta['copy_gbps']:.1f} GB/s.",
              "", "| phase | dtype | shape | mode | " + " | ".join(impls) + " | fastln GB/s | speedup |",
              "|" + "---|" * (len(impls) + 6)]
-    key = lambda r: (r["phase"], r["dtype"], r["M"], r["N"], r["mode"])
-    groups: dict = {}
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return (r["phase"], r["dtype"], r["M"], r["N"], r["mode"])
+    groups: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault(key(r), {})[r["impl"]] = r
     for (phase, dt, M, N, mode), g in groups.items():
@@ -217,7 +222,7 @@ def markdown(meta, rows) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plots(rows, out: Path, device: str) -> list[str]:
+def plots(rows: list[dict[str, Any]], out: Path, device: str) -> list[str]:
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -274,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     copy = copy_bandwidth(args.device)
     rows = run_grid(args.device, grid, compile_, budget, phases, progress)
-    meta = {"torch": torch.__version__, "fastln": fastln.__version__, "device": args.device,
+    meta: dict[str, Any] = {"torch": torch.__version__, "fastln": fastln.__version__, "device": args.device,
             "cpu": cpu_model(), "isa": _C.isa(), "threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name() if args.device == "cuda" else None,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

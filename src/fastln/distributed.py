@@ -11,40 +11,50 @@ are redistributed, exactly as for aten.native_layer_norm_backward. With these ru
 ``SequenceParallel`` works on fastln.LayerNorm / fastln.RMSNorm as on torch's modules, and the
 fused residual add (add_norm_fwd) keeps a sequence-sharded input sharded.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+
 import torch
+
+if TYPE_CHECKING:
+    from torch.distributed.tensor import Placement
+
+    # (output placements, input placements) candidates, one per sharding strategy.
+    _Strategies = list[tuple[list[Placement], list[Optional[Placement]]]]
 
 try:
     from torch.distributed.tensor import Partial, Replicate, Shard
     from torch.distributed.tensor.experimental import register_sharding
 except ImportError:  # torch without distributed support
-    register_sharding = None
+    register_sharding = None  # type: ignore[assignment]
 
 
-def _opt(t, placement):
+def _opt(t: object, placement: Placement) -> Optional[Placement]:
     return None if t is None else placement
 
 
-def _row_dims(input, normalized_shape):
+def _row_dims(input: Any, normalized_shape: Sequence[int]) -> range:
     return range(input.ndim - len(normalized_shape))
 
 
-def _fwd_rules(n_stats):
-    def rules(input, normalized_shape, weight, *rest):
+def _fwd_rules(n_stats: int) -> Callable[..., _Strategies]:
+    def rules(input: Any, normalized_shape: Sequence[int], weight: Any, *rest: Any) -> _Strategies:
         # rest: (bias, eps) for layer_norm_fwd, (eps,) for rms_norm_fwd
         params = [_opt(weight, Replicate())] + [_opt(p, Replicate()) for p in rest[:-1]]
-        out = [([Replicate()] * (1 + n_stats), [Replicate(), None, *params, None])]
+        out: _Strategies = [([Replicate()] * (1 + n_stats), [Replicate(), None, *params, None])]
         for d in _row_dims(input, normalized_shape):
             out.append(([Shard(d)] * (1 + n_stats), [Shard(d), None, *params, None]))
         return out
     return rules
 
 
-def _bwd_rules(n_stats):
-    def rules(grad_out, input, normalized_shape, *rest):
+def _bwd_rules(n_stats: int) -> Callable[..., _Strategies]:
+    def rules(grad_out: Any, input: Any, normalized_shape: Sequence[int], *rest: Any) -> _Strategies:
         # rest: (mean, rstd, weight, bias, mask) or (rstd, weight, mask)
         params = [_opt(p, Replicate()) for p in rest[n_stats:-1]]
         n_grads = 1 + len(params)
-        out = [([Replicate()] * n_grads, [Replicate(), Replicate(), None] + [Replicate()] * n_stats + params + [None])]
+        out: _Strategies = [([Replicate()] * n_grads, [Replicate(), Replicate(), None] + [Replicate()] * n_stats + params + [None])]
         for d in _row_dims(input, normalized_shape):
             out.append(([Shard(d)] + [Partial()] * (n_grads - 1),
                         [Shard(d), Shard(d), None] + [Shard(d)] * n_stats + params + [None]))
@@ -52,9 +62,10 @@ def _bwd_rules(n_stats):
     return rules
 
 
-def _add_fwd_rules(input, residual, normalized_shape, weight, bias, eps, rms, residual_in_fp32):
+def _add_fwd_rules(input: Any, residual: Any, normalized_shape: Sequence[int], weight: Any, bias: Any,
+                   eps: float, rms: bool, residual_in_fp32: bool) -> _Strategies:
     params = [_opt(weight, Replicate()), _opt(bias, Replicate())]
-    out = [([Replicate()] * 4, [Replicate(), Replicate(), None, *params, None, None, None])]
+    out: _Strategies = [([Replicate()] * 4, [Replicate(), Replicate(), None, *params, None, None, None])]
     for d in _row_dims(input, normalized_shape):
         out.append(([Shard(d)] * 4, [Shard(d), Shard(d), None, *params, None, None, None]))
     return out

@@ -1,5 +1,5 @@
 """Modules, drop-in for torch.nn: same constructor, parameters and state_dict keys."""
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
@@ -16,7 +16,7 @@ class LayerNorm(torch.nn.LayerNorm):
 
     memory_efficient: bool = False  # class default: modules swapped in by replace_norms
 
-    def __init__(self, *args, memory_efficient: bool = False, **kwargs) -> None:
+    def __init__(self, *args: Any, memory_efficient: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.memory_efficient = memory_efficient
 

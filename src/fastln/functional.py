@@ -1,7 +1,7 @@
 """Functional API, drop-in for torch.nn.functional."""
 import numbers
 import operator
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -29,7 +29,7 @@ def _shape(normalized_shape: Union[int, Sequence[int]]) -> Sequence[int]:
     return (normalized_shape,) if isinstance(normalized_shape, int) else normalized_shape
 
 
-def _diagnose(op: str, input: Tensor, normalized_shape: Sequence, eps: object,
+def _diagnose(op: str, input: Tensor, normalized_shape: Sequence[Any], eps: object,
               **params: Optional[Tensor]) -> Optional[Exception]:
     """After the op failed: the error torch's function would raise for what the dispatcher
     reports in its own words (argument types, layouts), or None to keep the op's error.

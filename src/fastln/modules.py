@@ -22,8 +22,9 @@ class LayerNorm(torch.nn.LayerNorm):
 
     def forward(self, input: Tensor) -> Tensor:
         if torch.jit.is_scripting():  # TorchScript compiles this branch alone: the op, scriptable
-            return torch.ops.fastln.layer_norm(input, list(self.normalized_shape), self.weight,
-                                               self.bias, self.eps)
+            y: Tensor = torch.ops.fastln.layer_norm(input, list(self.normalized_shape), self.weight,
+                                                    self.bias, self.eps)
+            return y
         return layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps,
                           memory_efficient=self.memory_efficient)
 

@@ -62,7 +62,7 @@ void check_bwd_args(const char* op, const at::Tensor& grad_out, const at::Tensor
   const auto acc = acc_dtype(input.scalar_type());
   for (const at::Tensor* t : {&mean, &rstd})  // RMSNorm has no mean (undefined)
     TORCH_CHECK(!t->defined() || t->numel() == s.M && t->scalar_type() == acc && t->device() == input.device(), op,
-                ": expected mean and rstd of ", s.M, " elements of dtype ", acc, ", got ",
+                ": expected ", (mean.defined() ? "mean and rstd" : "rstd"), " of ", s.M, " elements of dtype ", acc, ", got ",
                 t->sizes(), " of dtype ", t->scalar_type());
 }
 

@@ -100,6 +100,20 @@ void forward_row(const ForwardArgs<T, P>& a, int64_t i) {
       })[0] / double(N);
     }
   }
+  if (!std::isfinite(var) || !std::isfinite(mean)) {
+    // Float partial sums overflowed (values near FLT_MAX), or the row holds Inf/NaN: redo the
+    // moments in double. Finite rows get the right answer; Inf/NaN rows still give NaN.
+    double sum = 0, sq = 0;
+    if (a.norm == Norm::kLayer)
+      for (int64_t j = 0; j < N; ++j) sum += double(to_float(x[j]));
+    const double md = N > 0 ? sum / double(N) : 0.0;
+    for (int64_t j = 0; j < N; ++j) {
+      const double e = double(to_float(x[j])) - md;
+      sq += e * e;
+    }
+    mean = A(md);
+    var = N > 0 ? sq / double(N) : var;
+  }
   const Vt vmean = splat<A>(mean);
   const A rstd = A(1.0 / std::sqrt(var + a.eps));
   a.mean[i] = mean;

@@ -205,3 +205,70 @@ def test_double_backward_matches_torch_or_raises():
             return
     for o, t in zip(ours, gradgrad(F.layer_norm)):
         torch.testing.assert_close(o, t)
+
+
+# ---- the eager fast path (fastln._C's direct entry) and torch.ops agree on everything ----
+
+_CALLS = {
+    "layer_norm": lambda x, w, b: fastln.layer_norm(x, (16,), w, b),
+    "rms_norm": lambda x, w, b: fastln.rms_norm(x, (16,), w),
+    "fused_add_layer_norm": lambda x, w, b: fastln.fused_add_layer_norm(x, x * 0.5, (16,), w, b)[0],
+    "fused_add_rms_norm": lambda x, w, b: fastln.fused_add_rms_norm(x, x * 0.5, (16,), w)[0],
+}
+
+
+class _Logged(torch.Tensor):
+    """A tensor subclass with __torch_function__: it must see the fastln op itself."""
+    seen: list = []
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        cls.seen.append(getattr(func, "__name__", str(func)))
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+@pytest.mark.parametrize("name", sorted(_CALLS))
+def test_torch_function_subclass_and_mode_see_the_op(name):
+    from torch.overrides import TorchFunctionMode
+    x, w, b = torch.randn(4, 16), torch.randn(16), torch.randn(16)
+    _Logged.seen = []
+    out = _CALLS[name](x.as_subclass(_Logged), w, b)
+    assert any(name in s for s in _Logged.seen), _Logged.seen
+    torch.testing.assert_close(out.as_subclass(torch.Tensor), _CALLS[name](x, w, b), rtol=0, atol=0)
+
+    seen = []
+
+    class Mode(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Mode():
+        _CALLS[name](x, w, b)
+    assert any(f"fastln.{name}" in s for s in seen), seen
+
+
+@pytest.mark.parametrize("name", sorted(_CALLS))
+def test_inference_skips_the_graph_and_training_records_it(name):
+    x, w, b = torch.randn(4, 16), torch.randn(16, requires_grad=True), torch.randn(16, requires_grad=True)
+    with torch.no_grad():
+        y0 = _CALLS[name](x, w, b)
+    assert y0.grad_fn is None and not y0.requires_grad
+    with torch.inference_mode():
+        y1 = _CALLS[name](x, w, b)
+    y2 = _CALLS[name](x, w.detach(), b.detach())
+    assert y2.grad_fn is None
+    y3 = _CALLS[name](x, w, b)
+    assert y3.grad_fn is not None
+    for y in (y1, y2, y3):
+        torch.testing.assert_close(y.detach(), y0, rtol=0, atol=0)
+
+
+def test_forward_mode_ad_still_fails_clearly():
+    """No forward-mode formula yet: a dual input must raise, not lose its tangent in the
+    no-graph inference path."""
+    import torch.autograd.forward_ad as fwAD
+    with fwAD.dual_level():
+        d = fwAD.make_dual(torch.randn(3, 16), torch.randn(3, 16))
+        with pytest.raises(RuntimeError, match="jvp is not implemented"):
+            fastln.layer_norm(d, (16,))

@@ -1,7 +1,8 @@
 // The Python extension fastln._C. Importing it registers the torch ops (TORCH_LIBRARY in
-// ops.cpp); the functions here only report how fastln was built and which CPU path runs.
-#include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
+// ops.cpp). The functions here report how fastln was built and which CPU path runs, and give
+// fastln.functional an eager fast path to the ops.
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/utils/pybind.h>  // pybind11 with torch's Tensor casters
 #include <torch/version.h>
 
 #include <stdexcept>
@@ -18,6 +19,59 @@ fastln::Isa isa_from_name(const std::string& name) {
   for (auto isa : {fastln::Isa::kBase, fastln::Isa::kAvx2, fastln::Isa::kAvx512})
     if (name == fastln::isa_name(isa)) return isa;
   throw py::value_error("isa must be one of 'base', 'avx2', 'avx512', got '" + name + "'");
+}
+
+// The eager fast path of fastln.functional: the same dispatcher ops as torch.ops.fastln
+// (autograd, autocast, dispatch modes all apply), without torch.ops' generic parsing of Python
+// arguments against the schema, ~3 us of a ~20 us small call (docs/cpu.md). Typed signatures:
+// a wrong argument type fails in pybind11, and fastln.functional then retries through
+// torch.ops for torch's error message.
+using OptT = std::optional<at::Tensor>;
+using T2 = std::tuple<at::Tensor, at::Tensor>;
+
+template <class Sig>
+c10::TypedOperatorHandle<Sig> find_op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
+}
+
+at::Tensor layer_norm(const at::Tensor& input, const std::vector<int64_t>& normalized_shape,
+                      const OptT& weight, const OptT& bias, double eps, bool memory_efficient) {
+  using Sig = at::Tensor(const at::Tensor&, c10::SymIntArrayRef, const OptT&, const OptT&, double);
+  static const auto op = find_op<Sig>("fastln::layer_norm");
+  static const auto op_me = find_op<Sig>("fastln::layer_norm_memory_efficient");
+  py::gil_scoped_release no_gil;
+  return (memory_efficient ? op_me : op).call(input, c10::fromIntArrayRefSlow(normalized_shape),
+                                              weight, bias, eps);
+}
+
+at::Tensor rms_norm(const at::Tensor& input, const std::vector<int64_t>& normalized_shape,
+                    const OptT& weight, std::optional<double> eps) {
+  static const auto op = find_op<at::Tensor(const at::Tensor&, c10::SymIntArrayRef, const OptT&,
+                                            std::optional<double>)>("fastln::rms_norm");
+  py::gil_scoped_release no_gil;
+  return op.call(input, c10::fromIntArrayRefSlow(normalized_shape), weight, eps);
+}
+
+T2 fused_add_layer_norm(const at::Tensor& input, const at::Tensor& residual,
+                        const std::vector<int64_t>& normalized_shape, const OptT& weight,
+                        const OptT& bias, double eps, bool residual_in_fp32) {
+  static const auto op = find_op<T2(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
+                                    const OptT&, const OptT&, double, bool)>(
+      "fastln::fused_add_layer_norm");
+  py::gil_scoped_release no_gil;
+  return op.call(input, residual, c10::fromIntArrayRefSlow(normalized_shape), weight, bias, eps,
+                 residual_in_fp32);
+}
+
+T2 fused_add_rms_norm(const at::Tensor& input, const at::Tensor& residual,
+                      const std::vector<int64_t>& normalized_shape, const OptT& weight,
+                      std::optional<double> eps, bool residual_in_fp32) {
+  static const auto op = find_op<T2(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
+                                    const OptT&, std::optional<double>, bool)>(
+      "fastln::fused_add_rms_norm");
+  py::gil_scoped_release no_gil;
+  return op.call(input, residual, c10::fromIntArrayRefSlow(normalized_shape), weight, eps,
+                 residual_in_fp32);
 }
 
 }  // namespace
@@ -49,4 +103,17 @@ PYBIND11_MODULE(_C, m) {
   }, "The CPU kernel builds this CPU can run, lowest first.");
   m.def("set_isa", [](const std::string& name) { fastln::set_isa(isa_from_name(name)); },
         "Use the given CPU kernel build (lowered to the best this CPU supports).");
+  // eps and the flags without conversion: True is no eps, as for torch.ops.
+  const auto eps = py::arg("eps").noconvert();
+  m.def("layer_norm", &layer_norm, "torch.ops.fastln.layer_norm (or _memory_efficient), eager",
+        py::arg("input"), py::arg("normalized_shape"), py::arg("weight"), py::arg("bias"), eps,
+        py::arg("memory_efficient").noconvert());
+  m.def("rms_norm", &rms_norm, "torch.ops.fastln.rms_norm, eager", py::arg("input"),
+        py::arg("normalized_shape"), py::arg("weight"), eps);
+  m.def("fused_add_layer_norm", &fused_add_layer_norm, "torch.ops.fastln.fused_add_layer_norm, eager",
+        py::arg("input"), py::arg("residual"), py::arg("normalized_shape"), py::arg("weight"),
+        py::arg("bias"), eps, py::arg("residual_in_fp32").noconvert());
+  m.def("fused_add_rms_norm", &fused_add_rms_norm, "torch.ops.fastln.fused_add_rms_norm, eager",
+        py::arg("input"), py::arg("residual"), py::arg("normalized_shape"), py::arg("weight"), eps,
+        py::arg("residual_in_fp32").noconvert());
 }

@@ -8,6 +8,7 @@
 // Double backward: when backward runs with grad mode on (create_graph=True), the gradients
 // are computed with differentiable ATen ops instead of the *_bwd kernel, so autograd records
 // them (composite_backward below). First-order backward always uses the kernel.
+#include <ATen/FuncTorchTLS.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
@@ -243,33 +244,68 @@ double rms_eps(const at::Tensor& input, std::optional<double> eps) {
   return eps.value_or(input.scalar_type() == at::kDouble ? DBL_EPSILON : FLT_EPSILON);
 }
 
+// Whether a call must go through its autograd Function: some input requires grad (with grad
+// mode on) or carries a forward-mode tangent, or a functorch transform is active (the Function
+// then raises its clear "not supported"). Otherwise the forward runs alone: building the graph
+// node costs ~2 us, a fifth of a small call (docs/cpu.md, per-call overhead).
+bool needs_autograd(std::initializer_list<const at::Tensor*> inputs) {
+  if (at::functorch::functorchTLSAccessor()) return true;
+  const bool grad_mode = at::GradMode::is_enabled();
+  for (const at::Tensor* t : inputs)
+    if (t->defined() && ((grad_mode && t->requires_grad()) || t->_fw_grad(0).defined())) return true;
+  return false;
+}
+const at::Tensor& or_undefined(const OptT& t) {
+  static const at::Tensor undefined;
+  return t.has_value() ? *t : undefined;
+}
+
+at::Tensor norm_autograd(const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
+                         const OptT& weight, const OptT& bias, double eps, bool rms,
+                         bool memory_efficient) {
+  if (!needs_autograd({&input, &or_undefined(weight), &or_undefined(bias)})) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return call_fwd(rms, input, normalized_shape, weight, bias, eps).y;
+  }
+  return NormFunction::apply(input, normalized_shape, weight, bias, eps, rms, memory_efficient);
+}
 at::Tensor layer_norm_autograd(const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
                                const OptT& weight, const OptT& bias, double eps) {
-  return NormFunction::apply(input, normalized_shape, weight, bias, eps, false, false);
+  return norm_autograd(input, normalized_shape, weight, bias, eps, false, false);
 }
 at::Tensor layer_norm_me_autograd(const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
                                   const OptT& weight, const OptT& bias, double eps) {
-  return NormFunction::apply(input, normalized_shape, weight, bias, eps, false, true);
+  return norm_autograd(input, normalized_shape, weight, bias, eps, false, true);
 }
 at::Tensor rms_norm_autograd(const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
                              const OptT& weight, std::optional<double> eps) {
-  return NormFunction::apply(input, normalized_shape, weight, OptT(), rms_eps(input, eps), true,
-                             false);
+  return norm_autograd(input, normalized_shape, weight, OptT(), rms_eps(input, eps), true, false);
 }
 
+T2 fused_add_norm_autograd(const at::Tensor& input, const at::Tensor& residual,
+                           c10::SymIntArrayRef normalized_shape, const OptT& weight,
+                           const OptT& bias, double eps, bool rms, bool residual_in_fp32) {
+  if (!needs_autograd({&input, &residual, &or_undefined(weight), &or_undefined(bias)})) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [y, sum, mean, rstd] =
+        call_add_fwd(input, residual, normalized_shape, weight, bias, eps, rms, residual_in_fp32);
+    return {y, sum};
+  }
+  auto out = FusedAddNormFunction::apply(input, residual, normalized_shape, weight, bias, eps, rms,
+                                         residual_in_fp32);
+  return {out[0], out[1]};
+}
 T2 fused_add_layer_norm_autograd(const at::Tensor& input, const at::Tensor& residual,
                                  c10::SymIntArrayRef normalized_shape, const OptT& weight,
                                  const OptT& bias, double eps, bool residual_in_fp32) {
-  auto out = FusedAddNormFunction::apply(input, residual, normalized_shape, weight, bias, eps,
-                                         false, residual_in_fp32);
-  return {out[0], out[1]};
+  return fused_add_norm_autograd(input, residual, normalized_shape, weight, bias, eps, false,
+                                 residual_in_fp32);
 }
 T2 fused_add_rms_norm_autograd(const at::Tensor& input, const at::Tensor& residual,
                                c10::SymIntArrayRef normalized_shape, const OptT& weight,
                                std::optional<double> eps, bool residual_in_fp32) {
-  auto out = FusedAddNormFunction::apply(input, residual, normalized_shape, weight, OptT(),
-                                         rms_eps(input, eps), true, residual_in_fp32);
-  return {out[0], out[1]};
+  return fused_add_norm_autograd(input, residual, normalized_shape, weight, OptT(),
+                                 rms_eps(input, eps), true, residual_in_fp32);
 }
 
 // Below autograd (inference mode, tracing): the forward alone.

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <utility>
@@ -251,4 +253,66 @@ TEST_CASE("block plan depends on M and N only and covers every row", "[plan]") {
       REQUIRE((p.nblocks - 1) * p.rows_per_block < std::max<int64_t>(M, 1));
       REQUIRE(p.nblocks <= 64);
     }
+}
+
+namespace {
+
+// 64-byte aligned storage, as torch allocates it (the streaming stores need aligned rows).
+template <class U>
+struct Aligned {
+  explicit Aligned(size_t n) : p(static_cast<U*>(std::aligned_alloc(64, ((n * sizeof(U) + 63) / 64) * 64))) {}
+  ~Aligned() { std::free(p); }
+  U* p;
+};
+
+template <class T>
+void check_streaming_stores_change_nothing() {
+  using A = acc_t<T>;
+  // rows whose starts are all aligned (N = 512, 1000), every other one (N = 1004 bf16), or
+  // never but the first (N = 1001): the kernel picks the store per row.
+  for (int64_t N : {512, 1000, 1001, 1004}) {
+    const int64_t M = 9;
+    Aligned<T> X(M * N), dY(M * N), Y0(M * N), Y1(M * N), dX0(M * N), dX1(M * N);
+    Aligned<float> gamma(N), beta(N);
+    Aligned<A> mean(M), rstd(M);
+    std::mt19937 rng(7);
+    std::normal_distribution<double> normal;
+    for (int64_t k = 0; k < M * N; ++k) X.p[k] = to<T>(normal(rng)), dY.p[k] = to<T>(normal(rng));
+    for (int64_t j = 0; j < N; ++j) gamma.p[j] = float(normal(rng)), beta.p[j] = float(normal(rng));
+    const BlockPlan plan = plan_blocks(M, N);
+    std::vector<A> partial(plan.nblocks * 2 * N);
+    for (bool stream : {false, true}) {
+      ForwardArgs<T, float> fa{X.p, N, gamma.p, beta.p, (stream ? Y1 : Y0).p, mean.p, rstd.p, N,
+                               1e-5, Norm::kLayer};
+      fa.stream = stream;
+      forward(fa, 0, M);
+      BackwardArgs<T, float> ba{dY.p, N, X.p, N, mean.p, rstd.p, gamma.p, (stream ? dX1 : dX0).p,
+                                partial.data(), M, N, Norm::kLayer};
+      ba.stream = stream;
+      backward_blocks(ba, plan, 0, plan.nblocks);
+    }
+    INFO("N " << N);
+    REQUIRE(std::memcmp(Y0.p, Y1.p, M * N * sizeof(T)) == 0);
+    REQUIRE(std::memcmp(dX0.p, dX1.p, M * N * sizeof(T)) == 0);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("streaming (non-temporal) stores give the same bits", "[kernels]") {
+  for (Isa isa : isas()) {
+    set_isa(isa);
+    INFO("isa " << isa_name(isa));
+    check_streaming_stores_change_nothing<float>();
+    check_streaming_stores_change_nothing<bf16>();
+    check_streaming_stores_change_nothing<fp16>();
+  }
+  set_isa(best_isa());
+}
+
+TEST_CASE("only large float outputs of long rows are streamed", "[plan]") {
+  REQUIRE(stream_output(2048, 4096, 4));
+  REQUIRE_FALSE(stream_output(2048, 4096, 2));   // 16-bit: half-vector stores lose
+  REQUIRE_FALSE(stream_output(32768, 128, 4));   // 512-byte rows lose
+  REQUIRE_FALSE(stream_output(1000, 1024, 4));   // 4 MB stays in cache for its reader
 }

@@ -60,11 +60,24 @@ void set_isa(Isa isa) { g_isa.store(std::min(isa, best_isa())); }
 
 BlockPlan plan_blocks(int64_t M, int64_t N) {
   // At least 8 rows and ~32K elements a block (the partials then cost a few % of the
-  // traffic), and at most 64 blocks (enough for the threads of one socket).
+  // traffic), and at most 64 blocks (enough for the threads of one socket). But at least 8
+  // blocks where there are 8 rows: threads split the blocks, and 2 blocks of 64 and 36 rows
+  // (M = 100, N = 512) left one of 2 threads idle a third of the time.
   const int64_t n = std::max<int64_t>(N, 1);
   int64_t rows = std::max<int64_t>({8, (32768 + n - 1) / n, (M + 63) / 64});
+  if ((M + rows - 1) / rows < 8) rows = (M + 7) / 8;
   rows = std::max<int64_t>(1, std::min(rows, M));
   return {rows, M == 0 ? 0 : (M + rows - 1) / rows};
+}
+
+bool stream_output(int64_t M, int64_t N, int elem_bytes) {
+  // Measured (docs/cpu.md): float rows of 2 KB and more gain 1.15-1.5x from 16 MB on, shorter
+  // rows lose (0.87x at 512 B), and 16-bit outputs, stored in half vectors, lose 5-15%.
+  static const int64_t threshold = [] {
+    const char* e = std::getenv("FASTLN_STREAM_BYTES");
+    return e ? std::atoll(e) : (int64_t(16) << 20);
+  }();
+  return elem_bytes >= 4 && N * elem_bytes >= 2048 && M * N * elem_bytes >= threshold;
 }
 
 #define FASTLN_COMMA ,

@@ -106,6 +106,7 @@ struct ForwardArgs {
   const T* R = nullptr;
   int64_t ldr = 0;
   T* S = nullptr;
+  bool stream = false;  // store Y non-temporally (stream_output() says when)
 };
 
 template <class T, class P>
@@ -123,6 +124,7 @@ struct BackwardArgs {
   acc_t<T>* partial;
   int64_t M, N;
   Norm norm;
+  bool stream = false;  // store dX non-temporally (stream_output() says when)
 };
 
 // Backward splits rows into fixed blocks chosen from (M, N) alone, never from the thread
@@ -133,6 +135,10 @@ struct BlockPlan {
   int64_t nblocks;
 };
 BlockPlan plan_blocks(int64_t M, int64_t N);
+
+// Whether an M x N output of T is better stored non-temporally: when it would not stay in the
+// caches for its reader anyway (docs/cpu.md).
+bool stream_output(int64_t M, int64_t N, int elem_bytes);
 
 // Rows [row_begin, row_end) of the forward pass.
 template <class T, class P>

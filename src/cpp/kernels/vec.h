@@ -7,9 +7,12 @@
 // builds for different ISAs never share an inline function compiled for another.
 #pragma once
 
+#include <bit>
 #include <cstring>
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
+#elif defined(__SSE2__)
+#include <emmintrin.h>
 #endif
 
 #include "layer_norm.h"
@@ -111,10 +114,36 @@ inline typename V<A>::type load(const U* p) {
   return v;
 }
 
-template <class A, class U>
+// The bytes of h to p. kStream: a non-temporal store (p aligned to sizeof h), which writes
+// the line to memory without reading it first (no read for ownership) and without evicting
+// data still to be read from the caches. Needs stream_fence() before other threads read.
+template <bool kStream, class H>
+inline void put(void* p, const H& h) {
+#if defined(__AVX512F__)
+  if constexpr (kStream && sizeof h == 64)
+    return _mm512_stream_si512(static_cast<__m512i*>(p), std::bit_cast<__m512i>(h));
+#endif
+#if defined(__AVX2__)
+  if constexpr (kStream && sizeof h == 32)
+    return _mm256_stream_si256(static_cast<__m256i*>(p), std::bit_cast<__m256i>(h));
+#endif
+#if defined(__SSE2__)
+  if constexpr (kStream && sizeof h == 16)
+    return _mm_stream_si128(static_cast<__m128i*>(p), std::bit_cast<__m128i>(h));
+#endif
+  std::memcpy(p, &h, sizeof h);  // also the 8-byte bf16 vectors of the base build
+}
+
+inline void stream_fence() {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
+}
+
+template <class A, class U, bool kStream = false>
 inline void store(U* p, typename V<A>::type v) {
   if constexpr (std::is_same_v<U, A>) {
-    std::memcpy(p, &v, sizeof v);
+    put<kStream>(p, v);
   } else if constexpr (std::is_same_v<U, bf16>) {
     // Round to nearest even; NaN -> 0x7fc0 (c10::BFloat16's rule, lane by lane).
     const vuint32 u = (vuint32)v;
@@ -131,15 +160,15 @@ inline void store(U* p, typename V<A>::type v) {
 #else
     const vuint16 h = __builtin_convertvector(r, vuint16);
 #endif
-    std::memcpy(p, &h, sizeof h);
+    put<kStream>(p, h);
   } else {
     static_assert(std::is_same_v<U, fp16>);
 #if defined(__AVX512F__)
     const __m256i h = _mm512_cvtps_ph((__m512)v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    std::memcpy(p, &h, sizeof h);
+    put<kStream>(p, h);
 #elif defined(__AVX2__)
     const __m128i h = _mm256_cvtps_ph((__m256)v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    std::memcpy(p, &h, sizeof h);
+    put<kStream>(p, h);
 #else
     for (int i = 0; i < V<A>::W; ++i) p[i] = from_float<fp16>(v[i]);
 #endif

@@ -64,7 +64,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_fwd_cpu(
                               ptr<const P>(beta), ptr<T>(Y),      ptr<acc_t<T>>(mean),
                               ptr<acc_t<T>>(rstd), s.N,           eps,
                               norm,               ptr<const T>(R.t), R.ld,
-                              ptr<T>(S)};
+                              ptr<T>(S),          stream_output(s.M, s.N, sizeof(T))};
     at::parallel_for(0, s.M, grain_rows(s.N), [&](int64_t b, int64_t e) { forward(a, b, e); });
   });
   return {Y, mean, rstd};
@@ -99,7 +99,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_bwd_cpu(
                                ptr<const acc_t<T>>(mean_c), ptr<const acc_t<T>>(rstd_c),
                                ptr<const P>(gamma),        output_mask[0] ? ptr<T>(dX) : nullptr,
                                ptr<acc_t<T>>(partial),     s.M,
-                               s.N,                        norm};
+                               s.N,                        norm,
+                               stream_output(s.M, s.N, sizeof(T))};
     if (output_mask[0] || params)
       at::parallel_for(0, plan.nblocks, 1, [&](int64_t b, int64_t e) { backward_blocks(a, plan, b, e); });
     if (params)

@@ -27,6 +27,10 @@ def _check_types(op: str, input: object, normalized_shape: object, **params: obj
             raise TypeError(f"{op}: argument '{name}' must be a Tensor or None, not {type(p).__name__}")
 
 
+_is_compiling = torch.compiler.is_compiling
+_has_torch_function = torch._C._has_torch_function
+
+
 def _eager(entry: Callable[..., Any], args: Tuple[Any, ...], tensors: Tuple[Optional[Tensor], ...]) -> Any:
     """``entry(*args)``: _C's direct entry to an op, the same dispatcher op as torch.ops.fastln
     (autograd, autocast and dispatch modes apply) without torch.ops' generic argument parsing,
@@ -34,7 +38,7 @@ def _eager(entry: Callable[..., Any], args: Tuple[Any, ...], tensors: Tuple[Opti
     torch.compile/export traces (it sees torch.ops only), when __torch_function__ is in play (a
     tensor subclass or a TorchFunctionMode, which torch.ops honours), or when the entry failed
     (its typed arguments are strict; torch.ops then fails again, in torch's words)."""
-    if torch.compiler.is_compiling() or torch._C._has_torch_function(tensors):
+    if _is_compiling() or _has_torch_function(tensors):
         return None
     try:
         return entry(*args)

@@ -105,7 +105,12 @@ def make_runner(fn: Callable[..., Tensor], x: Tensor, shape: Sequence[int], w: T
 
 def measure(runners: dict[str, Callable[[], object]], sync: Callable[[], None],
             budget_s: float) -> dict[str, dict[str, float]]:
-    """Interleaved timing: each round times one batch of each runner, in turn."""
+    """Interleaved timing: each round times one batch of each runner, in turn, the order
+    rotating from round to round. Each batch follows one untimed call of its own runner.
+    Both because a runner pays for the memory the one before it freed (glibc gives a large
+    freed block back to the kernel, and the next output is page-faulted afresh): in a fixed
+    order, fastln, timed right after the allocation-heavy baseline, looked 2-10x slower than
+    torch at (1000,1024) and (8192,768) float32."""
     batch: dict[str, int] = {}
     for name, run in runners.items():  # warm up (and compile), then size the batch
         for _ in range(3):
@@ -117,8 +122,11 @@ def measure(runners: dict[str, Callable[[], object]], sync: Callable[[], None],
         batch[name] = max(1, int(2e-3 / max(time.perf_counter() - t, 1e-7)))
     samples: dict[str, list[float]] = {n: [] for n in runners}
     t_end = time.perf_counter() + budget_s
+    order = list(runners.items())
     while True:
-        for name, run in runners.items():
+        order = order[1:] + order[:1]  # each runner follows each other one equally often
+        for name, run in order:
+            run()
             sync()
             t = time.perf_counter()
             for _ in range(batch[name]):

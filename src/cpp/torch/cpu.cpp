@@ -20,8 +20,9 @@ int64_t grain_rows(int64_t N) { return std::max<int64_t>(1, 16384 / std::max<int
 // A fresh large output is page-faulted 4 KB at a time on its first write, which costs more
 // than the kernel itself (docs/cpu.md). Asking for transparent huge pages on the whole 2 MB
 // pages inside it, before anything touched it, cuts the faults 512x where THP is in
-// "madvise" mode. Advisory only: contents and lifetime are unchanged. FASTLN_HUGEPAGES=0
-// turns it off.
+// "madvise" mode. Advisory only: contents and lifetime are unchanged. From 32 MB: at 4 MB,
+// where glibc often hands back memory already faulted, it cost more than it saved when
+// allocations churn (docs/cpu.md). FASTLN_HUGEPAGES=0 turns it off.
 at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& opts) {
   at::Tensor t = at::empty(sizes, opts);
 #ifdef MADV_HUGEPAGE
@@ -32,7 +33,7 @@ at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& opts) {
   constexpr uintptr_t kHuge = uintptr_t(2) << 20;
   const uintptr_t b = reinterpret_cast<uintptr_t>(t.data_ptr());
   const uintptr_t lo = (b + kHuge - 1) & ~(kHuge - 1), hi = (b + t.nbytes()) & ~(kHuge - 1);
-  if (enabled && t.nbytes() >= (uintptr_t(4) << 20) && hi > lo)
+  if (enabled && t.nbytes() >= (uintptr_t(32) << 20) && hi > lo)
     madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);  // failure is harmless
 #endif
   return t;

@@ -90,10 +90,11 @@ __device__ __forceinline__ V add_rn_vec(const V& a, const V& b) {
 }
 
 // The row's first element (the shift of the moments): of X, or of X + R.
-template <class T, class P>
+template <bool RES, class T, class P>
 __device__ __forceinline__ acc_t<T> first_elem(const FwdParams<T, P>& p, int64_t row) {
-  const T x0 = p.X[row * p.ldx];
-  return acc_t<T>(dtof(p.R ? add_rn(x0, p.R[row * p.ldr]) : x0));
+  T x0 = p.X[row * p.ldx];
+  if constexpr (RES) x0 = add_rn(x0, p.R[row * p.ldr]);
+  return acc_t<T>(dtof(x0));
 }
 
 // ---------------------------------------------------------------- reductions
@@ -130,7 +131,9 @@ __device__ __forceinline__ void group_sum(A (&v)[K], int tpr, A* red) {
 
 // ---------------------------------------------------------------- forward, register path
 
-template <class T, class P, int NV, Norm NORM>
+// RES: the fused residual add (p.R, p.S set). A template parameter, so that the plain norms
+// keep the registers (and the occupancy) of a kernel without it.
+template <class T, class P, int NV, Norm NORM, bool RES>
 __global__ void __launch_bounds__(512) fwd_reg_kernel(FwdParams<T, P> p) {
   using A = acc_t<T>;
   constexpr int VEC = Pack<T>::n;
@@ -140,7 +143,7 @@ __global__ void __launch_bounds__(512) fwd_reg_kernel(FwdParams<T, P> p) {
   const int grp = threadIdx.x / tpr, t = threadIdx.x % tpr;
   const int64_t row = int64_t(blockIdx.x) * G + grp;
   const bool valid = row < p.M;
-  const int N = int(p.N), nvec = N / VEC;
+  const int N = p.n, nvec = N / VEC;
   const T* x = p.X + (valid ? row : 0) * p.ldx;
 
   Pack<T> r[NV];
@@ -149,7 +152,7 @@ __global__ void __launch_bounds__(512) fwd_reg_kernel(FwdParams<T, P> p) {
     const int v = i * tpr + t;
     if (valid && v < nvec) {
       r[i] = ld_pack(x + int64_t(v) * VEC);
-      if (p.R) {  // fused residual add: normalize x + r, rounded, and write it out
+      if constexpr (RES) {  // fused residual add: normalize x + r, rounded, and write it out
         r[i] = add_rn_vec(r[i], ld_pack(p.R + row * p.ldr + int64_t(v) * VEC));
         *reinterpret_cast<Pack<T>*>(p.S + row * N + int64_t(v) * VEC) = r[i];
       }
@@ -158,7 +161,7 @@ __global__ void __launch_bounds__(512) fwd_reg_kernel(FwdParams<T, P> p) {
   const A invN = A(1) / A(N);
   A mean = 0;
   if constexpr (NORM == Norm::kLayer) {
-    const A x0 = valid ? first_elem(p, row) : A(0);
+    const A x0 = valid ? first_elem<RES>(p, row) : A(0);
     A s[1] = {0};
 #pragma unroll
     for (int i = 0; i < NV; ++i)
@@ -213,17 +216,17 @@ struct alignas(sizeof(T) * VEC) VecN {
   T v[VEC];
 };
 
-template <class T, class P, int VEC, Norm NORM>
+template <class T, class P, int VEC, Norm NORM, bool RES>
 __global__ void __launch_bounds__(512) fwd_fallback_kernel(FwdParams<T, P> p) {
   using A = acc_t<T>;
   using V = VecN<T, VEC>;
   __shared__ A red[32 * 2];
   const int tpr = blockDim.x;
-  const int N = int(p.N), nv = N / VEC;
+  const int N = p.n, nv = N / VEC;
   const A invN = A(1) / A(N);
   for (int64_t row = blockIdx.x; row < p.M; row += gridDim.x) {
     const V* x = reinterpret_cast<const V*>(p.X + row * p.ldx);
-    if (p.R) {  // fused residual add: write x + r, then read it back (each thread its own vectors)
+    if constexpr (RES) {  // fused residual add: write x + r, read it back (each thread its own vectors)
       const V* r = reinterpret_cast<const V*>(p.R + row * p.ldr);
       V* s = reinterpret_cast<V*>(p.S + row * int64_t(N));
       for (int j = threadIdx.x; j < nv; j += tpr) s[j] = add_rn_vec(x[j], r[j]);
@@ -231,7 +234,7 @@ __global__ void __launch_bounds__(512) fwd_fallback_kernel(FwdParams<T, P> p) {
     }
     A mean = 0;
     if constexpr (NORM == Norm::kLayer) {
-      const A x0 = first_elem(p, row);
+      const A x0 = first_elem<RES>(p, row);
       A s[1] = {0};
       for (int j = threadIdx.x; j < nv; j += tpr) {
         const V a = x[j];
@@ -288,7 +291,7 @@ __global__ void __launch_bounds__(512) bwd_reg_kernel(BwdParams<T, P> p) {
   const int tpr = p.tpr;
   const int G = blockDim.x / tpr;
   const int grp = threadIdx.x / tpr, t = threadIdx.x % tpr;
-  const int N = int(p.N), nvec = N / VEC;
+  const int N = p.n, nvec = N / VEC;
   const bool params = p.partial != nullptr;
   const A invN = A(1) / A(N);
 
@@ -418,7 +421,7 @@ __global__ void __launch_bounds__(512) bwd_fallback_dx_kernel(BwdParams<T, P> p)
   using A = acc_t<T>;
   using V = VecN<T, VEC>;
   __shared__ A red[32 * 2];
-  const int tpr = blockDim.x, N = int(p.N), nv = N / VEC;
+  const int tpr = blockDim.x, N = p.n, nv = N / VEC;
   const A invN = A(1) / A(N);
   for (int64_t row = blockIdx.x; row < p.M; row += gridDim.x) {
     const V* x = reinterpret_cast<const V*>(p.X + row * p.ldx);
@@ -462,7 +465,7 @@ __global__ void __launch_bounds__(256) bwd_fallback_cols_kernel(BwdParams<T, P> 
   const int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t chunks = gridDim.y;
   const int64_t r0 = p.M * blockIdx.y / chunks, r1 = p.M * (blockIdx.y + 1) / chunks;
-  if (j >= p.N) return;
+  if (j >= p.n) return;
   A sg = 0, sb = 0;
   for (int64_t r = r0; r < r1; ++r) {
     const A mean = NORM == Norm::kLayer ? p.mean[r] : A(0), rstd = p.rstd[r];
@@ -471,9 +474,9 @@ __global__ void __launch_bounds__(256) bwd_fallback_cols_kernel(BwdParams<T, P> 
     sg += d * xh;
     sb += d;
   }
-  A* out = p.partial + int64_t(blockIdx.y) * 2 * p.N;
+  A* out = p.partial + int64_t(blockIdx.y) * 2 * int64_t(p.n);
   out[j] = sg;
-  out[p.N + j] = sb;
+  out[p.n + j] = sb;
 }
 
 // dgamma[j] = sum_k partial[k][0][j], dbeta[j] = sum_k partial[k][1][j], in a fixed order:
@@ -626,16 +629,16 @@ void launch_fallback_rows(void (*vec_kernel)(Params), void (*scalar_kernel)(Para
   (vec_ok ? vec_kernel : scalar_kernel)<<<grid, block, 0, s>>>(p);
 }
 
-template <class T, class P, Norm NORM, int NV>
+template <class T, class P, Norm NORM, bool RES, int NV>
 cudaError_t launch_fwd_reg(const Config& c, const FwdParams<T, P>& p, cudaStream_t s) {
   const int G = c.block / c.tpr;
   const int64_t grid = (p.M + G - 1) / G;
   if (grid >= (int64_t(1) << 31)) return cudaErrorInvalidConfiguration;
-  fwd_reg_kernel<T, P, NV, NORM><<<unsigned(grid), c.block, 0, s>>>(p);
+  fwd_reg_kernel<T, P, NV, NORM, RES><<<unsigned(grid), c.block, 0, s>>>(p);
   return cudaGetLastError();
 }
 
-template <class T, class P, Norm NORM>
+template <class T, class P, Norm NORM, bool RES>
 cudaError_t launch_fwd_norm(FwdParams<T, P> p, bool vec_ok, cudaStream_t s) {
   constexpr int VEC = Pack<T>::n;
   const int N = int(p.N);
@@ -643,15 +646,15 @@ cudaError_t launch_fwd_norm(FwdParams<T, P> p, bool vec_ok, cudaStream_t s) {
   if (c.reg) {
     p.tpr = c.tpr;
     switch (c.nv) {
-      case 1: return launch_fwd_reg<T, P, NORM, 1>(c, p, s);
-      case 2: return launch_fwd_reg<T, P, NORM, 2>(c, p, s);
-      case 4: return launch_fwd_reg<T, P, NORM, 4>(c, p, s);
-      case 8: return launch_fwd_reg<T, P, NORM, 8>(c, p, s);
-      default: return launch_fwd_reg<T, P, NORM, 16>(c, p, s);
+      case 1: return launch_fwd_reg<T, P, NORM, RES, 1>(c, p, s);
+      case 2: return launch_fwd_reg<T, P, NORM, RES, 2>(c, p, s);
+      case 4: return launch_fwd_reg<T, P, NORM, RES, 4>(c, p, s);
+      case 8: return launch_fwd_reg<T, P, NORM, RES, 8>(c, p, s);
+      default: return launch_fwd_reg<T, P, NORM, RES, 16>(c, p, s);
     }
   }
-  launch_fallback_rows<VEC>(fwd_fallback_kernel<T, P, VEC, NORM>, fwd_fallback_kernel<T, P, 1, NORM>,
-                            p, vec_ok, s);
+  launch_fallback_rows<VEC>(fwd_fallback_kernel<T, P, VEC, NORM, RES>,
+                            fwd_fallback_kernel<T, P, 1, NORM, RES>, p, vec_ok, s);
   return cudaGetLastError();
 }
 
@@ -740,11 +743,15 @@ cudaError_t launch_bwd_norm(BwdParams<T, P> p, bool vec_ok, int64_t nparts, P* d
 
 }  // namespace
 
-// The one point where the runtime Norm picks the kernels' NORM.
+// The one point where the runtime Norm (and, forward, the residual) picks the kernels'.
 template <class T, class P>
 cudaError_t launch_fwd(FwdParams<T, P> p, bool vec_ok, cudaStream_t s) {
-  return p.norm == Norm::kRms ? launch_fwd_norm<T, P, Norm::kRms>(p, vec_ok, s)
-                              : launch_fwd_norm<T, P, Norm::kLayer>(p, vec_ok, s);
+  p.n = int(p.N);
+  if (p.R)
+    return p.norm == Norm::kRms ? launch_fwd_norm<T, P, Norm::kRms, true>(p, vec_ok, s)
+                                : launch_fwd_norm<T, P, Norm::kLayer, true>(p, vec_ok, s);
+  return p.norm == Norm::kRms ? launch_fwd_norm<T, P, Norm::kRms, false>(p, vec_ok, s)
+                              : launch_fwd_norm<T, P, Norm::kLayer, false>(p, vec_ok, s);
 }
 
 template <class T, class P>
@@ -756,6 +763,7 @@ int64_t bwd_num_partials(const BwdParams<T, P>& p, bool vec_ok, int device) {
 template <class T, class P>
 cudaError_t launch_bwd(BwdParams<T, P> p, bool vec_ok, int64_t nparts, P* dgamma, P* dbeta,
                        cudaStream_t s) {
+  p.n = int(p.N);
   return p.norm == Norm::kRms
              ? launch_bwd_norm<T, P, Norm::kRms>(p, vec_ok, nparts, dgamma, dbeta, s)
              : launch_bwd_norm<T, P, Norm::kLayer>(p, vec_ok, nparts, dgamma, dbeta, s);

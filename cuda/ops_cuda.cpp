@@ -63,7 +63,7 @@ Tensor3 norm_fwd_cuda(const char* op, Norm norm, const at::Tensor& input,
         {ptr<const T>(X.t), X.ld, ptr<const P>(gamma), ptr<const P>(beta), ptr<T>(Y),
          ptr<acc_t<T>>(mean), ptr<acc_t<T>>(rstd), s.N, eps, norm, ptr<const T>(R.t), R.ld,
          ptr<T>(S)},
-        s.M, 0};
+        s.M};
     const cudaError_t err = cuda_impl::launch_fwd<T, P>(p, vec_ok, stream);
     C10_CUDA_CHECK(err);
   });
@@ -102,8 +102,7 @@ Tensor3 norm_bwd_cuda(const char* op, Norm norm, const at::Tensor& grad_out,
     cuda_impl::BwdParams<T, P> p{
         {ptr<const T>(dY.t), dY.ld, ptr<const T>(X.t), X.ld, ptr<const acc_t<T>>(mean_c),
          ptr<const acc_t<T>>(rstd_c), ptr<const P>(gamma), output_mask[0] ? ptr<T>(dX) : nullptr,
-         nullptr, s.M, s.N, norm},
-        0};
+         nullptr, s.M, s.N, norm}};
     // fp32 (fp64 for double) partial column sums, one [2][N] row per CTA, summed in order.
     at::Tensor partial;
     int64_t nparts = 0;

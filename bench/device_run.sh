@@ -1,6 +1,9 @@
 #!/bin/bash
 # One device call: build (sm_90 unless ARCHS is set), tests, sanitizers, benchmark.
 # Usage (repo root on the device): STAGES="build test sanitize bench" bash bench/device_run.sh
+# Stages: build, smoke (an error path), cpuonly (a FASTLN_CUDA=OFF build beside it: its error
+# and packaging tests, with CUDA tensors), test, huge (FASTLN_TEST_HUGE=1 test_huge.py, ~35 GB
+# of GPU memory), sanitize (memcheck and racecheck side by side), bench, opsbench.
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p $OUT
 ARCHS=${ARCHS:-90}
@@ -24,17 +27,26 @@ except RuntimeError as e:
     print("smoke: error path ok")
 PY
   (cd /tmp && python3 smoke.py) || (cd /tmp && cuda-gdb -batch -ex run -ex bt --args python3 smoke.py 2>&1 | tail -30) ;;
-cpuonly)  # the same sources built without CUDA, for comparison
+cpuonly)  # the same sources built without CUDA: every op on a CUDA tensor must say so
   FASTLN_CUDA=OFF python3 -m pip install --no-build-isolation --no-deps -q --target /tmp/cpuonly \
     -C build-dir=/tmp/fastln-build-cpu . > $OUT/build_cpu.log 2>&1 || tail -20 $OUT/build_cpu.log
-  (cd /tmp && PYTHONPATH=/tmp/cpuonly python3 smoke.py; echo "cpu-only build smoke rc=$?") ;;
+  PYTHONPATH=/tmp/cpuonly python3 -m pytest tests/python/test_errors.py tests/python/test_package.py -q \
+    -p no:cacheprovider > $OUT/pytest_cpuonly.log 2>&1
+  echo "cpu-only build: $(tail -1 $OUT/pytest_cpuonly.log)" ;;
 test)
   python3 -m pytest tests/python -q -n 8 -p no:cacheprovider 2>&1 | tee $OUT/pytest.log | tail -15 ;;
+huge)
+  FASTLN_TEST_HUGE=1 python3 -m pytest tests/python/test_huge.py -q -p no:cacheprovider --durations=5 \
+    > $OUT/pytest_huge.log 2>&1
+  echo "huge: $(tail -1 $OUT/pytest_huge.log)" ;;
 sanitize)
   for tool in memcheck racecheck; do
-    compute-sanitizer --tool $tool --error-exitcode 9 python3 bench/sanitize_cuda.py > $OUT/sanitize_$tool.log 2>&1
-    echo "sanitizer $tool rc=$? $(tail -2 $OUT/sanitize_$tool.log | tr '\n' ' ')"
-  done ;;
+    (compute-sanitizer --tool $tool --error-exitcode 9 python3 bench/sanitize_cuda.py > $OUT/sanitize_$tool.log 2>&1
+     echo "sanitizer $tool rc=$? $(tail -2 $OUT/sanitize_$tool.log | tr '\n' ' ')") &
+  done
+  wait ;;
 bench)
   python3 bench/cuda_bench.py $BENCH_ARGS --json $OUT/cuda_h100.json 2>&1 | tee $OUT/bench.log | tail -48 ;;
+opsbench)
+  python3 bench/cuda_ops_bench.py --json $OUT/cuda_ops_h100.json 2>&1 | tee $OUT/opsbench.log ;;
 esac; done

@@ -1,18 +1,46 @@
-"""Small CUDA workload for compute-sanitizer (memcheck, racecheck): every kernel path once."""
+"""Small CUDA workload for compute-sanitizer (memcheck, racecheck): every kernel path once, for
+every op (LayerNorm, RMSNorm, the fused residual adds, residual_in_fp32) and dtype.
+
+Paths by shape: register forward with several rows per warp (256, 768) or one row per CTA
+(4096, 32768), register backward with column sums in registers (256) or shared memory (4096),
+fallback backward (32768: the sums do not fit in shared memory), scalar fallback (17, 4099:
+N not a multiple of the vector width; and every float64 row of odd N)."""
 import torch
+import torch.nn.functional as F
 
 import fastln
 
 torch.manual_seed(0)
+SHAPES = [(7, 256), (5, 768), (3, 4096), (2, 32768), (9, 17), (4, 4099)]
+
+
+def ops(ns, fp32):
+    """name -> (fastln call(x, r, w, b) -> outputs, float32 reference of the first output)."""
+    return {
+        "layer_norm": (lambda x, r, w, b: [fastln.layer_norm(x, ns, w, b)],
+                       lambda x, r, w, b: F.layer_norm(x, ns, w, b)),
+        "rms_norm": (lambda x, r, w, b: [fastln.rms_norm(x, ns, w, 1e-5)],
+                     lambda x, r, w, b: F.rms_norm(x, ns, w, 1e-5)),
+        "fused_add_layer_norm": (lambda x, r, w, b: list(fastln.fused_add_layer_norm(x, r, ns, w, b)),
+                                 lambda x, r, w, b: F.layer_norm(x + r, ns, w, b)),
+        # 16-bit input: residual_in_fp32 with a float32 residual
+        "fused_add_rms_norm": (lambda x, r, w, b: list(fastln.fused_add_rms_norm(
+                                   x, r.float() if fp32 else r, ns, w, 1e-5, residual_in_fp32=fp32)),
+                               lambda x, r, w, b: F.rms_norm(x + r, ns, w, 1e-5)),
+    }
+
+
 for dt in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
-    for m, n in [(7, 256), (33, 1000), (5, 768), (3, 4096), (2, 12288), (2, 32768), (2, 65536), (9, 17), (4, 4099)]:
-        x = torch.randn(m, n, device="cuda", dtype=dt, requires_grad=True)
-        w = torch.randn(n, device="cuda", dtype=dt, requires_grad=True)
-        b = torch.randn(n, device="cuda", dtype=dt, requires_grad=True)
-        y = fastln.layer_norm(x, (n,), w, b)
-        y.backward(torch.randn_like(y))
-        ref = torch.nn.functional.layer_norm(x.double(), (n,), w.double(), b.double())
-        err = ((y.double() - ref).norm() / ref.norm()).item()
-        assert err < 2e-2, (dt, m, n, err)
+    for m, n in SHAPES:
+        x, w, b = (torch.randn(*s, device="cuda", dtype=dt) for s in ((m, n), (n,), (n,)))
+        r = torch.randn(n, m, device="cuda", dtype=dt).t()  # strided residual
+        dy = torch.randn(m, n, device="cuda", dtype=dt)
+        for name, (ours, ref_fn) in ops((n,), dt in (torch.bfloat16, torch.float16)).items():
+            leaves = [t.clone().requires_grad_() for t in (x, r, w, b)]
+            outs = ours(*leaves)
+            torch.autograd.grad(outs, leaves, [dy.to(o.dtype) for o in outs], allow_unused=True)
+            ref = ref_fn(*(t.float() for t in (x, r, w, b)))
+            err = ((outs[0].float() - ref).norm() / ref.norm()).item()
+            assert err < 2e-2, (name, dt, m, n, err)
 torch.cuda.synchronize()
 print("sanitize workload ok")

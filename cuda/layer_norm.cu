@@ -15,7 +15,9 @@
 //  * Fallback path (N not a multiple of the vector width, misaligned rows, or rows too long
 //    for the register path): one CTA per row, 16-byte loads where aligned, the row re-read
 //    from L1/L2.
-//  * Everything is templated on Norm so RMSNorm is one more instantiation.
+//  * Everything is templated on Norm so RMSNorm is one more instantiation. The forward kernels
+//    also take the fused residual add (ForwardArgs::R): the row of X + R, rounded to T, is
+//    written to S and normalized in place of X's row, as the CPU kernel.
 //
 // This file is torch-free (plain pointers, a stream): the torch glue is ops_cuda.cpp, built by
 // the host compiler, so no inline function of torch's headers is compiled by two compilers.
@@ -73,6 +75,28 @@ __device__ __forceinline__ Pack<T> ld_pack(const T* p) {
   return *reinterpret_cast<const Pack<T>*>(p);
 }
 
+// a + b rounded to T, elementwise: the fused residual add (the CPU kernel's rounding).
+template <class T>
+__device__ __forceinline__ T add_rn(T a, T b) {
+  using A = acc_t<T>;
+  return dfrom<T>(A(dtof(a)) + A(dtof(b)));
+}
+template <class V>
+__device__ __forceinline__ V add_rn_vec(const V& a, const V& b) {
+  V o;
+#pragma unroll
+  for (int e = 0; e < int(sizeof(a.v) / sizeof(a.v[0])); ++e) o.v[e] = add_rn(a.v[e], b.v[e]);
+  return o;
+}
+
+// The row's first element (the shift of the moments): of X, or of X + R.
+template <bool RES, class T, class P>
+__device__ __forceinline__ acc_t<T> first_elem(const FwdParams<T, P>& p, int64_t row) {
+  T x0 = p.X[row * p.ldx];
+  if constexpr (RES) x0 = add_rn(x0, p.R[row * p.ldr]);
+  return acc_t<T>(dtof(x0));
+}
+
 // ---------------------------------------------------------------- reductions
 // Sum of K values over each group of `tpr` threads, in a fixed order. For tpr <= 32 the
 // groups are aligned lane ranges of one warp (xor shuffles stay inside a group); for
@@ -107,7 +131,9 @@ __device__ __forceinline__ void group_sum(A (&v)[K], int tpr, A* red) {
 
 // ---------------------------------------------------------------- forward, register path
 
-template <class T, class P, int NV, Norm NORM>
+// RES: the fused residual add (p.R, p.S set). A template parameter, so that the plain norms
+// keep the registers (and the occupancy) of a kernel without it.
+template <class T, class P, int NV, Norm NORM, bool RES>
 __global__ void __launch_bounds__(512) fwd_reg_kernel(FwdParams<T, P> p) {
   using A = acc_t<T>;
   constexpr int VEC = Pack<T>::n;
@@ -117,19 +143,25 @@ __global__ void __launch_bounds__(512) fwd_reg_kernel(FwdParams<T, P> p) {
   const int grp = threadIdx.x / tpr, t = threadIdx.x % tpr;
   const int64_t row = int64_t(blockIdx.x) * G + grp;
   const bool valid = row < p.M;
-  const int nvec = p.N / VEC;
+  const int N = p.n, nvec = N / VEC;
   const T* x = p.X + (valid ? row : 0) * p.ldx;
 
   Pack<T> r[NV];
 #pragma unroll
   for (int i = 0; i < NV; ++i) {
     const int v = i * tpr + t;
-    if (valid && v < nvec) r[i] = ld_pack(x + int64_t(v) * VEC);
+    if (valid && v < nvec) {
+      r[i] = ld_pack(x + int64_t(v) * VEC);
+      if constexpr (RES) {  // fused residual add: normalize x + r, rounded, and write it out
+        r[i] = add_rn_vec(r[i], ld_pack(p.R + row * p.ldr + int64_t(v) * VEC));
+        *reinterpret_cast<Pack<T>*>(p.S + row * N + int64_t(v) * VEC) = r[i];
+      }
+    }
   }
-  const A invN = A(1) / A(p.N);
+  const A invN = A(1) / A(N);
   A mean = 0;
   if constexpr (NORM == Norm::kLayer) {
-    const A x0 = valid ? A(dtof(x[0])) : A(0);
+    const A x0 = valid ? first_elem<RES>(p, row) : A(0);
     A s[1] = {0};
 #pragma unroll
     for (int i = 0; i < NV; ++i)
@@ -156,7 +188,7 @@ __global__ void __launch_bounds__(512) fwd_reg_kernel(FwdParams<T, P> p) {
     p.mean[row] = mean;
     p.rstd[row] = rstd;
   }
-  T* y = p.Y + (valid ? row : 0) * int64_t(p.N);
+  T* y = p.Y + (valid ? row : 0) * int64_t(N);
 #pragma unroll
   for (int i = 0; i < NV; ++i) {
     const int v = i * tpr + t;
@@ -184,19 +216,25 @@ struct alignas(sizeof(T) * VEC) VecN {
   T v[VEC];
 };
 
-template <class T, class P, int VEC, Norm NORM>
+template <class T, class P, int VEC, Norm NORM, bool RES>
 __global__ void __launch_bounds__(512) fwd_fallback_kernel(FwdParams<T, P> p) {
   using A = acc_t<T>;
   using V = VecN<T, VEC>;
   __shared__ A red[32 * 2];
   const int tpr = blockDim.x;
-  const int N = p.N, nv = N / VEC;
+  const int N = p.n, nv = N / VEC;
   const A invN = A(1) / A(N);
   for (int64_t row = blockIdx.x; row < p.M; row += gridDim.x) {
     const V* x = reinterpret_cast<const V*>(p.X + row * p.ldx);
+    if constexpr (RES) {  // fused residual add: write x + r, read it back (each thread its own vectors)
+      const V* r = reinterpret_cast<const V*>(p.R + row * p.ldr);
+      V* s = reinterpret_cast<V*>(p.S + row * int64_t(N));
+      for (int j = threadIdx.x; j < nv; j += tpr) s[j] = add_rn_vec(x[j], r[j]);
+      x = s;
+    }
     A mean = 0;
     if constexpr (NORM == Norm::kLayer) {
-      const A x0 = A(dtof(p.X[row * p.ldx]));
+      const A x0 = first_elem<RES>(p, row);
       A s[1] = {0};
       for (int j = threadIdx.x; j < nv; j += tpr) {
         const V a = x[j];
@@ -253,7 +291,7 @@ __global__ void __launch_bounds__(512) bwd_reg_kernel(BwdParams<T, P> p) {
   const int tpr = p.tpr;
   const int G = blockDim.x / tpr;
   const int grp = threadIdx.x / tpr, t = threadIdx.x % tpr;
-  const int N = p.N, nvec = N / VEC;
+  const int N = p.n, nvec = N / VEC;
   const bool params = p.partial != nullptr;
   const A invN = A(1) / A(N);
 
@@ -383,7 +421,7 @@ __global__ void __launch_bounds__(512) bwd_fallback_dx_kernel(BwdParams<T, P> p)
   using A = acc_t<T>;
   using V = VecN<T, VEC>;
   __shared__ A red[32 * 2];
-  const int tpr = blockDim.x, N = p.N, nv = N / VEC;
+  const int tpr = blockDim.x, N = p.n, nv = N / VEC;
   const A invN = A(1) / A(N);
   for (int64_t row = blockIdx.x; row < p.M; row += gridDim.x) {
     const V* x = reinterpret_cast<const V*>(p.X + row * p.ldx);
@@ -427,7 +465,7 @@ __global__ void __launch_bounds__(256) bwd_fallback_cols_kernel(BwdParams<T, P> 
   const int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t chunks = gridDim.y;
   const int64_t r0 = p.M * blockIdx.y / chunks, r1 = p.M * (blockIdx.y + 1) / chunks;
-  if (j >= p.N) return;
+  if (j >= p.n) return;
   A sg = 0, sb = 0;
   for (int64_t r = r0; r < r1; ++r) {
     const A mean = NORM == Norm::kLayer ? p.mean[r] : A(0), rstd = p.rstd[r];
@@ -436,9 +474,9 @@ __global__ void __launch_bounds__(256) bwd_fallback_cols_kernel(BwdParams<T, P> 
     sg += d * xh;
     sb += d;
   }
-  A* out = p.partial + int64_t(blockIdx.y) * 2 * p.N;
+  A* out = p.partial + int64_t(blockIdx.y) * 2 * int64_t(p.n);
   out[j] = sg;
-  out[p.N + j] = sb;
+  out[p.n + j] = sb;
 }
 
 // dgamma[j] = sum_k partial[k][0][j], dbeta[j] = sum_k partial[k][1][j], in a fixed order:
@@ -580,18 +618,49 @@ Config bwd_config_for(int N, bool vec_ok) {
 
 int fallback_block(int n) { return n >= 4096 ? 512 : n >= 512 ? 128 : 32; }
 
-template <class T, class P, int NV>
+// A fallback kernel: one CTA per row (grid-stride over rows), VEC-wide loads when vec_ok.
+template <int VEC, class Params>
+void launch_fallback_rows(void (*vec_kernel)(Params), void (*scalar_kernel)(Params), Params& p,
+                          bool vec_ok, cudaStream_t s) {
+  const int N = int(p.N);
+  const int block = fallback_block(vec_ok ? N / VEC : N);
+  p.tpr = block;
+  const unsigned grid = unsigned(std::min<int64_t>(p.M, int64_t(1) << 30));
+  (vec_ok ? vec_kernel : scalar_kernel)<<<grid, block, 0, s>>>(p);
+}
+
+template <class T, class P, Norm NORM, bool RES, int NV>
 cudaError_t launch_fwd_reg(const Config& c, const FwdParams<T, P>& p, cudaStream_t s) {
   const int G = c.block / c.tpr;
   const int64_t grid = (p.M + G - 1) / G;
   if (grid >= (int64_t(1) << 31)) return cudaErrorInvalidConfiguration;
-  fwd_reg_kernel<T, P, NV, Norm::kLayer><<<unsigned(grid), c.block, 0, s>>>(p);
+  fwd_reg_kernel<T, P, NV, NORM, RES><<<unsigned(grid), c.block, 0, s>>>(p);
   return cudaGetLastError();
 }
 
-template <class T, class P, int NV, bool SM>
+template <class T, class P, Norm NORM, bool RES>
+cudaError_t launch_fwd_norm(FwdParams<T, P> p, bool vec_ok, cudaStream_t s) {
+  constexpr int VEC = Pack<T>::n;
+  const int N = int(p.N);
+  const Config c = vec_ok ? fwd_config(N / VEC) : Config{};
+  if (c.reg) {
+    p.tpr = c.tpr;
+    switch (c.nv) {
+      case 1: return launch_fwd_reg<T, P, NORM, RES, 1>(c, p, s);
+      case 2: return launch_fwd_reg<T, P, NORM, RES, 2>(c, p, s);
+      case 4: return launch_fwd_reg<T, P, NORM, RES, 4>(c, p, s);
+      case 8: return launch_fwd_reg<T, P, NORM, RES, 8>(c, p, s);
+      default: return launch_fwd_reg<T, P, NORM, RES, 16>(c, p, s);
+    }
+  }
+  launch_fallback_rows<VEC>(fwd_fallback_kernel<T, P, VEC, NORM, RES>,
+                            fwd_fallback_kernel<T, P, 1, NORM, RES>, p, vec_ok, s);
+  return cudaGetLastError();
+}
+
+template <class T, class P, int NV, Norm NORM, bool SM>
 auto bwd_kernel_ptr() {
-  return bwd_reg_kernel<T, P, NV, Norm::kLayer, SM>;
+  return bwd_reg_kernel<T, P, NV, NORM, SM>;
 }
 
 // The backward kernel of a config, its grid (persistent: rows fill the chip) and smem.
@@ -602,16 +671,16 @@ struct BwdLaunch {
   size_t smem = 0;
 };
 
-template <class T, class P>
+template <class T, class P, Norm NORM>
 BwdLaunch<T, P> bwd_launch_plan(const Config& c, int N, int64_t M, int device) {
   using A = acc_t<T>;
   BwdLaunch<T, P> l;
   const bool sm = c.tpr > 32;
   switch (c.nv) {
-    case 1: l.kernel = sm ? bwd_kernel_ptr<T, P, 1, true>() : bwd_kernel_ptr<T, P, 1, false>(); break;
-    case 2: l.kernel = sm ? bwd_kernel_ptr<T, P, 2, true>() : bwd_kernel_ptr<T, P, 2, false>(); break;
-    case 4: l.kernel = sm ? bwd_kernel_ptr<T, P, 4, true>() : bwd_kernel_ptr<T, P, 4, false>(); break;
-    default: l.kernel = bwd_kernel_ptr<T, P, 8, true>(); break;
+    case 1: l.kernel = sm ? bwd_kernel_ptr<T, P, 1, NORM, true>() : bwd_kernel_ptr<T, P, 1, NORM, false>(); break;
+    case 2: l.kernel = sm ? bwd_kernel_ptr<T, P, 2, NORM, true>() : bwd_kernel_ptr<T, P, 2, NORM, false>(); break;
+    case 4: l.kernel = sm ? bwd_kernel_ptr<T, P, 4, NORM, true>() : bwd_kernel_ptr<T, P, 4, NORM, false>(); break;
+    default: l.kernel = bwd_kernel_ptr<T, P, 8, NORM, true>(); break;
   }
   l.smem = size_t(2) * N * sizeof(A);
   static bool attr_set[2][5] = {};  // per instantiation of this function: (sm, nv class)
@@ -627,80 +696,77 @@ BwdLaunch<T, P> bwd_launch_plan(const Config& c, int N, int64_t M, int device) {
   return l;
 }
 
-template <class T, class P>
 int64_t fallback_num_partials(int N, int64_t M, int device) {
   const int64_t tiles = (N + 255) / 256;
   return std::max<int64_t>(1, std::min<int64_t>(M, std::max<int64_t>(1, 8 * num_sms(device) / tiles)));
 }
 
-}  // namespace
+template <class T, class P, Norm NORM>
+int64_t bwd_num_partials_norm(const BwdParams<T, P>& p, bool vec_ok, int device) {
+  const Config c = bwd_config_for<T>(int(p.N), vec_ok);
+  if (c.reg) return bwd_launch_plan<T, P, NORM>(c, int(p.N), p.M, device).grid;
+  return fallback_num_partials(int(p.N), p.M, device);
+}
 
-template <class T, class P>
-cudaError_t launch_fwd(FwdParams<T, P> p, bool vec_ok, cudaStream_t s) {
+template <class T, class P, Norm NORM>
+cudaError_t launch_bwd_norm(BwdParams<T, P> p, bool vec_ok, int64_t nparts, P* dgamma, P* dbeta,
+                            cudaStream_t s) {
+  using A = acc_t<T>;
   constexpr int VEC = Pack<T>::n;
-  const Config c = vec_ok ? fwd_config(p.N / VEC) : Config{};
+  const int N = int(p.N);
+  const Config c = bwd_config_for<T>(N, vec_ok);
+  int device = 0;
+  cudaGetDevice(&device);
   if (c.reg) {
     p.tpr = c.tpr;
-    switch (c.nv) {
-      case 1: return launch_fwd_reg<T, P, 1>(c, p, s);
-      case 2: return launch_fwd_reg<T, P, 2>(c, p, s);
-      case 4: return launch_fwd_reg<T, P, 4>(c, p, s);
-      case 8: return launch_fwd_reg<T, P, 8>(c, p, s);
-      default: return launch_fwd_reg<T, P, 16>(c, p, s);
+    const BwdLaunch<T, P> l = bwd_launch_plan<T, P, NORM>(c, N, p.M, device);
+    if (p.partial && l.grid != nparts) return cudaErrorInvalidValue;  // plan and launch disagree
+    l.kernel<<<unsigned(l.grid), c.block, l.smem, s>>>(p);
+  } else {
+    if (p.dX) {
+      launch_fallback_rows<VEC>(bwd_fallback_dx_kernel<T, P, VEC, NORM>,
+                                bwd_fallback_dx_kernel<T, P, 1, NORM>, p, vec_ok, s);
+      if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+    }
+    if (p.partial) {
+      dim3 grid(unsigned((N + 255) / 256), unsigned(nparts));
+      bwd_fallback_cols_kernel<T, P, NORM><<<grid, 256, 0, s>>>(p);
     }
   }
-  const int block = fallback_block(vec_ok ? p.N / VEC : p.N);
-  p.tpr = block;
-  const unsigned grid = unsigned(std::min<int64_t>(p.M, int64_t(1) << 30));
-  if (vec_ok)
-    fwd_fallback_kernel<T, P, VEC, Norm::kLayer><<<grid, block, 0, s>>>(p);
-  else
-    fwd_fallback_kernel<T, P, 1, Norm::kLayer><<<grid, block, 0, s>>>(p);
+  if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+  if (p.partial) {
+    dim3 block(32, RY), grid(unsigned((N + 31) / 32));
+    reduce_partials_kernel<A, P><<<grid, block, 0, s>>>(p.partial, nparts, N, dgamma, dbeta);
+  }
   return cudaGetLastError();
+}
+
+}  // namespace
+
+// The one point where the runtime Norm (and, forward, the residual) picks the kernels'.
+template <class T, class P>
+cudaError_t launch_fwd(FwdParams<T, P> p, bool vec_ok, cudaStream_t s) {
+  p.n = int(p.N);
+  if (p.R)
+    return p.norm == Norm::kRms ? launch_fwd_norm<T, P, Norm::kRms, true>(p, vec_ok, s)
+                                : launch_fwd_norm<T, P, Norm::kLayer, true>(p, vec_ok, s);
+  return p.norm == Norm::kRms ? launch_fwd_norm<T, P, Norm::kRms, false>(p, vec_ok, s)
+                              : launch_fwd_norm<T, P, Norm::kLayer, false>(p, vec_ok, s);
 }
 
 template <class T, class P>
 int64_t bwd_num_partials(const BwdParams<T, P>& p, bool vec_ok, int device) {
-  const Config c = bwd_config_for<T>(p.N, vec_ok);
-  if (c.reg) return bwd_launch_plan<T, P>(c, p.N, p.M, device).grid;
-  return fallback_num_partials<T, P>(p.N, p.M, device);
+  return p.norm == Norm::kRms ? bwd_num_partials_norm<T, P, Norm::kRms>(p, vec_ok, device)
+                              : bwd_num_partials_norm<T, P, Norm::kLayer>(p, vec_ok, device);
 }
 
 template <class T, class P>
 cudaError_t launch_bwd(BwdParams<T, P> p, bool vec_ok, int64_t nparts, P* dgamma, P* dbeta,
                        cudaStream_t s) {
-  using A = acc_t<T>;
-  constexpr int VEC = Pack<T>::n;
-  const Config c = bwd_config_for<T>(p.N, vec_ok);
-  int device = 0;
-  cudaGetDevice(&device);
-  if (c.reg) {
-    p.tpr = c.tpr;
-    const BwdLaunch<T, P> l = bwd_launch_plan<T, P>(c, p.N, p.M, device);
-    if (p.partial && l.grid != nparts) return cudaErrorInvalidValue;  // plan and launch disagree
-    l.kernel<<<unsigned(l.grid), c.block, l.smem, s>>>(p);
-  } else {
-    if (p.dX) {
-      const int block = fallback_block(vec_ok ? p.N / VEC : p.N);
-      p.tpr = block;
-      const unsigned grid = unsigned(std::min<int64_t>(p.M, int64_t(1) << 30));
-      if (vec_ok)
-        bwd_fallback_dx_kernel<T, P, VEC, Norm::kLayer><<<grid, block, 0, s>>>(p);
-      else
-        bwd_fallback_dx_kernel<T, P, 1, Norm::kLayer><<<grid, block, 0, s>>>(p);
-      if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
-    }
-    if (p.partial) {
-      dim3 grid(unsigned((p.N + 255) / 256), unsigned(nparts));
-      bwd_fallback_cols_kernel<T, P, Norm::kLayer><<<grid, 256, 0, s>>>(p);
-    }
-  }
-  if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
-  if (p.partial) {
-    dim3 block(32, RY), grid(unsigned((p.N + 31) / 32));
-    reduce_partials_kernel<A, P><<<grid, block, 0, s>>>(p.partial, nparts, p.N, dgamma, dbeta);
-  }
-  return cudaGetLastError();
+  p.n = int(p.N);
+  return p.norm == Norm::kRms
+             ? launch_bwd_norm<T, P, Norm::kRms>(p, vec_ok, nparts, dgamma, dbeta, s)
+             : launch_bwd_norm<T, P, Norm::kLayer>(p, vec_ok, nparts, dgamma, dbeta, s);
 }
 
 FASTLN_FOR_EACH_TYPE_PAIR(FASTLN_CUDA_INSTANTIATE)

@@ -11,45 +11,32 @@
 namespace fastln {
 namespace cuda_impl {
 
+// The CPU kernels' arguments (layer_norm.h: the norm, the optional fused residual add), plus
+// the row count, and what the launcher fills in: n, the row length N as an int (N must be
+// < 2^31; the kernels index with n: reading the 64-bit N instead cost registers, in one
+// backward kernel 111 instead of 61, half the occupancy), and the threads per row.
 template <class T, class P>
-struct FwdParams {
-  const T* X;
-  int64_t ldx;
-  const P* gamma;
-  const P* beta;
-  T* Y;
-  acc_t<T>* mean;
-  acc_t<T>* rstd;
+struct FwdParams : ForwardArgs<T, P> {
   int64_t M;
-  int N;
-  int tpr;
-  double eps;
+  int n = 0;
+  int tpr = 0;
 };
 
+// BackwardArgs::partial is [nparts][2][N] here (nparts from bwd_num_partials) or null.
 template <class T, class P>
-struct BwdParams {
-  const T* dY;
-  int64_t lddy;
-  const T* X;
-  int64_t ldx;
-  const acc_t<T>* mean;
-  const acc_t<T>* rstd;
-  const P* gamma;
-  T* dX;                // null: no grad_input
-  acc_t<T>* partial;    // [nparts][2][N] or null
-  int64_t M;
-  int N;
-  int tpr;
+struct BwdParams : BackwardArgs<T, P> {
+  int n = 0;
+  int tpr = 0;
 };
 
-// vec_ok: N, the row strides and every pointer allow 16-byte vectors. Returns the first
-// CUDA error of the launches (cudaSuccess when all went well).
+// vec_ok: N, the row strides and every pointer (X, R, S, Y, gamma, beta) allow 16-byte vectors.
+// Returns the first CUDA error of the launches (cudaSuccess when all went well).
 template <class T, class P>
 cudaError_t launch_fwd(FwdParams<T, P> p, bool vec_ok, cudaStream_t stream);
 
 // Backward: plan first (the number of [2][N] fp32 partial rows the launch needs, fixed by
-// (M, N, dtype, device)), then launch with p.partial pointing at that many rows (or null when
-// neither dgamma nor dbeta is wanted; dgamma/dbeta may each be null).
+// (M, N, norm, dtype, device)), then launch with p.partial pointing at that many rows (or null
+// when neither dgamma nor dbeta is wanted; dgamma/dbeta may each be null).
 template <class T, class P>
 int64_t bwd_num_partials(const BwdParams<T, P>& p, bool vec_ok, int device);
 template <class T, class P>

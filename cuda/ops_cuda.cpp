@@ -1,59 +1,79 @@
-// CUDA implementations of fastln::layer_norm_fwd / layer_norm_bwd: checks, allocation, the
-// input's device and current stream, then the torch-free launchers of layer_norm.cu.
+// CUDA implementations of the fastln device ops (NormOps, src/cpp/torch/norm_ops.h): checks,
+// allocation, the input's device and current stream, then the torch-free launchers of
+// layer_norm.cu. LayerNorm, RMSNorm and the fused residual add share norm_fwd_cuda /
+// norm_bwd_cuda, as the CPU ops share norm_fwd_cpu / norm_bwd_cpu.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include <limits>
+#include <cmath>
 
-#include "../src/cpp/torch/common.h"
+#include "../src/cpp/torch/norm_ops.h"
 #include "layer_norm_cuda.h"
 
 namespace fastln {
 namespace {
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
-bool aligned16(const at::Tensor& t) { return !t.defined() || aligned16(t.data_ptr()); }
+bool aligned16(const at::Tensor& t) {
+  return !t.defined() || (reinterpret_cast<uintptr_t>(t.data_ptr()) & 15) == 0;
+}
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_fwd_cuda(
-    const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
-    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias, double eps) {
-  const auto s = check_norm_args("fastln.layer_norm", input, C10_AS_INTARRAYREF_SLOW(normalized_shape),
-                                 weight, bias, eps);
+// Every row tensor allows 16-byte vectors of T: row strides and base pointers.
+template <class T>
+bool vectorizable(int64_t N, std::initializer_list<Rows> rows, std::initializer_list<at::Tensor> dense) {
+  constexpr int VEC = 16 / sizeof(T);
+  bool ok = N % VEC == 0;
+  for (const Rows& r : rows) ok = ok && r.ld % VEC == 0 && aligned16(r.t);
+  for (const at::Tensor& t : dense) ok = ok && aligned16(t);
+  return ok;
+}
+
+void check_row_length(const char* op, int64_t N) {
+  TORCH_CHECK(N < (int64_t(1) << 31), op, ": normalized size ", N,
+              " is too large for the CUDA kernels");
+}
+
+Tensor3 norm_fwd_cuda(const char* op, Norm norm, const at::Tensor& input,
+                      c10::SymIntArrayRef normalized_shape, const OptTensor& weight,
+                      const OptTensor& bias, double eps, const at::Tensor& residual,
+                      at::Tensor* sum_out) {
+  const auto s = check_norm_args(op, input, C10_AS_INTARRAYREF_SLOW(normalized_shape), weight,
+                                 bias, eps);
   const c10::cuda::CUDAGuard guard(input.device());
-  at::Tensor Y = at::empty(input.sizes(), input.options().memory_format(at::MemoryFormat::Contiguous));
-  at::Tensor mean = at::empty(stat_shape(input, s.axis), input.options().dtype(acc_dtype(input.scalar_type())));
+  const auto opts = input.options().memory_format(at::MemoryFormat::Contiguous);
+  at::Tensor Y = at::empty(input.sizes(), opts);
+  at::Tensor S = residual.defined() ? (*sum_out = at::empty(input.sizes(), opts)) : at::Tensor();
+  at::Tensor mean = at::empty(stat_shape(input, s.axis), opts.dtype(acc_dtype(input.scalar_type())));
   at::Tensor rstd = at::empty_like(mean);
   if (s.M == 0) return {Y, mean, rstd};
-  if (s.N == 0) {  // as the CPU kernel: mean 0, variance 0/0
+  if (s.N == 0) {  // as the CPU kernel: mean 0, variance 0
     mean.zero_();
-    rstd.fill_(std::numeric_limits<double>::quiet_NaN());
+    rstd.fill_(1.0 / std::sqrt(eps));
     return {Y, mean, rstd};
   }
-  TORCH_CHECK(s.N < (int64_t(1) << 31), "fastln.layer_norm: normalized size ", s.N,
-              " is too large for the CUDA kernels");
+  check_row_length(op, s.N);
   const Rows X = as_rows(input, s.M, s.N);
+  const Rows R = residual.defined() ? as_rows(residual, s.M, s.N) : Rows{at::Tensor(), 0};
   const at::Tensor gamma = contiguous_param(weight), beta = contiguous_param(bias);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   dispatch_types(input.scalar_type(), param_dtype(input, gamma, beta), [&]<class T, class P>() {
-    constexpr int VEC = 16 / sizeof(T);
-    const bool vec_ok = s.N % VEC == 0 && X.ld % VEC == 0 && aligned16(X.t) && aligned16(gamma) &&
-                        aligned16(beta) && aligned16(Y);
-    const cuda_impl::FwdParams<T, P> p{ptr<const T>(X.t), X.ld, ptr<const P>(gamma),
-                                       ptr<const P>(beta), ptr<T>(Y), ptr<acc_t<T>>(mean),
-                                       ptr<acc_t<T>>(rstd), s.M, int(s.N), 0, eps};
+    const bool vec_ok = vectorizable<T>(s.N, {X, R}, {gamma, beta, Y, S});
+    const cuda_impl::FwdParams<T, P> p{
+        {ptr<const T>(X.t), X.ld, ptr<const P>(gamma), ptr<const P>(beta), ptr<T>(Y),
+         ptr<acc_t<T>>(mean), ptr<acc_t<T>>(rstd), s.N, eps, norm, ptr<const T>(R.t), R.ld,
+         ptr<T>(S)},
+        s.M};
     const cudaError_t err = cuda_impl::launch_fwd<T, P>(p, vec_ok, stream);
     C10_CUDA_CHECK(err);
   });
   return {Y, mean, rstd};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd_cuda(
-    const at::Tensor& grad_out, const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
-    const at::Tensor& mean, const at::Tensor& rstd, const std::optional<at::Tensor>& weight,
-    const std::optional<at::Tensor>& bias, std::array<bool, 3> output_mask) {
-  const char* op = "fastln.layer_norm_bwd";
+Tensor3 norm_bwd_cuda(const char* op, Norm norm, const at::Tensor& grad_out,
+                      const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
+                      const at::Tensor& mean, const at::Tensor& rstd, const OptTensor& weight,
+                      const OptTensor& bias, std::array<bool, 3> output_mask) {
   const auto ns = C10_AS_INTARRAYREF_SLOW(normalized_shape);
   const auto s = check_norm_args(op, input, ns, weight, bias, 0.0);
   check_bwd_args(op, grad_out, input, s, mean, rstd);
@@ -71,20 +91,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd_cuda(
     if (output_mask[2]) dbeta.zero_();
     return {dX, dgamma, dbeta};
   }
-  TORCH_CHECK(s.N < (int64_t(1) << 31), op, ": normalized size ", s.N,
-              " is too large for the CUDA kernels");
+  check_row_length(op, s.N);
   const Rows X = as_rows(input, s.M, s.N), dY = as_rows(grad_out, s.M, s.N);
-  const at::Tensor mean_c = mean.contiguous(), rstd_c = rstd.contiguous();
+  const at::Tensor mean_c = norm == Norm::kRms ? at::Tensor() : mean.contiguous();
+  const at::Tensor rstd_c = rstd.contiguous();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int device = input.get_device();
   dispatch_types(input.scalar_type(), pdtype, [&]<class T, class P>() {
-    constexpr int VEC = 16 / sizeof(T);
-    const bool vec_ok = s.N % VEC == 0 && X.ld % VEC == 0 && dY.ld % VEC == 0 && aligned16(X.t) &&
-                        aligned16(dY.t) && aligned16(gamma) && aligned16(dX);
-    cuda_impl::BwdParams<T, P> p{ptr<const T>(dY.t), dY.ld, ptr<const T>(X.t), X.ld,
-                                 ptr<const acc_t<T>>(mean_c), ptr<const acc_t<T>>(rstd_c),
-                                 ptr<const P>(gamma), output_mask[0] ? ptr<T>(dX) : nullptr,
-                                 nullptr, s.M, int(s.N), 0};
+    const bool vec_ok = vectorizable<T>(s.N, {X, dY}, {gamma, dX});
+    cuda_impl::BwdParams<T, P> p{
+        {ptr<const T>(dY.t), dY.ld, ptr<const T>(X.t), X.ld, ptr<const acc_t<T>>(mean_c),
+         ptr<const acc_t<T>>(rstd_c), ptr<const P>(gamma), output_mask[0] ? ptr<T>(dX) : nullptr,
+         nullptr, s.M, s.N, norm}};
     // fp32 (fp64 for double) partial column sums, one [2][N] row per CTA, summed in order.
     at::Tensor partial;
     int64_t nparts = 0;
@@ -103,9 +121,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd_cuda(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastln, CUDA, m) {
-  m.impl("layer_norm_fwd", &layer_norm_fwd_cuda);
-  m.impl("layer_norm_bwd", &layer_norm_bwd_cuda);
-}
+TORCH_LIBRARY_IMPL(fastln, CUDA, m) { NormOps<norm_fwd_cuda, norm_bwd_cuda>::register_impls(m); }
 
 }  // namespace fastln

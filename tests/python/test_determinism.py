@@ -13,10 +13,21 @@ SHAPES = [  # (input shape, normalized_shape): one row, few rows, many rows, 3-D
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
 
 
-def _run(x, nshape, w, b, dy):
+# op(x, normalized_shape, w, b) -> its outputs (b unused by the RMSNorms); the fused adds take
+# a residual made from x (rows flipped: other values, same layout).
+OPS = {
+    "layer_norm": lambda x, ns, w, b: (fastln.layer_norm(x, ns, w, b, 1e-5),),
+    "rms_norm": lambda x, ns, w, b: (fastln.rms_norm(x, ns, w, 1e-5),),
+    "fused_add_layer_norm": lambda x, ns, w, b: fastln.fused_add_layer_norm(x, x.flip(0), ns, w, b, 1e-5),
+    "fused_add_rms_norm": lambda x, ns, w, b: fastln.fused_add_rms_norm(x, x.flip(0), ns, w, 1e-5),
+}
+
+
+def _run(x, nshape, w, b, dy, op="layer_norm"):
     leaves = [t.detach().requires_grad_() for t in (x, w, b)]
-    y = fastln.layer_norm(leaves[0], nshape, leaves[1], leaves[2], 1e-5)
-    return [y.detach(), *torch.autograd.grad(y, leaves, dy)]
+    outs = OPS[op](leaves[0], nshape, leaves[1], leaves[2])
+    grads = torch.autograd.grad(outs, leaves, [dy] * len(outs), allow_unused=True)
+    return [o.detach() for o in outs] + [g for g in grads if g is not None]
 
 
 def _inputs(shape, nshape, dtype, device, param_dtype=None):
@@ -67,10 +78,11 @@ def test_cpu_threads_bitwise_mixed(dtype, restore_threads):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("op", sorted(OPS))
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape,nshape", SHAPES)
-def test_cuda_repeat_bitwise(shape, nshape, dtype):
+def test_cuda_repeat_bitwise(shape, nshape, dtype, op):
     x, w, b, dy = _inputs(shape, nshape, dtype, "cuda")
-    first = _run(x, nshape, w, b, dy)
+    first = _run(x, nshape, w, b, dy, op)
     for rep in range(3):
-        _assert_bitwise(first, _run(x, nshape, w, b, dy), f"cuda run {rep}")
+        _assert_bitwise(first, _run(x, nshape, w, b, dy, op), f"cuda {op} run {rep}")

@@ -181,8 +181,42 @@ def test_variance_overflow_is_not_silently_zero():
     assert ours.isnan().all() or torch.allclose(ours.double(), ref, rtol=1e-5)
 
 
+def _op_calls(device):
+    """One well-formed call of every fastln op, as (op, args), tensors on `device`."""
+    xx, w, st = torch.randn(2, 4, device=device), torch.ones(4, device=device), torch.ones(2, 1, device=device)
+    ops, mask = torch.ops.fastln, [True, True, True]
+    return {
+        "layer_norm": (ops.layer_norm, (xx, (4,), w, w)),
+        "layer_norm_memory_efficient": (ops.layer_norm_memory_efficient, (xx, (4,), w, w)),
+        "layer_norm_fwd": (ops.layer_norm_fwd, (xx, (4,), w, w, 1e-5)),
+        "layer_norm_bwd": (ops.layer_norm_bwd, (xx, xx, (4,), st, st, w, w, mask)),
+        "recover_centered_input": (ops.recover_centered_input, (xx, (4,), st, w, w)),
+        "rms_norm": (ops.rms_norm, (xx, (4,), w)),
+        "rms_norm_fwd": (ops.rms_norm_fwd, (xx, (4,), w, 1e-5)),
+        "rms_norm_bwd": (ops.rms_norm_bwd, (xx, xx, (4,), st, w, mask[:2])),
+        "fused_add_layer_norm": (ops.fused_add_layer_norm, (xx, xx, (4,), w, w)),
+        "fused_add_rms_norm": (ops.fused_add_rms_norm, (xx, xx, (4,), w)),
+        "add_norm_fwd": (ops.add_norm_fwd, (xx, xx, (4,), w, w, 1e-5, False, False)),
+    }
+
+
+def test_op_calls_cover_every_op():
+    names = {n.split("::")[1] for n in torch._C._dispatch_get_all_op_names() if n.startswith("fastln::")}
+    calls = _op_calls("cpu")
+    assert names == set(calls)
+    for op, args in calls.values():
+        op(*args)  # well-formed on the CPU
+
+
 @pytest.mark.skipif(fastln._C.cuda, reason="built with CUDA kernels")
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_tensor_without_cuda_build():
-    with pytest.raises(RuntimeError, match="built without CUDA"):
-        fastln.layer_norm(x.cuda(), (4,))
+@pytest.mark.parametrize("name", sorted(_op_calls("cpu")))
+def test_cuda_tensor_without_cuda_build(name):
+    """A CPU-only build: every op on a CUDA tensor says how to rebuild. Without a GPU, the CUDA
+    kernel is reached through redispatch."""
+    with pytest.raises(RuntimeError, match="fastln::.*built without CUDA kernels .*FASTLN_CUDA=ON"):
+        if torch.cuda.is_available():
+            op, args = _op_calls("cuda")[name]
+            op(*args)
+        else:
+            op, args = _op_calls("cpu")[name]
+            op.default.redispatch(torch._C.DispatchKeySet(torch._C.DispatchKey.CUDA), *args)

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 import fastln
-from conftest import assert_close_to_ref, ref_layer_norm, ref_rms_norm
+from conftest import DEVICES, assert_close_to_ref, ref_layer_norm, ref_rms_norm
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 
@@ -45,15 +45,16 @@ def run(fn, x, r, ns, w, b, dy, ds, eps):
     return [y.detach(), s.detach(), *grads]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("norm", ["layer", "rms"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("fp32", [False, True])
-@pytest.mark.parametrize("shape,ns", [((3, 7), (7,)), ((2, 5, 300), (300,)), ((4, 3, 8), (3, 8))])
-def test_parity(norm, dtype, fp32, shape, ns):
+@pytest.mark.parametrize("shape,ns", [((3, 7), (7,)), ((2, 5, 300), (300,)), ((4, 3, 8), (3, 8)), ((9, 2048), (2048,))])
+def test_parity(device, norm, dtype, fp32, shape, ns):
     g = torch.Generator().manual_seed(1)
-    x, r, dy, ds = (torch.randn(shape, generator=g, dtype=torch.float64) for _ in range(4))
-    w = 1 + 0.5 * torch.randn(ns, generator=g, dtype=torch.float64)
-    b = torch.randn(ns, generator=g, dtype=torch.float64) if norm == "layer" else None
+    x, r, dy, ds = (torch.randn(shape, generator=g, dtype=torch.float64).to(device) for _ in range(4))
+    w = (1 + 0.5 * torch.randn(ns, generator=g, dtype=torch.float64)).to(device)
+    b = torch.randn(ns, generator=g, dtype=torch.float64).to(device) if norm == "layer" else None
     lo = lambda t: None if t is None else t.to(dtype)  # noqa: E731
     args = (lo(x), lo(r), ns, lo(w), lo(b), lo(dy), lo(ds), 1e-5)
     out = run(ours(norm, fp32), *args)
@@ -127,25 +128,29 @@ def test_bad_input(call, error, pattern):
         call()
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_bitwise_equal_to_fastln_unfused(dtype):
+@pytest.mark.parametrize("n", [1000, 1001])  # CUDA: 16-byte vectors, and the fallback path
+def test_bitwise_equal_to_fastln_unfused(device, dtype, n):
     """The fused pass rounds x + r to the dtype first, exactly as x + r does."""
     g = torch.Generator().manual_seed(3)
-    x, r = (torch.randn(37, 1000, generator=g).to(dtype) for _ in range(2))
-    r = torch.randn(1000, 37, generator=g).to(dtype).t()  # strided residual
-    w, b = (torch.randn(1000, generator=g).to(dtype) for _ in range(2))
-    y, s = fastln.fused_add_layer_norm(x, r, 1000, w, b)
+    x = torch.randn(37, n, generator=g).to(device, dtype)
+    r = torch.randn(n, 37, generator=g).to(device, dtype).t()  # strided residual
+    w, b = (torch.randn(n, generator=g).to(device, dtype) for _ in range(2))
+    y, s = fastln.fused_add_layer_norm(x, r, n, w, b)
     assert torch.equal(s, x + r)
-    assert torch.equal(y, fastln.layer_norm(x + r, 1000, w, b))
-    y, s = fastln.fused_add_rms_norm(x, r, 1000, w)
-    assert torch.equal(y, fastln.rms_norm(x + r, 1000, w))
+    assert torch.equal(y, fastln.layer_norm(x + r, n, w, b))
+    y, s = fastln.fused_add_rms_norm(x, r, n, w)
+    assert torch.equal(s, x + r)
+    assert torch.equal(y, fastln.rms_norm(x + r, n, w))
 
 
-def test_mixed_dtype_params():
+@pytest.mark.parametrize("device", DEVICES)
+def test_mixed_dtype_params(device):
     """16-bit input and residual, float32 weight and bias: as the unfused fastln pair."""
     g = torch.Generator().manual_seed(4)
-    x, r = (torch.randn(9, 64, generator=g).bfloat16().requires_grad_() for _ in range(2))
-    w, b = (torch.randn(64, generator=g).requires_grad_() for _ in range(2))
+    x, r = (torch.randn(9, 64, generator=g).to(device, torch.bfloat16).requires_grad_() for _ in range(2))
+    w, b = (torch.randn(64, generator=g).to(device).requires_grad_() for _ in range(2))
     y, s = fastln.fused_add_layer_norm(x, r, 64, w, b)
     y2 = fastln.layer_norm(x + r, 64, w, b)
     assert y.dtype == torch.bfloat16 and torch.equal(y, y2)

@@ -1,4 +1,5 @@
 """Packaging facts: version, import without torch first, torch version guard."""
+import struct
 import subprocess
 import sys
 
@@ -28,3 +29,32 @@ def test_torch_version_mismatch_is_a_clear_import_error(monkeypatch):
 def test_isa_reporting():
     isas = fastln._C.available_isas()
     assert isas[0] == "base" and fastln._C.isa() in isas
+
+
+def _elf_needed(path):
+    """The DT_NEEDED entries of a 64-bit little-endian ELF shared object."""
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data[:4] == b"\x7fELF" and data[4:6] == b"\x02\x01", "not a 64-bit little-endian ELF"
+    (phoff,) = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    loads, dynamic = [], None
+    for i in range(phnum):
+        p_type, _, p_offset, p_vaddr, _, p_filesz = struct.unpack_from("<IIQQQQ", data, phoff + i * phentsize)
+        if p_type == 1:  # PT_LOAD
+            loads.append((p_vaddr, p_offset, p_filesz))
+        elif p_type == 2:  # PT_DYNAMIC
+            dynamic = (p_offset, p_filesz)
+    assert dynamic is not None, "no dynamic section"
+    entries = [struct.unpack_from("<qQ", data, dynamic[0] + 16 * i) for i in range(dynamic[1] // 16)]
+    strtab_vaddr = next(v for tag, v in entries if tag == 5)  # DT_STRTAB
+    strtab = next(o + strtab_vaddr - v for v, o, n in loads if v <= strtab_vaddr < v + n)
+    return [data[strtab + v:data.index(b"\0", strtab + v)].decode() for tag, v in entries if tag == 1]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not fastln._C.compiler.startswith("gcc"),
+                    reason="a g++ build on Linux")
+def test_extension_uses_the_shared_libstdcxx():
+    """_C must need libstdc++.so.6 (the C++ runtime torch loads), never carry a static copy:
+    two copies in one process crashed on every error message that formats a number."""
+    assert "libstdc++.so.6" in _elf_needed(fastln._C.__file__)

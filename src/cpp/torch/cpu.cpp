@@ -8,7 +8,7 @@
 #include <sys/mman.h>
 #endif
 
-#include "common.h"
+#include "norm_ops.h"
 
 namespace fastln {
 namespace {
@@ -114,73 +114,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_bwd_cpu(
   return {dX, dgamma, dbeta};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_fwd_cpu(
-    const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
-    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias, double eps) {
-  return norm_fwd_cpu("fastln.layer_norm", Norm::kLayer, input, normalized_shape, weight, bias, eps);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd_cpu(
-    const at::Tensor& grad_out, const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
-    const at::Tensor& mean, const at::Tensor& rstd, const std::optional<at::Tensor>& weight,
-    const std::optional<at::Tensor>& bias, std::array<bool, 3> output_mask) {
-  return norm_bwd_cpu("fastln.layer_norm_bwd", Norm::kLayer, grad_out, input, normalized_shape,
-                      mean, rstd, weight, bias, output_mask);
-}
-
-std::tuple<at::Tensor, at::Tensor> rms_norm_fwd_cpu(const at::Tensor& input,
-                                                    c10::SymIntArrayRef normalized_shape,
-                                                    const std::optional<at::Tensor>& weight,
-                                                    double eps) {
-  auto [y, mean, rstd] =
-      norm_fwd_cpu("fastln.rms_norm", Norm::kRms, input, normalized_shape, weight, {}, eps);
-  return {y, rstd};
-}
-
-std::tuple<at::Tensor, at::Tensor> rms_norm_bwd_cpu(const at::Tensor& grad_out,
-                                                    const at::Tensor& input,
-                                                    c10::SymIntArrayRef normalized_shape,
-                                                    const at::Tensor& rstd,
-                                                    const std::optional<at::Tensor>& weight,
-                                                    std::array<bool, 2> output_mask) {
-  auto [dx, dgamma, dbeta] =
-      norm_bwd_cpu("fastln.rms_norm_bwd", Norm::kRms, grad_out, input, normalized_shape, {}, rstd,
-                   weight, {}, {output_mask[0], output_mask[1], false});
-  return {dx, dgamma};
-}
-
-// Residual add + LayerNorm / RMSNorm: (output, input + residual, mean, rstd). With
-// residual_in_fp32 and a 16-bit input, the sum is formed, kept and normalized in float32.
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> add_norm_fwd_cpu(
-    const at::Tensor& input, const at::Tensor& residual, c10::SymIntArrayRef normalized_shape,
-    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias, double eps,
-    bool rms, bool residual_in_fp32) {
-  const char* op = rms ? "fastln.fused_add_rms_norm" : "fastln.fused_add_layer_norm";
-  check_residual(op, input, residual, residual_in_fp32);
-  const auto x = input.scalar_type();
-  if (residual_in_fp32 && (x == at::kBFloat16 || x == at::kHalf)) {
-    auto f32 = [](const std::optional<at::Tensor>& p) -> std::optional<at::Tensor> {
-      return p.has_value() && p->defined() ? std::optional<at::Tensor>(p->to(at::kFloat)) : p;
-    };
-    auto [y, sum, mean, rstd] = add_norm_fwd_cpu(input.to(at::kFloat), residual.to(at::kFloat),
-                                                 normalized_shape, f32(weight), f32(bias), eps, rms,
-                                                 false);
-    return {y.to(input.scalar_type()), sum, mean, rstd};
-  }
-  at::Tensor sum;
-  auto [y, mean, rstd] = norm_fwd_cpu(op, rms ? Norm::kRms : Norm::kLayer, input, normalized_shape,
-                                      weight, bias, eps, residual, &sum);
-  return {y, sum, mean, rstd};
-}
-
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastln, CPU, m) {
-  m.impl("layer_norm_fwd", &layer_norm_fwd_cpu);
-  m.impl("layer_norm_bwd", &layer_norm_bwd_cpu);
-  m.impl("rms_norm_fwd", &rms_norm_fwd_cpu);
-  m.impl("rms_norm_bwd", &rms_norm_bwd_cpu);
-  m.impl("add_norm_fwd", &add_norm_fwd_cpu);
-}
+TORCH_LIBRARY_IMPL(fastln, CPU, m) { NormOps<norm_fwd_cpu, norm_bwd_cpu>::register_impls(m); }
 
 }  // namespace fastln

@@ -13,6 +13,8 @@
 #include <torch/library.h>
 
 #include <cfloat>
+#include <cstring>
+#include <string>
 
 #include "common.h"
 
@@ -355,38 +357,44 @@ at::Tensor recover_centered_input(const at::Tensor& y, c10::SymIntArrayRef norma
 
 }  // namespace
 
+// Every op of the library, one schema each: TORCH_LIBRARY defines them all, and a build
+// without CUDA gives each the same CUDA stub (below).
+constexpr const char* kSchemas[] = {
+    "layer_norm(Tensor input, SymInt[] normalized_shape, Tensor? weight=None, "
+    "Tensor? bias=None, float eps=1e-05) -> Tensor",
+    // Returns (output, mean, rstd); mean and rstd have the input's leading dims, then ones.
+    "layer_norm_fwd(Tensor input, SymInt[] normalized_shape, Tensor? weight, Tensor? bias, "
+    "float eps) -> (Tensor, Tensor, Tensor)",
+    // Returns (grad_input, grad_weight, grad_bias); those not asked for in output_mask are empty.
+    "layer_norm_bwd(Tensor grad_out, Tensor input, SymInt[] normalized_shape, Tensor mean, "
+    "Tensor rstd, Tensor? weight, Tensor? bias, bool[3] output_mask) -> (Tensor, Tensor, Tensor)",
+    // layer_norm that saves its output, not its input, for backward.
+    "layer_norm_memory_efficient(Tensor input, SymInt[] normalized_shape, "
+    "Tensor? weight=None, Tensor? bias=None, float eps=1e-05) -> Tensor",
+    // (output - bias) / weight / rstd, in the output's dtype: the input minus its mean.
+    "recover_centered_input(Tensor output, SymInt[] normalized_shape, Tensor rstd, "
+    "Tensor? weight, Tensor? bias) -> Tensor",
+    // eps=None: torch.finfo of the computation type (float32 for 16-bit inputs).
+    "rms_norm(Tensor input, SymInt[] normalized_shape, Tensor? weight=None, "
+    "float? eps=None) -> Tensor",
+    // Returns (output, rstd); rstd as layer_norm_fwd's.
+    "rms_norm_fwd(Tensor input, SymInt[] normalized_shape, Tensor? weight, float eps) "
+    "-> (Tensor, Tensor)",
+    "rms_norm_bwd(Tensor grad_out, Tensor input, SymInt[] normalized_shape, Tensor rstd, "
+    "Tensor? weight, bool[2] output_mask) -> (Tensor, Tensor)",
+    // Residual add fused with the norm: (norm(input + residual), input + residual).
+    "fused_add_layer_norm(Tensor input, Tensor residual, SymInt[] normalized_shape, "
+    "Tensor? weight=None, Tensor? bias=None, float eps=1e-05, bool residual_in_fp32=False) "
+    "-> (Tensor, Tensor)",
+    "fused_add_rms_norm(Tensor input, Tensor residual, SymInt[] normalized_shape, "
+    "Tensor? weight=None, float? eps=None, bool residual_in_fp32=False) -> (Tensor, Tensor)",
+    // Returns (output, input + residual, mean, rstd); rms: mean is zeros, bias must be None.
+    "add_norm_fwd(Tensor input, Tensor residual, SymInt[] normalized_shape, Tensor? weight, "
+    "Tensor? bias, float eps, bool rms, bool residual_in_fp32) -> (Tensor, Tensor, Tensor, Tensor)",
+};
+
 TORCH_LIBRARY(fastln, m) {
-  m.def("layer_norm(Tensor input, SymInt[] normalized_shape, Tensor? weight=None, "
-        "Tensor? bias=None, float eps=1e-05) -> Tensor");
-  // Returns (output, mean, rstd); mean and rstd have the input's leading dims, then ones.
-  m.def("layer_norm_fwd(Tensor input, SymInt[] normalized_shape, Tensor? weight, Tensor? bias, "
-        "float eps) -> (Tensor, Tensor, Tensor)");
-  // Returns (grad_input, grad_weight, grad_bias); those not asked for in output_mask are empty.
-  m.def("layer_norm_bwd(Tensor grad_out, Tensor input, SymInt[] normalized_shape, Tensor mean, "
-        "Tensor rstd, Tensor? weight, Tensor? bias, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
-  // layer_norm that saves its output, not its input, for backward.
-  m.def("layer_norm_memory_efficient(Tensor input, SymInt[] normalized_shape, "
-        "Tensor? weight=None, Tensor? bias=None, float eps=1e-05) -> Tensor");
-  // (output - bias) / weight / rstd, in the output's dtype: the input minus its mean.
-  m.def("recover_centered_input(Tensor output, SymInt[] normalized_shape, Tensor rstd, "
-        "Tensor? weight, Tensor? bias) -> Tensor");
-  // eps=None: torch.finfo of the computation type (float32 for 16-bit inputs).
-  m.def("rms_norm(Tensor input, SymInt[] normalized_shape, Tensor? weight=None, "
-        "float? eps=None) -> Tensor");
-  // Returns (output, rstd); rstd as layer_norm_fwd's.
-  m.def("rms_norm_fwd(Tensor input, SymInt[] normalized_shape, Tensor? weight, float eps) "
-        "-> (Tensor, Tensor)");
-  m.def("rms_norm_bwd(Tensor grad_out, Tensor input, SymInt[] normalized_shape, Tensor rstd, "
-        "Tensor? weight, bool[2] output_mask) -> (Tensor, Tensor)");
-  // Residual add fused with the norm: (norm(input + residual), input + residual).
-  m.def("fused_add_layer_norm(Tensor input, Tensor residual, SymInt[] normalized_shape, "
-        "Tensor? weight=None, Tensor? bias=None, float eps=1e-05, bool residual_in_fp32=False) "
-        "-> (Tensor, Tensor)");
-  m.def("fused_add_rms_norm(Tensor input, Tensor residual, SymInt[] normalized_shape, "
-        "Tensor? weight=None, float? eps=None, bool residual_in_fp32=False) -> (Tensor, Tensor)");
-  // Returns (output, input + residual, mean, rstd); rms: mean is zeros, bias must be None.
-  m.def("add_norm_fwd(Tensor input, Tensor residual, SymInt[] normalized_shape, Tensor? weight, "
-        "Tensor? bias, float eps, bool rms, bool residual_in_fp32) -> (Tensor, Tensor, Tensor, Tensor)");
+  for (const char* schema : kSchemas) m.def(schema);
 }
 
 TORCH_LIBRARY_IMPL(fastln, Autograd, m) {
@@ -406,23 +414,18 @@ TORCH_LIBRARY_IMPL(fastln, CompositeExplicitAutograd, m) {
 }
 
 #ifndef FASTLN_WITH_CUDA
-// Without this, a CUDA tensor would meet the dispatcher's generic "could not run" message.
-[[noreturn]] void no_cuda() {
-  TORCH_CHECK(false, "fastln was built without CUDA kernels (FASTLN_CUDA=OFF): rebuild with "
-                     "FASTLN_CUDA=ON to use CUDA tensors");
+// Without this, a CUDA tensor would meet the dispatcher's generic "could not run" message. One
+// boxed kernel serves every op (any signature), registered for each op of this library only:
+// a CUDA fallback for the whole key would catch other libraries' ops too.
+void no_cuda(const c10::OperatorHandle& op, torch::jit::Stack*) {
+  TORCH_CHECK(false, op.schema().name(), ": fastln was built without CUDA kernels "
+              "(FASTLN_CUDA=OFF): rebuild with FASTLN_CUDA=ON to use CUDA tensors");
 }
 TORCH_LIBRARY_IMPL(fastln, CUDA, m) {
-  m.impl("layer_norm_fwd", [](const at::Tensor&, c10::SymIntArrayRef, const OptT&, const OptT&,
-                              double) -> T3 { no_cuda(); });
-  m.impl("layer_norm_bwd",
-         [](const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef, const at::Tensor&,
-            const at::Tensor&, const OptT&, const OptT&, std::array<bool, 3>) -> T3 { no_cuda(); });
-  m.impl("rms_norm_fwd",
-         [](const at::Tensor&, c10::SymIntArrayRef, const OptT&, double) -> T2 { no_cuda(); });
-  m.impl("rms_norm_bwd", [](const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
-                            const at::Tensor&, const OptT&, std::array<bool, 2>) -> T2 { no_cuda(); });
-  m.impl("add_norm_fwd", [](const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef, const OptT&,
-                            const OptT&, double, bool, bool) -> T4 { no_cuda(); });
+  for (const char* schema : kSchemas) {
+    const std::string name(schema, std::strchr(schema, '('));
+    m.impl(name.c_str(), torch::CppFunction::makeFromBoxedFunction<&no_cuda>());
+  }
 }
 #endif
 

@@ -592,7 +592,11 @@ Config bwd_config(int nvec, int N, size_t acc_size, bool half_width) {
   if (nvec <= 128) {
     c.tpr = pow2_ceil((nvec + 3) / 4);
     c.nv = nv_class((nvec + c.tpr - 1) / c.tpr);
-    c.block = 512;
+    // Small CTAs: a CTA's row groups add their column sums in group order at the end, so
+    // that step grows with the groups a CTA holds. H100, bf16 backward: (4096, 1024) 55 ->
+    // 32 us with 128 threads instead of 512, (131072, 1024) 324 -> 305 us, (524288, 256)
+    // 375 -> 310 us with 64 (docs/cuda.md).
+    c.block = std::max(nvec <= 32 ? 64 : 128, c.tpr);
     c.reg = true;
     return c;
   }

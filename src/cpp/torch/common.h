@@ -2,10 +2,22 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 
 #include "../kernels/layer_norm.h"
 
 namespace fastln {
+
+using OptTensor = std::optional<at::Tensor>;
+using Tensor2 = std::tuple<at::Tensor, at::Tensor>;
+using Tensor3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+using Tensor4 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+// The typed handle of a registered op, e.g. find_op<Sig>("fastln::layer_norm_fwd").
+template <class Sig>
+c10::TypedOperatorHandle<Sig> find_op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
+}
 
 // M rows of N elements: the input seen as (M, N), N = prod(normalized_shape).
 struct NormShape {

@@ -1,7 +1,6 @@
 // The Python extension fastln._C. Importing it registers the torch ops (TORCH_LIBRARY in
 // ops.cpp). The functions here report how fastln was built and which CPU path runs, and give
 // fastln.functional an eager fast path to the ops.
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/utils/pybind.h>  // pybind11 with torch's Tensor casters
 #include <torch/version.h>
 
@@ -9,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "../kernels/layer_norm.h"
+#include "common.h"
 
 namespace py = pybind11;
 
@@ -26,17 +25,13 @@ fastln::Isa isa_from_name(const std::string& name) {
 // arguments against the schema, ~3 us of a ~20 us small call (docs/cpu.md). Typed signatures:
 // a wrong argument type fails in pybind11, and fastln.functional then retries through
 // torch.ops for torch's error message.
-using OptT = std::optional<at::Tensor>;
-using T2 = std::tuple<at::Tensor, at::Tensor>;
-
-template <class Sig>
-c10::TypedOperatorHandle<Sig> find_op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
-}
+using fastln::find_op;
+using fastln::OptTensor;
+using fastln::Tensor2;
 
 at::Tensor layer_norm(const at::Tensor& input, const std::vector<int64_t>& normalized_shape,
-                      const OptT& weight, const OptT& bias, double eps, bool memory_efficient) {
-  using Sig = at::Tensor(const at::Tensor&, c10::SymIntArrayRef, const OptT&, const OptT&, double);
+                      const OptTensor& weight, const OptTensor& bias, double eps, bool memory_efficient) {
+  using Sig = at::Tensor(const at::Tensor&, c10::SymIntArrayRef, const OptTensor&, const OptTensor&, double);
   static const auto op = find_op<Sig>("fastln::layer_norm");
   static const auto op_me = find_op<Sig>("fastln::layer_norm_memory_efficient");
   py::gil_scoped_release no_gil;
@@ -45,29 +40,29 @@ at::Tensor layer_norm(const at::Tensor& input, const std::vector<int64_t>& norma
 }
 
 at::Tensor rms_norm(const at::Tensor& input, const std::vector<int64_t>& normalized_shape,
-                    const OptT& weight, std::optional<double> eps) {
-  static const auto op = find_op<at::Tensor(const at::Tensor&, c10::SymIntArrayRef, const OptT&,
+                    const OptTensor& weight, std::optional<double> eps) {
+  static const auto op = find_op<at::Tensor(const at::Tensor&, c10::SymIntArrayRef, const OptTensor&,
                                             std::optional<double>)>("fastln::rms_norm");
   py::gil_scoped_release no_gil;
   return op.call(input, c10::fromIntArrayRefSlow(normalized_shape), weight, eps);
 }
 
-T2 fused_add_layer_norm(const at::Tensor& input, const at::Tensor& residual,
-                        const std::vector<int64_t>& normalized_shape, const OptT& weight,
-                        const OptT& bias, double eps, bool residual_in_fp32) {
-  static const auto op = find_op<T2(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
-                                    const OptT&, const OptT&, double, bool)>(
+Tensor2 fused_add_layer_norm(const at::Tensor& input, const at::Tensor& residual,
+                        const std::vector<int64_t>& normalized_shape, const OptTensor& weight,
+                        const OptTensor& bias, double eps, bool residual_in_fp32) {
+  static const auto op = find_op<Tensor2(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
+                                    const OptTensor&, const OptTensor&, double, bool)>(
       "fastln::fused_add_layer_norm");
   py::gil_scoped_release no_gil;
   return op.call(input, residual, c10::fromIntArrayRefSlow(normalized_shape), weight, bias, eps,
                  residual_in_fp32);
 }
 
-T2 fused_add_rms_norm(const at::Tensor& input, const at::Tensor& residual,
-                      const std::vector<int64_t>& normalized_shape, const OptT& weight,
+Tensor2 fused_add_rms_norm(const at::Tensor& input, const at::Tensor& residual,
+                      const std::vector<int64_t>& normalized_shape, const OptTensor& weight,
                       std::optional<double> eps, bool residual_in_fp32) {
-  static const auto op = find_op<T2(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
-                                    const OptT&, std::optional<double>, bool)>(
+  static const auto op = find_op<Tensor2(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
+                                    const OptTensor&, std::optional<double>, bool)>(
       "fastln::fused_add_rms_norm");
   py::gil_scoped_release no_gil;
   return op.call(input, residual, c10::fromIntArrayRefSlow(normalized_shape), weight, eps,

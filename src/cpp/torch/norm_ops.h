@@ -10,9 +10,6 @@
 
 namespace fastln {
 
-using OptTensor = std::optional<at::Tensor>;
-using Tensor3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
-using Tensor4 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
 // (y, mean, rstd) of `norm` over the input's last dims; for kRms the bias is absent and mean is
 // written as zeros. With `residual` defined (the input's shape and dtype), input + residual,
@@ -44,7 +41,7 @@ struct NormOps {
                rstd, weight, bias, output_mask);
   }
 
-  static std::tuple<at::Tensor, at::Tensor> rms_norm_fwd(const at::Tensor& input,
+  static Tensor2 rms_norm_fwd(const at::Tensor& input,
                                                          c10::SymIntArrayRef normalized_shape,
                                                          const OptTensor& weight, double eps) {
     auto [y, mean, rstd] =
@@ -52,7 +49,7 @@ struct NormOps {
     return {y, rstd};
   }
 
-  static std::tuple<at::Tensor, at::Tensor> rms_norm_bwd(const at::Tensor& grad_out,
+  static Tensor2 rms_norm_bwd(const at::Tensor& grad_out,
                                                          const at::Tensor& input,
                                                          c10::SymIntArrayRef normalized_shape,
                                                          const at::Tensor& rstd,

@@ -23,48 +23,40 @@ namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-using OptT = std::optional<at::Tensor>;
-using T3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
-using T2 = std::tuple<at::Tensor, at::Tensor>;
 
-template <class Sig>
-c10::TypedOperatorHandle<Sig> find_op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
-}
-
-OptT opt(const at::Tensor& t) { return t.defined() ? OptT(t) : std::nullopt; }
+OptTensor opt(const at::Tensor& t) { return t.defined() ? OptTensor(t) : std::nullopt; }
 
 // What the norm ops compute, whichever op the user called.
 struct NormOutputs {
   at::Tensor y, mean, rstd;  // mean undefined for RMSNorm
 };
 
-NormOutputs call_fwd(bool rms, const at::Tensor& input, c10::SymIntArrayRef ns, const OptT& weight,
-                     const OptT& bias, double eps) {
+NormOutputs call_fwd(bool rms, const at::Tensor& input, c10::SymIntArrayRef ns, const OptTensor& weight,
+                     const OptTensor& bias, double eps) {
   if (rms) {
-    static auto op = find_op<T2(const at::Tensor&, c10::SymIntArrayRef, const OptT&, double)>(
+    static auto op = find_op<Tensor2(const at::Tensor&, c10::SymIntArrayRef, const OptTensor&, double)>(
         "fastln::rms_norm_fwd");
     auto [y, rstd] = op.call(input, ns, weight, eps);
     return {y, at::Tensor(), rstd};
   }
-  static auto op = find_op<T3(const at::Tensor&, c10::SymIntArrayRef, const OptT&, const OptT&,
+  static auto op = find_op<Tensor3(const at::Tensor&, c10::SymIntArrayRef, const OptTensor&, const OptTensor&,
                               double)>("fastln::layer_norm_fwd");
   auto [y, mean, rstd] = op.call(input, ns, weight, bias, eps);
   return {y, mean, rstd};
 }
 
-T3 call_bwd(bool rms, const at::Tensor& grad_out, const at::Tensor& input, c10::SymIntArrayRef ns,
-            const at::Tensor& mean, const at::Tensor& rstd, const OptT& weight, const OptT& bias,
+Tensor3 call_bwd(bool rms, const at::Tensor& grad_out, const at::Tensor& input, c10::SymIntArrayRef ns,
+            const at::Tensor& mean, const at::Tensor& rstd, const OptTensor& weight, const OptTensor& bias,
             std::array<bool, 3> mask) {
   if (rms) {
-    static auto op = find_op<T2(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
-                                const at::Tensor&, const OptT&, std::array<bool, 2>)>(
+    static auto op = find_op<Tensor2(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
+                                const at::Tensor&, const OptTensor&, std::array<bool, 2>)>(
         "fastln::rms_norm_bwd");
     auto [dx, dw] = op.call(grad_out, input, ns, rstd, weight, {mask[0], mask[1]});
     return {dx, dw, at::Tensor()};
   }
-  static auto op = find_op<T3(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
-                              const at::Tensor&, const at::Tensor&, const OptT&, const OptT&,
+  static auto op = find_op<Tensor3(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
+                              const at::Tensor&, const at::Tensor&, const OptTensor&, const OptTensor&,
                               std::array<bool, 3>)>("fastln::layer_norm_bwd");
   return op.call(grad_out, input, ns, mean, rstd, weight, bias, mask);
 }
@@ -72,9 +64,9 @@ T3 call_bwd(bool rms, const at::Tensor& grad_out, const at::Tensor& input, c10::
 // x - mean recovered from the output y = (x - mean) * rstd * weight + bias (memory-efficient
 // backward). An op of its own, so that its check of the weight runs on real data only.
 at::Tensor call_recover(const at::Tensor& y, c10::SymIntArrayRef ns, const at::Tensor& rstd,
-                        const OptT& weight, const OptT& bias) {
+                        const OptTensor& weight, const OptTensor& bias) {
   static auto op = find_op<at::Tensor(const at::Tensor&, c10::SymIntArrayRef, const at::Tensor&,
-                                      const OptT&, const OptT&)>("fastln::recover_centered_input");
+                                      const OptTensor&, const OptTensor&)>("fastln::recover_centered_input");
   return op.call(y, ns, rstd, weight, bias);
 }
 
@@ -86,7 +78,7 @@ std::vector<int64_t> dim_range(int64_t begin, int64_t end) {
 
 // The backward formulas in differentiable ATen ops, on the accumulation dtype; mean and rstd
 // are recomputed from the input so that their dependence on it is recorded too.
-T3 composite_backward(bool rms, const at::Tensor& grad_out, const at::Tensor& input, int64_t axis,
+Tensor3 composite_backward(bool rms, const at::Tensor& grad_out, const at::Tensor& input, int64_t axis,
                       const at::Tensor& weight, double eps, std::array<bool, 3> mask) {
   const auto acc = acc_dtype(input.scalar_type());
   const auto norm_dims = dim_range(axis, input.dim()), lead_dims = dim_range(0, axis);
@@ -118,7 +110,7 @@ struct Saved {
   bool rms;
 
   static void save(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& mean,
-                   const at::Tensor& rstd, const OptT& weight, const OptT& bias, int64_t axis,
+                   const at::Tensor& rstd, const OptTensor& weight, const OptTensor& bias, int64_t axis,
                    double eps, bool rms) {
     ctx->save_for_backward({x, mean, rstd, weight.value_or(at::Tensor()), bias.value_or(at::Tensor())});
     ctx->saved_data["axis"] = axis;
@@ -137,8 +129,8 @@ struct Saved {
 class NormFunction : public torch::autograd::Function<NormFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
-                            c10::SymIntArrayRef normalized_shape, const OptT& weight,
-                            const OptT& bias, double eps, bool rms, bool memory_efficient) {
+                            c10::SymIntArrayRef normalized_shape, const OptTensor& weight,
+                            const OptTensor& bias, double eps, bool rms, bool memory_efficient) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto out = call_fwd(rms, input, normalized_shape, weight, bias, eps);
     Saved::save(ctx, memory_efficient ? out.y : input, out.mean, out.rstd, weight, bias,
@@ -182,12 +174,10 @@ class NormFunction : public torch::autograd::Function<NormFunction> {
   }
 };
 
-using T4 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
-
-T4 call_add_fwd(const at::Tensor& input, const at::Tensor& residual, c10::SymIntArrayRef ns,
-                const OptT& weight, const OptT& bias, double eps, bool rms, bool residual_in_fp32) {
-  static auto op = find_op<T4(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
-                              const OptT&, const OptT&, double, bool, bool)>("fastln::add_norm_fwd");
+Tensor4 call_add_fwd(const at::Tensor& input, const at::Tensor& residual, c10::SymIntArrayRef ns,
+                const OptTensor& weight, const OptTensor& bias, double eps, bool rms, bool residual_in_fp32) {
+  static auto op = find_op<Tensor4(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
+                              const OptTensor&, const OptTensor&, double, bool, bool)>("fastln::add_norm_fwd");
   return op.call(input, residual, ns, weight, bias, eps, rms, residual_in_fp32);
 }
 
@@ -202,7 +192,7 @@ class FusedAddNormFunction : public torch::autograd::Function<FusedAddNormFuncti
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& input,
                                const at::Tensor& residual, c10::SymIntArrayRef normalized_shape,
-                               const OptT& weight, const OptT& bias, double eps, bool rms,
+                               const OptTensor& weight, const OptTensor& bias, double eps, bool rms,
                                bool residual_in_fp32) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [y, sum, mean, rstd] =
@@ -224,7 +214,7 @@ class FusedAddNormFunction : public torch::autograd::Function<FusedAddNormFuncti
                                       bias.defined() && ctx->needs_input_grad(2 + weight.defined())};
     // The kernels take parameters of the sum's dtype (float32 with residual_in_fp32).
     auto param = [&](const at::Tensor& p) {
-      return p.defined() && sum.scalar_type() == at::kFloat ? OptT(p.to(at::kFloat)) : opt(p);
+      return p.defined() && sum.scalar_type() == at::kFloat ? OptTensor(p.to(at::kFloat)) : opt(p);
     };
     const at::Tensor dy = grad_outputs[0].to(sum.scalar_type());  // 16-bit with residual_in_fp32
     at::Tensor ds, dw, db;
@@ -262,13 +252,13 @@ bool needs_autograd(std::initializer_list<const at::Tensor*> inputs) {
     if (t->defined() && ((grad_mode && t->requires_grad()) || t->_fw_grad(0).defined())) return true;
   return false;
 }
-const at::Tensor& or_undefined(const OptT& t) {
+const at::Tensor& or_undefined(const OptTensor& t) {
   static const at::Tensor undefined;
   return t.has_value() ? *t : undefined;
 }
 
 at::Tensor norm_autograd(const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
-                         const OptT& weight, const OptT& bias, double eps, bool rms,
+                         const OptTensor& weight, const OptTensor& bias, double eps, bool rms,
                          bool memory_efficient) {
   if (!needs_autograd({&input, &or_undefined(weight), &or_undefined(bias)})) {
     at::AutoDispatchBelowADInplaceOrView guard;
@@ -277,21 +267,21 @@ at::Tensor norm_autograd(const at::Tensor& input, c10::SymIntArrayRef normalized
   return NormFunction::apply(input, normalized_shape, weight, bias, eps, rms, memory_efficient);
 }
 at::Tensor layer_norm_autograd(const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
-                               const OptT& weight, const OptT& bias, double eps) {
+                               const OptTensor& weight, const OptTensor& bias, double eps) {
   return norm_autograd(input, normalized_shape, weight, bias, eps, false, false);
 }
 at::Tensor layer_norm_me_autograd(const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
-                                  const OptT& weight, const OptT& bias, double eps) {
+                                  const OptTensor& weight, const OptTensor& bias, double eps) {
   return norm_autograd(input, normalized_shape, weight, bias, eps, false, true);
 }
 at::Tensor rms_norm_autograd(const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
-                             const OptT& weight, std::optional<double> eps) {
-  return norm_autograd(input, normalized_shape, weight, OptT(), rms_eps(input, eps), true, false);
+                             const OptTensor& weight, std::optional<double> eps) {
+  return norm_autograd(input, normalized_shape, weight, OptTensor(), rms_eps(input, eps), true, false);
 }
 
-T2 fused_add_norm_autograd(const at::Tensor& input, const at::Tensor& residual,
-                           c10::SymIntArrayRef normalized_shape, const OptT& weight,
-                           const OptT& bias, double eps, bool rms, bool residual_in_fp32) {
+Tensor2 fused_add_norm_autograd(const at::Tensor& input, const at::Tensor& residual,
+                           c10::SymIntArrayRef normalized_shape, const OptTensor& weight,
+                           const OptTensor& bias, double eps, bool rms, bool residual_in_fp32) {
   if (!needs_autograd({&input, &residual, &or_undefined(weight), &or_undefined(bias)})) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [y, sum, mean, rstd] =
@@ -302,45 +292,45 @@ T2 fused_add_norm_autograd(const at::Tensor& input, const at::Tensor& residual,
                                          residual_in_fp32);
   return {out[0], out[1]};
 }
-T2 fused_add_layer_norm_autograd(const at::Tensor& input, const at::Tensor& residual,
-                                 c10::SymIntArrayRef normalized_shape, const OptT& weight,
-                                 const OptT& bias, double eps, bool residual_in_fp32) {
+Tensor2 fused_add_layer_norm_autograd(const at::Tensor& input, const at::Tensor& residual,
+                                 c10::SymIntArrayRef normalized_shape, const OptTensor& weight,
+                                 const OptTensor& bias, double eps, bool residual_in_fp32) {
   return fused_add_norm_autograd(input, residual, normalized_shape, weight, bias, eps, false,
                                  residual_in_fp32);
 }
-T2 fused_add_rms_norm_autograd(const at::Tensor& input, const at::Tensor& residual,
-                               c10::SymIntArrayRef normalized_shape, const OptT& weight,
+Tensor2 fused_add_rms_norm_autograd(const at::Tensor& input, const at::Tensor& residual,
+                               c10::SymIntArrayRef normalized_shape, const OptTensor& weight,
                                std::optional<double> eps, bool residual_in_fp32) {
-  return fused_add_norm_autograd(input, residual, normalized_shape, weight, OptT(),
+  return fused_add_norm_autograd(input, residual, normalized_shape, weight, OptTensor(),
                                  rms_eps(input, eps), true, residual_in_fp32);
 }
 
 // Below autograd (inference mode, tracing): the forward alone.
-T2 fused_add_layer_norm_composite(const at::Tensor& input, const at::Tensor& residual,
-                                  c10::SymIntArrayRef normalized_shape, const OptT& weight,
-                                  const OptT& bias, double eps, bool residual_in_fp32) {
+Tensor2 fused_add_layer_norm_composite(const at::Tensor& input, const at::Tensor& residual,
+                                  c10::SymIntArrayRef normalized_shape, const OptTensor& weight,
+                                  const OptTensor& bias, double eps, bool residual_in_fp32) {
   auto [y, sum, mean, rstd] =
       call_add_fwd(input, residual, normalized_shape, weight, bias, eps, false, residual_in_fp32);
   return {y, sum};
 }
-T2 fused_add_rms_norm_composite(const at::Tensor& input, const at::Tensor& residual,
-                                c10::SymIntArrayRef normalized_shape, const OptT& weight,
+Tensor2 fused_add_rms_norm_composite(const at::Tensor& input, const at::Tensor& residual,
+                                c10::SymIntArrayRef normalized_shape, const OptTensor& weight,
                                 std::optional<double> eps, bool residual_in_fp32) {
   auto [y, sum, mean, rstd] = call_add_fwd(input, residual, normalized_shape, weight, {},
                                            rms_eps(input, eps), true, residual_in_fp32);
   return {y, sum};
 }
 at::Tensor layer_norm_composite(const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
-                                const OptT& weight, const OptT& bias, double eps) {
+                                const OptTensor& weight, const OptTensor& bias, double eps) {
   return call_fwd(false, input, normalized_shape, weight, bias, eps).y;
 }
 at::Tensor rms_norm_composite(const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
-                              const OptT& weight, std::optional<double> eps) {
+                              const OptTensor& weight, std::optional<double> eps) {
   return call_fwd(true, input, normalized_shape, weight, {}, rms_eps(input, eps)).y;
 }
 
 at::Tensor recover_centered_input(const at::Tensor& y, c10::SymIntArrayRef normalized_shape,
-                                  const at::Tensor& rstd, const OptT& weight, const OptT& bias) {
+                                  const at::Tensor& rstd, const OptTensor& weight, const OptTensor& bias) {
   const auto acc = acc_dtype(y.scalar_type());
   at::Tensor yhat = y.to(acc);
   if (bias.has_value() && bias->defined()) yhat = yhat - bias->to(acc);

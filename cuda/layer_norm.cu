@@ -25,6 +25,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <initializer_list>
 #include <mutex>
 #include <vector>
 
@@ -562,18 +563,19 @@ struct Config {
 
 constexpr int kMaxRowThreads = 512;
 
-// Forward: tpr <= 32 (several rows per CTA, 256 threads) up to 4 vectors a thread; then one
-// row per CTA, 4 vectors a thread while <= 512 threads suffice, then 8, then 16.
-Config fwd_config(int nvec) {
+// Rows of nvec 16-byte vectors. Small rows (nvec <= 128): tpr <= 32, a power of two giving
+// up to 4 vectors a thread, several rows to a CTA of small_block threads. Larger rows: one row
+// per CTA, the first nv of `nvs` for which <= kMaxRowThreads threads suffice.
+Config row_config(int nvec, int small_block, std::initializer_list<int> nvs) {
   Config c;
   if (nvec <= 128) {
     c.tpr = pow2_ceil((nvec + 3) / 4);
     c.nv = nv_class((nvec + c.tpr - 1) / c.tpr);
-    c.block = 256;
+    c.block = std::max(small_block, c.tpr);
     c.reg = true;
     return c;
   }
-  for (int nv : {4, 8, 16}) {
+  for (int nv : nvs) {
     if ((nvec + nv - 1) / nv <= kMaxRowThreads) {
       c.tpr = round_up((nvec + nv - 1) / nv, 32);
       c.nv = nv_class((nvec + c.tpr - 1) / c.tpr);
@@ -585,33 +587,18 @@ Config fwd_config(int nvec) {
   return c;
 }
 
-// Backward: small rows (tpr <= 32) keep column sums in registers, several rows per CTA (512
-// threads); larger rows are one CTA each with column sums in shared memory [2][N].
+// Forward: small rows 256 threads a CTA; larger rows 4 vectors a thread, then 8, then 16.
+Config fwd_config(int nvec) { return row_config(nvec, 256, {4, 8, 16}); }
+
+// Backward: small rows keep column sums in registers; larger rows keep them in shared memory
+// [2][N], so rows whose sums do not fit take the fallback. Small CTAs for small rows: a CTA's
+// row groups add their column sums in group order at the end, so that step grows with the
+// groups a CTA holds. H100, bf16 backward: (4096, 1024) 55 -> 32 us with 128 threads instead
+// of 512, (131072, 1024) 324 -> 305 us, (524288, 256) 375 -> 310 us with 64 (docs/cuda.md).
+// 16-bit rows: 2 vectors (16 elements) a thread first, for more warps in flight per SM.
 Config bwd_config(int nvec, int N, size_t acc_size, bool half_width) {
-  Config c;
-  if (nvec <= 128) {
-    c.tpr = pow2_ceil((nvec + 3) / 4);
-    c.nv = nv_class((nvec + c.tpr - 1) / c.tpr);
-    // Small CTAs: a CTA's row groups add their column sums in group order at the end, so
-    // that step grows with the groups a CTA holds. H100, bf16 backward: (4096, 1024) 55 ->
-    // 32 us with 128 threads instead of 512, (131072, 1024) 324 -> 305 us, (524288, 256)
-    // 375 -> 310 us with 64 (docs/cuda.md).
-    c.block = std::max(nvec <= 32 ? 64 : 128, c.tpr);
-    c.reg = true;
-    return c;
-  }
-  if (size_t(2) * N * acc_size > 200 * 1024) return c;
-  // 16-bit rows: 2 vectors (16 elements) a thread first, for more warps in flight per SM.
-  for (int nv : {half_width ? 2 : 4, 4, 8}) {
-    if ((nvec + nv - 1) / nv <= kMaxRowThreads) {
-      c.tpr = round_up((nvec + nv - 1) / nv, 32);
-      c.nv = nv_class((nvec + c.tpr - 1) / c.tpr);
-      c.block = c.tpr;
-      c.reg = true;
-      return c;
-    }
-  }
-  return c;
+  if (nvec > 128 && size_t(2) * N * acc_size > 200 * 1024) return Config{};
+  return row_config(nvec, nvec <= 32 ? 64 : 128, {half_width ? 2 : 4, 4, 8});
 }
 
 template <class T>

@@ -24,6 +24,12 @@ def available_isas() -> list[str]:
 def set_isa(name: str) -> None:
     """Use the given CPU kernel build (lowered to the best this CPU supports)."""
 
+def output_cache_stats() -> dict[str, int]:
+    """The CPU output cache: cached_bytes (idle, kept for reuse), limit_bytes, hits, misses."""
+
+def empty_output_cache() -> int:
+    """Return the CPU output cache's idle blocks to the system; returns the bytes."""
+
 # The eager fast path of fastln.functional: the torch.ops.fastln ops of the same names, called
 # without torch.ops' argument parsing. Strict argument types (no conversions).
 def layer_norm(input: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor],

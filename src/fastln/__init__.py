@@ -25,6 +25,7 @@ def _check_torch_version() -> None:
 _check_torch_version()
 
 from . import _C  # noqa: E402  (registers torch.ops.fastln)
+from ._C import empty_output_cache, output_cache_stats  # noqa: E402  (docs/cpu.md, output cache)
 from . import _ops  # noqa: E402,F401  (fake kernels for torch.compile / export)
 
 if "torch.distributed.tensor" in sys.modules:  # DTensor in use: its sharding rules for our ops
@@ -34,5 +35,5 @@ from .modules import LayerNorm, RMSNorm, replace_norms  # noqa: E402
 
 __version__: str = _build_info.version
 
-__all__ = ["LayerNorm", "RMSNorm", "fused_add_layer_norm", "fused_add_rms_norm", "layer_norm", "rms_norm",
-           "replace_norms", "__version__"]
+__all__ = ["LayerNorm", "RMSNorm", "empty_output_cache", "fused_add_layer_norm", "fused_add_rms_norm",
+           "layer_norm", "output_cache_stats", "rms_norm", "replace_norms", "__version__"]

@@ -8,7 +8,7 @@ import torch
 import fastln
 
 SHAPES = [((64, 512), (512,)), ((3, 40000), (40000,)), ((16, 7, 33), (7, 33)), ((1000, 8), (8,)),
-          ((5, 1), (1,)), ((0, 16), (16,))]
+          ((5, 1), (1,)), ((0, 16), (16,)), ((600, 1024), (1024,))]  # the last through the output cache
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
 
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <utility>
 
 #include "vec.h"
 
@@ -41,6 +42,17 @@ inline bool stream_aligned(const U* p) {
   return reinterpret_cast<uintptr_t>(p) % (V<A>::W * sizeof(U)) == 0;
 }
 
+// f(integral_constant<int, 0>), ..., f(integral_constant<int, R - 1>). Arrays of vector
+// accumulators indexed by a loop variable stay in memory (GCC scalarizes aggregates before it
+// unrolls loops), which put a store-to-load round trip into every add: constant indices keep
+// them in registers (2-3x faster rows in cache, docs/cpu.md).
+template <int R, class F>
+inline void unroll(F&& f) {
+  [&]<int... r>(std::integer_sequence<int, r...>) {
+    (f(std::integral_constant<int, r>{}), ...);
+  }(std::make_integer_sequence<int, R>{});
+}
+
 // The K sums of terms over a row of N elements: terms(v, n, s) adds to s[0..K) the terms of
 // vector v, whose first n lanes are row elements (the others zero pads, to be masked).
 // Long rows are summed in chunks: float vector accumulators within a chunk, the chunk sums
@@ -52,15 +64,31 @@ std::array<double, K> row_sums(const T* x, int64_t N, Terms terms) {
   std::array<double, K> total{};
   for (int64_t c = 0; c < N; c += kChunk) {
     const int64_t e = std::min(N, c + kChunk);
-    Vt s[4][K] = {};  // four chains keep the adders busy
+    std::array<Vt, K> s[4] = {};  // four chains keep the adders busy
     int64_t j = c;
     for (; j + 4 * W <= e; j += 4 * W)
-      for (int u = 0; u < 4; ++u) terms(load<A>(x + j + u * W), int(W), s[u]);
+      unroll<4>([&](auto u) { terms(load<A>(x + j + u * W), int(W), s[u]); });
     for (; j + W <= e; j += W) terms(load<A>(x + j), int(W), s[0]);
     if (j < e) terms(load_n<A>(x + j, e - j), int(e - j), s[0]);
-    for (int k = 0; k < K; ++k) total[k] += double(hsum<A>((s[0][k] + s[1][k]) + (s[2][k] + s[3][k])));
+    unroll<K>([&](auto k) { total[k] += double(hsum<A>((s[0][k] + s[1][k]) + (s[2][k] + s[3][k]))); });
   }
   return total;
+}
+
+// y = (x - mean) * (rstd * gamma) + beta over one row. Arguments by value: the stores (memcpy)
+// may alias anything in memory, so pointers read through a reference would be reloaded at
+// every vector.
+template <class A, bool kStream, class T, class P>
+void normalize_row(const T* x, T* y, const P* gamma, const P* beta, typename V<A>::type vmean,
+                   typename V<A>::type vrstd, int64_t N) {
+  using Vt = typename V<A>::type;
+  for_each_vec<A>(0, N, [&](int64_t j, int64_t n) {
+    Vt scale = vrstd;
+    if (gamma) scale *= ld<A>(gamma + j, n);
+    Vt out = (ld<A>(x + j, n) - vmean) * scale;
+    if (beta) out += ld<A>(beta + j, n);
+    st<A, T, kStream>(y + j, out, n);
+  });
 }
 
 template <class T, class P>
@@ -85,7 +113,7 @@ void forward_row(const ForwardArgs<T, P>& a, int64_t i) {
   A mean = 0;
   double var = 0;
   const Vt vx0 = splat<A>(a.norm == Norm::kLayer && N > 0 ? to_float(x[0]) : A(0));
-  const auto m = row_sums<A, 2>(x, N, [&](Vt v, int n, Vt* s) {
+  const auto m = row_sums<A, 2>(x, N, [&](Vt v, int n, auto& s) {
     Vt d = v - vx0;
     if (n < V<A>::W) d = keep_first<A>(d, n);
     s[0] += d;
@@ -99,7 +127,7 @@ void forward_row(const ForwardArgs<T, P>& a, int64_t i) {
     var = m[1] / double(N) - d * d;
     if (!(d * d <= 8 * var)) {  // also NaN
       const Vt vm = splat<A>(mean);
-      var = row_sums<A, 1>(x, N, [&](Vt v, int n, Vt* s) {
+      var = row_sums<A, 1>(x, N, [&](Vt v, int n, auto& s) {
         Vt e = v - vm;
         if (n < V<A>::W) e = keep_first<A>(e, n);
         s[0] += e * e;
@@ -125,19 +153,8 @@ void forward_row(const ForwardArgs<T, P>& a, int64_t i) {
   a.mean[i] = mean;
   a.rstd[i] = rstd;
 
-  // y = (x - mean) * (rstd * gamma) + beta
-  const Vt vrstd = splat<A>(rstd);
-  auto write = [&]<bool kStream>() {
-    for_each_vec<A>(0, N, [&](int64_t j, int64_t n) {
-      Vt scale = vrstd;
-      if (a.gamma) scale *= ld<A>(a.gamma + j, n);
-      Vt out = (ld<A>(x + j, n) - vmean) * scale;
-      if (a.beta) out += ld<A>(a.beta + j, n);
-      st<A, T, kStream>(y + j, out, n);
-    });
-  };
-  if (a.stream && stream_aligned<A>(y)) write.template operator()<true>();
-  else write.template operator()<false>();
+  if (a.stream && stream_aligned<A>(y)) normalize_row<A, true>(x, y, a.gamma, a.beta, vmean, splat<A>(rstd), N);
+  else normalize_row<A, false>(x, y, a.gamma, a.beta, vmean, splat<A>(rstd), N);
 }
 
 // Rows [i0, i0 + R) of the backward. The first pass takes the R rows together, so that gamma

@@ -2,13 +2,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <cstdlib>
-#include <cstring>
-#ifdef __linux__
-#include <sys/mman.h>
-#endif
-
 #include "norm_ops.h"
+#include "output_cache.h"
 
 namespace fastln {
 namespace {
@@ -16,28 +11,6 @@ namespace {
 // Smallest task: about 16K elements, below which waking a thread costs more than it saves.
 // (at::parallel_for still splits larger ranges evenly across the threads.)
 int64_t grain_rows(int64_t N) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(N, 1)); }
-
-// A fresh large output is page-faulted 4 KB at a time on its first write, which costs more
-// than the kernel itself (docs/cpu.md). Asking for transparent huge pages on the whole 2 MB
-// pages inside it, before anything touched it, cuts the faults 512x where THP is in
-// "madvise" mode. Advisory only: contents and lifetime are unchanged. From 32 MB: at 4 MB,
-// where glibc often hands back memory already faulted, it cost more than it saved when
-// allocations churn (docs/cpu.md). FASTLN_HUGEPAGES=0 turns it off.
-at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& opts) {
-  at::Tensor t = at::empty(sizes, opts);
-#ifdef MADV_HUGEPAGE
-  static const bool enabled = [] {
-    const char* env = std::getenv("FASTLN_HUGEPAGES");
-    return !(env && std::strcmp(env, "0") == 0);
-  }();
-  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
-  const uintptr_t b = reinterpret_cast<uintptr_t>(t.data_ptr());
-  const uintptr_t lo = (b + kHuge - 1) & ~(kHuge - 1), hi = (b + t.nbytes()) & ~(kHuge - 1);
-  if (enabled && t.nbytes() >= (uintptr_t(32) << 20) && hi > lo)
-    madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);  // failure is harmless
-#endif
-  return t;
-}
 
 // LayerNorm and RMSNorm share this glue; `norm` picks the kernel's variant. For kRms, the
 // bias is absent and mean is written as zeros (returned, but not part of the rms_norm ops).
@@ -54,10 +27,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_fwd_cpu(
   at::Tensor S;
   if (residual.defined()) {
     R = as_rows(residual, s.M, s.N);
-    S = *sum_out = at::empty(input.sizes(), input.options().memory_format(at::MemoryFormat::Contiguous));
+    S = *sum_out = empty_output(input.sizes(), input.options());
   }
   const at::Tensor gamma = contiguous_param(weight), beta = contiguous_param(bias);
-  at::Tensor Y = empty_output(input.sizes(), input.options().memory_format(at::MemoryFormat::Contiguous));
+  at::Tensor Y = empty_output(input.sizes(), input.options());
   at::Tensor mean = at::empty(stat_shape(input, s.axis), input.options().dtype(acc_dtype(input.scalar_type())));
   at::Tensor rstd = at::empty_like(mean);
   dispatch_types(input.scalar_type(), param_dtype(input, gamma, beta), [&]<class T, class P>() {
@@ -92,7 +65,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_bwd_cpu(
   at::Tensor dbeta = output_mask[2] ? at::empty(ns, opts.dtype(pdtype)) : at::empty({0}, opts.dtype(pdtype));
   const bool params = output_mask[1] || output_mask[2];
   const BlockPlan plan = plan_blocks(s.M, s.N);
-  at::Tensor partial = params ? at::empty({plan.nblocks, 2, s.N}, opts.dtype(acc)) : at::Tensor();
+  at::Tensor partial = params ? empty_output({plan.nblocks, 2, s.N}, opts.dtype(acc)) : at::Tensor();
 
   dispatch_types(input.scalar_type(), pdtype, [&]<class T, class P>() {
     const BackwardArgs<T, P> a{ptr<const T>(dY.t),         dY.ld,

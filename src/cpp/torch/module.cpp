@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common.h"
+#include "output_cache.h"
 
 namespace py = pybind11;
 
@@ -98,6 +99,15 @@ PYBIND11_MODULE(_C, m) {
   }, "The CPU kernel builds this CPU can run, lowest first.");
   m.def("set_isa", [](const std::string& name) { fastln::set_isa(isa_from_name(name)); },
         "Use the given CPU kernel build (lowered to the best this CPU supports).");
+  m.def("output_cache_stats", [] {
+    const auto s = fastln::output_cache_stats();
+    py::dict d;
+    d["cached_bytes"] = s.cached_bytes, d["limit_bytes"] = s.limit_bytes;
+    d["hits"] = s.hits, d["misses"] = s.misses;
+    return d;
+  }, "The CPU output cache: idle bytes kept, its limit, allocations served from it and not.");
+  m.def("empty_output_cache", &fastln::empty_output_cache,
+        "Return the CPU output cache's idle blocks to the system; returns the bytes.");
   // eps and the flags without conversion: True is no eps, as for torch.ops.
   const auto eps = py::arg("eps").noconvert();
   m.def("layer_norm", &layer_norm, "torch.ops.fastln.layer_norm (or _memory_efficient), eager",

@@ -45,7 +45,7 @@ inline bool stream_aligned(const U* p) {
 // f(integral_constant<int, 0>), ..., f(integral_constant<int, R - 1>). Arrays of vector
 // accumulators indexed by a loop variable stay in memory (GCC scalarizes aggregates before it
 // unrolls loops), which put a store-to-load round trip into every add: constant indices keep
-// them in registers (2-3x faster rows in cache, docs/cpu.md).
+// them in registers (float forward 1.15-1.25x faster on rows in cache, docs/cpu.md).
 template <int R, class F>
 inline void unroll(F&& f) {
   [&]<int... r>(std::integer_sequence<int, r...>) {

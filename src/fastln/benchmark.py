@@ -19,6 +19,7 @@ import argparse
 import ctypes
 import datetime
 import json
+import gc
 import math
 import os
 import platform
@@ -111,6 +112,17 @@ def measure(runners: dict[str, Callable[[], object]], sync: Callable[[], None],
     freed block back to the kernel, and the next output is page-faulted afresh): in a fixed
     order, fastln, timed right after the allocation-heavy baseline, looked 2-10x slower than
     torch at (1000,1024) and (8192,768) float32."""
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # as timeit: a collection of the whole heap lands in one runner's batch
+    try:
+        return _measure(runners, sync, budget_s)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _measure(runners: dict[str, Callable[[], object]], sync: Callable[[], None],
+             budget_s: float) -> dict[str, dict[str, float]]:
     batch: dict[str, int] = {}
     for name, run in runners.items():  # warm up (and compile), then size the batch
         for _ in range(3):
@@ -166,7 +178,10 @@ def run_grid(device: str, grid: Sequence[tuple[int, int]], compile_: bool, budge
                     b = torch.randn(N, generator=gen).to(device, dtype).requires_grad_(backward)
                     dy = torch.randn(M, N, generator=gen).to(device, dtype)
                     runners = {n: make_runner(f, x, (N,), w, b, dy, backward) for n, f in impls.items()}
-                    res = measure(runners, sync, budget_s)
+                    # The baseline on its own: its temporaries (several of the input's size per
+                    # call) slowed the runner after it by up to 20 ms a call (docs/cpu.md).
+                    slow = {"baseline": runners.pop("baseline")}
+                    res = {**measure(runners, sync, budget_s), **measure(slow, sync, budget_s / 2)}
                     nbytes = M * N * es * (5 if backward else 2)
                     t_torch = res["torch"]["median_s"]
                     for name, r in res.items():

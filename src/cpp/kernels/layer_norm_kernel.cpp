@@ -5,6 +5,7 @@
 #include <array>
 #include <cmath>
 #include <utility>
+#include <vector>
 
 #include "vec.h"
 
@@ -229,6 +230,21 @@ void backward_rows(const BackwardArgs<T, P>& a, int64_t i0, acc_t<T>* pgamma, ac
 
 template <class T, class P>
 void forward(const ForwardArgs<T, P>& a, int64_t row_begin, int64_t row_end) {
+  if constexpr (sizeof(P) == 2) {
+    // 16-bit parameters are widened to float once per range of rows, not at every row: two
+    // conversions fewer per vector (bf16 forward 1.05-1.1x, docs/cpu.md). Exact: every 16-bit
+    // value is a float, and the rows are computed in float either way.
+    if (row_end - row_begin > 1) {
+      std::vector<float> w(a.gamma ? a.N : 0), b(a.beta ? a.N : 0);
+      for (int64_t j = 0; j < int64_t(w.size()); ++j) w[j] = to_float(a.gamma[j]);
+      for (int64_t j = 0; j < int64_t(b.size()); ++j) b[j] = to_float(a.beta[j]);
+      const ForwardArgs<T, float> f{a.X,    a.ldx,  a.gamma ? w.data() : nullptr, a.beta ? b.data() : nullptr,
+                                    a.Y,    a.mean, a.rstd, a.N, a.eps, a.norm, a.R, a.ldr, a.S, a.stream};
+      for (int64_t i = row_begin; i < row_end; ++i) forward_row(f, i);
+      if (a.stream) stream_fence();
+      return;
+    }
+  }
   for (int64_t i = row_begin; i < row_end; ++i) forward_row(a, i);
   if (a.stream) stream_fence();
 }

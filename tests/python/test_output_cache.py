@@ -36,6 +36,19 @@ def test_freed_output_is_reused_and_fully_overwritten():
     torch.testing.assert_close(y, F.layer_norm(x, (N,)))
 
 
+def test_smaller_output_reuses_a_larger_block():
+    y = fastln.layer_norm(_x(0), (N,))
+    ptr = y.data_ptr()
+    del y
+    x = _x(1)[: M - M // 8]  # 7/8 of the size: fits the freed block
+    y = fastln.layer_norm(x, (N,))
+    assert y.data_ptr() == ptr
+    torch.testing.assert_close(y, F.layer_norm(x, (N,)))
+    del y
+    y = fastln.layer_norm(_x(2)[: M // 2], (N,))  # half: a block of its own
+    assert y.data_ptr() != ptr
+
+
 def test_live_outputs_never_share_memory():
     ys = [fastln.layer_norm(_x(i), (N,)) for i in range(4)]
     assert len({y.data_ptr() for y in ys}) == 4

@@ -61,10 +61,9 @@ class OutputCache final : public c10::Allocator {
   c10::DataPtr allocate(size_t n) override {
 #ifdef __linux__
     if (n >= kMinBytes && limit_ > 0) {
-      const size_t size = block_size(n);
-      void* p = take(size);
-      if (!p) p = map_block(size);
-      return {p, new Block{p, size}, &release, c10::Device(c10::DeviceType::CPU)};
+      Block b = take(block_size(n));
+      if (!b.ptr) b = {map_block(block_size(n)), block_size(n)};
+      return {b.ptr, new Block(b), &release, c10::Device(c10::DeviceType::CPU)};
     }
 #endif
     return c10::GetDefaultCPUAllocator()->allocate(n);
@@ -105,20 +104,25 @@ class OutputCache final : public c10::Allocator {
   }
 
  private:
-  // The most recently freed block of this size, if any.
-  void* take(size_t size) {
+  // The smallest idle block of at least `size` bytes and at most a quarter more (the most
+  // recently freed of equal ones), so that outputs of varying shapes (e.g. sequence lengths)
+  // reuse blocks too; null if none.
+  Block take(size_t size) {
     std::lock_guard<std::mutex> g(mu_);
+    size_t best = free_.size();
     for (size_t i = free_.size(); i-- > 0;) {
-      if (free_[i].size == size) {
-        void* p = free_[i].ptr;
-        free_.erase(free_.begin() + i);
-        cached_ -= size;
-        ++hits_;
-        return p;
-      }
+      const size_t s = free_[i].size;
+      if (s >= size && s - size <= size / 4 && (best == free_.size() || s < free_[best].size)) best = i;
     }
-    ++misses_;
-    return nullptr;
+    if (best == free_.size()) {
+      ++misses_;
+      return {nullptr, 0};
+    }
+    const Block b = free_[best];
+    free_.erase(free_.begin() + best);
+    cached_ -= b.size;
+    ++hits_;
+    return b;
   }
 
   // Keeps b; over the limit, unmaps the blocks idle longest (a loop whose shapes changed stops

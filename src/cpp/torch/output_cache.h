@@ -10,9 +10,9 @@
 namespace fastln {
 
 // A contiguous CPU tensor like at::empty(sizes, opts). Its storage's allocator is the cache:
-// when the tensor is freed its block waits for the next output of the same rounded size, up to
-// FASTLN_CPU_CACHE_MB idle megabytes (default 1024; 0 turns the cache off). Resizing works as
-// for any tensor.
+// when the tensor is freed its block waits for the next output of its size or up to a fifth
+// smaller, up to FASTLN_CPU_CACHE_MB idle megabytes (default 1024; 0 turns the cache off).
+// Resizing works as for any tensor.
 at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& opts);
 
 struct OutputCacheStats {

@@ -12,6 +12,10 @@
 //    several rows (small N; combined in fixed group order at the end), in shared memory when
 //    one row fills the CTA. Each CTA writes one [2][N] partial; a second kernel sums the
 //    partials over CTAs in a fixed order: dgamma/dbeta are deterministic, no atomics.
+//  * Long rows (sm_90): a row is split over a thread-block cluster of CL CTAs, each holding its
+//    slice of the row in registers (and, backward, the column sums of its slice in shared
+//    memory); the row sums are added across the cluster through distributed shared memory in
+//    rank order. CL = 1 is the single-CTA kernel.
 //  * Fallback path (N not a multiple of the vector width, misaligned rows, or rows too long
 //    for the register path): one CTA per row, 16-byte loads where aligned, the row re-read
 //    from L1/L2.
@@ -23,8 +27,10 @@
 // the host compiler, so no inline function of torch's headers is compiled by two compilers.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cooperative_groups.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <initializer_list>
 #include <mutex>
 #include <vector>
@@ -130,22 +136,110 @@ __device__ __forceinline__ void group_sum(A (&v)[K], int tpr, A* red) {
   }
 }
 
+// ---------------------------------------------------------------- thread-block clusters (sm_90)
+// A row too long for one CTA is split over a cluster of CL CTAs along x (CL = 1: no cluster,
+// and every helper below is a no-op). Cluster kernels are built for every architecture but
+// launched only where clusters_supported() says so: an sm_80 image traps.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+#define FASTLN_CLUSTERS 0
+#else
+#define FASTLN_CLUSTERS 1
+namespace cg = cooperative_groups;
+#endif
+
+template <int CL>
+__device__ __forceinline__ int cluster_rank() {
+#if FASTLN_CLUSTERS
+  if constexpr (CL > 1) return int(cg::this_cluster().block_rank());
+#else
+  if constexpr (CL > 1) __trap();
+#endif
+  return 0;
+}
+
+// The vectors [v0, v0 + n) of a row of nvec that this CTA holds: slices of ceil(nvec / CL).
+struct Slice {
+  int v0, n;
+};
+template <int CL>
+__device__ __forceinline__ Slice row_slice(int nvec) {
+  if constexpr (CL == 1) return {0, nvec};
+  const int per = (nvec + CL - 1) / CL, v0 = cluster_rank<CL>() * per;
+  return {v0, max(0, min(per, nvec - v0))};
+}
+
+// No CTA may write into another's shared memory before that CTA has started: every thread
+// arrives (relaxed: this orders no memory) at the kernel's start and waits before the first
+// ClusterSum, so the wait costs nothing once the loads have been issued.
+template <int CL>
+__device__ __forceinline__ void cluster_arrive() {
+#if FASTLN_CLUSTERS
+  if constexpr (CL > 1) __cluster_barrier_arrive_relaxed();
+#endif
+}
+template <int CL>
+__device__ __forceinline__ void cluster_wait() {
+#if FASTLN_CLUSTERS
+  if constexpr (CL > 1) __cluster_barrier_wait();
+#endif
+}
+
+// Sum of K values over the CTAs of a cluster, after group_sum (every thread holds its CTA's
+// sum). Thread d < CL stores the CTA's values into slot [rank] of CTA d's buffer (distributed
+// shared memory); after cluster.sync() each CTA adds slots 0..CL-1 in rank order, so every CTA
+// gets the same bits, run after run. Two buffers, alternated by the caller (`phase`): CTA d's
+// buffer is written again only after the next sync, which d reaches only after reading it; and
+// no CTA touches another's shared memory after its last sync, so CTAs may exit after it.
+// Every thread of the cluster must call it.
+template <int CL, int K, class A>
+struct ClusterSum {
+  A slot[2][CL][K];
+
+  __device__ __forceinline__ void sum(A (&v)[K], int phase) {
+    if constexpr (CL > 1) {
+#if FASTLN_CLUSTERS
+      cg::cluster_group cluster = cg::this_cluster();
+      if (threadIdx.x < CL) {
+        A* dst = cluster.map_shared_rank(&slot[phase][cluster.block_rank()][0], int(threadIdx.x));
+#pragma unroll
+        for (int k = 0; k < K; ++k) dst[k] = v[k];
+      }
+      cluster.sync();
+#pragma unroll
+      for (int k = 0; k < K; ++k) {
+        A s = 0;
+#pragma unroll
+        for (int r = 0; r < CL; ++r) s += slot[phase][r][k];
+        v[k] = s;
+      }
+#else
+      __trap();
+#endif
+    }
+  }
+};
+
 // ---------------------------------------------------------------- forward, register path
 
 // RES: the fused residual add (p.R, p.S set). A template parameter, so that the plain norms
-// keep the registers (and the occupancy) of a kernel without it.
-template <class T, class P, int NV, Norm NORM, bool RES>
+// keep the registers (and the occupancy) of a kernel without it. CL > 1: cluster b / CL of CL
+// CTAs owns row b / CL, each CTA one slice of it (blockDim.x == tpr).
+template <class T, class P, int NV, Norm NORM, bool RES, int CL>
 __global__ void __launch_bounds__(512) fwd_reg_kernel(FwdParams<T, P> p) {
   using A = acc_t<T>;
   constexpr int VEC = Pack<T>::n;
   __shared__ A red[32 * 2];
+  __shared__ ClusterSum<CL, 1, A> csum;
+  cluster_arrive<CL>();
   const int tpr = p.tpr;
   const int G = blockDim.x / tpr;
   const int grp = threadIdx.x / tpr, t = threadIdx.x % tpr;
-  const int64_t row = int64_t(blockIdx.x) * G + grp;
+  const int64_t row = int64_t(blockIdx.x / CL) * G + grp;
   const bool valid = row < p.M;
-  const int N = p.n, nvec = N / VEC;
-  const T* x = p.X + (valid ? row : 0) * p.ldx;
+  const int N = p.n;
+  const Slice sl = row_slice<CL>(N / VEC);
+  const int nvec = sl.n, c0 = sl.v0 * VEC;  // this CTA's vectors, its first column
+  const T* x = p.X + (valid ? row : 0) * p.ldx + c0;
 
   Pack<T> r[NV];
 #pragma unroll
@@ -154,11 +248,12 @@ __global__ void __launch_bounds__(512) fwd_reg_kernel(FwdParams<T, P> p) {
     if (valid && v < nvec) {
       r[i] = ld_pack(x + int64_t(v) * VEC);
       if constexpr (RES) {  // fused residual add: normalize x + r, rounded, and write it out
-        r[i] = add_rn_vec(r[i], ld_pack(p.R + row * p.ldr + int64_t(v) * VEC));
-        *reinterpret_cast<Pack<T>*>(p.S + row * N + int64_t(v) * VEC) = r[i];
+        r[i] = add_rn_vec(r[i], ld_pack(p.R + row * p.ldr + c0 + int64_t(v) * VEC));
+        *reinterpret_cast<Pack<T>*>(p.S + row * N + c0 + int64_t(v) * VEC) = r[i];
       }
     }
   }
+  cluster_wait<CL>();
   const A invN = A(1) / A(N);
   A mean = 0;
   if constexpr (NORM == Norm::kLayer) {
@@ -171,6 +266,7 @@ __global__ void __launch_bounds__(512) fwd_reg_kernel(FwdParams<T, P> p) {
         for (int e = 0; e < VEC; ++e) s[0] += A(dtof(r[i].v[e])) - x0;
       }
     group_sum<1>(s, tpr, red);
+    csum.sum(s, 0);
     mean = x0 + s[0] * invN;
   }
   A q[1] = {0};
@@ -184,19 +280,20 @@ __global__ void __launch_bounds__(512) fwd_reg_kernel(FwdParams<T, P> p) {
       }
     }
   group_sum<1>(q, tpr, red);
+  csum.sum(q, 1);
   const A rstd = A(1) / sqrt(q[0] * invN + A(p.eps));
-  if (valid && t == 0) {
+  if (valid && t == 0 && c0 == 0) {
     p.mean[row] = mean;
     p.rstd[row] = rstd;
   }
-  T* y = p.Y + (valid ? row : 0) * int64_t(N);
+  T* y = p.Y + (valid ? row : 0) * int64_t(N) + c0;
 #pragma unroll
   for (int i = 0; i < NV; ++i) {
     const int v = i * tpr + t;
     if (valid && v < nvec) {
       PPack<P, VEC> g, b;
-      if (p.gamma) g = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + v * VEC);
-      if (p.beta) b = *reinterpret_cast<const PPack<P, VEC>*>(p.beta + v * VEC);
+      if (p.gamma) g = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + c0 + v * VEC);
+      if (p.beta) b = *reinterpret_cast<const PPack<P, VEC>*>(p.beta + c0 + v * VEC);
       Pack<T> o;
 #pragma unroll
       for (int e = 0; e < VEC; ++e) {
@@ -280,26 +377,35 @@ __global__ void __launch_bounds__(512) fwd_fallback_kernel(FwdParams<T, P> p) {
 // ---------------------------------------------------------------- backward
 
 // ACC_SMEM: the CTA is one row group (tpr == blockDim.x) and keeps its column sums in
-// dynamic shared memory [2][N]; else in registers, combined across groups at the end through
-// dynamic shared memory [2][N] in group order.
-template <class T, class P, int NV, Norm NORM, bool ACC_SMEM>
+// dynamic shared memory [2][its columns]; else in registers, combined across groups at the end
+// through dynamic shared memory [2][N] in group order. CL > 1 (ACC_SMEM only): a persistent
+// grid of clusters; cluster b / CL walks row groups b / CL, + gridDim.x / CL, ..., each CTA its
+// slice of the row and the column sums of that slice, and the cluster writes one [2][N] partial.
+template <class T, class P, int NV, Norm NORM, bool ACC_SMEM, int CL>
 __global__ void __launch_bounds__(512) bwd_reg_kernel(BwdParams<T, P> p) {
+  static_assert(CL == 1 || ACC_SMEM, "a cluster's CTA holds one row slice");
   using A = acc_t<T>;
   constexpr int VEC = Pack<T>::n;
   extern __shared__ __align__(16) unsigned char dsmem_raw[];
   A* acc = reinterpret_cast<A*>(dsmem_raw);
   __shared__ A red[32 * 2];
+  __shared__ ClusterSum<CL, 2, A> csum;
+  cluster_arrive<CL>();
   const int tpr = p.tpr;
   const int G = blockDim.x / tpr;
   const int grp = threadIdx.x / tpr, t = threadIdx.x % tpr;
-  const int N = p.n, nvec = N / VEC;
+  const int N = p.n;
+  const Slice sl = row_slice<CL>(N / VEC);
+  // This CTA's vectors, columns and first column of each row (CL = 1: the whole row; cols = N
+  // there, as the compiler cannot tell: nv = 2 bf16 took 112 registers instead of 61).
+  const int nvec = sl.n, cols = CL == 1 ? N : nvec * VEC, c0 = sl.v0 * VEC;
   const bool params = p.partial != nullptr;
   const A invN = A(1) / A(N);
 
   A ag[ACC_SMEM ? 1 : NV][VEC], ab[ACC_SMEM ? 1 : NV][VEC];
   if constexpr (ACC_SMEM) {
     if (params)
-      for (int j = threadIdx.x; j < 2 * N; j += blockDim.x) acc[j] = 0;
+      for (int j = threadIdx.x; j < 2 * cols; j += blockDim.x) acc[j] = 0;
     // Each thread touches only its own columns below: no barrier needed until the end.
   } else {
 #pragma unroll
@@ -308,13 +414,15 @@ __global__ void __launch_bounds__(512) bwd_reg_kernel(BwdParams<T, P> p) {
       for (int e = 0; e < VEC; ++e) ag[i][e] = ab[i][e] = 0;
   }
   if constexpr (ACC_SMEM) __syncthreads();
+  cluster_wait<CL>();
 
   const int64_t ngroups = (p.M + G - 1) / G;
-  for (int64_t rg = blockIdx.x; rg < ngroups; rg += gridDim.x) {
+  int phase = 0;  // ClusterSum buffer
+  for (int64_t rg = blockIdx.x / CL; rg < ngroups; rg += gridDim.x / CL, phase ^= 1) {
     const int64_t row = rg * G + grp;
     const bool valid = row < p.M;
-    const T* x = p.X + (valid ? row : 0) * p.ldx;
-    const T* dy = p.dY + (valid ? row : 0) * p.lddy;
+    const T* x = p.X + (valid ? row : 0) * p.ldx + c0;
+    const T* dy = p.dY + (valid ? row : 0) * p.lddy + c0;
     Pack<T> rx[NV], rd[NV];
 #pragma unroll
     for (int i = 0; i < NV; ++i) {
@@ -332,7 +440,7 @@ __global__ void __launch_bounds__(512) bwd_reg_kernel(BwdParams<T, P> p) {
       const int v = i * tpr + t;
       if (valid && v < nvec) {
         PPack<P, VEC> g;
-        if (p.gamma) g = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + v * VEC);
+        if (p.gamma) g = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + c0 + v * VEC);
         A dg[VEC], db[VEC];
 #pragma unroll
         for (int e = 0; e < VEC; ++e) {
@@ -349,7 +457,7 @@ __global__ void __launch_bounds__(512) bwd_reg_kernel(BwdParams<T, P> p) {
 #pragma unroll
             for (int e = 0; e < VEC; ++e) {
               acc[e * nvec + v] += dg[e];  // element-major: lanes hit consecutive words
-              acc[N + e * nvec + v] += db[e];
+              acc[cols + e * nvec + v] += db[e];
             }
           }
         } else {
@@ -363,14 +471,15 @@ __global__ void __launch_bounds__(512) bwd_reg_kernel(BwdParams<T, P> p) {
     }
     if (p.dX) {
       group_sum<2>(c, tpr, red);
+      csum.sum(c, phase);
       const A c1 = NORM == Norm::kLayer ? mul_rn(c[0], invN) : A(0), c2 = mul_rn(c[1], invN);
-      T* dx = p.dX + (valid ? row : 0) * int64_t(N);
+      T* dx = p.dX + (valid ? row : 0) * int64_t(N) + c0;
 #pragma unroll
       for (int i = 0; i < NV; ++i) {
         const int v = i * tpr + t;
         if (valid && v < nvec) {
           PPack<P, VEC> g;
-          if (p.gamma) g = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + v * VEC);
+          if (p.gamma) g = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + c0 + v * VEC);
           Pack<T> o;
 #pragma unroll
           for (int e = 0; e < VEC; ++e) {
@@ -385,13 +494,13 @@ __global__ void __launch_bounds__(512) bwd_reg_kernel(BwdParams<T, P> p) {
     }
   }
   if (!params) return;
-  A* out = p.partial + int64_t(blockIdx.x) * 2 * N;
+  A* out = p.partial + int64_t(blockIdx.x / CL) * 2 * N + c0;
   if constexpr (ACC_SMEM) {
     __syncthreads();
-    for (int j = threadIdx.x; j < N; j += blockDim.x) {
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) {
       const int k = (j % VEC) * nvec + j / VEC;
       out[j] = acc[k];
-      out[N + j] = acc[N + k];
+      out[N + j] = acc[cols + k];
     }
   } else {
     for (int j = threadIdx.x; j < 2 * N; j += blockDim.x) acc[j] = 0;
@@ -512,6 +621,9 @@ __global__ void __launch_bounds__(32 * RY) reduce_partials_kernel(const A* parti
 }
 
 // ---------------------------------------------------------------- host side: one dispatch point
+// An empty kernel: its attributes say which of this file's images the device runs.
+__global__ void arch_probe_kernel() {}
+
 namespace {
 
 int round_up(int v, int m) { return (v + m - 1) / m * m; }
@@ -522,64 +634,151 @@ int pow2_ceil(int v) {
 }
 int nv_class(int nv) { return nv <= 1 ? 1 : nv <= 2 ? 2 : nv <= 4 ? 4 : nv <= 8 ? 8 : 16; }
 
-int num_sms(int device) {
+// A device attribute, read once per device: queries cost host time, which small problems see.
+template <cudaDeviceAttr ATTR>
+int device_attr(int device, int fallback) {
   static int cache[64] = {0};
   if (device >= 0 && device < 64 && cache[device]) return cache[device];
-  int n = 0;
-  if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || n <= 0) n = 132;
-  if (device >= 0 && device < 64) cache[device] = n;
-  return n;
+  int v = 0;
+  if (cudaDeviceGetAttribute(&v, ATTR, device) != cudaSuccess || v <= 0) {
+    cudaGetLastError();  // clear it: a query failure is no launch failure
+    v = fallback;
+  }
+  if (device >= 0 && device < 64) cache[device] = v;
+  return v;
+}
+int num_sms(int device) { return device_attr<cudaDevAttrMultiProcessorCount>(device, 132); }
+// Dynamic shared memory a CTA may have (the kernels' static shared memory is < 1 KB).
+size_t max_dyn_smem(int device) {
+  return size_t(device_attr<cudaDevAttrMaxSharedMemoryPerBlockOptin>(device, 48 * 1024)) - 1024;
 }
 
-// Resident CTAs per SM of a kernel, cached: the occupancy query costs microseconds of host
-// time, which small problems would see.
-int occupancy(const void* kernel, int block, size_t smem, int device) {
+// Thread-block clusters run: a device that launches them, running this file's sm_90 (or
+// newer) image, not a JIT-compiled older one (whose cluster kernels trap).
+bool clusters_supported(int device) {
+  static int cache[64] = {0};  // 0: not asked yet, 1: no, 2: yes
+  if (device >= 0 && device < 64 && cache[device]) return cache[device] == 2;
+  int launch = 0;
+  cudaFuncAttributes a{};
+  const bool ok = cudaDeviceGetAttribute(&launch, cudaDevAttrClusterLaunch, device) == cudaSuccess &&
+                  launch && cudaFuncGetAttributes(&a, arch_probe_kernel) == cudaSuccess &&
+                  a.ptxVersion >= 90;
+  if (!ok) cudaGetLastError();
+  if (device >= 0 && device < 64) cache[device] = ok ? 2 : 1;
+  return ok;
+}
+
+// The cluster kernels built (so the only ones the configs may pick, build time): 16- and
+// 32-bit types, 4 or 8 vectors a thread.
+constexpr int kMaxCluster = 8;  // the portable cluster size
+template <class T>
+constexpr bool kClusterType = sizeof(T) <= 4;
+constexpr bool cluster_nv(int nv) { return nv == 4 || nv == 8; }
+
+cudaLaunchAttribute cluster_attr(int cl) {
+  cudaLaunchAttribute a{};
+  a.id = cudaLaunchAttributeClusterDimension;
+  a.val.clusterDim.x = unsigned(cl);
+  a.val.clusterDim.y = a.val.clusterDim.z = 1;
+  return a;
+}
+
+// Clusters of cl CTAs of `kernel` (cl = 1: CTAs) resident on the device at once: the
+// persistent grid. Cached: the queries cost microseconds of host time, which small problems
+// would see. The first query of a kernel raises its dynamic shared-memory limit.
+int64_t resident_clusters(const void* kernel, int block, size_t smem, int cl, int device) {
   struct Entry {
     const void* kernel;
     int block;
     size_t smem;
-    int device, occ;
+    int cl, device;
+    int64_t n;
   };
   static std::mutex mu;
   static std::vector<Entry> cache;
   const std::lock_guard<std::mutex> lock(mu);
   for (const Entry& e : cache)
-    if (e.kernel == kernel && e.block == block && e.smem == smem && e.device == device) return e.occ;
-  int occ = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kernel, block, smem) != cudaSuccess) {
-    cudaGetLastError();  // clear it: a query failure is no launch failure
-    occ = 1;
+    if (e.kernel == kernel && e.block == block && e.smem == smem && e.cl == cl && e.device == device)
+      return e.n;
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(max_dyn_smem(device)));
+  int n = 0;
+  cudaError_t err;
+  if (cl == 1) {
+    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, block, smem);
+  } else {
+    cudaLaunchAttribute attr = cluster_attr(cl);
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(unsigned(cl));
+    cfg.blockDim = dim3(unsigned(block));
+    cfg.dynamicSmemBytes = smem;
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+    err = cudaOccupancyMaxActiveClusters(&n, kernel, &cfg);
   }
-  occ = std::max(occ, 1);
-  if (cache.size() < 4096) cache.push_back({kernel, block, smem, device, occ});
-  return occ;
+  if (err != cudaSuccess) cudaGetLastError();  // clear it: a query failure is no launch failure
+  const int64_t res = int64_t(std::max(n, 1)) * (cl == 1 ? num_sms(device) : 1);
+  if (cache.size() < 4096) cache.push_back({kernel, block, smem, cl, device, res});
+  return res;
 }
 
-// A row-group configuration: threads per row (tpr), 16-byte vectors per thread (nv), block.
+// Launches `kernel` on grid CTAs (a multiple of cl), in clusters of cl CTAs along x if cl > 1.
+template <class Params>
+cudaError_t launch(void (*kernel)(Params), int64_t grid, int block, size_t smem, int cl,
+                   cudaStream_t s, const Params& p) {
+  if (grid >= (int64_t(1) << 31)) return cudaErrorInvalidConfiguration;
+  if (cl == 1) {
+    kernel<<<unsigned(grid), block, smem, s>>>(p);
+    return cudaGetLastError();
+  }
+  cudaLaunchAttribute attr = cluster_attr(cl);
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(unsigned(grid));
+  cfg.blockDim = dim3(unsigned(block));
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelEx(&cfg, kernel, p);
+}
+
+// f.template operator()<V>() for the V among Vs equal to v (the last if none is): a runtime
+// choice to a template parameter.
+template <int V, int... Vs, class F>
+auto pick(int v, F&& f) {
+  if constexpr (sizeof...(Vs) > 0)
+    if (v != V) return pick<Vs...>(v, f);
+  return f.template operator()<V>();
+}
+
+// A row configuration: threads per row (tpr), 16-byte vectors per thread (nv), block, and the
+// CTAs a row is split over (cl > 1: a thread-block cluster, each CTA a slice of the row).
 struct Config {
   bool reg = false;  // false: fallback path
-  int tpr = 0, nv = 0, block = 0;
+  int tpr = 0, nv = 0, block = 0, cl = 1;
 };
 
 constexpr int kMaxRowThreads = 512;
 
 // Rows of nvec 16-byte vectors. Small rows (nvec <= 128): tpr <= 32, a power of two giving
 // up to 4 vectors a thread, several rows to a CTA of small_block threads. Larger rows: one row
-// per CTA, the first nv of `nvs` for which <= kMaxRowThreads threads suffice.
-Config row_config(int nvec, int small_block, std::initializer_list<int> nvs) {
+// (or, cl > 1, one slice of ceil(nvec / cl) vectors) per CTA, the first nv of `nvs` for which
+// <= kMaxRowThreads threads suffice.
+Config row_config(int nvec, int small_block, std::initializer_list<int> nvs, int cl = 1) {
   Config c;
-  if (nvec <= 128) {
+  if (cl == 1 && nvec <= 128) {
     c.tpr = pow2_ceil((nvec + 3) / 4);
     c.nv = nv_class((nvec + c.tpr - 1) / c.tpr);
     c.block = std::max(small_block, c.tpr);
     c.reg = true;
     return c;
   }
+  const int slice = (nvec + cl - 1) / cl;
   for (int nv : nvs) {
-    if ((nvec + nv - 1) / nv <= kMaxRowThreads) {
-      c.tpr = round_up((nvec + nv - 1) / nv, 32);
-      c.nv = nv_class((nvec + c.tpr - 1) / c.tpr);
+    if ((slice + nv - 1) / nv <= kMaxRowThreads) {
+      c.tpr = round_up((slice + nv - 1) / nv, 32);
+      c.nv = nv_class((slice + c.tpr - 1) / c.tpr);
       c.block = c.tpr;
+      c.cl = cl;
       c.reg = true;
       return c;
     }
@@ -587,24 +786,86 @@ Config row_config(int nvec, int small_block, std::initializer_list<int> nvs) {
   return c;
 }
 
+// Tuning knob (benchmark sweeps): FASTLN_CUDA_CLUSTER_FWD / FASTLN_CUDA_CLUSTER_BWD = 1, 2, 4
+// or 8 set the CTAs per row for rows of more than 128 vectors where clusters run. Unset: the
+// choices below.
+int forced_cluster(const char* var) {
+  const char* v = std::getenv(var);
+  const int cl = v ? std::atoi(v) : 0;
+  return cl == 1 || cl == 2 || cl == 4 || cl == 8 ? cl : 0;
+}
+
 // Forward: small rows 256 threads a CTA; larger rows 4 vectors a thread, then 8, then 16.
-Config fwd_config(int nvec) { return row_config(nvec, 256, {4, 8, 16}); }
+// Where clusters run, rows of more than kFwdClusterFrom elements are split over a cluster, each
+// CTA holding at most kFwdCtaVectors (4 vectors a thread at most, at <= 64 registers two CTAs
+// of 512 threads per SM): one CTA per row held 8-16 vectors a thread, 1 CTA per SM, so loads
+// and stores of consecutive rows never overlapped (H100: bf16 N = 32768 at 82% of copy
+// bandwidth, 65536 at 55%; fp32 65536, on the fallback, at 48%).
+constexpr int kFwdClusterFrom = 16384;
+constexpr int kFwdCtaVectors = 4 * kMaxRowThreads;
+Config fwd_config(int nvec, int N, bool clusters) {
+  static const int forced = forced_cluster("FASTLN_CUDA_CLUSTER_FWD");
+  int cl = 1;
+  if (clusters && nvec > 128) {
+    cl = forced;
+    if (!cl) {
+      cl = 1;
+      while (N > kFwdClusterFrom && cl < kMaxCluster && (nvec + cl - 1) / cl > kFwdCtaVectors) cl *= 2;
+    }
+  }
+  return cl == 1 ? row_config(nvec, 256, {4, 8, 16}) : row_config(nvec, 256, {4, 8}, cl);
+}
 
 // Backward: small rows keep column sums in registers; larger rows keep them in shared memory
-// [2][N], so rows whose sums do not fit take the fallback. Small CTAs for small rows: a CTA's
-// row groups add their column sums in group order at the end, so that step grows with the
-// groups a CTA holds. H100, bf16 backward: (4096, 1024) 55 -> 32 us with 128 threads instead
-// of 512, (131072, 1024) 324 -> 305 us, (524288, 256) 375 -> 310 us with 64 (docs/cuda.md).
-// 16-bit rows: 2 vectors (16 elements) a thread first, for more warps in flight per SM.
-Config bwd_config(int nvec, int N, size_t acc_size, bool half_width) {
-  if (nvec > 128 && size_t(2) * N * acc_size > 200 * 1024) return Config{};
-  return row_config(nvec, nvec <= 32 ? 64 : 128, {half_width ? 2 : 4, 4, 8});
+// [2][the CTA's columns]. Small CTAs for small rows: a CTA's row groups add their column sums
+// in group order at the end, so that step grows with the groups a CTA holds. H100, bf16
+// backward: (4096, 1024) 55 -> 32 us with 128 threads instead of 512, (131072, 1024) 324 ->
+// 305 us, (524288, 256) 375 -> 310 us with 64 (docs/cuda.md). 16-bit rows: 2 vectors (16
+// elements) a thread first, for more warps in flight per SM. Where clusters run, a CTA holds at
+// most kBwdCtaSmem of column sums and longer rows are split over a cluster: sums of a whole row
+// of 16384 in one CTA (128 KB) allowed 1 CTA per SM, and rows past 25600 did not fit at all
+// (the fallback reads x and dy twice: ~40% of copy bandwidth). Without clusters, rows whose
+// sums do not fit take the fallback.
+constexpr size_t kBwdCtaSmem = 64 * 1024;
+constexpr size_t kBwdMaxSmem = 200 * 1024;
+Config bwd_config(int nvec, int vec, size_t acc_size, bool half_width, bool clusters, size_t max_smem) {
+  const int nv0 = half_width ? 2 : 4;
+  if (nvec <= 128) return row_config(nvec, nvec <= 32 ? 64 : 128, {nv0, 4, 8});
+  static const int forced = forced_cluster("FASTLN_CUDA_CLUSTER_BWD");
+  const auto smem = [&](int cl) { return size_t(2) * ((nvec + cl - 1) / cl) * vec * acc_size; };
+  int cl = 1;
+  if (clusters) {
+    cl = forced;
+    if (!cl) {
+      cl = 1;
+      while (cl < kMaxCluster && smem(cl) > kBwdCtaSmem) cl *= 2;
+    }
+  }
+  if (smem(cl) > std::min(kBwdMaxSmem, max_smem)) return Config{};
+  if (cl == 1) return row_config(nvec, 128, {nv0, 4, 8});
+  // 4 vectors a thread, not 2: a bf16 slice of 1024 vectors in 256 threads takes 81 registers
+  // (3 CTAs per SM), in 512 threads of 2 vectors 98 (one CTA per SM).
+  return row_config(nvec, 128, {4, 8}, cl);
+}
+
+// Clusters for T: where they run, and for the types the cluster kernels are built for.
+template <class T>
+bool clusters_for(int device) {
+  return kClusterType<T> && clusters_supported(device);
 }
 
 template <class T>
-Config bwd_config_for(int N, bool vec_ok) {
+Config fwd_config_for(int N, bool vec_ok, int device) {
   constexpr int VEC = Pack<T>::n;
-  return vec_ok ? bwd_config(N / VEC, N, sizeof(acc_t<T>), sizeof(T) == 2) : Config{};
+  return vec_ok ? fwd_config(N / VEC, N, clusters_for<T>(device)) : Config{};
+}
+
+template <class T>
+Config bwd_config_for(int N, bool vec_ok, int device) {
+  constexpr int VEC = Pack<T>::n;
+  return vec_ok ? bwd_config(N / VEC, VEC, sizeof(acc_t<T>), sizeof(T) == 2, clusters_for<T>(device),
+                             max_dyn_smem(device))
+                : Config{};
 }
 
 int fallback_block(int n) { return n >= 4096 ? 512 : n >= 512 ? 128 : 32; }
@@ -620,70 +881,70 @@ void launch_fallback_rows(void (*vec_kernel)(Params), void (*scalar_kernel)(Para
   (vec_ok ? vec_kernel : scalar_kernel)<<<grid, block, 0, s>>>(p);
 }
 
-template <class T, class P, Norm NORM, bool RES, int NV>
+template <class T, class P, Norm NORM, bool RES>
 cudaError_t launch_fwd_reg(const Config& c, const FwdParams<T, P>& p, cudaStream_t s) {
   const int G = c.block / c.tpr;
-  const int64_t grid = (p.M + G - 1) / G;
-  if (grid >= (int64_t(1) << 31)) return cudaErrorInvalidConfiguration;
-  fwd_reg_kernel<T, P, NV, NORM, RES><<<unsigned(grid), c.block, 0, s>>>(p);
-  return cudaGetLastError();
+  const int64_t grid = (p.M + G - 1) / G * c.cl;
+  return pick<1, 2, 4, 8, 16>(c.nv, [&]<int NV>() {
+    return pick<1, 2, 4, 8>(c.cl, [&]<int CL>() -> cudaError_t {
+      if constexpr (CL > 1 && !(kClusterType<T> && cluster_nv(NV)))
+        return cudaErrorInvalidConfiguration;  // not built, and fwd_config never picks it
+      else
+        return launch(fwd_reg_kernel<T, P, NV, NORM, RES, CL>, grid, c.block, 0, CL, s, p);
+    });
+  });
 }
 
 template <class T, class P, Norm NORM, bool RES>
 cudaError_t launch_fwd_norm(FwdParams<T, P> p, bool vec_ok, cudaStream_t s) {
   constexpr int VEC = Pack<T>::n;
-  const int N = int(p.N);
-  const Config c = vec_ok ? fwd_config(N / VEC) : Config{};
+  int device = 0;
+  cudaGetDevice(&device);
+  const Config c = fwd_config_for<T>(int(p.N), vec_ok, device);
   if (c.reg) {
     p.tpr = c.tpr;
-    switch (c.nv) {
-      case 1: return launch_fwd_reg<T, P, NORM, RES, 1>(c, p, s);
-      case 2: return launch_fwd_reg<T, P, NORM, RES, 2>(c, p, s);
-      case 4: return launch_fwd_reg<T, P, NORM, RES, 4>(c, p, s);
-      case 8: return launch_fwd_reg<T, P, NORM, RES, 8>(c, p, s);
-      default: return launch_fwd_reg<T, P, NORM, RES, 16>(c, p, s);
-    }
+    return launch_fwd_reg<T, P, NORM, RES>(c, p, s);
   }
   launch_fallback_rows<VEC>(fwd_fallback_kernel<T, P, VEC, NORM, RES>,
                             fwd_fallback_kernel<T, P, 1, NORM, RES>, p, vec_ok, s);
   return cudaGetLastError();
 }
 
-template <class T, class P, int NV, Norm NORM, bool SM>
-auto bwd_kernel_ptr() {
-  return bwd_reg_kernel<T, P, NV, NORM, SM>;
-}
-
-// The backward kernel of a config, its grid (persistent: rows fill the chip) and smem.
+// The backward kernel of a config, its grid (persistent: as many CTAs, or clusters, as are
+// resident at once, at most one per row group) and its dynamic shared memory.
 template <class T, class P>
 struct BwdLaunch {
   void (*kernel)(BwdParams<T, P>) = nullptr;
-  int64_t grid = 0;
+  int64_t grid = 0;  // CTAs, a multiple of the cluster size; grid / cl partials
   size_t smem = 0;
 };
 
 template <class T, class P, Norm NORM>
 BwdLaunch<T, P> bwd_launch_plan(const Config& c, int N, int64_t M, int device) {
   using A = acc_t<T>;
+  using Kernel = void (*)(BwdParams<T, P>);
+  constexpr int VEC = Pack<T>::n;
   BwdLaunch<T, P> l;
-  const bool sm = c.tpr > 32;
-  switch (c.nv) {
-    case 1: l.kernel = sm ? bwd_kernel_ptr<T, P, 1, NORM, true>() : bwd_kernel_ptr<T, P, 1, NORM, false>(); break;
-    case 2: l.kernel = sm ? bwd_kernel_ptr<T, P, 2, NORM, true>() : bwd_kernel_ptr<T, P, 2, NORM, false>(); break;
-    case 4: l.kernel = sm ? bwd_kernel_ptr<T, P, 4, NORM, true>() : bwd_kernel_ptr<T, P, 4, NORM, false>(); break;
-    default: l.kernel = bwd_kernel_ptr<T, P, 8, NORM, true>(); break;
-  }
-  l.smem = size_t(2) * N * sizeof(A);
-  static bool attr_set[2][5] = {};  // per instantiation of this function: (sm, nv class)
-  bool& set = attr_set[sm][c.nv == 1 ? 0 : c.nv == 2 ? 1 : c.nv == 4 ? 2 : 3];
-  if (!set) {
-    cudaFuncSetAttribute(l.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 210 * 1024);
-    set = true;
-  }
-  const int occ = occupancy(reinterpret_cast<const void*>(l.kernel), c.block, l.smem, device);
+  l.kernel = pick<1, 2, 4, 8>(c.nv, [&]<int NV>() {
+    return pick<1, 2, 4, 8>(c.cl, [&]<int CL>() -> Kernel {
+      if constexpr (CL > 1) {
+        if constexpr (kClusterType<T> && cluster_nv(NV)) return bwd_reg_kernel<T, P, NV, NORM, true, CL>;
+        return nullptr;  // not built, and bwd_config never picks it
+      } else if constexpr (NV == 8) {
+        return bwd_reg_kernel<T, P, 8, NORM, true, 1>;  // 8 vectors a thread: rows fill a CTA
+      } else {
+        if (c.tpr > 32) return bwd_reg_kernel<T, P, NV, NORM, true, 1>;
+        return bwd_reg_kernel<T, P, NV, NORM, false, 1>;
+      }
+    });
+  });
+  if (!l.kernel) return l;
+  l.smem = size_t(2) * ((N / VEC + c.cl - 1) / c.cl) * VEC * sizeof(A);
   const int G = c.block / c.tpr;
   const int64_t ngroups = (M + G - 1) / G;
-  l.grid = std::min<int64_t>(ngroups, int64_t(occ) * num_sms(device));
+  const int64_t resident =
+      resident_clusters(reinterpret_cast<const void*>(l.kernel), c.block, l.smem, c.cl, device);
+  l.grid = std::min<int64_t>(ngroups, resident) * c.cl;
   return l;
 }
 
@@ -694,8 +955,8 @@ int64_t fallback_num_partials(int N, int64_t M, int device) {
 
 template <class T, class P, Norm NORM>
 int64_t bwd_num_partials_norm(const BwdParams<T, P>& p, bool vec_ok, int device) {
-  const Config c = bwd_config_for<T>(int(p.N), vec_ok);
-  if (c.reg) return bwd_launch_plan<T, P, NORM>(c, int(p.N), p.M, device).grid;
+  const Config c = bwd_config_for<T>(int(p.N), vec_ok, device);
+  if (c.reg) return bwd_launch_plan<T, P, NORM>(c, int(p.N), p.M, device).grid / c.cl;
   return fallback_num_partials(int(p.N), p.M, device);
 }
 
@@ -705,14 +966,15 @@ cudaError_t launch_bwd_norm(BwdParams<T, P> p, bool vec_ok, int64_t nparts, P* d
   using A = acc_t<T>;
   constexpr int VEC = Pack<T>::n;
   const int N = int(p.N);
-  const Config c = bwd_config_for<T>(N, vec_ok);
   int device = 0;
   cudaGetDevice(&device);
+  const Config c = bwd_config_for<T>(N, vec_ok, device);
   if (c.reg) {
     p.tpr = c.tpr;
     const BwdLaunch<T, P> l = bwd_launch_plan<T, P, NORM>(c, N, p.M, device);
-    if (p.partial && l.grid != nparts) return cudaErrorInvalidValue;  // plan and launch disagree
-    l.kernel<<<unsigned(l.grid), c.block, l.smem, s>>>(p);
+    if (!l.kernel || (p.partial && l.grid / c.cl != nparts))
+      return cudaErrorInvalidValue;  // plan and launch disagree
+    if (cudaError_t e = launch(l.kernel, l.grid, c.block, l.smem, c.cl, s, p); e != cudaSuccess) return e;
   } else {
     if (p.dX) {
       launch_fallback_rows<VEC>(bwd_fallback_dx_kernel<T, P, VEC, NORM>,

@@ -187,15 +187,15 @@ __device__ __forceinline__ void cluster_wait() {
 // Sum of K values over the CTAs of a cluster, after group_sum (every thread holds its CTA's
 // sum). Thread d < CL stores the CTA's values into slot [rank] of CTA d's buffer (distributed
 // shared memory); after cluster.sync() each CTA adds slots 0..CL-1 in rank order, so every CTA
-// gets the same bits, run after run. Two buffers, alternated by the caller (`phase`): CTA d's
-// buffer is written again only after the next sync, which d reaches only after reading it; and
-// no CTA touches another's shared memory after its last sync, so CTAs may exit after it.
+// gets the same bits, run after run. Two buffers, used in turn (`phase`, flipped by each call):
+// CTA d's buffer is written again only after the next sync, which d reaches only after reading
+// it; and no CTA touches another's shared memory after its last sync, so CTAs may exit then.
 // Every thread of the cluster must call it.
 template <int CL, int K, class A>
 struct ClusterSum {
   A slot[2][CL][K];
 
-  __device__ __forceinline__ void sum(A (&v)[K], int phase) {
+  __device__ __forceinline__ void sum(A (&v)[K], int& phase) {
     if constexpr (CL > 1) {
 #if FASTLN_CLUSTERS
       cg::cluster_group cluster = cg::this_cluster();
@@ -212,6 +212,7 @@ struct ClusterSum {
         for (int r = 0; r < CL; ++r) s += slot[phase][r][k];
         v[k] = s;
       }
+      phase ^= 1;
 #else
       __trap();
 #endif
@@ -222,10 +223,11 @@ struct ClusterSum {
 // ---------------------------------------------------------------- forward, register path
 
 // RES: the fused residual add (p.R, p.S set). A template parameter, so that the plain norms
-// keep the registers (and the occupancy) of a kernel without it. CL > 1: cluster b / CL of CL
-// CTAs owns row b / CL, each CTA one slice of it (blockDim.x == tpr).
+// keep the registers (and the occupancy) of a kernel without it. CL = 1: one row group per CTA
+// (grid = row groups). CL > 1: a persistent grid of clusters, cluster b / CL taking rows b / CL,
+// + gridDim.x / CL, ..., each CTA one slice of the row (blockDim.x == tpr).
 template <class T, class P, int NV, Norm NORM, bool RES, int CL>
-__global__ void __launch_bounds__(512) fwd_reg_kernel(FwdParams<T, P> p) {
+__global__ void __launch_bounds__(512, CL > 1 ? 2 : 1) fwd_reg_kernel(FwdParams<T, P> p) {
   using A = acc_t<T>;
   constexpr int VEC = Pack<T>::n;
   __shared__ A red[32 * 2];
@@ -234,76 +236,87 @@ __global__ void __launch_bounds__(512) fwd_reg_kernel(FwdParams<T, P> p) {
   const int tpr = p.tpr;
   const int G = blockDim.x / tpr;
   const int grp = threadIdx.x / tpr, t = threadIdx.x % tpr;
-  const int64_t row = int64_t(blockIdx.x / CL) * G + grp;
-  const bool valid = row < p.M;
   const int N = p.n;
   const Slice sl = row_slice<CL>(N / VEC);
   const int nvec = sl.n, c0 = sl.v0 * VEC;  // this CTA's vectors, its first column
-  const T* x = p.X + (valid ? row : 0) * p.ldx + c0;
+  const A invN = A(1) / A(N);
+  int phase = 0;  // ClusterSum buffer
+  cluster_wait<CL>();
+  // One row group; a lambda, so that CL = 1 compiles to the loop-free kernel it was (a loop
+  // around it cost registers and spills there).
+  const auto row_group = [&](int64_t rg) {
+    const int64_t row = rg * G + grp;
+    const bool valid = row < p.M;
+    const T* x = p.X + (valid ? row : 0) * p.ldx + c0;
 
-  Pack<T> r[NV];
+    Pack<T> r[NV];
 #pragma unroll
-  for (int i = 0; i < NV; ++i) {
-    const int v = i * tpr + t;
-    if (valid && v < nvec) {
-      r[i] = ld_pack(x + int64_t(v) * VEC);
-      if constexpr (RES) {  // fused residual add: normalize x + r, rounded, and write it out
-        r[i] = add_rn_vec(r[i], ld_pack(p.R + row * p.ldr + c0 + int64_t(v) * VEC));
-        *reinterpret_cast<Pack<T>*>(p.S + row * N + c0 + int64_t(v) * VEC) = r[i];
+    for (int i = 0; i < NV; ++i) {
+      const int v = i * tpr + t;
+      if (valid && v < nvec) {
+        r[i] = ld_pack(x + int64_t(v) * VEC);
+        if constexpr (RES) {  // fused residual add: normalize x + r, rounded, and write it out
+          r[i] = add_rn_vec(r[i], ld_pack(p.R + row * p.ldr + c0 + int64_t(v) * VEC));
+          *reinterpret_cast<Pack<T>*>(p.S + row * N + c0 + int64_t(v) * VEC) = r[i];
+        }
       }
     }
-  }
-  cluster_wait<CL>();
-  const A invN = A(1) / A(N);
-  A mean = 0;
-  if constexpr (NORM == Norm::kLayer) {
-    const A x0 = valid ? first_elem<RES>(p, row) : A(0);
-    A s[1] = {0};
+    A mean = 0;
+    if constexpr (NORM == Norm::kLayer) {
+      const A x0 = valid ? first_elem<RES>(p, row) : A(0);
+      A s[1] = {0};
+#pragma unroll
+      for (int i = 0; i < NV; ++i)
+        if (valid && i * tpr + t < nvec) {
+#pragma unroll
+          for (int e = 0; e < VEC; ++e) s[0] += A(dtof(r[i].v[e])) - x0;
+        }
+      group_sum<1>(s, tpr, red);
+      csum.sum(s, phase);
+      mean = x0 + s[0] * invN;
+    }
+    A q[1] = {0};
 #pragma unroll
     for (int i = 0; i < NV; ++i)
       if (valid && i * tpr + t < nvec) {
 #pragma unroll
-        for (int e = 0; e < VEC; ++e) s[0] += A(dtof(r[i].v[e])) - x0;
+        for (int e = 0; e < VEC; ++e) {
+          const A d = A(dtof(r[i].v[e])) - mean;
+          q[0] += d * d;
+        }
       }
-    group_sum<1>(s, tpr, red);
-    csum.sum(s, 0);
-    mean = x0 + s[0] * invN;
-  }
-  A q[1] = {0};
+    group_sum<1>(q, tpr, red);
+    csum.sum(q, phase);
+    const A rstd = A(1) / sqrt(q[0] * invN + A(p.eps));
+    if (valid && t == 0 && c0 == 0) {
+      p.mean[row] = mean;
+      p.rstd[row] = rstd;
+    }
+    T* y = p.Y + (valid ? row : 0) * int64_t(N) + c0;
 #pragma unroll
-  for (int i = 0; i < NV; ++i)
-    if (valid && i * tpr + t < nvec) {
+    for (int i = 0; i < NV; ++i) {
+      const int v = i * tpr + t;
+      if (valid && v < nvec) {
+        PPack<P, VEC> g, b;
+        if (p.gamma) g = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + c0 + v * VEC);
+        if (p.beta) b = *reinterpret_cast<const PPack<P, VEC>*>(p.beta + c0 + v * VEC);
+        Pack<T> o;
 #pragma unroll
-      for (int e = 0; e < VEC; ++e) {
-        const A d = A(dtof(r[i].v[e])) - mean;
-        q[0] += d * d;
+        for (int e = 0; e < VEC; ++e) {
+          const A scale = p.gamma ? rstd * ptoa<A>(g.v[e]) : rstd;
+          A out = (A(dtof(r[i].v[e])) - mean) * scale;
+          if (p.beta) out += ptoa<A>(b.v[e]);
+          o.v[e] = dfrom<T>(out);
+        }
+        *reinterpret_cast<Pack<T>*>(y + int64_t(v) * VEC) = o;
       }
     }
-  group_sum<1>(q, tpr, red);
-  csum.sum(q, 1);
-  const A rstd = A(1) / sqrt(q[0] * invN + A(p.eps));
-  if (valid && t == 0 && c0 == 0) {
-    p.mean[row] = mean;
-    p.rstd[row] = rstd;
-  }
-  T* y = p.Y + (valid ? row : 0) * int64_t(N) + c0;
-#pragma unroll
-  for (int i = 0; i < NV; ++i) {
-    const int v = i * tpr + t;
-    if (valid && v < nvec) {
-      PPack<P, VEC> g, b;
-      if (p.gamma) g = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + c0 + v * VEC);
-      if (p.beta) b = *reinterpret_cast<const PPack<P, VEC>*>(p.beta + c0 + v * VEC);
-      Pack<T> o;
-#pragma unroll
-      for (int e = 0; e < VEC; ++e) {
-        const A scale = p.gamma ? rstd * ptoa<A>(g.v[e]) : rstd;
-        A out = (A(dtof(r[i].v[e])) - mean) * scale;
-        if (p.beta) out += ptoa<A>(b.v[e]);
-        o.v[e] = dfrom<T>(out);
-      }
-      *reinterpret_cast<Pack<T>*>(y + int64_t(v) * VEC) = o;
-    }
+  };
+  if constexpr (CL == 1) {
+    row_group(blockIdx.x);
+  } else {
+    const int64_t ngroups = (p.M + G - 1) / G;
+    for (int64_t rg = blockIdx.x / CL; rg < ngroups; rg += gridDim.x / CL) row_group(rg);
   }
 }
 
@@ -418,7 +431,7 @@ __global__ void __launch_bounds__(512) bwd_reg_kernel(BwdParams<T, P> p) {
 
   const int64_t ngroups = (p.M + G - 1) / G;
   int phase = 0;  // ClusterSum buffer
-  for (int64_t rg = blockIdx.x / CL; rg < ngroups; rg += gridDim.x / CL, phase ^= 1) {
+  for (int64_t rg = blockIdx.x / CL; rg < ngroups; rg += gridDim.x / CL) {
     const int64_t row = rg * G + grp;
     const bool valid = row < p.M;
     const T* x = p.X + (valid ? row : 0) * p.ldx + c0;
@@ -668,12 +681,12 @@ bool clusters_supported(int device) {
   return ok;
 }
 
-// The cluster kernels built (so the only ones the configs may pick, build time): 16- and
-// 32-bit types, 4 or 8 vectors a thread.
+// The cluster kernels built (so the only ones the configs may pick; build time): 16- and
+// 32-bit types, 4 vectors a thread.
 constexpr int kMaxCluster = 8;  // the portable cluster size
 template <class T>
 constexpr bool kClusterType = sizeof(T) <= 4;
-constexpr bool cluster_nv(int nv) { return nv == 4 || nv == 8; }
+constexpr bool cluster_nv(int nv) { return nv == 4; }
 
 cudaLaunchAttribute cluster_attr(int cl) {
   cudaLaunchAttribute a{};
@@ -685,7 +698,11 @@ cudaLaunchAttribute cluster_attr(int cl) {
 
 // Clusters of cl CTAs of `kernel` (cl = 1: CTAs) resident on the device at once: the
 // persistent grid. Cached: the queries cost microseconds of host time, which small problems
-// would see. The first query of a kernel raises its dynamic shared-memory limit.
+// would see. Sets the kernel's dynamic shared-memory limit (the device's) on its first query.
+// Clusters: at most the CTAs resident per SM times the SMs over cl, and at most what
+// cudaOccupancyMaxActiveClusters says (clusters live inside a GPC), asked with the limit at
+// this launch's shared memory: ASSUMPTION (checked on the device) that it counts the limit,
+// not the launch's bytes.
 int64_t resident_clusters(const void* kernel, int block, size_t smem, int cl, int device) {
   struct Entry {
     const void* kernel;
@@ -700,12 +717,15 @@ int64_t resident_clusters(const void* kernel, int block, size_t smem, int cl, in
   for (const Entry& e : cache)
     if (e.kernel == kernel && e.block == block && e.smem == smem && e.cl == cl && e.device == device)
       return e.n;
-  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(max_dyn_smem(device)));
-  int n = 0;
-  cudaError_t err;
-  if (cl == 1) {
-    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, block, smem);
-  } else {
+  const int max_smem = int(max_dyn_smem(device));
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
+  int occ = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kernel, block, smem) != cudaSuccess) {
+    cudaGetLastError();  // clear it: a query failure is no launch failure
+    occ = 1;
+  }
+  int64_t n = int64_t(std::max(occ, 1)) * num_sms(device) / cl;
+  if (cl > 1) {
     cudaLaunchAttribute attr = cluster_attr(cl);
     cudaLaunchConfig_t cfg{};
     cfg.gridDim = dim3(unsigned(cl));
@@ -713,12 +733,17 @@ int64_t resident_clusters(const void* kernel, int block, size_t smem, int cl, in
     cfg.dynamicSmemBytes = smem;
     cfg.attrs = &attr;
     cfg.numAttrs = 1;
-    err = cudaOccupancyMaxActiveClusters(&n, kernel, &cfg);
+    int clusters = 0;
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+    if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) == cudaSuccess && clusters > 0)
+      n = std::min<int64_t>(n, clusters);
+    else
+      cudaGetLastError();
   }
-  if (err != cudaSuccess) cudaGetLastError();  // clear it: a query failure is no launch failure
-  const int64_t res = int64_t(std::max(n, 1)) * (cl == 1 ? num_sms(device) : 1);
-  if (cache.size() < 4096) cache.push_back({kernel, block, smem, cl, device, res});
-  return res;
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
+  n = std::max<int64_t>(n, 1);
+  if (cache.size() < 4096) cache.push_back({kernel, block, smem, cl, device, n});
+  return n;
 }
 
 // Launches `kernel` on grid CTAs (a multiple of cl), in clusters of cl CTAs along x if cl > 1.
@@ -813,7 +838,7 @@ Config fwd_config(int nvec, int N, bool clusters) {
       while (N > kFwdClusterFrom && cl < kMaxCluster && (nvec + cl - 1) / cl > kFwdCtaVectors) cl *= 2;
     }
   }
-  return cl == 1 ? row_config(nvec, 256, {4, 8, 16}) : row_config(nvec, 256, {4, 8}, cl);
+  return cl == 1 ? row_config(nvec, 256, {4, 8, 16}) : row_config(nvec, 256, {4}, cl);
 }
 
 // Backward: small rows keep column sums in registers; larger rows keep them in shared memory
@@ -845,7 +870,7 @@ Config bwd_config(int nvec, int vec, size_t acc_size, bool half_width, bool clus
   if (cl == 1) return row_config(nvec, 128, {nv0, 4, 8});
   // 4 vectors a thread, not 2: a bf16 slice of 1024 vectors in 256 threads takes 81 registers
   // (3 CTAs per SM), in 512 threads of 2 vectors 98 (one CTA per SM).
-  return row_config(nvec, 128, {4, 8}, cl);
+  return row_config(nvec, 128, {4}, cl);
 }
 
 // Clusters for T: where they run, and for the types the cluster kernels are built for.
@@ -881,16 +906,24 @@ void launch_fallback_rows(void (*vec_kernel)(Params), void (*scalar_kernel)(Para
   (vec_ok ? vec_kernel : scalar_kernel)<<<grid, block, 0, s>>>(p);
 }
 
+// CL = 1: a CTA per row group. Clusters: persistent (launching a cluster per row cost ~20% of
+// copy bandwidth at bf16 N = 16384 against one CTA per row).
 template <class T, class P, Norm NORM, bool RES>
-cudaError_t launch_fwd_reg(const Config& c, const FwdParams<T, P>& p, cudaStream_t s) {
+cudaError_t launch_fwd_reg(const Config& c, const FwdParams<T, P>& p, int device, cudaStream_t s) {
   const int G = c.block / c.tpr;
-  const int64_t grid = (p.M + G - 1) / G * c.cl;
+  const int64_t ngroups = (p.M + G - 1) / G;
   return pick<1, 2, 4, 8, 16>(c.nv, [&]<int NV>() {
     return pick<1, 2, 4, 8>(c.cl, [&]<int CL>() -> cudaError_t {
-      if constexpr (CL > 1 && !(kClusterType<T> && cluster_nv(NV)))
+      if constexpr (CL > 1 && !(kClusterType<T> && cluster_nv(NV))) {
         return cudaErrorInvalidConfiguration;  // not built, and fwd_config never picks it
-      else
-        return launch(fwd_reg_kernel<T, P, NV, NORM, RES, CL>, grid, c.block, 0, CL, s, p);
+      } else {
+        const auto kernel = fwd_reg_kernel<T, P, NV, NORM, RES, CL>;
+        const int64_t grid =
+            CL == 1 ? ngroups
+                    : std::min(ngroups, resident_clusters(reinterpret_cast<const void*>(kernel),
+                                                          c.block, 0, CL, device)) * CL;
+        return launch(kernel, grid, c.block, 0, CL, s, p);
+      }
     });
   });
 }
@@ -903,7 +936,7 @@ cudaError_t launch_fwd_norm(FwdParams<T, P> p, bool vec_ok, cudaStream_t s) {
   const Config c = fwd_config_for<T>(int(p.N), vec_ok, device);
   if (c.reg) {
     p.tpr = c.tpr;
-    return launch_fwd_reg<T, P, NORM, RES>(c, p, s);
+    return launch_fwd_reg<T, P, NORM, RES>(c, p, device, s);
   }
   launch_fallback_rows<VEC>(fwd_fallback_kernel<T, P, VEC, NORM, RES>,
                             fwd_fallback_kernel<T, P, 1, NORM, RES>, p, vec_ok, s);

@@ -168,51 +168,96 @@ __device__ __forceinline__ Slice row_slice(int nvec) {
   return {v0, max(0, min(per, nvec - v0))};
 }
 
-// No CTA may write into another's shared memory before that CTA has started: every thread
-// arrives (relaxed: this orders no memory) at the kernel's start and waits before the first
-// ClusterSum, so the wait costs nothing once the loads have been issued.
-template <int CL>
-__device__ __forceinline__ void cluster_arrive() {
 #if FASTLN_CLUSTERS
-  if constexpr (CL > 1) __cluster_barrier_arrive_relaxed();
-#endif
+// PTX of the cluster sums: shared-memory addresses and their images in another CTA of the
+// cluster, mbarriers, and stores into another CTA's shared memory that its mbarrier counts.
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return uint32_t(__cvta_generic_to_shared(p));
 }
-template <int CL>
-__device__ __forceinline__ void cluster_wait() {
-#if FASTLN_CLUSTERS
-  if constexpr (CL > 1) __cluster_barrier_wait();
-#endif
+__device__ __forceinline__ uint32_t remote_addr(uint32_t addr, int rank) {
+  uint32_t r;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(r) : "r"(addr), "r"(rank));
+  return r;
 }
+__device__ __forceinline__ void mbar_init(uint32_t bar) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  while (!done)
+    asm volatile(
+        "{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+        : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+}
+__device__ __forceinline__ void st_async(uint32_t addr, float v, uint32_t bar) {
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.f32 [%0], %1, [%2];" ::"r"(addr),
+               "f"(v), "r"(bar) : "memory");
+}
+#endif
 
 // Sum of K values over the CTAs of a cluster, after group_sum (every thread holds its CTA's
 // sum). Thread d < CL stores the CTA's values into slot [rank] of CTA d's buffer (distributed
-// shared memory); after cluster.sync() each CTA adds slots 0..CL-1 in rank order, so every CTA
-// gets the same bits, run after run. Two buffers, used in turn (`phase`, flipped by each call):
-// CTA d's buffer is written again only after the next sync, which d reaches only after reading
-// it; and no CTA touches another's shared memory after its last sync, so CTAs may exit then.
-// Every thread of the cluster must call it.
+// shared memory, asynchronous stores that CTA d's mbarrier counts); each CTA waits on its own
+// mbarrier, then adds slots 0..CL-1 in rank order, so every CTA gets the same bits, run after
+// run. No cluster-wide barrier per row: cluster.sync() releases every thread's memory
+// operations, so each row waited for the previous row's stores to reach memory (bf16 backward
+// at N = 16384 over 2 CTAs: 40% of copy bandwidth, against 71% for one CTA per row).
+// Two buffers used in turn (`use` counts the calls): a CTA writes buffer b for use u only after
+// its own use u - 1 completed, which needs every CTA's values for u - 1, which a CTA sends only
+// after the __syncthreads() that follows its reads of use u - 2. Each CTA receives all the
+// values of its last use before it exits, so none is written after. Every thread of the
+// cluster calls start() first, wait_started() before the first sum, then sum() alike.
 template <int CL, int K, class A>
 struct ClusterSum {
+  static_assert(CL == 1 || sizeof(A) == 4, "cluster kernels are built for float sums");
+  uint64_t bar[2];
   A slot[2][CL][K];
 
-  __device__ __forceinline__ void sum(A (&v)[K], int& phase) {
+  // mbarriers set up, then a relaxed arrive: no CTA may store into another before that one
+  // has started and set up its mbarriers (wait_started(), once the loads are under way).
+  __device__ __forceinline__ void start() {
+#if FASTLN_CLUSTERS
+    if constexpr (CL > 1) {
+      if (threadIdx.x == 0) {
+        mbar_init(smem_addr(&bar[0]));
+        mbar_init(smem_addr(&bar[1]));
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+      }
+      __cluster_barrier_arrive_relaxed();
+    }
+#endif
+  }
+  __device__ __forceinline__ void wait_started() {
+#if FASTLN_CLUSTERS
+    if constexpr (CL > 1) __cluster_barrier_wait();
+#endif
+  }
+
+  __device__ __forceinline__ void sum(A (&v)[K], int& use) {
     if constexpr (CL > 1) {
 #if FASTLN_CLUSTERS
-      cg::cluster_group cluster = cg::this_cluster();
+      const int b = use & 1;
+      const uint32_t bar_b = smem_addr(&bar[b]);
+      __syncthreads();  // this CTA has read the values of use - 1 (see above)
+      if (threadIdx.x == 0) mbar_arrive_expect_tx(bar_b, CL * K * sizeof(A));
       if (threadIdx.x < CL) {
-        A* dst = cluster.map_shared_rank(&slot[phase][cluster.block_rank()][0], int(threadIdx.x));
+        const uint32_t dst = remote_addr(smem_addr(&slot[b][cluster_rank<CL>()][0]), threadIdx.x);
+        const uint32_t dst_bar = remote_addr(bar_b, threadIdx.x);
 #pragma unroll
-        for (int k = 0; k < K; ++k) dst[k] = v[k];
+        for (int k = 0; k < K; ++k) st_async(dst + k * sizeof(A), v[k], dst_bar);
       }
-      cluster.sync();
+      mbar_wait(bar_b, (use >> 1) & 1);
 #pragma unroll
       for (int k = 0; k < K; ++k) {
         A s = 0;
 #pragma unroll
-        for (int r = 0; r < CL; ++r) s += slot[phase][r][k];
+        for (int r = 0; r < CL; ++r) s += slot[b][r][k];
         v[k] = s;
       }
-      phase ^= 1;
+      ++use;
 #else
       __trap();
 #endif
@@ -226,13 +271,17 @@ struct ClusterSum {
 // keep the registers (and the occupancy) of a kernel without it. CL = 1: one row group per CTA
 // (grid = row groups). CL > 1: a persistent grid of clusters, cluster b / CL taking rows b / CL,
 // + gridDim.x / CL, ..., each CTA one slice of the row (blockDim.x == tpr).
+// Cluster CTAs (512 threads at most, 4 vectors a thread): 2 resident a SM for 16-bit, 3 for
+// 32-bit (<= 64 and <= 40 registers). CL = 1: no minimum (0: as if none given).
+constexpr int fwd_min_ctas(int cl, int elem_size) { return cl == 1 ? 0 : elem_size == 2 ? 2 : 3; }
+
 template <class T, class P, int NV, Norm NORM, bool RES, int CL>
-__global__ void __launch_bounds__(512, CL > 1 ? 2 : 1) fwd_reg_kernel(FwdParams<T, P> p) {
+__global__ void __launch_bounds__(512, fwd_min_ctas(CL, sizeof(T))) fwd_reg_kernel(FwdParams<T, P> p) {
   using A = acc_t<T>;
   constexpr int VEC = Pack<T>::n;
   __shared__ A red[32 * 2];
   __shared__ ClusterSum<CL, 1, A> csum;
-  cluster_arrive<CL>();
+  csum.start();
   const int tpr = p.tpr;
   const int G = blockDim.x / tpr;
   const int grp = threadIdx.x / tpr, t = threadIdx.x % tpr;
@@ -240,8 +289,8 @@ __global__ void __launch_bounds__(512, CL > 1 ? 2 : 1) fwd_reg_kernel(FwdParams<
   const Slice sl = row_slice<CL>(N / VEC);
   const int nvec = sl.n, c0 = sl.v0 * VEC;  // this CTA's vectors, its first column
   const A invN = A(1) / A(N);
-  int phase = 0;  // ClusterSum buffer
-  cluster_wait<CL>();
+  int uses = 0;  // of csum
+  csum.wait_started();
   // One row group; a lambda, so that CL = 1 compiles to the loop-free kernel it was (a loop
   // around it cost registers and spills there).
   const auto row_group = [&](int64_t rg) {
@@ -272,7 +321,7 @@ __global__ void __launch_bounds__(512, CL > 1 ? 2 : 1) fwd_reg_kernel(FwdParams<
           for (int e = 0; e < VEC; ++e) s[0] += A(dtof(r[i].v[e])) - x0;
         }
       group_sum<1>(s, tpr, red);
-      csum.sum(s, phase);
+      csum.sum(s, uses);
       mean = x0 + s[0] * invN;
     }
     A q[1] = {0};
@@ -286,7 +335,7 @@ __global__ void __launch_bounds__(512, CL > 1 ? 2 : 1) fwd_reg_kernel(FwdParams<
         }
       }
     group_sum<1>(q, tpr, red);
-    csum.sum(q, phase);
+    csum.sum(q, uses);
     const A rstd = A(1) / sqrt(q[0] * invN + A(p.eps));
     if (valid && t == 0 && c0 == 0) {
       p.mean[row] = mean;
@@ -394,8 +443,15 @@ __global__ void __launch_bounds__(512) fwd_fallback_kernel(FwdParams<T, P> p) {
 // through dynamic shared memory [2][N] in group order. CL > 1 (ACC_SMEM only): a persistent
 // grid of clusters; cluster b / CL walks row groups b / CL, + gridDim.x / CL, ..., each CTA its
 // slice of the row and the column sums of that slice, and the cluster writes one [2][N] partial.
+// Threads and resident CTAs a cluster backward CTA is built for: 16-bit slices of <= 1024
+// vectors in <= 256 threads, 3 CTAs a SM (<= 80 registers: 81, allocated as 88, allowed 2);
+// 32-bit in <= 512 threads, 2 a SM. CL = 1: 512 threads, no minimum (0: as if none given).
+constexpr int bwd_max_threads(int cl, int elem_size) { return cl > 1 && elem_size == 2 ? 256 : 512; }
+constexpr int bwd_min_ctas(int cl, int elem_size) { return cl == 1 ? 0 : elem_size == 2 ? 3 : 2; }
+
 template <class T, class P, int NV, Norm NORM, bool ACC_SMEM, int CL>
-__global__ void __launch_bounds__(512) bwd_reg_kernel(BwdParams<T, P> p) {
+__global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T)), bwd_min_ctas(CL, sizeof(T)))
+    bwd_reg_kernel(BwdParams<T, P> p) {
   static_assert(CL == 1 || ACC_SMEM, "a cluster's CTA holds one row slice");
   using A = acc_t<T>;
   constexpr int VEC = Pack<T>::n;
@@ -403,7 +459,7 @@ __global__ void __launch_bounds__(512) bwd_reg_kernel(BwdParams<T, P> p) {
   A* acc = reinterpret_cast<A*>(dsmem_raw);
   __shared__ A red[32 * 2];
   __shared__ ClusterSum<CL, 2, A> csum;
-  cluster_arrive<CL>();
+  csum.start();
   const int tpr = p.tpr;
   const int G = blockDim.x / tpr;
   const int grp = threadIdx.x / tpr, t = threadIdx.x % tpr;
@@ -427,10 +483,10 @@ __global__ void __launch_bounds__(512) bwd_reg_kernel(BwdParams<T, P> p) {
       for (int e = 0; e < VEC; ++e) ag[i][e] = ab[i][e] = 0;
   }
   if constexpr (ACC_SMEM) __syncthreads();
-  cluster_wait<CL>();
+  csum.wait_started();
 
   const int64_t ngroups = (p.M + G - 1) / G;
-  int phase = 0;  // ClusterSum buffer
+  int uses = 0;  // of csum
   for (int64_t rg = blockIdx.x / CL; rg < ngroups; rg += gridDim.x / CL) {
     const int64_t row = rg * G + grp;
     const bool valid = row < p.M;
@@ -484,7 +540,7 @@ __global__ void __launch_bounds__(512) bwd_reg_kernel(BwdParams<T, P> p) {
     }
     if (p.dX) {
       group_sum<2>(c, tpr, red);
-      csum.sum(c, phase);
+      csum.sum(c, uses);
       const A c1 = NORM == Norm::kLayer ? mul_rn(c[0], invN) : A(0), c2 = mul_rn(c[1], invN);
       T* dx = p.dX + (valid ? row : 0) * int64_t(N) + c0;
 #pragma unroll
@@ -787,8 +843,9 @@ constexpr int kMaxRowThreads = 512;
 // Rows of nvec 16-byte vectors. Small rows (nvec <= 128): tpr <= 32, a power of two giving
 // up to 4 vectors a thread, several rows to a CTA of small_block threads. Larger rows: one row
 // (or, cl > 1, one slice of ceil(nvec / cl) vectors) per CTA, the first nv of `nvs` for which
-// <= kMaxRowThreads threads suffice.
-Config row_config(int nvec, int small_block, std::initializer_list<int> nvs, int cl = 1) {
+// <= max_threads threads suffice.
+Config row_config(int nvec, int small_block, std::initializer_list<int> nvs, int cl = 1,
+                  int max_threads = kMaxRowThreads) {
   Config c;
   if (cl == 1 && nvec <= 128) {
     c.tpr = pow2_ceil((nvec + 3) / 4);
@@ -799,7 +856,7 @@ Config row_config(int nvec, int small_block, std::initializer_list<int> nvs, int
   }
   const int slice = (nvec + cl - 1) / cl;
   for (int nv : nvs) {
-    if ((slice + nv - 1) / nv <= kMaxRowThreads) {
+    if ((slice + nv - 1) / nv <= max_threads) {
       c.tpr = round_up((slice + nv - 1) / nv, 32);
       c.nv = nv_class((slice + c.tpr - 1) / c.tpr);
       c.block = c.tpr;
@@ -868,9 +925,9 @@ Config bwd_config(int nvec, int vec, size_t acc_size, bool half_width, bool clus
   }
   if (smem(cl) > std::min(kBwdMaxSmem, max_smem)) return Config{};
   if (cl == 1) return row_config(nvec, 128, {nv0, 4, 8});
-  // 4 vectors a thread, not 2: a bf16 slice of 1024 vectors in 256 threads takes 81 registers
-  // (3 CTAs per SM), in 512 threads of 2 vectors 98 (one CTA per SM).
-  return row_config(nvec, 128, {4}, cl);
+  // 4 vectors a thread, not 2: a bf16 slice of 1024 vectors in 512 threads of 2 vectors took
+  // 98 registers (one CTA per SM).
+  return row_config(nvec, 128, {4}, cl, bwd_max_threads(cl, half_width ? 2 : 4));
 }
 
 // Clusters for T: where they run, and for the types the cluster kernels are built for.

@@ -267,17 +267,56 @@ struct ClusterSum {
 
 // ---------------------------------------------------------------- forward, register path
 
+// A row's data as a CTA holds it between its loads and its use: its vectors (x, or x + r for
+// the fused add; and dy backward) and the row's scalars (shift or mean, rstd).
+template <class T, int NV, bool BWD>
+struct RowRegs {
+  Pack<T> x[NV];
+  Pack<T> dy[BWD ? NV : 1];
+  acc_t<T> a = 0, b = 0;
+};
+
+// Copies prefetched registers into the ones in use (unrolled: indices stay compile-time).
+template <class T, int NV, bool BWD>
+__device__ __forceinline__ void move_regs(RowRegs<T, NV, BWD>& to, const RowRegs<T, NV, BWD>& from) {
+#pragma unroll
+  for (int i = 0; i < NV; ++i) {
+    to.x[i] = from.x[i];
+    if constexpr (BWD) to.dy[i] = from.dy[i];
+  }
+  to.a = from.a;
+  to.b = from.b;
+}
+
+// The rows of a cluster kernel (CL > 1, one row per cluster at a time): a persistent grid,
+// cluster b / CL taking rows b / CL, + gridDim.x / CL, ...; the next row is loaded before this
+// row's sums, so its loads are in flight while the cluster waits on them (without: bf16 N =
+// 65536 forward at 75% of copy bandwidth, backward 47%). CL = 1: `first` alone.
+template <class T, int NV, bool BWD, class Load, class Use>
+__device__ __forceinline__ void cluster_rows(int64_t first, int64_t stride, int64_t M, Load load, Use use) {
+  RowRegs<T, NV, BWD> cur, next;
+  if (first < M) load(first, cur);
+  for (int64_t row = first; row < M; row += stride) {
+    if (row + stride < M) load(row + stride, next);
+    use(row, cur);
+    move_regs(cur, next);
+  }
+}
+
+// Cluster CTAs (4 vectors a thread, the next row's too): 16-bit slices of <= 1024 vectors in
+// <= 256 threads, 3 resident a SM (<= 80 registers); 32-bit slices of <= 2048 vectors in <= 512
+// threads, 2 a SM (<= 64). CL = 1: 512 threads, no minimum (0: as if none given).
+constexpr int fwd_max_threads(int cl, int elem_size) { return cl > 1 && elem_size == 2 ? 256 : 512; }
+constexpr int fwd_min_ctas(int cl, int elem_size) { return cl == 1 ? 0 : elem_size == 2 ? 3 : 2; }
+
 // RES: the fused residual add (p.R, p.S set). A template parameter, so that the plain norms
 // keep the registers (and the occupancy) of a kernel without it. CL = 1: one row group per CTA
-// (grid = row groups). CL > 1: a persistent grid of clusters, cluster b / CL taking rows b / CL,
-// + gridDim.x / CL, ..., each CTA one slice of the row (blockDim.x == tpr).
-// Cluster CTAs (512 threads at most, 4 vectors a thread): 2 resident a SM for 16-bit, 3 for
-// 32-bit (<= 64 and <= 40 registers). CL = 1: no minimum (0: as if none given).
-constexpr int fwd_min_ctas(int cl, int elem_size) { return cl == 1 ? 0 : elem_size == 2 ? 2 : 3; }
-
+// (grid = row groups). CL > 1: cluster_rows, each CTA one slice of the row (blockDim.x == tpr).
 template <class T, class P, int NV, Norm NORM, bool RES, int CL>
-__global__ void __launch_bounds__(512, fwd_min_ctas(CL, sizeof(T))) fwd_reg_kernel(FwdParams<T, P> p) {
+__global__ void __launch_bounds__(fwd_max_threads(CL, sizeof(T)), fwd_min_ctas(CL, sizeof(T)))
+    fwd_reg_kernel(FwdParams<T, P> p) {
   using A = acc_t<T>;
+  using Regs = RowRegs<T, NV, false>;
   constexpr int VEC = Pack<T>::n;
   __shared__ A red[32 * 2];
   __shared__ ClusterSum<CL, 1, A> csum;
@@ -291,34 +330,37 @@ __global__ void __launch_bounds__(512, fwd_min_ctas(CL, sizeof(T))) fwd_reg_kern
   const A invN = A(1) / A(N);
   int uses = 0;  // of csum
   csum.wait_started();
-  // One row group; a lambda, so that CL = 1 compiles to the loop-free kernel it was (a loop
-  // around it cost registers and spills there).
-  const auto row_group = [&](int64_t rg) {
-    const int64_t row = rg * G + grp;
+
+  // The CTA's vectors of a row, and its shift (LayerNorm) in r.a.
+  const auto load = [&](int64_t row, Regs& r) {
     const bool valid = row < p.M;
     const T* x = p.X + (valid ? row : 0) * p.ldx + c0;
-
-    Pack<T> r[NV];
 #pragma unroll
     for (int i = 0; i < NV; ++i) {
       const int v = i * tpr + t;
       if (valid && v < nvec) {
-        r[i] = ld_pack(x + int64_t(v) * VEC);
+        r.x[i] = ld_pack(x + int64_t(v) * VEC);
         if constexpr (RES) {  // fused residual add: normalize x + r, rounded, and write it out
-          r[i] = add_rn_vec(r[i], ld_pack(p.R + row * p.ldr + c0 + int64_t(v) * VEC));
-          *reinterpret_cast<Pack<T>*>(p.S + row * N + c0 + int64_t(v) * VEC) = r[i];
+          r.x[i] = add_rn_vec(r.x[i], ld_pack(p.R + row * p.ldr + c0 + int64_t(v) * VEC));
+          *reinterpret_cast<Pack<T>*>(p.S + row * N + c0 + int64_t(v) * VEC) = r.x[i];
         }
       }
     }
+    if constexpr (NORM == Norm::kLayer) r.a = valid ? first_elem<RES>(p, row) : A(0);
+  };
+
+  // Moments of the row, then y.
+  const auto normalize = [&](int64_t row, const Regs& r) {
+    const bool valid = row < p.M;
     A mean = 0;
     if constexpr (NORM == Norm::kLayer) {
-      const A x0 = valid ? first_elem<RES>(p, row) : A(0);
+      const A x0 = r.a;
       A s[1] = {0};
 #pragma unroll
       for (int i = 0; i < NV; ++i)
         if (valid && i * tpr + t < nvec) {
 #pragma unroll
-          for (int e = 0; e < VEC; ++e) s[0] += A(dtof(r[i].v[e])) - x0;
+          for (int e = 0; e < VEC; ++e) s[0] += A(dtof(r.x[i].v[e])) - x0;
         }
       group_sum<1>(s, tpr, red);
       csum.sum(s, uses);
@@ -330,7 +372,7 @@ __global__ void __launch_bounds__(512, fwd_min_ctas(CL, sizeof(T))) fwd_reg_kern
       if (valid && i * tpr + t < nvec) {
 #pragma unroll
         for (int e = 0; e < VEC; ++e) {
-          const A d = A(dtof(r[i].v[e])) - mean;
+          const A d = A(dtof(r.x[i].v[e])) - mean;
           q[0] += d * d;
         }
       }
@@ -353,7 +395,7 @@ __global__ void __launch_bounds__(512, fwd_min_ctas(CL, sizeof(T))) fwd_reg_kern
 #pragma unroll
         for (int e = 0; e < VEC; ++e) {
           const A scale = p.gamma ? rstd * ptoa<A>(g.v[e]) : rstd;
-          A out = (A(dtof(r[i].v[e])) - mean) * scale;
+          A out = (A(dtof(r.x[i].v[e])) - mean) * scale;
           if (p.beta) out += ptoa<A>(b.v[e]);
           o.v[e] = dfrom<T>(out);
         }
@@ -361,11 +403,14 @@ __global__ void __launch_bounds__(512, fwd_min_ctas(CL, sizeof(T))) fwd_reg_kern
       }
     }
   };
+
   if constexpr (CL == 1) {
-    row_group(blockIdx.x);
+    const int64_t row = int64_t(blockIdx.x) * G + grp;
+    Regs r;
+    load(row, r);
+    normalize(row, r);
   } else {
-    const int64_t ngroups = (p.M + G - 1) / G;
-    for (int64_t rg = blockIdx.x / CL; rg < ngroups; rg += gridDim.x / CL) row_group(rg);
+    cluster_rows<T, NV, false>(blockIdx.x / CL, gridDim.x / CL, p.M, load, normalize);
   }
 }
 
@@ -443,17 +488,24 @@ __global__ void __launch_bounds__(512) fwd_fallback_kernel(FwdParams<T, P> p) {
 // through dynamic shared memory [2][N] in group order. CL > 1 (ACC_SMEM only): a persistent
 // grid of clusters; cluster b / CL walks row groups b / CL, + gridDim.x / CL, ..., each CTA its
 // slice of the row and the column sums of that slice, and the cluster writes one [2][N] partial.
-// Threads and resident CTAs a cluster backward CTA is built for: 16-bit slices of <= 1024
-// vectors in <= 256 threads, 3 CTAs a SM (<= 80 registers: 81, allocated as 88, allowed 2);
-// 32-bit in <= 512 threads, 2 a SM. CL = 1: 512 threads, no minimum (0: as if none given).
+// Threads and resident CTAs a cluster backward CTA (4 vectors a thread of x and dy, the next
+// row's too) is built for: 16-bit slices of <= 1024 vectors in <= 256 threads, 2 a SM (<= 128
+// registers); 32-bit slices of <= 2048 vectors in <= 512 threads, one a SM. CL = 1: 512
+// threads, no minimum (0: as if none given).
 constexpr int bwd_max_threads(int cl, int elem_size) { return cl > 1 && elem_size == 2 ? 256 : 512; }
-constexpr int bwd_min_ctas(int cl, int elem_size) { return cl == 1 ? 0 : elem_size == 2 ? 3 : 2; }
+constexpr int bwd_min_ctas(int cl, int elem_size) { return cl > 1 && elem_size == 2 ? 2 : 0; }
 
+// ACC_SMEM: the CTA is one row group (tpr == blockDim.x) and keeps its column sums in
+// dynamic shared memory [2][its columns]; else in registers, combined across groups at the end
+// through dynamic shared memory [2][N] in group order. CL = 1: a persistent grid of CTAs, CTA b
+// taking row groups b, b + gridDim.x, ... CL > 1 (ACC_SMEM only): cluster_rows, each CTA its
+// slice of the row and the column sums of that slice; the cluster writes one [2][N] partial.
 template <class T, class P, int NV, Norm NORM, bool ACC_SMEM, int CL>
 __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T)), bwd_min_ctas(CL, sizeof(T)))
     bwd_reg_kernel(BwdParams<T, P> p) {
   static_assert(CL == 1 || ACC_SMEM, "a cluster's CTA holds one row slice");
   using A = acc_t<T>;
+  using Regs = RowRegs<T, NV, true>;
   constexpr int VEC = Pack<T>::n;
   extern __shared__ __align__(16) unsigned char dsmem_raw[];
   A* acc = reinterpret_cast<A*>(dsmem_raw);
@@ -484,25 +536,29 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T)), bwd_min_ctas(C
   }
   if constexpr (ACC_SMEM) __syncthreads();
   csum.wait_started();
-
-  const int64_t ngroups = (p.M + G - 1) / G;
   int uses = 0;  // of csum
-  for (int64_t rg = blockIdx.x / CL; rg < ngroups; rg += gridDim.x / CL) {
-    const int64_t row = rg * G + grp;
+
+  // The CTA's vectors of x and dy of a row, its mean (r.a) and rstd (r.b).
+  const auto load = [&](int64_t row, Regs& r) {
     const bool valid = row < p.M;
     const T* x = p.X + (valid ? row : 0) * p.ldx + c0;
     const T* dy = p.dY + (valid ? row : 0) * p.lddy + c0;
-    Pack<T> rx[NV], rd[NV];
 #pragma unroll
     for (int i = 0; i < NV; ++i) {
       const int v = i * tpr + t;
       if (valid && v < nvec) {
-        rx[i] = ld_pack(x + int64_t(v) * VEC);
-        rd[i] = ld_pack(dy + int64_t(v) * VEC);
+        r.x[i] = ld_pack(x + int64_t(v) * VEC);
+        r.dy[i] = ld_pack(dy + int64_t(v) * VEC);
       }
     }
-    const A mean = (valid && NORM == Norm::kLayer) ? p.mean[row] : A(0);
-    const A rstd = valid ? p.rstd[row] : A(0);
+    r.a = (valid && NORM == Norm::kLayer) ? p.mean[row] : A(0);
+    r.b = valid ? p.rstd[row] : A(0);
+  };
+
+  // The row's column sums into acc (or ag, ab), its row sums, then dX.
+  const auto process = [&](int64_t row, const Regs& r) {
+    const bool valid = row < p.M;
+    const A mean = r.a, rstd = r.b;
     A c[2] = {0, 0};
 #pragma unroll
     for (int i = 0; i < NV; ++i) {
@@ -513,8 +569,8 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T)), bwd_min_ctas(C
         A dg[VEC], db[VEC];
 #pragma unroll
         for (int e = 0; e < VEC; ++e) {
-          const A xh = mul_rn(A(dtof(rx[i].v[e])) - mean, rstd);
-          const A d = A(dtof(rd[i].v[e]));
+          const A xh = mul_rn(A(dtof(r.x[i].v[e])) - mean, rstd);
+          const A d = A(dtof(r.dy[i].v[e]));
           const A gg = p.gamma ? mul_rn(d, ptoa<A>(g.v[e])) : d;
           c[0] += gg;
           c[1] += mul_rn(gg, xh);
@@ -552,8 +608,8 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T)), bwd_min_ctas(C
           Pack<T> o;
 #pragma unroll
           for (int e = 0; e < VEC; ++e) {
-            const A xh = mul_rn(A(dtof(rx[i].v[e])) - mean, rstd);
-            const A d = A(dtof(rd[i].v[e]));
+            const A xh = mul_rn(A(dtof(r.x[i].v[e])) - mean, rstd);
+            const A d = A(dtof(r.dy[i].v[e]));
             const A gg = p.gamma ? mul_rn(d, ptoa<A>(g.v[e])) : d;
             o.v[e] = dfrom<T>(mul_rn(rstd, gg - (c1 + mul_rn(xh, c2))));
           }
@@ -561,6 +617,18 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T)), bwd_min_ctas(C
         }
       }
     }
+  };
+
+  if constexpr (CL == 1) {
+    const int64_t ngroups = (p.M + G - 1) / G;
+    for (int64_t rg = blockIdx.x; rg < ngroups; rg += gridDim.x) {
+      const int64_t row = rg * G + grp;
+      Regs r;
+      load(row, r);
+      process(row, r);
+    }
+  } else {
+    cluster_rows<T, NV, true>(blockIdx.x / CL, gridDim.x / CL, p.M, load, process);
   }
   if (!params) return;
   A* out = p.partial + int64_t(blockIdx.x / CL) * 2 * N + c0;
@@ -878,24 +946,24 @@ int forced_cluster(const char* var) {
 }
 
 // Forward: small rows 256 threads a CTA; larger rows 4 vectors a thread, then 8, then 16.
-// Where clusters run, rows of more than kFwdClusterFrom elements are split over a cluster, each
-// CTA holding at most kFwdCtaVectors (4 vectors a thread at most, at <= 64 registers two CTAs
-// of 512 threads per SM): one CTA per row held 8-16 vectors a thread, 1 CTA per SM, so loads
-// and stores of consecutive rows never overlapped (H100: bf16 N = 32768 at 82% of copy
-// bandwidth, 65536 at 55%; fp32 65536, on the fallback, at 48%).
+// Where clusters run, rows of more than kFwdClusterFrom elements are split over a cluster whose
+// CTAs hold 4 vectors a thread (8192 elements at most: fwd_max_threads): one CTA per row held
+// 8-16 vectors a thread, 1 CTA per SM, so loads and stores of consecutive rows never overlapped
+// (H100: bf16 N = 32768 at 82% of copy bandwidth, 65536 at 55%; fp32 65536, on the fallback,
+// at 48%). Longer rows take the fallback.
 constexpr int kFwdClusterFrom = 16384;
-constexpr int kFwdCtaVectors = 4 * kMaxRowThreads;
-Config fwd_config(int nvec, int N, bool clusters) {
+Config fwd_config(int nvec, int N, int elem_size, bool clusters) {
   static const int forced = forced_cluster("FASTLN_CUDA_CLUSTER_FWD");
+  const int max_threads = fwd_max_threads(2, elem_size);  // of a cluster's CTA
   int cl = 1;
   if (clusters && nvec > 128) {
     cl = forced;
     if (!cl) {
       cl = 1;
-      while (N > kFwdClusterFrom && cl < kMaxCluster && (nvec + cl - 1) / cl > kFwdCtaVectors) cl *= 2;
+      while (N > kFwdClusterFrom && cl < kMaxCluster && (nvec + cl - 1) / cl > 4 * max_threads) cl *= 2;
     }
   }
-  return cl == 1 ? row_config(nvec, 256, {4, 8, 16}) : row_config(nvec, 256, {4}, cl);
+  return cl == 1 ? row_config(nvec, 256, {4, 8, 16}) : row_config(nvec, 256, {4}, cl, max_threads);
 }
 
 // Backward: small rows keep column sums in registers; larger rows keep them in shared memory
@@ -939,7 +1007,7 @@ bool clusters_for(int device) {
 template <class T>
 Config fwd_config_for(int N, bool vec_ok, int device) {
   constexpr int VEC = Pack<T>::n;
-  return vec_ok ? fwd_config(N / VEC, N, clusters_for<T>(device)) : Config{};
+  return vec_ok ? fwd_config(N / VEC, N, sizeof(T), clusters_for<T>(device)) : Config{};
 }
 
 template <class T>

@@ -46,6 +46,22 @@ __device__ __forceinline__ double dtof(double v) { return v; }
 __device__ __forceinline__ float dtof(bf16 v) { return __uint_as_float(uint32_t(v.bits) << 16); }
 __device__ __forceinline__ float dtof(fp16 v) { return __half2float(__ushort_as_half(v.bits)); }
 
+// The forward's conversions of its row and parameters: bf16 -> float in an asm statement that
+// the compiler can neither merge nor hoist, so each use converts again (one instruction)
+// instead of keeping converted floats live across the reductions: bf16 with 8 vectors a thread
+// took 127 registers (one 512-thread CTA per SM) instead of 64 (two). Not in the backward,
+// where it costs registers (2 vectors: 113 instead of 61).
+template <class T>
+__device__ __forceinline__ acc_t<T> dtof_row(T v) {
+  if constexpr (std::is_same_v<T, bf16>) {
+    uint32_t u;
+    asm volatile("mov.b32 %0, {0, %1};" : "=r"(u) : "h"(v.bits));
+    return __uint_as_float(u);
+  } else {
+    return dtof(v);
+  }
+}
+
 template <class T> __device__ __forceinline__ T dfrom(acc_t<T> v);
 template <> __device__ __forceinline__ float dfrom<float>(float v) { return v; }
 template <> __device__ __forceinline__ double dfrom<double>(double v) { return v; }
@@ -267,56 +283,19 @@ struct ClusterSum {
 
 // ---------------------------------------------------------------- forward, register path
 
-// A row's data as a CTA holds it between its loads and its use: its vectors (x, or x + r for
-// the fused add; and dy backward) and the row's scalars (shift or mean, rstd).
-template <class T, int NV, bool BWD>
-struct RowRegs {
-  Pack<T> x[NV];
-  Pack<T> dy[BWD ? NV : 1];
-  acc_t<T> a = 0, b = 0;
-};
-
-// Copies prefetched registers into the ones in use (unrolled: indices stay compile-time).
-template <class T, int NV, bool BWD>
-__device__ __forceinline__ void move_regs(RowRegs<T, NV, BWD>& to, const RowRegs<T, NV, BWD>& from) {
-#pragma unroll
-  for (int i = 0; i < NV; ++i) {
-    to.x[i] = from.x[i];
-    if constexpr (BWD) to.dy[i] = from.dy[i];
-  }
-  to.a = from.a;
-  to.b = from.b;
-}
-
-// The rows of a cluster kernel (CL > 1, one row per cluster at a time): a persistent grid,
-// cluster b / CL taking rows b / CL, + gridDim.x / CL, ...; the next row is loaded before this
-// row's sums, so its loads are in flight while the cluster waits on them (without: bf16 N =
-// 65536 forward at 75% of copy bandwidth, backward 47%). CL = 1: `first` alone.
-template <class T, int NV, bool BWD, class Load, class Use>
-__device__ __forceinline__ void cluster_rows(int64_t first, int64_t stride, int64_t M, Load load, Use use) {
-  RowRegs<T, NV, BWD> cur, next;
-  if (first < M) load(first, cur);
-  for (int64_t row = first; row < M; row += stride) {
-    if (row + stride < M) load(row + stride, next);
-    use(row, cur);
-    move_regs(cur, next);
-  }
-}
-
-// Cluster CTAs (4 vectors a thread, the next row's too): 16-bit slices of <= 1024 vectors in
-// <= 256 threads, 3 resident a SM (<= 80 registers); 32-bit slices of <= 2048 vectors in <= 512
-// threads, 2 a SM (<= 64). CL = 1: 512 threads, no minimum (0: as if none given).
-constexpr int fwd_max_threads(int cl, int elem_size) { return cl > 1 && elem_size == 2 ? 256 : 512; }
-constexpr int fwd_min_ctas(int cl, int elem_size) { return cl == 1 ? 0 : elem_size == 2 ? 3 : 2; }
-
 // RES: the fused residual add (p.R, p.S set). A template parameter, so that the plain norms
 // keep the registers (and the occupancy) of a kernel without it. CL = 1: one row group per CTA
-// (grid = row groups). CL > 1: cluster_rows, each CTA one slice of the row (blockDim.x == tpr).
+// (grid = row groups). CL > 1: a persistent grid of clusters, cluster b / CL taking rows b / CL,
+// + gridDim.x / CL, ..., each CTA one slice of the row (blockDim.x == tpr).
+// Cluster CTAs (512 threads at most): 3 resident a SM for 32-bit rows of 4 vectors a thread
+// (<= 40 registers), else 2 (<= 64). CL = 1: no minimum (0: as if none given).
+constexpr int fwd_min_ctas(int cl, int elem_size, int nv) {
+  return cl == 1 ? 0 : elem_size == 4 && nv == 4 ? 3 : 2;
+}
+
 template <class T, class P, int NV, Norm NORM, bool RES, int CL>
-__global__ void __launch_bounds__(fwd_max_threads(CL, sizeof(T)), fwd_min_ctas(CL, sizeof(T)))
-    fwd_reg_kernel(FwdParams<T, P> p) {
+__global__ void __launch_bounds__(512, fwd_min_ctas(CL, sizeof(T), NV)) fwd_reg_kernel(FwdParams<T, P> p) {
   using A = acc_t<T>;
-  using Regs = RowRegs<T, NV, false>;
   constexpr int VEC = Pack<T>::n;
   __shared__ A red[32 * 2];
   __shared__ ClusterSum<CL, 1, A> csum;
@@ -330,37 +309,34 @@ __global__ void __launch_bounds__(fwd_max_threads(CL, sizeof(T)), fwd_min_ctas(C
   const A invN = A(1) / A(N);
   int uses = 0;  // of csum
   csum.wait_started();
-
-  // The CTA's vectors of a row, and its shift (LayerNorm) in r.a.
-  const auto load = [&](int64_t row, Regs& r) {
+  // One row group; a lambda, so that CL = 1 compiles to the loop-free kernel it was (a loop
+  // around it cost registers and spills there).
+  const auto row_group = [&](int64_t rg) {
+    const int64_t row = rg * G + grp;
     const bool valid = row < p.M;
     const T* x = p.X + (valid ? row : 0) * p.ldx + c0;
+
+    Pack<T> r[NV];
 #pragma unroll
     for (int i = 0; i < NV; ++i) {
       const int v = i * tpr + t;
       if (valid && v < nvec) {
-        r.x[i] = ld_pack(x + int64_t(v) * VEC);
+        r[i] = ld_pack(x + int64_t(v) * VEC);
         if constexpr (RES) {  // fused residual add: normalize x + r, rounded, and write it out
-          r.x[i] = add_rn_vec(r.x[i], ld_pack(p.R + row * p.ldr + c0 + int64_t(v) * VEC));
-          *reinterpret_cast<Pack<T>*>(p.S + row * N + c0 + int64_t(v) * VEC) = r.x[i];
+          r[i] = add_rn_vec(r[i], ld_pack(p.R + row * p.ldr + c0 + int64_t(v) * VEC));
+          *reinterpret_cast<Pack<T>*>(p.S + row * N + c0 + int64_t(v) * VEC) = r[i];
         }
       }
     }
-    if constexpr (NORM == Norm::kLayer) r.a = valid ? first_elem<RES>(p, row) : A(0);
-  };
-
-  // Moments of the row, then y.
-  const auto normalize = [&](int64_t row, const Regs& r) {
-    const bool valid = row < p.M;
     A mean = 0;
     if constexpr (NORM == Norm::kLayer) {
-      const A x0 = r.a;
+      const A x0 = valid ? first_elem<RES>(p, row) : A(0);
       A s[1] = {0};
 #pragma unroll
       for (int i = 0; i < NV; ++i)
         if (valid && i * tpr + t < nvec) {
 #pragma unroll
-          for (int e = 0; e < VEC; ++e) s[0] += A(dtof(r.x[i].v[e])) - x0;
+          for (int e = 0; e < VEC; ++e) s[0] += A(dtof_row(r[i].v[e])) - x0;
         }
       group_sum<1>(s, tpr, red);
       csum.sum(s, uses);
@@ -372,7 +348,7 @@ __global__ void __launch_bounds__(fwd_max_threads(CL, sizeof(T)), fwd_min_ctas(C
       if (valid && i * tpr + t < nvec) {
 #pragma unroll
         for (int e = 0; e < VEC; ++e) {
-          const A d = A(dtof(r.x[i].v[e])) - mean;
+          const A d = A(dtof_row(r[i].v[e])) - mean;
           q[0] += d * d;
         }
       }
@@ -394,23 +370,20 @@ __global__ void __launch_bounds__(fwd_max_threads(CL, sizeof(T)), fwd_min_ctas(C
         Pack<T> o;
 #pragma unroll
         for (int e = 0; e < VEC; ++e) {
-          const A scale = p.gamma ? rstd * ptoa<A>(g.v[e]) : rstd;
-          A out = (A(dtof(r.x[i].v[e])) - mean) * scale;
-          if (p.beta) out += ptoa<A>(b.v[e]);
+          const A scale = p.gamma ? rstd * A(dtof_row(g.v[e])) : rstd;
+          A out = (A(dtof_row(r[i].v[e])) - mean) * scale;
+          if (p.beta) out += A(dtof_row(b.v[e]));
           o.v[e] = dfrom<T>(out);
         }
         *reinterpret_cast<Pack<T>*>(y + int64_t(v) * VEC) = o;
       }
     }
   };
-
   if constexpr (CL == 1) {
-    const int64_t row = int64_t(blockIdx.x) * G + grp;
-    Regs r;
-    load(row, r);
-    normalize(row, r);
+    row_group(blockIdx.x);
   } else {
-    cluster_rows<T, NV, false>(blockIdx.x / CL, gridDim.x / CL, p.M, load, normalize);
+    const int64_t ngroups = (p.M + G - 1) / G;
+    for (int64_t rg = blockIdx.x / CL; rg < ngroups; rg += gridDim.x / CL) row_group(rg);
   }
 }
 
@@ -488,24 +461,17 @@ __global__ void __launch_bounds__(512) fwd_fallback_kernel(FwdParams<T, P> p) {
 // through dynamic shared memory [2][N] in group order. CL > 1 (ACC_SMEM only): a persistent
 // grid of clusters; cluster b / CL walks row groups b / CL, + gridDim.x / CL, ..., each CTA its
 // slice of the row and the column sums of that slice, and the cluster writes one [2][N] partial.
-// Threads and resident CTAs a cluster backward CTA (4 vectors a thread of x and dy, the next
-// row's too) is built for: 16-bit slices of <= 1024 vectors in <= 256 threads, 2 a SM (<= 128
-// registers); 32-bit slices of <= 2048 vectors in <= 512 threads, one a SM. CL = 1: 512
-// threads, no minimum (0: as if none given).
+// Threads and resident CTAs a cluster backward CTA is built for: 16-bit slices of <= 1024
+// vectors in <= 256 threads, 3 CTAs a SM (<= 80 registers: 81, allocated as 88, allowed 2);
+// 32-bit in <= 512 threads, 2 a SM. CL = 1: 512 threads, no minimum (0: as if none given).
 constexpr int bwd_max_threads(int cl, int elem_size) { return cl > 1 && elem_size == 2 ? 256 : 512; }
-constexpr int bwd_min_ctas(int cl, int elem_size) { return cl > 1 && elem_size == 2 ? 2 : 0; }
+constexpr int bwd_min_ctas(int cl, int elem_size) { return cl == 1 ? 0 : elem_size == 2 ? 3 : 2; }
 
-// ACC_SMEM: the CTA is one row group (tpr == blockDim.x) and keeps its column sums in
-// dynamic shared memory [2][its columns]; else in registers, combined across groups at the end
-// through dynamic shared memory [2][N] in group order. CL = 1: a persistent grid of CTAs, CTA b
-// taking row groups b, b + gridDim.x, ... CL > 1 (ACC_SMEM only): cluster_rows, each CTA its
-// slice of the row and the column sums of that slice; the cluster writes one [2][N] partial.
 template <class T, class P, int NV, Norm NORM, bool ACC_SMEM, int CL>
 __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T)), bwd_min_ctas(CL, sizeof(T)))
     bwd_reg_kernel(BwdParams<T, P> p) {
   static_assert(CL == 1 || ACC_SMEM, "a cluster's CTA holds one row slice");
   using A = acc_t<T>;
-  using Regs = RowRegs<T, NV, true>;
   constexpr int VEC = Pack<T>::n;
   extern __shared__ __align__(16) unsigned char dsmem_raw[];
   A* acc = reinterpret_cast<A*>(dsmem_raw);
@@ -536,29 +502,25 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T)), bwd_min_ctas(C
   }
   if constexpr (ACC_SMEM) __syncthreads();
   csum.wait_started();
-  int uses = 0;  // of csum
 
-  // The CTA's vectors of x and dy of a row, its mean (r.a) and rstd (r.b).
-  const auto load = [&](int64_t row, Regs& r) {
+  const int64_t ngroups = (p.M + G - 1) / G;
+  int uses = 0;  // of csum
+  for (int64_t rg = blockIdx.x / CL; rg < ngroups; rg += gridDim.x / CL) {
+    const int64_t row = rg * G + grp;
     const bool valid = row < p.M;
     const T* x = p.X + (valid ? row : 0) * p.ldx + c0;
     const T* dy = p.dY + (valid ? row : 0) * p.lddy + c0;
+    Pack<T> rx[NV], rd[NV];
 #pragma unroll
     for (int i = 0; i < NV; ++i) {
       const int v = i * tpr + t;
       if (valid && v < nvec) {
-        r.x[i] = ld_pack(x + int64_t(v) * VEC);
-        r.dy[i] = ld_pack(dy + int64_t(v) * VEC);
+        rx[i] = ld_pack(x + int64_t(v) * VEC);
+        rd[i] = ld_pack(dy + int64_t(v) * VEC);
       }
     }
-    r.a = (valid && NORM == Norm::kLayer) ? p.mean[row] : A(0);
-    r.b = valid ? p.rstd[row] : A(0);
-  };
-
-  // The row's column sums into acc (or ag, ab), its row sums, then dX.
-  const auto process = [&](int64_t row, const Regs& r) {
-    const bool valid = row < p.M;
-    const A mean = r.a, rstd = r.b;
+    const A mean = (valid && NORM == Norm::kLayer) ? p.mean[row] : A(0);
+    const A rstd = valid ? p.rstd[row] : A(0);
     A c[2] = {0, 0};
 #pragma unroll
     for (int i = 0; i < NV; ++i) {
@@ -569,8 +531,8 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T)), bwd_min_ctas(C
         A dg[VEC], db[VEC];
 #pragma unroll
         for (int e = 0; e < VEC; ++e) {
-          const A xh = mul_rn(A(dtof(r.x[i].v[e])) - mean, rstd);
-          const A d = A(dtof(r.dy[i].v[e]));
+          const A xh = mul_rn(A(dtof(rx[i].v[e])) - mean, rstd);
+          const A d = A(dtof(rd[i].v[e]));
           const A gg = p.gamma ? mul_rn(d, ptoa<A>(g.v[e])) : d;
           c[0] += gg;
           c[1] += mul_rn(gg, xh);
@@ -608,8 +570,8 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T)), bwd_min_ctas(C
           Pack<T> o;
 #pragma unroll
           for (int e = 0; e < VEC; ++e) {
-            const A xh = mul_rn(A(dtof(r.x[i].v[e])) - mean, rstd);
-            const A d = A(dtof(r.dy[i].v[e]));
+            const A xh = mul_rn(A(dtof(rx[i].v[e])) - mean, rstd);
+            const A d = A(dtof(rd[i].v[e]));
             const A gg = p.gamma ? mul_rn(d, ptoa<A>(g.v[e])) : d;
             o.v[e] = dfrom<T>(mul_rn(rstd, gg - (c1 + mul_rn(xh, c2))));
           }
@@ -617,18 +579,6 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T)), bwd_min_ctas(C
         }
       }
     }
-  };
-
-  if constexpr (CL == 1) {
-    const int64_t ngroups = (p.M + G - 1) / G;
-    for (int64_t rg = blockIdx.x; rg < ngroups; rg += gridDim.x) {
-      const int64_t row = rg * G + grp;
-      Regs r;
-      load(row, r);
-      process(row, r);
-    }
-  } else {
-    cluster_rows<T, NV, true>(blockIdx.x / CL, gridDim.x / CL, p.M, load, process);
   }
   if (!params) return;
   A* out = p.partial + int64_t(blockIdx.x / CL) * 2 * N + c0;
@@ -806,11 +756,12 @@ bool clusters_supported(int device) {
 }
 
 // The cluster kernels built (so the only ones the configs may pick; build time): 16- and
-// 32-bit types, 4 vectors a thread.
+// 32-bit types, forward 4 or 8 vectors a thread, backward 4.
 constexpr int kMaxCluster = 8;  // the portable cluster size
 template <class T>
 constexpr bool kClusterType = sizeof(T) <= 4;
-constexpr bool cluster_nv(int nv) { return nv == 4; }
+constexpr bool fwd_cluster_nv(int nv) { return nv == 4 || nv == 8; }
+constexpr bool bwd_cluster_nv(int nv) { return nv == 4; }
 
 cudaLaunchAttribute cluster_attr(int cl) {
   cudaLaunchAttribute a{};
@@ -946,24 +897,24 @@ int forced_cluster(const char* var) {
 }
 
 // Forward: small rows 256 threads a CTA; larger rows 4 vectors a thread, then 8, then 16.
-// Where clusters run, rows of more than kFwdClusterFrom elements are split over a cluster whose
-// CTAs hold 4 vectors a thread (8192 elements at most: fwd_max_threads): one CTA per row held
-// 8-16 vectors a thread, 1 CTA per SM, so loads and stores of consecutive rows never overlapped
-// (H100: bf16 N = 32768 at 82% of copy bandwidth, 65536 at 55%; fp32 65536, on the fallback,
-// at 48%). Longer rows take the fallback.
-constexpr int kFwdClusterFrom = 16384;
-Config fwd_config(int nvec, int N, int elem_size, bool clusters) {
+// Where clusters run, rows that would need 16 vectors a thread (one CTA of 512 threads per SM:
+// loads and stores of consecutive rows never overlapped; bf16 N = 65536 at 55% of copy
+// bandwidth) are split over a cluster, each CTA holding at most kFwdCtaVectors (4 vectors a
+// thread); rows longer than a cluster of 8 can hold take the fallback. Cluster sizes: H100
+// sweeps (bench/cluster_sweep.py, docs/cuda.md).
+constexpr int kFwdCtaVectors = 4 * kMaxRowThreads;  // a cluster CTA's slice, at most
+Config fwd_config(int nvec, bool clusters) {
   static const int forced = forced_cluster("FASTLN_CUDA_CLUSTER_FWD");
-  const int max_threads = fwd_max_threads(2, elem_size);  // of a cluster's CTA
   int cl = 1;
   if (clusters && nvec > 128) {
     cl = forced;
-    if (!cl) {
-      cl = 1;
-      while (N > kFwdClusterFrom && cl < kMaxCluster && (nvec + cl - 1) / cl > 4 * max_threads) cl *= 2;
+    if (!cl && nvec > 8 * kMaxRowThreads) {
+      cl = 2;
+      while (cl < kMaxCluster && (nvec + cl - 1) / cl > kFwdCtaVectors) cl *= 2;
     }
+    cl = std::max(cl, 1);
   }
-  return cl == 1 ? row_config(nvec, 256, {4, 8, 16}) : row_config(nvec, 256, {4}, cl, max_threads);
+  return cl == 1 ? row_config(nvec, 256, {4, 8, 16}) : row_config(nvec, 256, {4, 8}, cl);
 }
 
 // Backward: small rows keep column sums in registers; larger rows keep them in shared memory
@@ -971,27 +922,30 @@ Config fwd_config(int nvec, int N, int elem_size, bool clusters) {
 // in group order at the end, so that step grows with the groups a CTA holds. H100, bf16
 // backward: (4096, 1024) 55 -> 32 us with 128 threads instead of 512, (131072, 1024) 324 ->
 // 305 us, (524288, 256) 375 -> 310 us with 64 (docs/cuda.md). 16-bit rows: 2 vectors (16
-// elements) a thread first, for more warps in flight per SM. Where clusters run, a CTA holds at
-// most kBwdCtaSmem of column sums and longer rows are split over a cluster: sums of a whole row
-// of 16384 in one CTA (128 KB) allowed 1 CTA per SM, and rows past 25600 did not fit at all
-// (the fallback reads x and dy twice: ~40% of copy bandwidth). Without clusters, rows whose
-// sums do not fit take the fallback.
+// elements) a thread first, for more warps in flight per SM. Where clusters run, rows are split
+// over a cluster: 32-bit rows whose sums pass kBwdCtaSmem (fp32 16384: 90% of copy bandwidth
+// in one CTA, 94% over 2), 16-bit rows whose sums do not fit in one CTA, over 8 (bf16 32768:
+// 56% over 8, 50% over 4; 16384 in one CTA 71%, over 2 52%). Without clusters, rows whose sums
+// do not fit take the fallback (it reads x and dy twice: ~40%).
 constexpr size_t kBwdCtaSmem = 64 * 1024;
 constexpr size_t kBwdMaxSmem = 200 * 1024;
 Config bwd_config(int nvec, int vec, size_t acc_size, bool half_width, bool clusters, size_t max_smem) {
   const int nv0 = half_width ? 2 : 4;
   if (nvec <= 128) return row_config(nvec, nvec <= 32 ? 64 : 128, {nv0, 4, 8});
   static const int forced = forced_cluster("FASTLN_CUDA_CLUSTER_BWD");
+  const size_t fits = std::min(kBwdMaxSmem, max_smem);
   const auto smem = [&](int cl) { return size_t(2) * ((nvec + cl - 1) / cl) * vec * acc_size; };
   int cl = 1;
   if (clusters) {
     cl = forced;
-    if (!cl) {
+    if (!cl && half_width) {
+      cl = smem(1) > fits ? kMaxCluster : 1;
+    } else if (!cl) {
       cl = 1;
       while (cl < kMaxCluster && smem(cl) > kBwdCtaSmem) cl *= 2;
     }
   }
-  if (smem(cl) > std::min(kBwdMaxSmem, max_smem)) return Config{};
+  if (smem(cl) > fits) return Config{};
   if (cl == 1) return row_config(nvec, 128, {nv0, 4, 8});
   // 4 vectors a thread, not 2: a bf16 slice of 1024 vectors in 512 threads of 2 vectors took
   // 98 registers (one CTA per SM).
@@ -1007,7 +961,7 @@ bool clusters_for(int device) {
 template <class T>
 Config fwd_config_for(int N, bool vec_ok, int device) {
   constexpr int VEC = Pack<T>::n;
-  return vec_ok ? fwd_config(N / VEC, N, sizeof(T), clusters_for<T>(device)) : Config{};
+  return vec_ok ? fwd_config(N / VEC, clusters_for<T>(device)) : Config{};
 }
 
 template <class T>
@@ -1039,7 +993,7 @@ cudaError_t launch_fwd_reg(const Config& c, const FwdParams<T, P>& p, int device
   const int64_t ngroups = (p.M + G - 1) / G;
   return pick<1, 2, 4, 8, 16>(c.nv, [&]<int NV>() {
     return pick<1, 2, 4, 8>(c.cl, [&]<int CL>() -> cudaError_t {
-      if constexpr (CL > 1 && !(kClusterType<T> && cluster_nv(NV))) {
+      if constexpr (CL > 1 && !(kClusterType<T> && fwd_cluster_nv(NV))) {
         return cudaErrorInvalidConfiguration;  // not built, and fwd_config never picks it
       } else {
         const auto kernel = fwd_reg_kernel<T, P, NV, NORM, RES, CL>;
@@ -1086,7 +1040,7 @@ BwdLaunch<T, P> bwd_launch_plan(const Config& c, int N, int64_t M, int device) {
   l.kernel = pick<1, 2, 4, 8>(c.nv, [&]<int NV>() {
     return pick<1, 2, 4, 8>(c.cl, [&]<int CL>() -> Kernel {
       if constexpr (CL > 1) {
-        if constexpr (kClusterType<T> && cluster_nv(NV)) return bwd_reg_kernel<T, P, NV, NORM, true, CL>;
+        if constexpr (kClusterType<T> && bwd_cluster_nv(NV)) return bwd_reg_kernel<T, P, NV, NORM, true, CL>;
         return nullptr;  // not built, and bwd_config never picks it
       } else if constexpr (NV == 8) {
         return bwd_reg_kernel<T, P, 8, NORM, true, 1>;  // 8 vectors a thread: rows fill a CTA

@@ -287,14 +287,12 @@ struct ClusterSum {
 // keep the registers (and the occupancy) of a kernel without it. CL = 1: one row group per CTA
 // (grid = row groups). CL > 1: a persistent grid of clusters, cluster b / CL taking rows b / CL,
 // + gridDim.x / CL, ..., each CTA one slice of the row (blockDim.x == tpr).
-// Cluster CTAs (512 threads at most): 3 resident a SM for 32-bit rows of 4 vectors a thread
-// (<= 40 registers), else 2 (<= 64). CL = 1: no minimum (0: as if none given).
-constexpr int fwd_min_ctas(int cl, int elem_size, int nv) {
-  return cl == 1 ? 0 : elem_size == 4 && nv == 4 ? 3 : 2;
-}
+// Cluster CTAs (512 threads, 8 vectors a thread): 2 resident a SM (<= 64 registers). CL = 1:
+// no minimum (0: as if none given).
+constexpr int fwd_min_ctas(int cl) { return cl == 1 ? 0 : 2; }
 
 template <class T, class P, int NV, Norm NORM, bool RES, int CL>
-__global__ void __launch_bounds__(512, fwd_min_ctas(CL, sizeof(T), NV)) fwd_reg_kernel(FwdParams<T, P> p) {
+__global__ void __launch_bounds__(512, fwd_min_ctas(CL)) fwd_reg_kernel(FwdParams<T, P> p) {
   using A = acc_t<T>;
   constexpr int VEC = Pack<T>::n;
   __shared__ A red[32 * 2];
@@ -756,11 +754,11 @@ bool clusters_supported(int device) {
 }
 
 // The cluster kernels built (so the only ones the configs may pick; build time): 16- and
-// 32-bit types, forward 4 or 8 vectors a thread, backward 4.
+// 32-bit types, forward 8 vectors a thread, backward 4.
 constexpr int kMaxCluster = 8;  // the portable cluster size
 template <class T>
 constexpr bool kClusterType = sizeof(T) <= 4;
-constexpr bool fwd_cluster_nv(int nv) { return nv == 4 || nv == 8; }
+constexpr bool fwd_cluster_nv(int nv) { return nv == 8; }
 constexpr bool bwd_cluster_nv(int nv) { return nv == 4; }
 
 cudaLaunchAttribute cluster_attr(int cl) {
@@ -899,10 +897,11 @@ int forced_cluster(const char* var) {
 // Forward: small rows 256 threads a CTA; larger rows 4 vectors a thread, then 8, then 16.
 // Where clusters run, rows that would need 16 vectors a thread (one CTA of 512 threads per SM:
 // loads and stores of consecutive rows never overlapped; bf16 N = 65536 at 55% of copy
-// bandwidth) are split over a cluster, each CTA holding at most kFwdCtaVectors (4 vectors a
-// thread); rows longer than a cluster of 8 can hold take the fallback. Cluster sizes: H100
-// sweeps (bench/cluster_sweep.py, docs/cuda.md).
-constexpr int kFwdCtaVectors = 4 * kMaxRowThreads;  // a cluster CTA's slice, at most
+// bandwidth) are split over the fewest CTAs of 8 vectors a thread: fewer, larger CTAs wait
+// less on each other (H100, bench/cluster_sweep.py: bf16 65536 over 2 CTAs 77%, over 4 of 4
+// vectors 75%; fp32 65536 over 4 86%, over 8 of 4 vectors 79%). Rows longer than a cluster of
+// 8 can hold take the fallback.
+constexpr int kFwdCtaVectors = 8 * kMaxRowThreads;  // a cluster CTA's slice, at most
 Config fwd_config(int nvec, bool clusters) {
   static const int forced = forced_cluster("FASTLN_CUDA_CLUSTER_FWD");
   int cl = 1;
@@ -914,7 +913,7 @@ Config fwd_config(int nvec, bool clusters) {
     }
     cl = std::max(cl, 1);
   }
-  return cl == 1 ? row_config(nvec, 256, {4, 8, 16}) : row_config(nvec, 256, {4, 8}, cl);
+  return cl == 1 ? row_config(nvec, 256, {4, 8, 16}) : row_config(nvec, 256, {8}, cl);
 }
 
 // Backward: small rows keep column sums in registers; larger rows keep them in shared memory

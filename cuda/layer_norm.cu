@@ -287,8 +287,8 @@ struct ClusterSum {
 // keep the registers (and the occupancy) of a kernel without it. CL = 1: one row group per CTA
 // (grid = row groups). CL > 1: a persistent grid of clusters, cluster b / CL taking rows b / CL,
 // + gridDim.x / CL, ..., each CTA one slice of the row (blockDim.x == tpr).
-// Cluster CTAs (512 threads, 8 vectors a thread): 2 resident a SM (<= 64 registers). CL = 1:
-// no minimum (0: as if none given).
+// Cluster CTAs (512 threads, 8 vectors a thread): 2 resident a SM (<= 64 registers; bf16
+// spills 24-168 bytes, the fused add most). CL = 1: no minimum (0: as if none given).
 constexpr int fwd_min_ctas(int cl) { return cl == 1 ? 0 : 2; }
 
 template <class T, class P, int NV, Norm NORM, bool RES, int CL>
@@ -773,9 +773,9 @@ cudaLaunchAttribute cluster_attr(int cl) {
 // persistent grid. Cached: the queries cost microseconds of host time, which small problems
 // would see. Sets the kernel's dynamic shared-memory limit (the device's) on its first query.
 // Clusters: at most the CTAs resident per SM times the SMs over cl, and at most what
-// cudaOccupancyMaxActiveClusters says (clusters live inside a GPC), asked with the limit at
-// this launch's shared memory: ASSUMPTION (checked on the device) that it counts the limit,
-// not the launch's bytes.
+// cudaOccupancyMaxActiveClusters says (clusters live inside a GPC: H100, 256 threads, 64 KB,
+// 3 CTAs a SM: 45 clusters of 8, not 49). Both count the launch's shared memory, not the
+// kernel's limit (checked on the device).
 int64_t resident_clusters(const void* kernel, int block, size_t smem, int cl, int device) {
   struct Entry {
     const void* kernel;
@@ -790,8 +790,7 @@ int64_t resident_clusters(const void* kernel, int block, size_t smem, int cl, in
   for (const Entry& e : cache)
     if (e.kernel == kernel && e.block == block && e.smem == smem && e.cl == cl && e.device == device)
       return e.n;
-  const int max_smem = int(max_dyn_smem(device));
-  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(max_dyn_smem(device)));
   int occ = 0;
   if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kernel, block, smem) != cudaSuccess) {
     cudaGetLastError();  // clear it: a query failure is no launch failure
@@ -807,13 +806,11 @@ int64_t resident_clusters(const void* kernel, int block, size_t smem, int cl, in
     cfg.attrs = &attr;
     cfg.numAttrs = 1;
     int clusters = 0;
-    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
     if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) == cudaSuccess && clusters > 0)
       n = std::min<int64_t>(n, clusters);
     else
       cudaGetLastError();
   }
-  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
   n = std::max<int64_t>(n, 1);
   if (cache.size() < 4096) cache.push_back({kernel, block, smem, cl, device, n});
   return n;

@@ -17,15 +17,18 @@ COPY_GBS = 2970.0
 NS = [256, 512, 768, 1000, 1024, 2048, 4096, 5120, 8192, 12288, 16384, 32768, 65536]
 
 
-def shapes(quick):
+def shapes(quick, ns=None, dtypes=None):
     out = []
     for dt in (torch.bfloat16, torch.float16, torch.float32):
-        for n in NS:
+        for n in ns or NS:
             m = max(1, round(2**27 / n))
             out.append((dt, m, n))
-        out.append((dt, 4096, 1024))
+        if not ns:
+            out.append((dt, 4096, 1024))
     if quick:
         out = [s for s in out if s[0] != torch.float16]
+    if dtypes:
+        out = [s for s in out if str(s[0]).split(".")[-1] in dtypes]
     return out
 
 
@@ -57,9 +60,12 @@ def main():
     ap.add_argument("--json", default=None)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--ns", default=None, help="comma-separated row lengths (M = 2^27 / N) instead of the full list")
+    ap.add_argument("--dtypes", default=None, help="comma-separated dtypes, e.g. bfloat16,float32")
     args = ap.parse_args()
+    ns = [int(n) for n in args.ns.split(",")] if args.ns else None
     rows = []
-    for dt, m, n in shapes(args.quick):
+    for dt, m, n in shapes(args.quick, ns, args.dtypes.split(",") if args.dtypes else None):
         g = torch.Generator(device="cuda").manual_seed(0)
         x = torch.randn(m, n, device="cuda", dtype=dt, generator=g)
         w = (1 + 0.1 * torch.randn(n, device="cuda", generator=g)).to(dt)

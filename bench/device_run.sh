@@ -3,7 +3,9 @@
 # Usage (repo root on the device): STAGES="build test sanitize bench" bash bench/device_run.sh
 # Stages: build, smoke (an error path), cpuonly (a FASTLN_CUDA=OFF build beside it: its error
 # and packaging tests, with CUDA tensors), test, huge (FASTLN_TEST_HUGE=1 test_huge.py, ~35 GB
-# of GPU memory), sanitize (memcheck and racecheck side by side), bench, opsbench.
+# of GPU memory), sanitize (memcheck and racecheck side by side), bench, opsbench, sweep
+# (bench/cluster_sweep.py: fastln alone under each cluster size; SWEEP_ARGS).
+# TEST_ARGS: pytest's arguments instead of the whole suite (e.g. "tests/python/test_cuda.py").
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p $OUT
 ARCHS=${ARCHS:-90}
@@ -34,7 +36,7 @@ cpuonly)  # the same sources built without CUDA: every op on a CUDA tensor must 
     -p no:cacheprovider > $OUT/pytest_cpuonly.log 2>&1
   echo "cpu-only build: $(tail -1 $OUT/pytest_cpuonly.log)" ;;
 test)
-  python3 -m pytest tests/python -q -n 8 -p no:cacheprovider 2>&1 | tee $OUT/pytest.log | tail -15 ;;
+  python3 -m pytest ${TEST_ARGS:-tests/python} -q -n 8 -p no:cacheprovider 2>&1 | tee $OUT/pytest.log | tail -15 ;;
 huge)
   FASTLN_TEST_HUGE=1 python3 -m pytest tests/python/test_huge.py -q -p no:cacheprovider --durations=5 \
     > $OUT/pytest_huge.log 2>&1
@@ -49,4 +51,6 @@ bench)
   python3 bench/cuda_bench.py $BENCH_ARGS --json $OUT/cuda_h100.json 2>&1 | tee $OUT/bench.log | tail -48 ;;
 opsbench)
   python3 bench/cuda_ops_bench.py --json $OUT/cuda_ops_h100.json 2>&1 | tee $OUT/opsbench.log ;;
+sweep)
+  python3 bench/cluster_sweep.py $SWEEP_ARGS --json $OUT/cluster_sweep.json 2>&1 | tee $OUT/sweep.log | tail -20 ;;
 esac; done

@@ -2,16 +2,18 @@
 every op (LayerNorm, RMSNorm, the fused residual adds, residual_in_fp32) and dtype.
 
 Paths by shape: register forward with several rows per warp (256, 768) or one row per CTA
-(4096, 32768), register backward with column sums in registers (256) or shared memory (4096),
-fallback backward (32768: the sums do not fit in shared memory), scalar fallback (17, 4099:
-N not a multiple of the vector width; and every float64 row of odd N)."""
+(4096), register backward with column sums in registers (256) or shared memory (4096), rows
+split over a thread-block cluster on sm_90 (32768, 65536 forward and backward; 36872: slices
+of unequal size), fallback backward (float64 32768: the sums do not fit in shared memory),
+scalar fallback (17, 4099: N not a multiple of the vector width; and every float64 row of odd
+N). The cluster backward is persistent: 100 rows of 65536 give some clusters two rows."""
 import torch
 import torch.nn.functional as F
 
 import fastln
 
 torch.manual_seed(0)
-SHAPES = [(7, 256), (5, 768), (3, 4096), (2, 32768), (9, 17), (4, 4099)]
+SHAPES = [(7, 256), (5, 768), (3, 4096), (2, 32768), (100, 65536), (3, 36872), (9, 17), (4, 4099)]
 
 
 def ops(ns, fp32):

@@ -12,6 +12,10 @@
 //    several rows (small N; combined in fixed group order at the end), in shared memory when
 //    one row fills the CTA. Each CTA writes one [2][N] partial; a second kernel sums the
 //    partials over CTAs in a fixed order: dgamma/dbeta are deterministic, no atomics.
+//  * Long rows (sm_90): a row is split over a thread-block cluster of CL CTAs, each holding its
+//    slice of the row in registers (and, backward, the column sums of its slice in shared
+//    memory); the row sums are added across the cluster through distributed shared memory in
+//    rank order. CL = 1 is the single-CTA kernel.
 //  * Fallback path (N not a multiple of the vector width, misaligned rows, or rows too long
 //    for the register path): one CTA per row, 16-byte loads where aligned, the row re-read
 //    from L1/L2.
@@ -23,8 +27,10 @@
 // the host compiler, so no inline function of torch's headers is compiled by two compilers.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cooperative_groups.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <initializer_list>
 #include <mutex>
 #include <vector>
@@ -39,6 +45,22 @@ __device__ __forceinline__ float dtof(float v) { return v; }
 __device__ __forceinline__ double dtof(double v) { return v; }
 __device__ __forceinline__ float dtof(bf16 v) { return __uint_as_float(uint32_t(v.bits) << 16); }
 __device__ __forceinline__ float dtof(fp16 v) { return __half2float(__ushort_as_half(v.bits)); }
+
+// The forward's conversions of its row and parameters: bf16 -> float in an asm statement that
+// the compiler can neither merge nor hoist, so each use converts again (one instruction)
+// instead of keeping converted floats live across the reductions: bf16 with 8 vectors a thread
+// took 127 registers (one 512-thread CTA per SM) instead of 64 (two). Not in the backward,
+// where it costs registers (2 vectors: 113 instead of 61).
+template <class T>
+__device__ __forceinline__ acc_t<T> dtof_row(T v) {
+  if constexpr (std::is_same_v<T, bf16>) {
+    uint32_t u;
+    asm volatile("mov.b32 %0, {0, %1};" : "=r"(u) : "h"(v.bits));
+    return __uint_as_float(u);
+  } else {
+    return dtof(v);
+  }
+}
 
 template <class T> __device__ __forceinline__ T dfrom(acc_t<T> v);
 template <> __device__ __forceinline__ float dfrom<float>(float v) { return v; }
@@ -130,83 +152,236 @@ __device__ __forceinline__ void group_sum(A (&v)[K], int tpr, A* red) {
   }
 }
 
+// ---------------------------------------------------------------- thread-block clusters (sm_90)
+// A row too long for one CTA is split over a cluster of CL CTAs along x (CL = 1: no cluster,
+// and every helper below is a no-op). Cluster kernels are built for every architecture but
+// launched only where clusters_supported() says so: an sm_80 image traps.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+#define FASTLN_CLUSTERS 0
+#else
+#define FASTLN_CLUSTERS 1
+namespace cg = cooperative_groups;
+#endif
+
+template <int CL>
+__device__ __forceinline__ int cluster_rank() {
+#if FASTLN_CLUSTERS
+  if constexpr (CL > 1) return int(cg::this_cluster().block_rank());
+#else
+  if constexpr (CL > 1) __trap();
+#endif
+  return 0;
+}
+
+// The vectors [v0, v0 + n) of a row of nvec that this CTA holds: slices of ceil(nvec / CL).
+struct Slice {
+  int v0, n;
+};
+template <int CL>
+__device__ __forceinline__ Slice row_slice(int nvec) {
+  if constexpr (CL == 1) return {0, nvec};
+  const int per = (nvec + CL - 1) / CL, v0 = cluster_rank<CL>() * per;
+  return {v0, max(0, min(per, nvec - v0))};
+}
+
+#if FASTLN_CLUSTERS
+// PTX of the cluster sums: shared-memory addresses and their images in another CTA of the
+// cluster, mbarriers, and stores into another CTA's shared memory that its mbarrier counts.
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return uint32_t(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ uint32_t remote_addr(uint32_t addr, int rank) {
+  uint32_t r;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(r) : "r"(addr), "r"(rank));
+  return r;
+}
+__device__ __forceinline__ void mbar_init(uint32_t bar) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  while (!done)
+    asm volatile(
+        "{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+        : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+}
+__device__ __forceinline__ void st_async(uint32_t addr, float v, uint32_t bar) {
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.f32 [%0], %1, [%2];" ::"r"(addr),
+               "f"(v), "r"(bar) : "memory");
+}
+#endif
+
+// Sum of K values over the CTAs of a cluster, after group_sum (every thread holds its CTA's
+// sum). Thread d < CL stores the CTA's values into slot [rank] of CTA d's buffer (distributed
+// shared memory, asynchronous stores that CTA d's mbarrier counts); each CTA waits on its own
+// mbarrier, then adds slots 0..CL-1 in rank order, so every CTA gets the same bits, run after
+// run. No cluster-wide barrier per row: cluster.sync() releases every thread's memory
+// operations, so each row waited for the previous row's stores to reach memory (bf16 backward
+// at N = 16384 over 2 CTAs: 40% of copy bandwidth, against 71% for one CTA per row).
+// Two buffers used in turn (`use` counts the calls): a CTA writes buffer b for use u only after
+// its own use u - 1 completed, which needs every CTA's values for u - 1, which a CTA sends only
+// after the __syncthreads() that follows its reads of use u - 2. Each CTA receives all the
+// values of its last use before it exits, so none is written after. Every thread of the
+// cluster calls start() first, wait_started() before the first sum, then sum() alike.
+template <int CL, int K, class A>
+struct ClusterSum {
+  static_assert(CL == 1 || sizeof(A) == 4, "cluster kernels are built for float sums");
+  uint64_t bar[2];
+  A slot[2][CL][K];
+
+  // mbarriers set up, then a relaxed arrive: no CTA may store into another before that one
+  // has started and set up its mbarriers (wait_started(), once the loads are under way).
+  __device__ __forceinline__ void start() {
+#if FASTLN_CLUSTERS
+    if constexpr (CL > 1) {
+      if (threadIdx.x == 0) {
+        mbar_init(smem_addr(&bar[0]));
+        mbar_init(smem_addr(&bar[1]));
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+      }
+      __cluster_barrier_arrive_relaxed();
+    }
+#endif
+  }
+  __device__ __forceinline__ void wait_started() {
+#if FASTLN_CLUSTERS
+    if constexpr (CL > 1) __cluster_barrier_wait();
+#endif
+  }
+
+  __device__ __forceinline__ void sum(A (&v)[K], int& use) {
+    if constexpr (CL > 1) {
+#if FASTLN_CLUSTERS
+      const int b = use & 1;
+      const uint32_t bar_b = smem_addr(&bar[b]);
+      __syncthreads();  // this CTA has read the values of use - 1 (see above)
+      if (threadIdx.x == 0) mbar_arrive_expect_tx(bar_b, CL * K * sizeof(A));
+      if (threadIdx.x < CL) {
+        const uint32_t dst = remote_addr(smem_addr(&slot[b][cluster_rank<CL>()][0]), threadIdx.x);
+        const uint32_t dst_bar = remote_addr(bar_b, threadIdx.x);
+#pragma unroll
+        for (int k = 0; k < K; ++k) st_async(dst + k * sizeof(A), v[k], dst_bar);
+      }
+      mbar_wait(bar_b, (use >> 1) & 1);
+#pragma unroll
+      for (int k = 0; k < K; ++k) {
+        A s = 0;
+#pragma unroll
+        for (int r = 0; r < CL; ++r) s += slot[b][r][k];
+        v[k] = s;
+      }
+      ++use;
+#else
+      __trap();
+#endif
+    }
+  }
+};
+
 // ---------------------------------------------------------------- forward, register path
 
 // RES: the fused residual add (p.R, p.S set). A template parameter, so that the plain norms
-// keep the registers (and the occupancy) of a kernel without it.
-template <class T, class P, int NV, Norm NORM, bool RES>
-__global__ void __launch_bounds__(512) fwd_reg_kernel(FwdParams<T, P> p) {
+// keep the registers (and the occupancy) of a kernel without it. CL = 1: one row group per CTA
+// (grid = row groups). CL > 1: a persistent grid of clusters, cluster b / CL taking rows b / CL,
+// + gridDim.x / CL, ..., each CTA one slice of the row (blockDim.x == tpr).
+// Cluster CTAs (512 threads, 8 vectors a thread): 2 resident a SM (<= 64 registers; bf16
+// spills 24-168 bytes, the fused add most). CL = 1: no minimum (0: as if none given).
+constexpr int fwd_min_ctas(int cl) { return cl == 1 ? 0 : 2; }
+
+template <class T, class P, int NV, Norm NORM, bool RES, int CL>
+__global__ void __launch_bounds__(512, fwd_min_ctas(CL)) fwd_reg_kernel(FwdParams<T, P> p) {
   using A = acc_t<T>;
   constexpr int VEC = Pack<T>::n;
   __shared__ A red[32 * 2];
+  __shared__ ClusterSum<CL, 1, A> csum;
+  csum.start();
   const int tpr = p.tpr;
   const int G = blockDim.x / tpr;
   const int grp = threadIdx.x / tpr, t = threadIdx.x % tpr;
-  const int64_t row = int64_t(blockIdx.x) * G + grp;
-  const bool valid = row < p.M;
-  const int N = p.n, nvec = N / VEC;
-  const T* x = p.X + (valid ? row : 0) * p.ldx;
+  const int N = p.n;
+  const Slice sl = row_slice<CL>(N / VEC);
+  const int nvec = sl.n, c0 = sl.v0 * VEC;  // this CTA's vectors, its first column
+  const A invN = A(1) / A(N);
+  int uses = 0;  // of csum
+  csum.wait_started();
+  // One row group; a lambda, so that CL = 1 compiles to the loop-free kernel it was (a loop
+  // around it cost registers and spills there).
+  const auto row_group = [&](int64_t rg) {
+    const int64_t row = rg * G + grp;
+    const bool valid = row < p.M;
+    const T* x = p.X + (valid ? row : 0) * p.ldx + c0;
 
-  Pack<T> r[NV];
+    Pack<T> r[NV];
 #pragma unroll
-  for (int i = 0; i < NV; ++i) {
-    const int v = i * tpr + t;
-    if (valid && v < nvec) {
-      r[i] = ld_pack(x + int64_t(v) * VEC);
-      if constexpr (RES) {  // fused residual add: normalize x + r, rounded, and write it out
-        r[i] = add_rn_vec(r[i], ld_pack(p.R + row * p.ldr + int64_t(v) * VEC));
-        *reinterpret_cast<Pack<T>*>(p.S + row * N + int64_t(v) * VEC) = r[i];
+    for (int i = 0; i < NV; ++i) {
+      const int v = i * tpr + t;
+      if (valid && v < nvec) {
+        r[i] = ld_pack(x + int64_t(v) * VEC);
+        if constexpr (RES) {  // fused residual add: normalize x + r, rounded, and write it out
+          r[i] = add_rn_vec(r[i], ld_pack(p.R + row * p.ldr + c0 + int64_t(v) * VEC));
+          *reinterpret_cast<Pack<T>*>(p.S + row * N + c0 + int64_t(v) * VEC) = r[i];
+        }
       }
     }
-  }
-  const A invN = A(1) / A(N);
-  A mean = 0;
-  if constexpr (NORM == Norm::kLayer) {
-    const A x0 = valid ? first_elem<RES>(p, row) : A(0);
-    A s[1] = {0};
+    A mean = 0;
+    if constexpr (NORM == Norm::kLayer) {
+      const A x0 = valid ? first_elem<RES>(p, row) : A(0);
+      A s[1] = {0};
+#pragma unroll
+      for (int i = 0; i < NV; ++i)
+        if (valid && i * tpr + t < nvec) {
+#pragma unroll
+          for (int e = 0; e < VEC; ++e) s[0] += A(dtof_row(r[i].v[e])) - x0;
+        }
+      group_sum<1>(s, tpr, red);
+      csum.sum(s, uses);
+      mean = x0 + s[0] * invN;
+    }
+    A q[1] = {0};
 #pragma unroll
     for (int i = 0; i < NV; ++i)
       if (valid && i * tpr + t < nvec) {
 #pragma unroll
-        for (int e = 0; e < VEC; ++e) s[0] += A(dtof(r[i].v[e])) - x0;
+        for (int e = 0; e < VEC; ++e) {
+          const A d = A(dtof_row(r[i].v[e])) - mean;
+          q[0] += d * d;
+        }
       }
-    group_sum<1>(s, tpr, red);
-    mean = x0 + s[0] * invN;
-  }
-  A q[1] = {0};
+    group_sum<1>(q, tpr, red);
+    csum.sum(q, uses);
+    const A rstd = A(1) / sqrt(q[0] * invN + A(p.eps));
+    if (valid && t == 0 && c0 == 0) {
+      p.mean[row] = mean;
+      p.rstd[row] = rstd;
+    }
+    T* y = p.Y + (valid ? row : 0) * int64_t(N) + c0;
 #pragma unroll
-  for (int i = 0; i < NV; ++i)
-    if (valid && i * tpr + t < nvec) {
+    for (int i = 0; i < NV; ++i) {
+      const int v = i * tpr + t;
+      if (valid && v < nvec) {
+        PPack<P, VEC> g, b;
+        if (p.gamma) g = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + c0 + v * VEC);
+        if (p.beta) b = *reinterpret_cast<const PPack<P, VEC>*>(p.beta + c0 + v * VEC);
+        Pack<T> o;
 #pragma unroll
-      for (int e = 0; e < VEC; ++e) {
-        const A d = A(dtof(r[i].v[e])) - mean;
-        q[0] += d * d;
+        for (int e = 0; e < VEC; ++e) {
+          const A scale = p.gamma ? rstd * A(dtof_row(g.v[e])) : rstd;
+          A out = (A(dtof_row(r[i].v[e])) - mean) * scale;
+          if (p.beta) out += A(dtof_row(b.v[e]));
+          o.v[e] = dfrom<T>(out);
+        }
+        *reinterpret_cast<Pack<T>*>(y + int64_t(v) * VEC) = o;
       }
     }
-  group_sum<1>(q, tpr, red);
-  const A rstd = A(1) / sqrt(q[0] * invN + A(p.eps));
-  if (valid && t == 0) {
-    p.mean[row] = mean;
-    p.rstd[row] = rstd;
-  }
-  T* y = p.Y + (valid ? row : 0) * int64_t(N);
-#pragma unroll
-  for (int i = 0; i < NV; ++i) {
-    const int v = i * tpr + t;
-    if (valid && v < nvec) {
-      PPack<P, VEC> g, b;
-      if (p.gamma) g = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + v * VEC);
-      if (p.beta) b = *reinterpret_cast<const PPack<P, VEC>*>(p.beta + v * VEC);
-      Pack<T> o;
-#pragma unroll
-      for (int e = 0; e < VEC; ++e) {
-        const A scale = p.gamma ? rstd * ptoa<A>(g.v[e]) : rstd;
-        A out = (A(dtof(r[i].v[e])) - mean) * scale;
-        if (p.beta) out += ptoa<A>(b.v[e]);
-        o.v[e] = dfrom<T>(out);
-      }
-      *reinterpret_cast<Pack<T>*>(y + int64_t(v) * VEC) = o;
-    }
+  };
+  if constexpr (CL == 1) {
+    row_group(blockIdx.x);
+  } else {
+    const int64_t ngroups = (p.M + G - 1) / G;
+    for (int64_t rg = blockIdx.x / CL; rg < ngroups; rg += gridDim.x / CL) row_group(rg);
   }
 }
 
@@ -280,26 +455,42 @@ __global__ void __launch_bounds__(512) fwd_fallback_kernel(FwdParams<T, P> p) {
 // ---------------------------------------------------------------- backward
 
 // ACC_SMEM: the CTA is one row group (tpr == blockDim.x) and keeps its column sums in
-// dynamic shared memory [2][N]; else in registers, combined across groups at the end through
-// dynamic shared memory [2][N] in group order.
-template <class T, class P, int NV, Norm NORM, bool ACC_SMEM>
-__global__ void __launch_bounds__(512) bwd_reg_kernel(BwdParams<T, P> p) {
+// dynamic shared memory [2][its columns]; else in registers, combined across groups at the end
+// through dynamic shared memory [2][N] in group order. CL > 1 (ACC_SMEM only): a persistent
+// grid of clusters; cluster b / CL walks row groups b / CL, + gridDim.x / CL, ..., each CTA its
+// slice of the row and the column sums of that slice, and the cluster writes one [2][N] partial.
+// Threads and resident CTAs a cluster backward CTA is built for: 16-bit slices of <= 1024
+// vectors in <= 256 threads, 3 CTAs a SM (<= 80 registers: 81, allocated as 88, allowed 2);
+// 32-bit in <= 512 threads, 2 a SM. CL = 1: 512 threads, no minimum (0: as if none given).
+constexpr int bwd_max_threads(int cl, int elem_size) { return cl > 1 && elem_size == 2 ? 256 : 512; }
+constexpr int bwd_min_ctas(int cl, int elem_size) { return cl == 1 ? 0 : elem_size == 2 ? 3 : 2; }
+
+template <class T, class P, int NV, Norm NORM, bool ACC_SMEM, int CL>
+__global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T)), bwd_min_ctas(CL, sizeof(T)))
+    bwd_reg_kernel(BwdParams<T, P> p) {
+  static_assert(CL == 1 || ACC_SMEM, "a cluster's CTA holds one row slice");
   using A = acc_t<T>;
   constexpr int VEC = Pack<T>::n;
   extern __shared__ __align__(16) unsigned char dsmem_raw[];
   A* acc = reinterpret_cast<A*>(dsmem_raw);
   __shared__ A red[32 * 2];
+  __shared__ ClusterSum<CL, 2, A> csum;
+  csum.start();
   const int tpr = p.tpr;
   const int G = blockDim.x / tpr;
   const int grp = threadIdx.x / tpr, t = threadIdx.x % tpr;
-  const int N = p.n, nvec = N / VEC;
+  const int N = p.n;
+  const Slice sl = row_slice<CL>(N / VEC);
+  // This CTA's vectors, columns and first column of each row (CL = 1: the whole row; cols = N
+  // there, as the compiler cannot tell: nv = 2 bf16 took 112 registers instead of 61).
+  const int nvec = sl.n, cols = CL == 1 ? N : nvec * VEC, c0 = sl.v0 * VEC;
   const bool params = p.partial != nullptr;
   const A invN = A(1) / A(N);
 
   A ag[ACC_SMEM ? 1 : NV][VEC], ab[ACC_SMEM ? 1 : NV][VEC];
   if constexpr (ACC_SMEM) {
     if (params)
-      for (int j = threadIdx.x; j < 2 * N; j += blockDim.x) acc[j] = 0;
+      for (int j = threadIdx.x; j < 2 * cols; j += blockDim.x) acc[j] = 0;
     // Each thread touches only its own columns below: no barrier needed until the end.
   } else {
 #pragma unroll
@@ -308,13 +499,15 @@ __global__ void __launch_bounds__(512) bwd_reg_kernel(BwdParams<T, P> p) {
       for (int e = 0; e < VEC; ++e) ag[i][e] = ab[i][e] = 0;
   }
   if constexpr (ACC_SMEM) __syncthreads();
+  csum.wait_started();
 
   const int64_t ngroups = (p.M + G - 1) / G;
-  for (int64_t rg = blockIdx.x; rg < ngroups; rg += gridDim.x) {
+  int uses = 0;  // of csum
+  for (int64_t rg = blockIdx.x / CL; rg < ngroups; rg += gridDim.x / CL) {
     const int64_t row = rg * G + grp;
     const bool valid = row < p.M;
-    const T* x = p.X + (valid ? row : 0) * p.ldx;
-    const T* dy = p.dY + (valid ? row : 0) * p.lddy;
+    const T* x = p.X + (valid ? row : 0) * p.ldx + c0;
+    const T* dy = p.dY + (valid ? row : 0) * p.lddy + c0;
     Pack<T> rx[NV], rd[NV];
 #pragma unroll
     for (int i = 0; i < NV; ++i) {
@@ -332,7 +525,7 @@ __global__ void __launch_bounds__(512) bwd_reg_kernel(BwdParams<T, P> p) {
       const int v = i * tpr + t;
       if (valid && v < nvec) {
         PPack<P, VEC> g;
-        if (p.gamma) g = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + v * VEC);
+        if (p.gamma) g = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + c0 + v * VEC);
         A dg[VEC], db[VEC];
 #pragma unroll
         for (int e = 0; e < VEC; ++e) {
@@ -349,7 +542,7 @@ __global__ void __launch_bounds__(512) bwd_reg_kernel(BwdParams<T, P> p) {
 #pragma unroll
             for (int e = 0; e < VEC; ++e) {
               acc[e * nvec + v] += dg[e];  // element-major: lanes hit consecutive words
-              acc[N + e * nvec + v] += db[e];
+              acc[cols + e * nvec + v] += db[e];
             }
           }
         } else {
@@ -363,14 +556,15 @@ __global__ void __launch_bounds__(512) bwd_reg_kernel(BwdParams<T, P> p) {
     }
     if (p.dX) {
       group_sum<2>(c, tpr, red);
+      csum.sum(c, uses);
       const A c1 = NORM == Norm::kLayer ? mul_rn(c[0], invN) : A(0), c2 = mul_rn(c[1], invN);
-      T* dx = p.dX + (valid ? row : 0) * int64_t(N);
+      T* dx = p.dX + (valid ? row : 0) * int64_t(N) + c0;
 #pragma unroll
       for (int i = 0; i < NV; ++i) {
         const int v = i * tpr + t;
         if (valid && v < nvec) {
           PPack<P, VEC> g;
-          if (p.gamma) g = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + v * VEC);
+          if (p.gamma) g = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + c0 + v * VEC);
           Pack<T> o;
 #pragma unroll
           for (int e = 0; e < VEC; ++e) {
@@ -385,13 +579,13 @@ __global__ void __launch_bounds__(512) bwd_reg_kernel(BwdParams<T, P> p) {
     }
   }
   if (!params) return;
-  A* out = p.partial + int64_t(blockIdx.x) * 2 * N;
+  A* out = p.partial + int64_t(blockIdx.x / CL) * 2 * N + c0;
   if constexpr (ACC_SMEM) {
     __syncthreads();
-    for (int j = threadIdx.x; j < N; j += blockDim.x) {
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) {
       const int k = (j % VEC) * nvec + j / VEC;
       out[j] = acc[k];
-      out[N + j] = acc[N + k];
+      out[N + j] = acc[cols + k];
     }
   } else {
     for (int j = threadIdx.x; j < 2 * N; j += blockDim.x) acc[j] = 0;
@@ -512,6 +706,9 @@ __global__ void __launch_bounds__(32 * RY) reduce_partials_kernel(const A* parti
 }
 
 // ---------------------------------------------------------------- host side: one dispatch point
+// An empty kernel: its attributes say which of this file's images the device runs.
+__global__ void arch_probe_kernel() {}
+
 namespace {
 
 int round_up(int v, int m) { return (v + m - 1) / m * m; }
@@ -522,64 +719,162 @@ int pow2_ceil(int v) {
 }
 int nv_class(int nv) { return nv <= 1 ? 1 : nv <= 2 ? 2 : nv <= 4 ? 4 : nv <= 8 ? 8 : 16; }
 
-int num_sms(int device) {
+// A device attribute, read once per device: queries cost host time, which small problems see.
+template <cudaDeviceAttr ATTR>
+int device_attr(int device, int fallback) {
   static int cache[64] = {0};
   if (device >= 0 && device < 64 && cache[device]) return cache[device];
-  int n = 0;
-  if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || n <= 0) n = 132;
-  if (device >= 0 && device < 64) cache[device] = n;
-  return n;
+  int v = 0;
+  if (cudaDeviceGetAttribute(&v, ATTR, device) != cudaSuccess || v <= 0) {
+    cudaGetLastError();  // clear it: a query failure is no launch failure
+    v = fallback;
+  }
+  if (device >= 0 && device < 64) cache[device] = v;
+  return v;
+}
+int num_sms(int device) { return device_attr<cudaDevAttrMultiProcessorCount>(device, 132); }
+// Dynamic shared memory a CTA may have (the kernels' static shared memory is < 1 KB).
+size_t max_dyn_smem(int device) {
+  return size_t(device_attr<cudaDevAttrMaxSharedMemoryPerBlockOptin>(device, 48 * 1024)) - 1024;
 }
 
-// Resident CTAs per SM of a kernel, cached: the occupancy query costs microseconds of host
-// time, which small problems would see.
-int occupancy(const void* kernel, int block, size_t smem, int device) {
+// Thread-block clusters run: a device that launches them, running this file's sm_90 (or
+// newer) image, not a JIT-compiled older one (whose cluster kernels trap).
+bool clusters_supported(int device) {
+  static int cache[64] = {0};  // 0: not asked yet, 1: no, 2: yes
+  if (device >= 0 && device < 64 && cache[device]) return cache[device] == 2;
+  int launch = 0;
+  cudaFuncAttributes a{};
+  const bool ok = cudaDeviceGetAttribute(&launch, cudaDevAttrClusterLaunch, device) == cudaSuccess &&
+                  launch && cudaFuncGetAttributes(&a, arch_probe_kernel) == cudaSuccess &&
+                  a.ptxVersion >= 90;
+  if (!ok) cudaGetLastError();
+  if (device >= 0 && device < 64) cache[device] = ok ? 2 : 1;
+  return ok;
+}
+
+// The cluster kernels built (so the only ones the configs may pick; build time): 16- and
+// 32-bit types, forward 8 vectors a thread, backward 4.
+constexpr int kMaxCluster = 8;  // the portable cluster size
+template <class T>
+constexpr bool kClusterType = sizeof(T) <= 4;
+constexpr bool fwd_cluster_nv(int nv) { return nv == 8; }
+constexpr bool bwd_cluster_nv(int nv) { return nv == 4; }
+
+cudaLaunchAttribute cluster_attr(int cl) {
+  cudaLaunchAttribute a{};
+  a.id = cudaLaunchAttributeClusterDimension;
+  a.val.clusterDim.x = unsigned(cl);
+  a.val.clusterDim.y = a.val.clusterDim.z = 1;
+  return a;
+}
+
+// Clusters of cl CTAs of `kernel` (cl = 1: CTAs) resident on the device at once: the
+// persistent grid. Cached: the queries cost microseconds of host time, which small problems
+// would see. Sets the kernel's dynamic shared-memory limit (the device's) on its first query.
+// Clusters: at most the CTAs resident per SM times the SMs over cl, and at most what
+// cudaOccupancyMaxActiveClusters says (clusters live inside a GPC: H100, 256 threads, 64 KB,
+// 3 CTAs a SM: 45 clusters of 8, not 49). Both count the launch's shared memory, not the
+// kernel's limit (checked on the device).
+int64_t resident_clusters(const void* kernel, int block, size_t smem, int cl, int device) {
   struct Entry {
     const void* kernel;
     int block;
     size_t smem;
-    int device, occ;
+    int cl, device;
+    int64_t n;
   };
   static std::mutex mu;
   static std::vector<Entry> cache;
   const std::lock_guard<std::mutex> lock(mu);
   for (const Entry& e : cache)
-    if (e.kernel == kernel && e.block == block && e.smem == smem && e.device == device) return e.occ;
+    if (e.kernel == kernel && e.block == block && e.smem == smem && e.cl == cl && e.device == device)
+      return e.n;
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(max_dyn_smem(device)));
   int occ = 0;
   if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kernel, block, smem) != cudaSuccess) {
     cudaGetLastError();  // clear it: a query failure is no launch failure
     occ = 1;
   }
-  occ = std::max(occ, 1);
-  if (cache.size() < 4096) cache.push_back({kernel, block, smem, device, occ});
-  return occ;
+  int64_t n = int64_t(std::max(occ, 1)) * num_sms(device) / cl;
+  if (cl > 1) {
+    cudaLaunchAttribute attr = cluster_attr(cl);
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(unsigned(cl));
+    cfg.blockDim = dim3(unsigned(block));
+    cfg.dynamicSmemBytes = smem;
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+    int clusters = 0;
+    if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) == cudaSuccess && clusters > 0)
+      n = std::min<int64_t>(n, clusters);
+    else
+      cudaGetLastError();
+  }
+  n = std::max<int64_t>(n, 1);
+  if (cache.size() < 4096) cache.push_back({kernel, block, smem, cl, device, n});
+  return n;
 }
 
-// A row-group configuration: threads per row (tpr), 16-byte vectors per thread (nv), block.
+// Launches `kernel` on grid CTAs (a multiple of cl), in clusters of cl CTAs along x if cl > 1.
+template <class Params>
+cudaError_t launch(void (*kernel)(Params), int64_t grid, int block, size_t smem, int cl,
+                   cudaStream_t s, const Params& p) {
+  if (grid >= (int64_t(1) << 31)) return cudaErrorInvalidConfiguration;
+  if (cl == 1) {
+    kernel<<<unsigned(grid), block, smem, s>>>(p);
+    return cudaGetLastError();
+  }
+  cudaLaunchAttribute attr = cluster_attr(cl);
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(unsigned(grid));
+  cfg.blockDim = dim3(unsigned(block));
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelEx(&cfg, kernel, p);
+}
+
+// f.template operator()<V>() for the V among Vs equal to v (the last if none is): a runtime
+// choice to a template parameter.
+template <int V, int... Vs, class F>
+auto pick(int v, F&& f) {
+  if constexpr (sizeof...(Vs) > 0)
+    if (v != V) return pick<Vs...>(v, f);
+  return f.template operator()<V>();
+}
+
+// A row configuration: threads per row (tpr), 16-byte vectors per thread (nv), block, and the
+// CTAs a row is split over (cl > 1: a thread-block cluster, each CTA a slice of the row).
 struct Config {
   bool reg = false;  // false: fallback path
-  int tpr = 0, nv = 0, block = 0;
+  int tpr = 0, nv = 0, block = 0, cl = 1;
 };
 
 constexpr int kMaxRowThreads = 512;
 
 // Rows of nvec 16-byte vectors. Small rows (nvec <= 128): tpr <= 32, a power of two giving
 // up to 4 vectors a thread, several rows to a CTA of small_block threads. Larger rows: one row
-// per CTA, the first nv of `nvs` for which <= kMaxRowThreads threads suffice.
-Config row_config(int nvec, int small_block, std::initializer_list<int> nvs) {
+// (or, cl > 1, one slice of ceil(nvec / cl) vectors) per CTA, the first nv of `nvs` for which
+// <= max_threads threads suffice.
+Config row_config(int nvec, int small_block, std::initializer_list<int> nvs, int cl = 1,
+                  int max_threads = kMaxRowThreads) {
   Config c;
-  if (nvec <= 128) {
+  if (cl == 1 && nvec <= 128) {
     c.tpr = pow2_ceil((nvec + 3) / 4);
     c.nv = nv_class((nvec + c.tpr - 1) / c.tpr);
     c.block = std::max(small_block, c.tpr);
     c.reg = true;
     return c;
   }
+  const int slice = (nvec + cl - 1) / cl;
   for (int nv : nvs) {
-    if ((nvec + nv - 1) / nv <= kMaxRowThreads) {
-      c.tpr = round_up((nvec + nv - 1) / nv, 32);
-      c.nv = nv_class((nvec + c.tpr - 1) / c.tpr);
+    if ((slice + nv - 1) / nv <= max_threads) {
+      c.tpr = round_up((slice + nv - 1) / nv, 32);
+      c.nv = nv_class((slice + c.tpr - 1) / c.tpr);
       c.block = c.tpr;
+      c.cl = cl;
       c.reg = true;
       return c;
     }
@@ -587,24 +882,90 @@ Config row_config(int nvec, int small_block, std::initializer_list<int> nvs) {
   return c;
 }
 
+// Tuning knob (benchmark sweeps): FASTLN_CUDA_CLUSTER_FWD / FASTLN_CUDA_CLUSTER_BWD = 1, 2, 4
+// or 8 set the CTAs per row for rows of more than 128 vectors where clusters run. Unset: the
+// choices below.
+int forced_cluster(const char* var) {
+  const char* v = std::getenv(var);
+  const int cl = v ? std::atoi(v) : 0;
+  return cl == 1 || cl == 2 || cl == 4 || cl == 8 ? cl : 0;
+}
+
 // Forward: small rows 256 threads a CTA; larger rows 4 vectors a thread, then 8, then 16.
-Config fwd_config(int nvec) { return row_config(nvec, 256, {4, 8, 16}); }
+// Where clusters run, rows that would need 16 vectors a thread (one CTA of 512 threads per SM:
+// loads and stores of consecutive rows never overlapped; bf16 N = 65536 at 55% of copy
+// bandwidth) are split over the fewest CTAs of 8 vectors a thread: fewer, larger CTAs wait
+// less on each other (H100, bench/cluster_sweep.py: bf16 65536 over 2 CTAs 77%, over 4 of 4
+// vectors 75%; fp32 65536 over 4 86%, over 8 of 4 vectors 79%). Rows longer than a cluster of
+// 8 can hold take the fallback.
+constexpr int kFwdCtaVectors = 8 * kMaxRowThreads;  // a cluster CTA's slice, at most
+Config fwd_config(int nvec, bool clusters) {
+  static const int forced = forced_cluster("FASTLN_CUDA_CLUSTER_FWD");
+  int cl = 1;
+  if (clusters && nvec > 128) {
+    cl = forced;
+    if (!cl && nvec > 8 * kMaxRowThreads) {
+      cl = 2;
+      while (cl < kMaxCluster && (nvec + cl - 1) / cl > kFwdCtaVectors) cl *= 2;
+    }
+    cl = std::max(cl, 1);
+  }
+  return cl == 1 ? row_config(nvec, 256, {4, 8, 16}) : row_config(nvec, 256, {8}, cl);
+}
 
 // Backward: small rows keep column sums in registers; larger rows keep them in shared memory
-// [2][N], so rows whose sums do not fit take the fallback. Small CTAs for small rows: a CTA's
-// row groups add their column sums in group order at the end, so that step grows with the
-// groups a CTA holds. H100, bf16 backward: (4096, 1024) 55 -> 32 us with 128 threads instead
-// of 512, (131072, 1024) 324 -> 305 us, (524288, 256) 375 -> 310 us with 64 (docs/cuda.md).
-// 16-bit rows: 2 vectors (16 elements) a thread first, for more warps in flight per SM.
-Config bwd_config(int nvec, int N, size_t acc_size, bool half_width) {
-  if (nvec > 128 && size_t(2) * N * acc_size > 200 * 1024) return Config{};
-  return row_config(nvec, nvec <= 32 ? 64 : 128, {half_width ? 2 : 4, 4, 8});
+// [2][the CTA's columns]. Small CTAs for small rows: a CTA's row groups add their column sums
+// in group order at the end, so that step grows with the groups a CTA holds. H100, bf16
+// backward: (4096, 1024) 55 -> 32 us with 128 threads instead of 512, (131072, 1024) 324 ->
+// 305 us, (524288, 256) 375 -> 310 us with 64 (docs/cuda.md). 16-bit rows: 2 vectors (16
+// elements) a thread first, for more warps in flight per SM. Where clusters run, rows are split
+// over a cluster: 32-bit rows whose sums pass kBwdCtaSmem (fp32 16384: 90% of copy bandwidth
+// in one CTA, 94% over 2), 16-bit rows whose sums do not fit in one CTA, over 8 (bf16 32768:
+// 56% over 8, 50% over 4; 16384 in one CTA 71%, over 2 52%). Without clusters, rows whose sums
+// do not fit take the fallback (it reads x and dy twice: ~40%).
+constexpr size_t kBwdCtaSmem = 64 * 1024;
+constexpr size_t kBwdMaxSmem = 200 * 1024;
+Config bwd_config(int nvec, int vec, size_t acc_size, bool half_width, bool clusters, size_t max_smem) {
+  const int nv0 = half_width ? 2 : 4;
+  if (nvec <= 128) return row_config(nvec, nvec <= 32 ? 64 : 128, {nv0, 4, 8});
+  static const int forced = forced_cluster("FASTLN_CUDA_CLUSTER_BWD");
+  const size_t fits = std::min(kBwdMaxSmem, max_smem);
+  const auto smem = [&](int cl) { return size_t(2) * ((nvec + cl - 1) / cl) * vec * acc_size; };
+  int cl = 1;
+  if (clusters) {
+    cl = forced;
+    if (!cl && half_width) {
+      cl = smem(1) > fits ? kMaxCluster : 1;
+    } else if (!cl) {
+      cl = 1;
+      while (cl < kMaxCluster && smem(cl) > kBwdCtaSmem) cl *= 2;
+    }
+  }
+  if (smem(cl) > fits) return Config{};
+  if (cl == 1) return row_config(nvec, 128, {nv0, 4, 8});
+  // 4 vectors a thread, not 2: a bf16 slice of 1024 vectors in 512 threads of 2 vectors took
+  // 98 registers (one CTA per SM).
+  return row_config(nvec, 128, {4}, cl, bwd_max_threads(cl, half_width ? 2 : 4));
+}
+
+// Clusters for T: where they run, and for the types the cluster kernels are built for.
+template <class T>
+bool clusters_for(int device) {
+  return kClusterType<T> && clusters_supported(device);
 }
 
 template <class T>
-Config bwd_config_for(int N, bool vec_ok) {
+Config fwd_config_for(int N, bool vec_ok, int device) {
   constexpr int VEC = Pack<T>::n;
-  return vec_ok ? bwd_config(N / VEC, N, sizeof(acc_t<T>), sizeof(T) == 2) : Config{};
+  return vec_ok ? fwd_config(N / VEC, clusters_for<T>(device)) : Config{};
+}
+
+template <class T>
+Config bwd_config_for(int N, bool vec_ok, int device) {
+  constexpr int VEC = Pack<T>::n;
+  return vec_ok ? bwd_config(N / VEC, VEC, sizeof(acc_t<T>), sizeof(T) == 2, clusters_for<T>(device),
+                             max_dyn_smem(device))
+                : Config{};
 }
 
 int fallback_block(int n) { return n >= 4096 ? 512 : n >= 512 ? 128 : 32; }
@@ -620,70 +981,78 @@ void launch_fallback_rows(void (*vec_kernel)(Params), void (*scalar_kernel)(Para
   (vec_ok ? vec_kernel : scalar_kernel)<<<grid, block, 0, s>>>(p);
 }
 
-template <class T, class P, Norm NORM, bool RES, int NV>
-cudaError_t launch_fwd_reg(const Config& c, const FwdParams<T, P>& p, cudaStream_t s) {
+// CL = 1: a CTA per row group. Clusters: persistent (launching a cluster per row cost ~20% of
+// copy bandwidth at bf16 N = 16384 against one CTA per row).
+template <class T, class P, Norm NORM, bool RES>
+cudaError_t launch_fwd_reg(const Config& c, const FwdParams<T, P>& p, int device, cudaStream_t s) {
   const int G = c.block / c.tpr;
-  const int64_t grid = (p.M + G - 1) / G;
-  if (grid >= (int64_t(1) << 31)) return cudaErrorInvalidConfiguration;
-  fwd_reg_kernel<T, P, NV, NORM, RES><<<unsigned(grid), c.block, 0, s>>>(p);
-  return cudaGetLastError();
+  const int64_t ngroups = (p.M + G - 1) / G;
+  return pick<1, 2, 4, 8, 16>(c.nv, [&]<int NV>() {
+    return pick<1, 2, 4, 8>(c.cl, [&]<int CL>() -> cudaError_t {
+      if constexpr (CL > 1 && !(kClusterType<T> && fwd_cluster_nv(NV))) {
+        return cudaErrorInvalidConfiguration;  // not built, and fwd_config never picks it
+      } else {
+        const auto kernel = fwd_reg_kernel<T, P, NV, NORM, RES, CL>;
+        const int64_t grid =
+            CL == 1 ? ngroups
+                    : std::min(ngroups, resident_clusters(reinterpret_cast<const void*>(kernel),
+                                                          c.block, 0, CL, device)) * CL;
+        return launch(kernel, grid, c.block, 0, CL, s, p);
+      }
+    });
+  });
 }
 
 template <class T, class P, Norm NORM, bool RES>
 cudaError_t launch_fwd_norm(FwdParams<T, P> p, bool vec_ok, cudaStream_t s) {
   constexpr int VEC = Pack<T>::n;
-  const int N = int(p.N);
-  const Config c = vec_ok ? fwd_config(N / VEC) : Config{};
+  int device = 0;
+  cudaGetDevice(&device);
+  const Config c = fwd_config_for<T>(int(p.N), vec_ok, device);
   if (c.reg) {
     p.tpr = c.tpr;
-    switch (c.nv) {
-      case 1: return launch_fwd_reg<T, P, NORM, RES, 1>(c, p, s);
-      case 2: return launch_fwd_reg<T, P, NORM, RES, 2>(c, p, s);
-      case 4: return launch_fwd_reg<T, P, NORM, RES, 4>(c, p, s);
-      case 8: return launch_fwd_reg<T, P, NORM, RES, 8>(c, p, s);
-      default: return launch_fwd_reg<T, P, NORM, RES, 16>(c, p, s);
-    }
+    return launch_fwd_reg<T, P, NORM, RES>(c, p, device, s);
   }
   launch_fallback_rows<VEC>(fwd_fallback_kernel<T, P, VEC, NORM, RES>,
                             fwd_fallback_kernel<T, P, 1, NORM, RES>, p, vec_ok, s);
   return cudaGetLastError();
 }
 
-template <class T, class P, int NV, Norm NORM, bool SM>
-auto bwd_kernel_ptr() {
-  return bwd_reg_kernel<T, P, NV, NORM, SM>;
-}
-
-// The backward kernel of a config, its grid (persistent: rows fill the chip) and smem.
+// The backward kernel of a config, its grid (persistent: as many CTAs, or clusters, as are
+// resident at once, at most one per row group) and its dynamic shared memory.
 template <class T, class P>
 struct BwdLaunch {
   void (*kernel)(BwdParams<T, P>) = nullptr;
-  int64_t grid = 0;
+  int64_t grid = 0;  // CTAs, a multiple of the cluster size; grid / cl partials
   size_t smem = 0;
 };
 
 template <class T, class P, Norm NORM>
 BwdLaunch<T, P> bwd_launch_plan(const Config& c, int N, int64_t M, int device) {
   using A = acc_t<T>;
+  using Kernel = void (*)(BwdParams<T, P>);
+  constexpr int VEC = Pack<T>::n;
   BwdLaunch<T, P> l;
-  const bool sm = c.tpr > 32;
-  switch (c.nv) {
-    case 1: l.kernel = sm ? bwd_kernel_ptr<T, P, 1, NORM, true>() : bwd_kernel_ptr<T, P, 1, NORM, false>(); break;
-    case 2: l.kernel = sm ? bwd_kernel_ptr<T, P, 2, NORM, true>() : bwd_kernel_ptr<T, P, 2, NORM, false>(); break;
-    case 4: l.kernel = sm ? bwd_kernel_ptr<T, P, 4, NORM, true>() : bwd_kernel_ptr<T, P, 4, NORM, false>(); break;
-    default: l.kernel = bwd_kernel_ptr<T, P, 8, NORM, true>(); break;
-  }
-  l.smem = size_t(2) * N * sizeof(A);
-  static bool attr_set[2][5] = {};  // per instantiation of this function: (sm, nv class)
-  bool& set = attr_set[sm][c.nv == 1 ? 0 : c.nv == 2 ? 1 : c.nv == 4 ? 2 : 3];
-  if (!set) {
-    cudaFuncSetAttribute(l.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 210 * 1024);
-    set = true;
-  }
-  const int occ = occupancy(reinterpret_cast<const void*>(l.kernel), c.block, l.smem, device);
+  l.kernel = pick<1, 2, 4, 8>(c.nv, [&]<int NV>() {
+    return pick<1, 2, 4, 8>(c.cl, [&]<int CL>() -> Kernel {
+      if constexpr (CL > 1) {
+        if constexpr (kClusterType<T> && bwd_cluster_nv(NV)) return bwd_reg_kernel<T, P, NV, NORM, true, CL>;
+        return nullptr;  // not built, and bwd_config never picks it
+      } else if constexpr (NV == 8) {
+        return bwd_reg_kernel<T, P, 8, NORM, true, 1>;  // 8 vectors a thread: rows fill a CTA
+      } else {
+        if (c.tpr > 32) return bwd_reg_kernel<T, P, NV, NORM, true, 1>;
+        return bwd_reg_kernel<T, P, NV, NORM, false, 1>;
+      }
+    });
+  });
+  if (!l.kernel) return l;
+  l.smem = size_t(2) * ((N / VEC + c.cl - 1) / c.cl) * VEC * sizeof(A);
   const int G = c.block / c.tpr;
   const int64_t ngroups = (M + G - 1) / G;
-  l.grid = std::min<int64_t>(ngroups, int64_t(occ) * num_sms(device));
+  const int64_t resident =
+      resident_clusters(reinterpret_cast<const void*>(l.kernel), c.block, l.smem, c.cl, device);
+  l.grid = std::min<int64_t>(ngroups, resident) * c.cl;
   return l;
 }
 
@@ -694,8 +1063,8 @@ int64_t fallback_num_partials(int N, int64_t M, int device) {
 
 template <class T, class P, Norm NORM>
 int64_t bwd_num_partials_norm(const BwdParams<T, P>& p, bool vec_ok, int device) {
-  const Config c = bwd_config_for<T>(int(p.N), vec_ok);
-  if (c.reg) return bwd_launch_plan<T, P, NORM>(c, int(p.N), p.M, device).grid;
+  const Config c = bwd_config_for<T>(int(p.N), vec_ok, device);
+  if (c.reg) return bwd_launch_plan<T, P, NORM>(c, int(p.N), p.M, device).grid / c.cl;
   return fallback_num_partials(int(p.N), p.M, device);
 }
 
@@ -705,14 +1074,15 @@ cudaError_t launch_bwd_norm(BwdParams<T, P> p, bool vec_ok, int64_t nparts, P* d
   using A = acc_t<T>;
   constexpr int VEC = Pack<T>::n;
   const int N = int(p.N);
-  const Config c = bwd_config_for<T>(N, vec_ok);
   int device = 0;
   cudaGetDevice(&device);
+  const Config c = bwd_config_for<T>(N, vec_ok, device);
   if (c.reg) {
     p.tpr = c.tpr;
     const BwdLaunch<T, P> l = bwd_launch_plan<T, P, NORM>(c, N, p.M, device);
-    if (p.partial && l.grid != nparts) return cudaErrorInvalidValue;  // plan and launch disagree
-    l.kernel<<<unsigned(l.grid), c.block, l.smem, s>>>(p);
+    if (!l.kernel || (p.partial && l.grid / c.cl != nparts))
+      return cudaErrorInvalidValue;  // plan and launch disagree
+    if (cudaError_t e = launch(l.kernel, l.grid, c.block, l.smem, c.cl, s, p); e != cudaSuccess) return e;
   } else {
     if (p.dX) {
       launch_fallback_rows<VEC>(bwd_fallback_dx_kernel<T, P, VEC, NORM>,

@@ -79,7 +79,8 @@ def test_storage_resizes_and_shares_like_torchs():
     assert torch.equal(y[:M], before)
     y.share_memory_()
     assert y.is_shared() and torch.equal(y[:M], before)
-    assert torch.equal(torch.from_numpy(y.numpy()), y)
+    # bitwise: the grown half is uninitialized (as torch's resize_ leaves it), possibly NaN
+    assert torch.equal(torch.from_numpy(y.numpy()).view(torch.int32), y.view(torch.int32))
 
 
 def test_empty_output_cache_returns_idle_blocks():

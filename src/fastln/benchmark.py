@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 import ctypes
 import datetime
-import json
 import gc
+import json
 import math
 import os
 import platform

@@ -77,6 +77,10 @@ template <> __device__ __forceinline__ fp16 dfrom<fp16>(float v) {
 // exactly 0 where it should be (N = 1). Same for xhat.
 __device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
 __device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+// a * b + c, rounded once: where a product feeds a single sum, fusing it is one instruction
+// fewer and more accurate.
+__device__ __forceinline__ float fma_rn(float a, float b, float c) { return __fmaf_rn(a, b, c); }
+__device__ __forceinline__ double fma_rn(double a, double b, double c) { return __fma_rn(a, b, c); }
 
 // Parameter value as the accumulation type A.
 template <class A, class P> __device__ __forceinline__ A ptoa(P v) { return A(dtof(v)); }
@@ -473,6 +477,12 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T)), bwd_min_ctas(C
   constexpr int VEC = Pack<T>::n;
   extern __shared__ __align__(16) unsigned char dsmem_raw[];
   A* acc = reinterpret_cast<A*>(dsmem_raw);
+  // ACC_SMEM: column sums [2][Q][nvec] in 16-byte pieces, piece q of vector v holding the sums
+  // of its columns v * VEC + q * AQ + [0, AQ): a thread adds a vector's sums with Q 16-byte
+  // loads and stores each, not VEC scalar ones (16-bit backward was bound by issue slots).
+  constexpr int AQ = 16 / sizeof(A), Q = VEC / AQ;
+  struct alignas(16) Acc16 { A v[AQ]; };
+  Acc16* acc16 = reinterpret_cast<Acc16*>(dsmem_raw);
   __shared__ A red[32 * 2];
   __shared__ ClusterSum<CL, 2, A> csum;
   csum.start();
@@ -526,30 +536,34 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T)), bwd_min_ctas(C
       if (valid && v < nvec) {
         PPack<P, VEC> g;
         if (p.gamma) g = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + c0 + v * VEC);
-        A dg[VEC], db[VEC];
+        A xh[VEC], d[VEC];
 #pragma unroll
         for (int e = 0; e < VEC; ++e) {
-          const A xh = mul_rn(A(dtof(rx[i].v[e])) - mean, rstd);
-          const A d = A(dtof(rd[i].v[e]));
-          const A gg = p.gamma ? mul_rn(d, ptoa<A>(g.v[e])) : d;
+          xh[e] = mul_rn(A(dtof(rx[i].v[e])) - mean, rstd);
+          d[e] = A(dtof(rd[i].v[e]));
+          const A gg = p.gamma ? mul_rn(d[e], ptoa<A>(g.v[e])) : d[e];
           c[0] += gg;
-          c[1] += mul_rn(gg, xh);
-          dg[e] = mul_rn(d, xh);
-          db[e] = d;
+          c[1] = fma_rn(gg, xh[e], c[1]);
         }
+        // dgamma += dy * xhat, dbeta += dy
         if constexpr (ACC_SMEM) {
           if (params) {
 #pragma unroll
-            for (int e = 0; e < VEC; ++e) {
-              acc[e * nvec + v] += dg[e];  // element-major: lanes hit consecutive words
-              acc[cols + e * nvec + v] += db[e];
+            for (int q = 0; q < Q; ++q) {
+              Acc16 sg = acc16[q * nvec + v], sb = acc16[(Q + q) * nvec + v];
+#pragma unroll
+              for (int k = 0; k < AQ; ++k) {
+                sg.v[k] = fma_rn(d[q * AQ + k], xh[q * AQ + k], sg.v[k]);
+                sb.v[k] += d[q * AQ + k];
+              }
+              acc16[q * nvec + v] = sg, acc16[(Q + q) * nvec + v] = sb;
             }
           }
         } else {
 #pragma unroll
           for (int e = 0; e < VEC; ++e) {
-            ag[i][e] += dg[e];
-            ab[i][e] += db[e];
+            ag[i][e] = fma_rn(d[e], xh[e], ag[i][e]);
+            ab[i][e] += d[e];
           }
         }
       }
@@ -571,7 +585,7 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T)), bwd_min_ctas(C
             const A xh = mul_rn(A(dtof(rx[i].v[e])) - mean, rstd);
             const A d = A(dtof(rd[i].v[e]));
             const A gg = p.gamma ? mul_rn(d, ptoa<A>(g.v[e])) : d;
-            o.v[e] = dfrom<T>(mul_rn(rstd, gg - (c1 + mul_rn(xh, c2))));
+            o.v[e] = dfrom<T>(mul_rn(rstd, gg - fma_rn(xh, c2, c1)));
           }
           *reinterpret_cast<Pack<T>*>(dx + int64_t(v) * VEC) = o;
         }
@@ -583,7 +597,7 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T)), bwd_min_ctas(C
   if constexpr (ACC_SMEM) {
     __syncthreads();
     for (int j = threadIdx.x; j < cols; j += blockDim.x) {
-      const int k = (j % VEC) * nvec + j / VEC;
+      const int e = j % VEC, k = ((e / AQ) * nvec + j / VEC) * AQ + e % AQ;
       out[j] = acc[k];
       out[N + j] = acc[cols + k];
     }
@@ -631,7 +645,7 @@ __global__ void __launch_bounds__(512) bwd_fallback_dx_kernel(BwdParams<T, P> p)
         const A d = A(dtof(b.v[e]));
         const A gg = p.gamma ? mul_rn(d, ptoa<A>(p.gamma[j * VEC + e])) : d;
         c[0] += gg;
-        c[1] += mul_rn(gg, xh);
+        c[1] = fma_rn(gg, xh, c[1]);
       }
     }
     group_sum<2>(c, tpr, red);
@@ -645,7 +659,7 @@ __global__ void __launch_bounds__(512) bwd_fallback_dx_kernel(BwdParams<T, P> p)
         const A xh = mul_rn(A(dtof(a.v[e])) - mean, rstd);
         const A d = A(dtof(b.v[e]));
         const A gg = p.gamma ? mul_rn(d, ptoa<A>(p.gamma[j * VEC + e])) : d;
-        o.v[e] = dfrom<T>(mul_rn(rstd, gg - (c1 + mul_rn(xh, c2))));
+        o.v[e] = dfrom<T>(mul_rn(rstd, gg - fma_rn(xh, c2, c1)));
       }
       dx[j] = o;
     }

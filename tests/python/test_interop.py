@@ -272,3 +272,34 @@ def test_forward_mode_ad_still_fails_clearly():
         d = fwAD.make_dual(torch.randn(3, 16), torch.randn(3, 16))
         with pytest.raises(RuntimeError, match="jvp is not implemented"):
             fastln.layer_norm(d, (16,))
+
+
+_TRAINING_CALLS = {**_CALLS, "layer_norm_memory_efficient":
+                   lambda x, w, b: fastln.layer_norm(x, (16,), w, b, memory_efficient=True)}
+
+
+@pytest.mark.parametrize("name", sorted(_TRAINING_CALLS))
+def test_compiled_autograd_traces_the_node(name):
+    """torch's compiled autograd traces fastln's backward into its graph (the autograd
+    functions are marked traceable: their backward calls only dispatcher ops), with no graph
+    break (fullgraph), and gets the eager backward's gradients."""
+    from torch._dynamo import compiled_autograd
+    torch.manual_seed(0)
+    x, w, b = (torch.randn(s, requires_grad=True) for s in ((4, 16), (16,), (16,)))
+    dy = torch.randn(4, 16)
+    uses_bias = "layer" in name
+
+    def grads(compiled):
+        for t in (x, w, b):
+            t.grad = None
+        y = _TRAINING_CALLS[name](x, w, b)
+        if compiled:
+            with compiled_autograd._enable(torch.compile(backend="eager", fullgraph=True)):
+                y.backward(dy)
+        else:
+            y.backward(dy)
+        return [t.grad for t in ((x, w, b) if uses_bias else (x, w))]
+
+    eager = grads(False)
+    for g, e in zip(grads(True), eager):
+        torch.testing.assert_close(g, e, rtol=1e-6, atol=1e-6)

@@ -128,6 +128,9 @@ struct Saved {
 // instead of the input and recovers x - mean from it in backward.
 class NormFunction : public torch::autograd::Function<NormFunction> {
  public:
+  // Backward calls only dispatcher ops (with fake kernels): compiled autograd may trace it.
+  static constexpr bool is_traceable = true;
+
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
                             c10::SymIntArrayRef normalized_shape, const OptTensor& weight,
                             const OptTensor& bias, double eps, bool rms, bool memory_efficient) {
@@ -190,6 +193,8 @@ at::Tensor to_dtype_of(const at::Tensor& t, const at::Tensor& like) {
 // both input and residual.
 class FusedAddNormFunction : public torch::autograd::Function<FusedAddNormFunction> {
  public:
+  static constexpr bool is_traceable = true;  // as NormFunction's
+
   static variable_list forward(AutogradContext* ctx, const at::Tensor& input,
                                const at::Tensor& residual, c10::SymIntArrayRef normalized_shape,
                                const OptTensor& weight, const OptTensor& bias, double eps, bool rms,

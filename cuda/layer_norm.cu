@@ -1039,7 +1039,20 @@ cudaError_t launch_fwd_norm(FwdParams<T, P> p, bool vec_ok, cudaStream_t s) {
   constexpr int VEC = Pack<T>::n;
   int device = 0;
   cudaGetDevice(&device);
-  const Config c = fwd_config_for<T>(int(p.N), vec_ok, device);
+  Config c = fwd_config_for<T>(int(p.N), vec_ok, device);
+  if (c.reg && c.cl == 1 && c.nv == 4 && c.tpr == c.block) {
+    // A row a CTA at 4 vectors a thread can leave a SM fewer resident warps than 8 vectors a
+    // thread in CTAs half the size: bf16 N = 12288 takes 384 threads of 58 registers, 2 CTAs a
+    // SM (24 warps), against 192 threads of 64 registers, 5 CTAs (30 warps). Take the one
+    // with more.
+    const Config c8 = row_config(int(p.N) / VEC, 256, {8});
+    const auto warps = [&](const Config& k, const void* kernel) {
+      return resident_clusters(kernel, k.block, 0, 1, device) * k.block;
+    };
+    if (c8.reg && warps(c8, reinterpret_cast<const void*>(fwd_reg_kernel<T, P, 8, NORM, RES, 1>)) >
+                      warps(c, reinterpret_cast<const void*>(fwd_reg_kernel<T, P, 4, NORM, RES, 1>)))
+      c = c8;
+  }
   if (c.reg) {
     p.tpr = c.tpr;
     return launch_fwd_reg<T, P, NORM, RES>(c, p, device, s);

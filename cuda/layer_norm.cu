@@ -102,14 +102,16 @@ __device__ __forceinline__ Pack<T> ld_pack(const T* p) {
   return *reinterpret_cast<const Pack<T>*>(p);
 }
 
-// A vector's store. 16-bit: one 16-byte store in PTX, as the compiler split the plain struct
-// store (and a uint4 one) into 2-byte stores in the cluster kernels: bf16 backward of 32768
-// had 54% of its DRAM sectors in excess (ncu), 55 -> 70% of copy bandwidth with this store.
-// 32-bit and wider: the plain store, split into 4-byte stores there, measured faster than the
-// PTX one (fp32 forward of 65536: 86% against 75%; not understood, docs/cuda.md).
-template <class T>
+// A vector's store. Cluster kernels (kPtx) with 16-bit T: one 16-byte store in PTX, as nvcc
+// split the plain struct store (and a uint4 one) there into 2-byte stores: bf16 backward of
+// 32768 had 54% of its DRAM sectors in excess (ncu), 55 -> 70% of copy bandwidth with this
+// store. Elsewhere the plain store: nvcc makes it one 16-byte store in the one-CTA kernels,
+// where the PTX one cost registers (fp16 forward of 4 vectors a thread: 40 -> 53), and for
+// 32-bit types in the cluster kernels its 4-byte stores measured faster than the PTX one (fp32
+// forward of 65536: 86% against 75%; not understood, docs/cuda.md).
+template <bool kPtx, class T>
 __device__ __forceinline__ void st_pack(T* p, const Pack<T>& v) {
-  if constexpr (sizeof(T) == 2) {
+  if constexpr (kPtx && sizeof(T) == 2) {
     uint4 u;
     memcpy(&u, &v, sizeof(u));
     asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(__cvta_generic_to_global(p)), "r"(u.x),
@@ -343,7 +345,7 @@ __global__ void __launch_bounds__(512, fwd_min_ctas(CL)) fwd_reg_kernel(FwdParam
         r[i] = ld_pack(x + int64_t(v) * VEC);
         if constexpr (RES) {  // fused residual add: normalize x + r, rounded, and write it out
           r[i] = add_rn_vec(r[i], ld_pack(p.R + row * p.ldr + c0 + int64_t(v) * VEC));
-          st_pack(p.S + row * N + c0 + int64_t(v) * VEC, r[i]);
+          st_pack<(CL > 1)>(p.S + row * N + c0 + int64_t(v) * VEC, r[i]);
         }
       }
     }
@@ -394,7 +396,7 @@ __global__ void __launch_bounds__(512, fwd_min_ctas(CL)) fwd_reg_kernel(FwdParam
           if (p.beta) out += A(dtof_row(b.v[e]));
           o.v[e] = dfrom<T>(out);
         }
-        st_pack(y + int64_t(v) * VEC, o);
+        st_pack<(CL > 1)>(y + int64_t(v) * VEC, o);
       }
     }
   };
@@ -604,7 +606,7 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T)), bwd_min_ctas(C
             const A gg = p.gamma ? mul_rn(d, ptoa<A>(g.v[e])) : d;
             o.v[e] = dfrom<T>(mul_rn(rstd, gg - fma_rn(xh, c2, c1)));
           }
-          st_pack(dx + int64_t(v) * VEC, o);
+          st_pack<(CL > 1)>(dx + int64_t(v) * VEC, o);
         }
       }
     }

@@ -1,4 +1,5 @@
-"""Runs the fastln benchmark suite: python bench/run.py [--quick] [--device cpu|cuda] [--out DIR]."""
+"""Runs the fastln benchmark suite: python bench/run.py [--quick] [--device cpu|cuda] [--out DIR]
+[--shapes MxN,...] [--dtypes NAME,...] (see --help)."""
 import sys
 
 from fastln.benchmark import main

@@ -156,8 +156,8 @@ def _measure(runners: dict[str, Callable[[], object]], sync: Callable[[], None],
     return out
 
 
-def run_grid(device: str, grid: Sequence[tuple[int, int]], compile_: bool, budget_s: float,
-             phases: Sequence[str], progress: Progress) -> list[dict[str, Any]]:
+def run_grid(device: str, grid: Sequence[tuple[int, int]], dtypes: dict[str, torch.dtype], compile_: bool,
+             budget_s: float, phases: Sequence[str], progress: Progress) -> list[dict[str, Any]]:
     impls = implementations(compile_)
     sync: Callable[[], None] = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     rows: list[dict[str, Any]] = []
@@ -165,7 +165,7 @@ def run_grid(device: str, grid: Sequence[tuple[int, int]], compile_: bool, budge
     for phase in phases:
         if phase == "warm" and device == "cpu":
             keep_freed_memory()
-        for dname, dtype in DTYPES.items():
+        for dname, dtype in dtypes.items():
             for M, N in grid:
                 es = torch.empty((), dtype=dtype).element_size()
                 large = M * N * es >= LARGE_BYTES
@@ -255,8 +255,9 @@ def plots(rows: list[dict[str, Any]], out: Path, device: str) -> list[str]:
         return []
     written = []
     for metric, ylabel in (("median_s", "time per call (us)"), ("gbps", "GB/s")):
-        fig, axes = plt.subplots(2, 2, figsize=(10, 7), squeeze=False)
-        for i, dt in enumerate(DTYPES):
+        dtypes = [dt for dt in DTYPES if any(r["dtype"] == dt for r in rows)]
+        fig, axes = plt.subplots(len(dtypes), 2, figsize=(10, 3.5 * len(dtypes)), squeeze=False)
+        for i, dt in enumerate(dtypes):
             for j, mode in enumerate(("fwd", "fwd+bwd")):
                 ax = axes[i][j]
                 for impl in ("fastln", "torch", "compile", "baseline"):
@@ -279,6 +280,24 @@ def plots(rows: list[dict[str, Any]], out: Path, device: str) -> list[str]:
     return written
 
 
+def _shapes(text: str) -> list[tuple[int, int]]:
+    try:
+        shapes = [tuple(int(v) for v in item.lower().split("x")) for item in text.split(",")]
+    except ValueError:
+        shapes = []
+    if not shapes or any(len(sh) != 2 or min(sh) < 1 for sh in shapes):
+        raise argparse.ArgumentTypeError(f"expected shapes like 100x512,2048x4096, got {text!r}")
+    return [(sh[0], sh[1]) for sh in shapes]
+
+
+def _dtypes(text: str) -> dict[str, torch.dtype]:
+    names = text.split(",")
+    unknown = [n for n in names if n not in DTYPES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown dtype {unknown[0]!r}; choose from {', '.join(DTYPES)}")
+    return {n: DTYPES[n] for n in names}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="fastln bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer shapes, shorter runs, no torch.compile")
@@ -286,22 +305,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="bench/results", help="directory for JSON, markdown and PNG")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     p.add_argument("--budget", type=float, default=None, help="seconds per measurement")
+    p.add_argument("--shapes", type=_shapes, default=None, metavar="MxN,...",
+                   help="these shapes instead of the grid, e.g. 100x512,2048x4096")
+    p.add_argument("--dtypes", type=_dtypes, default=None, metavar="NAME,...",
+                   help=f"a subset of {','.join(DTYPES)}")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device", file=sys.stderr)
         return 2
-    grid = QUICK_GRID if args.quick else GRID
+    grid = args.shapes or (QUICK_GRID if args.quick else GRID)
+    dtypes = args.dtypes or DTYPES
     compile_ = not (args.quick or args.no_compile)
     budget = args.budget if args.budget is not None else (0.15 if args.quick else 0.6)
     phases = ("e2e",) if args.device == "cuda" else ("e2e", "warm")
-    n_large = sum(1 for M, N in grid for dt in DTYPES.values()
+    n_large = sum(1 for M, N in grid for dt in dtypes.values()
                   if M * N * torch.empty((), dtype=dt).element_size() >= LARGE_BYTES)
-    total = len(grid) * len(DTYPES) * 2 + (2 * n_large if "warm" in phases else 0)
+    total = len(grid) * len(dtypes) * 2 + (2 * n_large if "warm" in phases else 0)
     progress = Progress(total, not args.no_progress)
     torch.manual_seed(0)
     copy = copy_bandwidth(args.device)
-    rows = run_grid(args.device, grid, compile_, budget, phases, progress)
+    rows = run_grid(args.device, grid, dtypes, compile_, budget, phases, progress)
     meta: dict[str, Any] = {"torch": torch.__version__, "fastln": fastln.__version__, "device": args.device,
             "cpu": cpu_model(), "isa": _C.isa(), "threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name() if args.device == "cuda" else None,

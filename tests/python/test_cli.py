@@ -86,3 +86,18 @@ def test_bench_delegates_to_the_benchmark_suite():
         p = run("bench", "--help")
         assert p.returncode == 0, p.stderr
         assert all(opt in p.stdout for opt in ("--quick", "--device", "--out"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("fastln.benchmark") is None, reason="no benchmark suite")
+def test_bench_runs_the_shapes_and_dtypes_asked_for(tmp_path):
+    import json
+    p = run("bench", "--shapes", "8x64", "--dtypes", "float32", "--no-compile", "--budget", "0.01",
+            "--no-progress", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    rows = json.loads((tmp_path / "cpu.json").read_text())["results"]
+    assert {(r["dtype"], r["M"], r["N"], r["phase"]) for r in rows} == {("float32", 8, 64, "e2e")}
+    assert {(r["impl"], r["mode"]) for r in rows} == {(i, m) for i in ("fastln", "torch", "baseline")
+                                                       for m in ("fwd", "fwd+bwd")}
+    for bad in (["--shapes", "8y64"], ["--shapes", "0x64"], ["--dtypes", "float64"]):
+        p = run("bench", *bad)
+        assert p.returncode == 2 and "error: argument" in p.stderr, (bad, p.stderr)

@@ -64,6 +64,8 @@ def main():
     ap.add_argument("--dtypes", default=None, help="comma-separated dtypes, e.g. bfloat16,float32")
     args = ap.parse_args()
     ns = [int(n) for n in args.ns.split(",")] if args.ns else None
+    if args.dtypes and not set(args.dtypes.split(",")) <= {"bfloat16", "float16", "float32"}:
+        ap.error(f"--dtypes: choose from bfloat16, float16, float32, got {args.dtypes}")
     rows = []
     for dt, m, n in shapes(args.quick, ns, args.dtypes.split(",") if args.dtypes else None):
         g = torch.Generator(device="cuda").manual_seed(0)

@@ -310,8 +310,9 @@ struct ClusterSum {
 // keep the registers (and the occupancy) of a kernel without it. CL = 1: one row group per CTA
 // (grid = row groups). CL > 1: a persistent grid of clusters, cluster b / CL taking rows b / CL,
 // + gridDim.x / CL, ..., each CTA one slice of the row (blockDim.x == tpr).
-// Cluster CTAs (512 threads, 8 vectors a thread): 2 resident a SM (<= 64 registers; bf16
-// spills 24-168 bytes, the fused add most). CL = 1: no minimum (0: as if none given).
+// Cluster CTAs (512 threads, 8 vectors a thread): 2 resident a SM (<= 64 registers; 16-bit
+// spills 8-40 bytes, fp32 with the fused add 16-24, 16-bit input with float32 parameters up to
+// 240: docs/cuda.md). CL = 1: no minimum (0: as if none given).
 constexpr int fwd_min_ctas(int cl) { return cl == 1 ? 0 : 2; }
 
 template <class T, class P, int NV, Norm NORM, bool RES, int CL>
@@ -930,7 +931,8 @@ int forced_cluster(const char* var) {
 // bandwidth) are split over the fewest CTAs of 8 vectors a thread: fewer, larger CTAs wait
 // less on each other (H100, bench/cluster_sweep.py: bf16 65536 over 2 CTAs 77%, over 4 of 4
 // vectors 75%; fp32 65536 over 4 86%, over 8 of 4 vectors 79%). Rows longer than a cluster of
-// 8 can hold take the fallback.
+// 8 can hold take the fallback. launch_fwd_norm may then trade 4 vectors a thread for 8 where
+// the kernels' registers leave more warps resident that way (it knows the kernels).
 constexpr int kFwdCtaVectors = 8 * kMaxRowThreads;  // a cluster CTA's slice, at most
 Config fwd_config(int nvec, bool clusters) {
   static const int forced = forced_cluster("FASTLN_CUDA_CLUSTER_FWD");

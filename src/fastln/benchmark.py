@@ -254,8 +254,8 @@ def plots(rows: list[dict[str, Any]], out: Path, device: str) -> list[str]:
         print("matplotlib not installed: no plots", file=sys.stderr)
         return []
     written = []
+    dtypes = [dt for dt in DTYPES if any(r["dtype"] == dt for r in rows)]
     for metric, ylabel in (("median_s", "time per call (us)"), ("gbps", "GB/s")):
-        dtypes = [dt for dt in DTYPES if any(r["dtype"] == dt for r in rows)]
         fig, axes = plt.subplots(len(dtypes), 2, figsize=(10, 3.5 * len(dtypes)), squeeze=False)
         for i, dt in enumerate(dtypes):
             for j, mode in enumerate(("fwd", "fwd+bwd")):

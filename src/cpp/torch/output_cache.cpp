@@ -61,8 +61,9 @@ class OutputCache final : public c10::Allocator {
   c10::DataPtr allocate(size_t n) override {
 #ifdef __linux__
     if (n >= kMinBytes && limit_ > 0) {
-      Block b = take(block_size(n));
-      if (!b.ptr) b = {map_block(block_size(n)), block_size(n)};
+      const size_t size = block_size(n);
+      Block b = take(size);
+      if (!b.ptr) b = {map_block(size), size};
       return {b.ptr, new Block(b), &release, c10::Device(c10::DeviceType::CPU)};
     }
 #endif

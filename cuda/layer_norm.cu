@@ -483,14 +483,21 @@ __global__ void __launch_bounds__(512) fwd_fallback_kernel(FwdParams<T, P> p) {
 // through dynamic shared memory [2][N] in group order. CL > 1 (ACC_SMEM only): a persistent
 // grid of clusters; cluster b / CL walks row groups b / CL, + gridDim.x / CL, ..., each CTA its
 // slice of the row and the column sums of that slice, and the cluster writes one [2][N] partial.
-// Threads and resident CTAs a cluster backward CTA is built for: 16-bit slices of <= 1024
+// Threads and resident CTAs a backward CTA is built for. Clusters: 16-bit slices of <= 1024
 // vectors in <= 256 threads, 3 CTAs a SM (<= 80 registers: 81, allocated as 88, allowed 2);
-// 32-bit in <= 512 threads, 2 a SM. CL = 1: 512 threads, no minimum (0: as if none given).
-constexpr int bwd_max_threads(int cl, int elem_size) { return cl > 1 && elem_size == 2 ? 256 : 512; }
-constexpr int bwd_min_ctas(int cl, int elem_size) { return cl == 1 ? 0 : elem_size == 2 ? 3 : 2; }
+// 32-bit in <= 512 threads, 2 a SM. CL = 1: 512 threads, no minimum (0: as if none given),
+// or, MINB = 2, 384 threads twice a SM (16-bit rows of 4 vectors a thread whose column sums fit
+// twice: N = 12288 took 91 registers, one CTA a SM).
+constexpr int kBwdTwoCtaThreads = 384;
+constexpr int bwd_max_threads(int cl, int elem_size, int minb = 0) {
+  return minb == 2 ? kBwdTwoCtaThreads : cl > 1 && elem_size == 2 ? 256 : 512;
+}
+constexpr int bwd_min_ctas(int cl, int elem_size, int minb) {
+  return cl == 1 ? minb : elem_size == 2 ? 3 : 2;
+}
 
-template <class T, class P, int NV, Norm NORM, bool ACC_SMEM, int CL>
-__global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T)), bwd_min_ctas(CL, sizeof(T)))
+template <class T, class P, int NV, Norm NORM, bool ACC_SMEM, int CL, int MINB = 0>
+__global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T), MINB), bwd_min_ctas(CL, sizeof(T), MINB))
     bwd_reg_kernel(BwdParams<T, P> p) {
   static_assert(CL == 1 || ACC_SMEM, "a cluster's CTA holds one row slice");
   using A = acc_t<T>;
@@ -1089,6 +1096,8 @@ BwdLaunch<T, P> bwd_launch_plan(const Config& c, int N, int64_t M, int device) {
       } else if constexpr (NV == 8) {
         return bwd_reg_kernel<T, P, 8, NORM, true, 1>;  // 8 vectors a thread: rows fill a CTA
       } else {
+        if constexpr (NV == 4 && sizeof(T) == 2)
+          if (c.tpr > 32 && c.tpr <= kBwdTwoCtaThreads) return bwd_reg_kernel<T, P, 4, NORM, true, 1, 2>;
         if (c.tpr > 32) return bwd_reg_kernel<T, P, NV, NORM, true, 1>;
         return bwd_reg_kernel<T, P, NV, NORM, false, 1>;
       }

@@ -110,10 +110,16 @@ CLUSTER_NS = [32768, 65536, 36872]
 CLUSTER_DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 
 
-@pytest.mark.parametrize("n", CLUSTER_NS)
+# Rows one CTA holds with its column sums in shared memory (backward), of every configuration
+# between: 16-bit 10000 and 12288 (4 vectors a thread, CTAs built for 2 a SM; 10000 leaves
+# threads without a vector), 16384 (512 threads); fp32 the same N in clusters of 2.
+ONE_CTA_NS = [10000, 12288, 16384]
+
+
+@pytest.mark.parametrize("n", ONE_CTA_NS + CLUSTER_NS)
 @pytest.mark.parametrize("dtype", CLUSTER_DTYPES)
 @pytest.mark.parametrize("norm,affine", [("layer", "both"), ("layer", "none"), ("rms", "weight"), ("rms", "none")])
-def test_cluster_rows_parity(n, dtype, norm, affine):
+def test_long_rows_parity(n, dtype, norm, affine):
     """Output and every gradient against torch and the float64 reference (rows far from zero for
     LayerNorm: the shift by the row's first element, read by every CTA of the cluster)."""
     from test_layer_norm import check_parity, make_inputs

@@ -483,6 +483,48 @@ __global__ void __launch_bounds__(512) fwd_fallback_kernel(FwdParams<T, P> p) {
 // through dynamic shared memory [2][N] in group order. CL > 1 (ACC_SMEM only): a persistent
 // grid of clusters; cluster b / CL walks row groups b / CL, + gridDim.x / CL, ..., each CTA its
 // slice of the row and the column sums of that slice, and the cluster writes one [2][N] partial.
+// Writes a backward CTA's column sums (column j's at acc[at(j)] and acc[at(j) + cols]) to its
+// partial [2][N]. CL > 1: each CTA of the cluster writes its slice of the cluster's partial.
+// CL = 1 kernels launched in clusters of pc CTAs (bwd_launch_plan) write one partial per
+// cluster, CTA r adding columns [r, r + 1) * cols / pc of the pc CTAs in rank order (distributed
+// shared memory): pc times fewer bytes written here and read by reduce_partials_kernel.
+template <int CL, class A, class At>
+__device__ __forceinline__ void write_partial(const A* acc, int cols, int N, A* partial, int c0, At at) {
+  int pc = 1, pr = 0;
+#if FASTLN_CLUSTERS
+  cg::cluster_group cluster = cg::this_cluster();
+  if constexpr (CL == 1 && sizeof(A) == 4)  // float sums: the cluster types (not double)
+    pc = int(cluster.num_blocks()), pr = int(cluster.block_rank());
+#endif
+  if (pc > 1) {
+#if FASTLN_CLUSTERS
+    cluster.sync();
+#endif
+  } else {
+    __syncthreads();
+  }
+  A* out = partial + int64_t(blockIdx.x / (CL > 1 ? CL : pc)) * 2 * N + c0;
+  for (int j = cols * pr / pc + threadIdx.x; j < cols * (pr + 1) / pc; j += blockDim.x) {
+    const int k = at(j);
+    A g = acc[k], b = acc[k + cols];
+#if FASTLN_CLUSTERS
+    if (pc > 1) {
+      const A* a = cluster.map_shared_rank(acc, 0);
+      g = a[k], b = a[k + cols];
+      for (int r = 1; r < pc; ++r) {
+        a = cluster.map_shared_rank(acc, r);
+        g += a[k], b += a[k + cols];
+      }
+    }
+#endif
+    out[j] = g;
+    out[N + j] = b;
+  }
+#if FASTLN_CLUSTERS
+  if (pc > 1) cluster.sync();  // the others have read this CTA's shared memory
+#endif
+}
+
 // Threads and resident CTAs a backward CTA is built for. Clusters: 16-bit slices of <= 1024
 // vectors in <= 256 threads, 3 CTAs a SM (<= 80 registers: 81, allocated as 88, allowed 2);
 // 32-bit in <= 512 threads, 2 a SM. CL = 1: 512 threads, no minimum (0: as if none given),
@@ -620,15 +662,7 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T), MINB), bwd_min_
     }
   }
   if (!params) return;
-  A* out = p.partial + int64_t(blockIdx.x / CL) * 2 * N + c0;
-  if constexpr (ACC_SMEM) {
-    __syncthreads();
-    for (int j = threadIdx.x; j < cols; j += blockDim.x) {
-      const int e = j % VEC, k = ((e / AQ) * nvec + j / VEC) * AQ + e % AQ;
-      out[j] = acc[k];
-      out[N + j] = acc[cols + k];
-    }
-  } else {
+  if constexpr (!ACC_SMEM) {
     for (int j = threadIdx.x; j < 2 * N; j += blockDim.x) acc[j] = 0;
     __syncthreads();
     for (int gi = 0; gi < G; ++gi) {  // fixed group order: deterministic
@@ -647,8 +681,16 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T), MINB), bwd_min_
       }
       __syncthreads();
     }
-    for (int j = threadIdx.x; j < 2 * N; j += blockDim.x) out[j] = acc[j];
   }
+  // Column j's sums: acc[at(j)] and acc[at(j) + cols].
+  write_partial<CL>(acc, cols, N, p.partial, c0, [&](int j) {
+    if constexpr (ACC_SMEM) {
+      const int e = j % VEC;
+      return ((e / AQ) * nvec + j / VEC) * AQ + e % AQ;
+    } else {
+      return j;
+    }
+  });
 }
 
 // Fallback dX: one CTA per row, the row re-read (from L1/L2).
@@ -716,11 +758,15 @@ __global__ void __launch_bounds__(256) bwd_fallback_cols_kernel(BwdParams<T, P> 
 }
 
 // dgamma[j] = sum_k partial[k][0][j], dbeta[j] = sum_k partial[k][1][j], in a fixed order:
-// thread (tx, ty) sums k = ty, ty + RY, ...; then ty = 0 adds the RY sums in order.
-constexpr int RY = 32;
-template <class A, class P>
-__global__ void __launch_bounds__(32 * RY) reduce_partials_kernel(const A* partial, int64_t nparts,
-                                                                  int N, P* dgamma, P* dbeta) {
+// thread (tx, ty) sums k = ty, ty + RY, ...; then ty = 0 adds the RY sums in order. RY = 32
+// rows of threads for many partials, 8 for fewer than 256, so that each thread still keeps
+// loads in flight (bf16 65536: 45 partials of 2 * 65536 took 17 us over 32 rows, 12 over 8).
+// A template parameter: a runtime blockDim.y doubled the time of 4096 partials (8 -> 18 us).
+template <int RY>
+constexpr int reduce_min_parts() { return RY == 32 ? 256 : 0; }
+template <class A, class P, int RY>
+__global__ void __launch_bounds__(32 * RY) reduce_partials_kernel(const A* partial, int64_t nparts, int N,
+                                                                  P* dgamma, P* dbeta) {
   __shared__ A sm[RY][2][33];
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int64_t j = int64_t(blockIdx.x) * 32 + tx;
@@ -1074,13 +1120,30 @@ cudaError_t launch_fwd_norm(FwdParams<T, P> p, bool vec_ok, cudaStream_t s) {
 }
 
 // The backward kernel of a config, its grid (persistent: as many CTAs, or clusters, as are
-// resident at once, at most one per row group) and its dynamic shared memory.
+// resident at once, at most one per row group), its clusters and its dynamic shared memory.
 template <class T, class P>
 struct BwdLaunch {
   void (*kernel)(BwdParams<T, P>) = nullptr;
-  int64_t grid = 0;  // CTAs, a multiple of the cluster size; grid / cl partials
+  int64_t grid = 0;  // CTAs, a multiple of the cluster size; grid / cluster partials
+  int cluster = 1;   // CTAs a cluster: the config's cl, or CTAs sharing a partial (cl = 1)
   size_t smem = 0;
 };
+
+// CTAs a cluster for a one-CTA-per-row backward kernel (cl = 1), whose clusters share one
+// partial: the largest of 8, 4, 2 that leaves as many CTAs resident as without clusters
+// (clusters live inside a GPC: 1 CTA a SM in clusters of 8 would leave SMs idle). H100, bf16
+// backward: 2048-16384 gain 1-2.5% of copy bandwidth (12288: 83.7 -> 86.2%). Not for CTAs of
+// several short rows (bwd_launch_plan): the cluster's wait at the end cost them about what the
+// smaller reduction saved (524288 x 256: +4.7 us in the kernel; (4096, 1024): +1.9 us).
+// FASTLN_CUDA_PARTIAL_CLUSTER = 1, 2, 4 or 8 forces it (a tuning knob, as above).
+int partial_cluster(const void* kernel, int block, size_t smem, int device) {
+  static const int forced = forced_cluster("FASTLN_CUDA_PARTIAL_CLUSTER");
+  if (forced) return forced;
+  const int64_t resident = resident_clusters(kernel, block, smem, 1, device);
+  for (int pc : {8, 4, 2})
+    if (resident_clusters(kernel, block, smem, pc, device) * pc >= resident) return pc;
+  return 1;
+}
 
 template <class T, class P, Norm NORM>
 BwdLaunch<T, P> bwd_launch_plan(const Config& c, int N, int64_t M, int device) {
@@ -1107,9 +1170,13 @@ BwdLaunch<T, P> bwd_launch_plan(const Config& c, int N, int64_t M, int device) {
   l.smem = size_t(2) * ((N / VEC + c.cl - 1) / c.cl) * VEC * sizeof(A);
   const int G = c.block / c.tpr;
   const int64_t ngroups = (M + G - 1) / G;
-  const int64_t resident =
-      resident_clusters(reinterpret_cast<const void*>(l.kernel), c.block, l.smem, c.cl, device);
-  l.grid = std::min<int64_t>(ngroups, resident) * c.cl;
+  const void* kernel = reinterpret_cast<const void*>(l.kernel);
+  l.cluster = c.cl;
+  if (c.cl == 1 && c.tpr == c.block && clusters_for<T>(device))
+    l.cluster = partial_cluster(kernel, c.block, l.smem, device);
+  // Clusters wanted: one per row group for row slices, else a CTA per row group.
+  const int64_t wanted = c.cl > 1 ? ngroups : (ngroups + l.cluster - 1) / l.cluster;
+  l.grid = std::min<int64_t>(wanted, resident_clusters(kernel, c.block, l.smem, l.cluster, device)) * l.cluster;
   return l;
 }
 
@@ -1121,7 +1188,10 @@ int64_t fallback_num_partials(int N, int64_t M, int device) {
 template <class T, class P, Norm NORM>
 int64_t bwd_num_partials_norm(const BwdParams<T, P>& p, bool vec_ok, int device) {
   const Config c = bwd_config_for<T>(int(p.N), vec_ok, device);
-  if (c.reg) return bwd_launch_plan<T, P, NORM>(c, int(p.N), p.M, device).grid / c.cl;
+  if (c.reg) {
+    const BwdLaunch<T, P> l = bwd_launch_plan<T, P, NORM>(c, int(p.N), p.M, device);
+    return l.grid / l.cluster;
+  }
   return fallback_num_partials(int(p.N), p.M, device);
 }
 
@@ -1137,9 +1207,9 @@ cudaError_t launch_bwd_norm(BwdParams<T, P> p, bool vec_ok, int64_t nparts, P* d
   if (c.reg) {
     p.tpr = c.tpr;
     const BwdLaunch<T, P> l = bwd_launch_plan<T, P, NORM>(c, N, p.M, device);
-    if (!l.kernel || (p.partial && l.grid / c.cl != nparts))
+    if (!l.kernel || (p.partial && l.grid / l.cluster != nparts))
       return cudaErrorInvalidValue;  // plan and launch disagree
-    if (cudaError_t e = launch(l.kernel, l.grid, c.block, l.smem, c.cl, s, p); e != cudaSuccess) return e;
+    if (cudaError_t e = launch(l.kernel, l.grid, c.block, l.smem, l.cluster, s, p); e != cudaSuccess) return e;
   } else {
     if (p.dX) {
       launch_fallback_rows<VEC>(bwd_fallback_dx_kernel<T, P, VEC, NORM>,
@@ -1153,8 +1223,11 @@ cudaError_t launch_bwd_norm(BwdParams<T, P> p, bool vec_ok, int64_t nparts, P* d
   }
   if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
   if (p.partial) {
-    dim3 block(32, RY), grid(unsigned((N + 31) / 32));
-    reduce_partials_kernel<A, P><<<grid, block, 0, s>>>(p.partial, nparts, N, dgamma, dbeta);
+    const dim3 grid(unsigned((N + 31) / 32));
+    if (nparts >= reduce_min_parts<32>())
+      reduce_partials_kernel<A, P, 32><<<grid, dim3(32, 32), 0, s>>>(p.partial, nparts, N, dgamma, dbeta);
+    else
+      reduce_partials_kernel<A, P, 8><<<grid, dim3(32, 8), 0, s>>>(p.partial, nparts, N, dgamma, dbeta);
   }
   return cudaGetLastError();
 }

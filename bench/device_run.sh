@@ -4,7 +4,8 @@
 # Stages: build, smoke (an error path), cpuonly (a FASTLN_CUDA=OFF build beside it: its error
 # and packaging tests, with CUDA tensors), test, huge (FASTLN_TEST_HUGE=1 test_huge.py, ~35 GB
 # of GPU memory), sanitize (memcheck and racecheck side by side), bench, opsbench, sweep
-# (bench/cluster_sweep.py: fastln alone under each cluster size; SWEEP_ARGS).
+# (bench/cluster_sweep.py: fastln alone under each cluster size; SWEEP_ARGS), ktimes
+# (bench/cuda_kernel_times.py: the backward's time per kernel; KTIMES_ARGS).
 # TEST_ARGS: pytest's arguments instead of the whole suite (e.g. "tests/python/test_cuda.py").
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p $OUT
@@ -53,4 +54,6 @@ opsbench)
   python3 bench/cuda_ops_bench.py --json $OUT/cuda_ops_h100.json 2>&1 | tee $OUT/opsbench.log ;;
 sweep)
   python3 bench/cluster_sweep.py $SWEEP_ARGS --json $OUT/cluster_sweep.json 2>&1 | tee $OUT/sweep.log | tail -20 ;;
+ktimes)
+  python3 bench/cuda_kernel_times.py $KTIMES_ARGS 2>&1 | grep -v -i warn | tee $OUT/ktimes.log ;;
 esac; done

@@ -478,11 +478,6 @@ __global__ void __launch_bounds__(512) fwd_fallback_kernel(FwdParams<T, P> p) {
 
 // ---------------------------------------------------------------- backward
 
-// ACC_SMEM: the CTA is one row group (tpr == blockDim.x) and keeps its column sums in
-// dynamic shared memory [2][its columns]; else in registers, combined across groups at the end
-// through dynamic shared memory [2][N] in group order. CL > 1 (ACC_SMEM only): a persistent
-// grid of clusters; cluster b / CL walks row groups b / CL, + gridDim.x / CL, ..., each CTA its
-// slice of the row and the column sums of that slice, and the cluster writes one [2][N] partial.
 // Writes a backward CTA's column sums (column j's at acc[at(j)] and acc[at(j) + cols]) to its
 // partial [2][N]. CL > 1: each CTA of the cluster writes its slice of the cluster's partial.
 // CL = 1 kernels launched in clusters of pc CTAs (bwd_launch_plan) write one partial per
@@ -525,6 +520,11 @@ __device__ __forceinline__ void write_partial(const A* acc, int cols, int N, A* 
 #endif
 }
 
+// ACC_SMEM: the CTA is one row group (tpr == blockDim.x) and keeps its column sums in
+// dynamic shared memory [2][its columns]; else in registers, combined across groups at the end
+// through dynamic shared memory [2][N] in group order. CL > 1 (ACC_SMEM only): a persistent
+// grid of clusters; cluster b / CL walks row groups b / CL, + gridDim.x / CL, ..., each CTA its
+// slice of the row and the column sums of that slice, and the cluster writes one [2][N] partial.
 // Threads and resident CTAs a backward CTA is built for. Clusters: 16-bit slices of <= 1024
 // vectors in <= 256 threads, 3 CTAs a SM (<= 80 registers: 81, allocated as 88, allowed 2);
 // 32-bit in <= 512 threads, 2 a SM. CL = 1: 512 threads, no minimum (0: as if none given),
@@ -759,11 +759,10 @@ __global__ void __launch_bounds__(256) bwd_fallback_cols_kernel(BwdParams<T, P> 
 
 // dgamma[j] = sum_k partial[k][0][j], dbeta[j] = sum_k partial[k][1][j], in a fixed order:
 // thread (tx, ty) sums k = ty, ty + RY, ...; then ty = 0 adds the RY sums in order. RY = 32
-// rows of threads for many partials, 8 for fewer than 256, so that each thread still keeps
-// loads in flight (bf16 65536: 45 partials of 2 * 65536 took 17 us over 32 rows, 12 over 8).
-// A template parameter: a runtime blockDim.y doubled the time of 4096 partials (8 -> 18 us).
-template <int RY>
-constexpr int reduce_min_parts() { return RY == 32 ? 256 : 0; }
+// rows of threads from kManyPartials partials on, else 8, so that each thread still keeps loads
+// in flight (bf16 65536: 45 partials of 2 * 65536 took 17 us over 32 rows, 12 over 8). A
+// template parameter: a runtime blockDim.y doubled the time of 4096 partials (8 -> 18 us).
+constexpr int64_t kManyPartials = 256;
 template <class A, class P, int RY>
 __global__ void __launch_bounds__(32 * RY) reduce_partials_kernel(const A* partial, int64_t nparts, int N,
                                                                   P* dgamma, P* dbeta) {
@@ -1224,7 +1223,7 @@ cudaError_t launch_bwd_norm(BwdParams<T, P> p, bool vec_ok, int64_t nparts, P* d
   if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
   if (p.partial) {
     const dim3 grid(unsigned((N + 31) / 32));
-    if (nparts >= reduce_min_parts<32>())
+    if (nparts >= kManyPartials)
       reduce_partials_kernel<A, P, 32><<<grid, dim3(32, 32), 0, s>>>(p.partial, nparts, N, dgamma, dbeta);
     else
       reduce_partials_kernel<A, P, 8><<<grid, dim3(32, 8), 0, s>>>(p.partial, nparts, N, dgamma, dbeta);

@@ -501,15 +501,15 @@ __device__ __forceinline__ void write_partial(const A* acc, int cols, int N, A* 
   A* out = partial + int64_t(blockIdx.x / (CL > 1 ? CL : pc)) * 2 * N + c0;
   for (int j = cols * pr / pc + threadIdx.x; j < cols * (pr + 1) / pc; j += blockDim.x) {
     const int k = at(j);
-    A g = acc[k], b = acc[k + cols];
+    const A* a = acc;  // rank 0's sums first (this CTA's without clusters)
 #if FASTLN_CLUSTERS
-    if (pc > 1) {
-      const A* a = cluster.map_shared_rank(acc, 0);
-      g = a[k], b = a[k + cols];
-      for (int r = 1; r < pc; ++r) {
-        a = cluster.map_shared_rank(acc, r);
-        g += a[k], b += a[k + cols];
-      }
+    if (pc > 1) a = cluster.map_shared_rank(acc, 0);
+#endif
+    A g = a[k], b = a[k + cols];
+#if FASTLN_CLUSTERS
+    for (int r = 1; r < pc; ++r) {
+      a = cluster.map_shared_rank(acc, r);
+      g += a[k], b += a[k + cols];
     }
 #endif
     out[j] = g;

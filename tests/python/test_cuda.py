@@ -121,7 +121,7 @@ ONE_CTA_NS = [10000, 12288, 16384]
 @pytest.mark.parametrize("norm,affine", [("layer", "both"), ("layer", "none"), ("rms", "weight"), ("rms", "none")])
 def test_long_rows_parity(n, dtype, norm, affine):
     """Output and every gradient against torch and the float64 reference (rows far from zero for
-    LayerNorm: the shift by the row's first element, read by every CTA of the cluster)."""
+    LayerNorm: the shift by the row's first element, read by every CTA of a cluster)."""
     from test_layer_norm import check_parity, make_inputs
     from test_rms_norm import RMS_FNS
 

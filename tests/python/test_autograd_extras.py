@@ -8,6 +8,100 @@ from conftest import assert_close_to_ref, ref_layer_norm
 from test_layer_norm import make_inputs
 
 
+# ---- the autograd node (hand-written, so its graph semantics are tested as torch's) ----
+
+_NODE_CALLS = {
+    "layer_norm": lambda x, w, b: fastln.layer_norm(x, (16,), w, b),
+    "rms_norm": lambda x, w, b: fastln.rms_norm(x, (16,), w),
+    "layer_norm_memory_efficient": lambda x, w, b: fastln.layer_norm(x, (16,), w, b, memory_efficient=True),
+}
+_TORCH_CALLS = {
+    "layer_norm": lambda x, w, b: F.layer_norm(x, (16,), w, b),
+    "rms_norm": lambda x, w, b: F.rms_norm(x, (16,), w),
+    "layer_norm_memory_efficient": lambda x, w, b: F.layer_norm(x, (16,), w, b),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_NODE_CALLS))
+@pytest.mark.parametrize("needs", [(True, True, True), (True, False, False), (False, True, False),
+                                   (False, False, True), (False, True, True)])
+def test_node_gradients_for_each_requires_grad_subset(name, needs):
+    """Only the inputs that require grad get one (the node's output mask), equal to torch's."""
+    torch.manual_seed(0)
+    base = [torch.randn(5, 16, dtype=torch.float64), torch.rand(16, dtype=torch.float64) + 0.5,
+            torch.randn(16, dtype=torch.float64)]
+    dy = torch.randn(5, 16, dtype=torch.float64)
+    grads = []
+    for call in (_NODE_CALLS[name], _TORCH_CALLS[name]):
+        ts = [t.clone().requires_grad_(n) for t, n in zip(base, needs)]
+        y = call(*ts)
+        if not y.requires_grad:  # rms_norm with only the (unused) bias requiring grad
+            grads.append(None)
+            continue
+        leaves = [t for t in ts if t.requires_grad]
+        grads.append(torch.autograd.grad(y, leaves, dy, allow_unused=True))
+    if grads[0] is None or grads[1] is None:
+        assert grads[0] is None and grads[1] is None
+        return
+    for a, b in zip(*grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", sorted(_NODE_CALLS))
+def test_node_frees_saved_tensors_and_honours_retain_graph(name):
+    x, w, b = (torch.randn(*s, requires_grad=True) for s in ((4, 16), (16,), (16,)))
+    y = _NODE_CALLS[name](x, w, b)
+    first = torch.autograd.grad(y.sum(), (x, w), retain_graph=True)
+    second = torch.autograd.grad(y.sum(), (x, w))
+    for a, c in zip(first, second):
+        torch.testing.assert_close(a, c, rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="second time"):
+        torch.autograd.grad(y.sum(), (x, w))
+
+
+def test_node_detects_inplace_change_of_saved_tensors():
+    """Saved tensors carry their version: changing one before backward is torch's error, not a
+    wrong gradient (the input for layer_norm, the output for memory_efficient=True)."""
+    x = torch.randn(4, 16, requires_grad=True)
+    h = x * 2
+    y = fastln.layer_norm(h, (16,))
+    h.add_(1)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+    w = torch.rand(16) + 0.5
+    y = fastln.layer_norm(x * 2, (16,), w, memory_efficient=True)
+    z = y * 1  # a consumer, so that y's own grad_fn stays ours
+    y.mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        z.sum().backward()
+
+
+def test_node_deep_graph_is_freed_without_recursion():
+    """A chain of 20000 norms: the graph is freed iteratively (as torch's nodes are), no stack
+    overflow."""
+    x = torch.randn(1, 8, requires_grad=True)
+    y = x
+    for _ in range(20000):
+        y = fastln.layer_norm(y, (8,))
+    del y  # frees the whole chain
+
+
+def test_node_hooks_and_name():
+    x = torch.randn(3, 16, requires_grad=True)
+    y = fastln.layer_norm(x, (16,))
+    assert "NormBackward" in y.grad_fn.name()
+    seen = []
+    y.grad_fn.register_hook(lambda grads_in, grads_out: seen.append(grads_in[0].shape))
+    y.grad_fn.register_prehook(lambda grads_out: (grads_out[0] * 2,))
+    y.backward(torch.ones_like(y))
+    assert seen == [torch.Size([3, 16])]
+    x2 = x.detach().clone().requires_grad_()
+    F.layer_norm(x2, (16,)).backward(2 * torch.ones_like(y))
+    torch.testing.assert_close(x.grad, x2.grad)
+
+
 # ---- double backward ----
 
 @pytest.mark.parametrize("op", ["layer", "rms"])

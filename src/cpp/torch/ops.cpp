@@ -10,6 +10,8 @@
 // them (composite_backward below). First-order backward always uses the kernel.
 #include <ATen/FuncTorchTLS.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/functions/utils.h>
+#include <torch/csrc/dynamo/compiled_autograd.h>
 #include <torch/library.h>
 
 #include <cfloat>
@@ -101,8 +103,86 @@ Tensor3 composite_backward(bool rms, const at::Tensor& grad_out, const at::Tenso
   return {dx, dw, db};
 }
 
-// What both autograd functions keep for backward: the tensor normalized (or the output),
-// mean, rstd, the parameters, and the norm's settings.
+// A new autograd node: torch >= 2.12 holds nodes in c10::intrusive_ptr (pytorch#181782),
+// earlier versions in std::shared_ptr with torch's iterative deleter (deep graphs).
+template <class N>
+auto new_node() {
+  if constexpr (std::is_base_of_v<c10::intrusive_ptr_target, torch::autograd::Node>)
+    return c10::make_intrusive<N>();
+  else
+    return std::shared_ptr<N>(new N(), [](N* n) { deleteNode(n); });  // found by ADL at instantiation
+}
+
+// The autograd node of layer_norm and rms_norm (rms_), written out as torch's generated nodes
+// are (NativeLayerNormBackward0): a training call costs ~7 us less than through a
+// torch::autograd::Function's CppNode (its context's hash maps, input and output metadata,
+// generic output wrapping), 5% of a (100, 512) call (docs/cpu.md, per-call overhead).
+// memory_efficient_ saves the output instead of the input and recovers x - mean from it.
+// Traceable: apply calls only dispatcher ops (with fake kernels), so compiled autograd traces
+// it with the saved tensors swapped for its proxies (compiled_args, apply_with_saved).
+struct NormBackward final : torch::autograd::TraceableFunction {
+  torch::autograd::SavedVariable x_, mean_, rstd_, weight_, bias_;
+  int64_t axis_ = 0;
+  double eps_ = 0;
+  bool rms_ = false, memory_efficient_ = false;
+
+  std::string name() const override { return "fastln::NormBackward"; }
+  void release_variables() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto* v : {&x_, &mean_, &rstd_, &weight_, &bias_}) v->reset_data();
+  }
+  void compiled_args(torch::dynamo::autograd::CompiledNodeArgs& args) const override {
+    args.collect(x_, memory_efficient_);
+    args.collect(mean_, false);
+    args.collect(rstd_, false);
+    args.collect(weight_, false);
+    args.collect(bias_, false);
+    args.collect(axis_);
+    args.collect(eps_);
+    args.collect(rms_);
+    args.collect(memory_efficient_);
+  }
+  variable_list apply_with_saved(const variable_list& grads,
+                                 torch::dynamo::autograd::SwapSavedVariables& saved) override {
+    for (auto* v : {&x_, &mean_, &rstd_, &weight_, &bias_}) saved.before(*v);
+    variable_list out = apply(variable_list(grads));
+    for (auto* v : {&x_, &mean_, &rstd_, &weight_, &bias_}) saved.after(*v);
+    return out;
+  }
+  variable_list apply(variable_list&& grads) override;
+};
+
+variable_list NormBackward::apply(variable_list&& grads) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const at::Tensor saved_x = memory_efficient_ ? x_.unpack(getptr()) : x_.unpack(), mean = mean_.unpack(),
+                   rstd = rstd_.unpack(), weight = weight_.unpack(), bias = bias_.unpack();
+  const std::array<bool, 3> mask = {task_should_compute_output(0), task_should_compute_output(1),
+                                    task_should_compute_output(2)};
+  const at::Tensor dy = grads[0].defined() ? grads[0] : at::zeros_like(saved_x);
+  const auto ns = saved_x.sym_sizes().slice(axis_);
+  at::Tensor dx, dw, db;
+  if (at::GradMode::is_enabled()) {  // create_graph=True: record the backward
+    TORCH_CHECK(!memory_efficient_,
+                "fastln.layer_norm: double backward (create_graph=True) is not supported with "
+                "memory_efficient=True, which does not keep the input; use "
+                "memory_efficient=False");
+    std::tie(dx, dw, db) = composite_backward(rms_, dy, saved_x, axis_, weight, eps_, mask);
+  } else {
+    // Straight to the kernel: through the autograd key, the *_bwd ops would meet torch's
+    // boxed autograd fallback, 8 us of a 45 us small backward.
+    at::AutoDispatchBelowADInplaceOrView guard;
+    if (memory_efficient_) {  // the kernel on x - mean, with a mean of zero
+      const at::Tensor xc = call_recover(saved_x, ns, rstd, opt(weight), opt(bias));
+      std::tie(dx, dw, db) = call_bwd(rms_, dy, xc, ns, at::zeros_like(rstd), rstd, opt(weight), opt(bias), mask);
+    } else {
+      std::tie(dx, dw, db) = call_bwd(rms_, dy, saved_x, ns, mean, rstd, opt(weight), opt(bias), mask);
+    }
+  }
+  return {mask[0] ? dx : at::Tensor(), mask[1] ? dw : at::Tensor(), mask[2] ? db : at::Tensor()};
+}
+
+// What FusedAddNormFunction keeps for backward: the tensor normalized, mean, rstd, the
+// parameters, and the norm's settings.
 struct Saved {
   at::Tensor x, mean, rstd, weight, bias;
   int64_t axis;
@@ -121,59 +201,6 @@ struct Saved {
     const auto t = ctx->get_saved_variables();
     return {t[0], t[1], t[2], t[3], t[4], ctx->saved_data["axis"].toInt(),
             ctx->saved_data["eps"].toDouble(), ctx->saved_data["rms"].toBool()};
-  }
-};
-
-// LayerNorm (rms = false) or RMSNorm (rms = true, no bias). memory_efficient saves the output
-// instead of the input and recovers x - mean from it in backward.
-class NormFunction : public torch::autograd::Function<NormFunction> {
- public:
-  // Backward calls only dispatcher ops (with fake kernels): compiled autograd may trace it.
-  static constexpr bool is_traceable = true;
-
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
-                            c10::SymIntArrayRef normalized_shape, const OptTensor& weight,
-                            const OptTensor& bias, double eps, bool rms, bool memory_efficient) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto out = call_fwd(rms, input, normalized_shape, weight, bias, eps);
-    Saved::save(ctx, memory_efficient ? out.y : input, out.mean, out.rstd, weight, bias,
-                input.dim() - static_cast<int64_t>(normalized_shape.size()), eps, rms);
-    ctx->saved_data["memory_efficient"] = memory_efficient;
-    return out.y;
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    const Saved sv = Saved::load(ctx);
-    const at::Tensor &saved_x = sv.x, &mean = sv.mean, &rstd = sv.rstd, &weight = sv.weight, &bias = sv.bias;
-    const int64_t axis = sv.axis;
-    const bool rms = sv.rms;
-    const bool memory_efficient = ctx->saved_data["memory_efficient"].toBool();
-    // needs_input_grad counts only the tensors given: input, then weight and bias if defined.
-    const std::array<bool, 3> mask = {
-        ctx->needs_input_grad(0), weight.defined() && ctx->needs_input_grad(1),
-        bias.defined() && ctx->needs_input_grad(1 + weight.defined())};
-    const auto ns = saved_x.sym_sizes().slice(axis);
-    at::Tensor dx, dw, db;
-    if (at::GradMode::is_enabled()) {  // create_graph=True: record the backward
-      TORCH_CHECK(!memory_efficient,
-                  "fastln.layer_norm: double backward (create_graph=True) is not supported with "
-                  "memory_efficient=True, which does not keep the input; use "
-                  "memory_efficient=False");
-      std::tie(dx, dw, db) = composite_backward(rms, grad_outputs[0], saved_x, axis, weight, sv.eps, mask);
-    } else if (memory_efficient) {  // the kernel on x - mean, with a mean of zero
-      at::AutoDispatchBelowADInplaceOrView guard;  // as below
-      const at::Tensor xc = call_recover(saved_x, ns, rstd, opt(weight), opt(bias));
-      std::tie(dx, dw, db) = call_bwd(rms, grad_outputs[0], xc, ns, at::zeros_like(rstd), rstd,
-                                      opt(weight), opt(bias), mask);
-    } else {
-      // Straight to the kernel: through the autograd key, the *_bwd ops would meet torch's
-      // boxed autograd fallback, 8 us of a 45 us small backward.
-      at::AutoDispatchBelowADInplaceOrView guard;
-      std::tie(dx, dw, db) =
-          call_bwd(rms, grad_outputs[0], saved_x, ns, mean, rstd, opt(weight), opt(bias), mask);
-    }
-    return {mask[0] ? dx : at::Tensor(), at::Tensor(), mask[1] ? dw : at::Tensor(),
-            mask[2] ? db : at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -246,10 +273,10 @@ double rms_eps(const at::Tensor& input, std::optional<double> eps) {
   return eps.value_or(input.scalar_type() == at::kDouble ? DBL_EPSILON : FLT_EPSILON);
 }
 
-// Whether a call must go through its autograd Function: some input requires grad (with grad
-// mode on) or carries a forward-mode tangent, or a functorch transform is active (the Function
-// then raises its clear "not supported"). Otherwise the forward runs alone: building the graph
-// node costs ~2 us, a fifth of a small call (docs/cpu.md, per-call overhead).
+// Whether a call must go through autograd: some input requires grad (with grad mode on) or
+// carries a forward-mode tangent, or a functorch transform is active (which autograd then
+// refuses clearly, or lets through for vmap). Otherwise the forward runs alone: building the
+// graph node costs ~2 us, a fifth of a small call (docs/cpu.md, per-call overhead).
 bool needs_autograd(std::initializer_list<const at::Tensor*> inputs) {
   if (at::functorch::functorchTLSAccessor()) return true;
   const bool grad_mode = at::GradMode::is_enabled();
@@ -265,11 +292,36 @@ const at::Tensor& or_undefined(const OptTensor& t) {
 at::Tensor norm_autograd(const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
                          const OptTensor& weight, const OptTensor& bias, double eps, bool rms,
                          bool memory_efficient) {
-  if (!needs_autograd({&input, &or_undefined(weight), &or_undefined(bias)})) {
+  const at::Tensor &w = or_undefined(weight), &b = or_undefined(bias);
+  const auto forward = [&] {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return call_fwd(rms, input, normalized_shape, weight, bias, eps).y;
-  }
-  return NormFunction::apply(input, normalized_shape, weight, bias, eps, rms, memory_efficient);
+    return call_fwd(rms, input, normalized_shape, weight, bias, eps);
+  };
+  if (!needs_autograd({&input, &w, &b})) return forward().y;
+  // torch.func's gradient transforms and forward-mode AD have no formula here: a clear error
+  // (vmap passes the check).
+  if (const auto& functorch = at::functorch::functorchTLSAccessor()) functorch->checkSupportsCppAutogradFunction();
+  for (const at::Tensor* t : {&input, &w, &b})
+    TORCH_CHECK_NOT_IMPLEMENTED(!t->defined() || !t->_fw_grad(0).defined(),
+                                rms ? "fastln.rms_norm" : "fastln.layer_norm",
+                                ": forward-mode AD is not supported (jvp is not implemented)");
+  if (!torch::autograd::compute_requires_grad(input, w, b)) return forward().y;  // vmap
+
+  auto node = new_node<NormBackward>();
+  node->set_next_edges(torch::autograd::collect_next_edges(input, w, b));
+  const NormOutputs out = forward();
+  torch::autograd::set_history(out.y, node);
+  using torch::autograd::SavedVariable;
+  node->x_ = memory_efficient ? SavedVariable(out.y, true) : SavedVariable(input, false);
+  node->mean_ = SavedVariable(out.mean, false);
+  node->rstd_ = SavedVariable(out.rstd, false);
+  node->weight_ = SavedVariable(w, false);
+  node->bias_ = SavedVariable(b, false);
+  node->axis_ = input.dim() - static_cast<int64_t>(normalized_shape.size());
+  node->eps_ = eps;
+  node->rms_ = rms;
+  node->memory_efficient_ = memory_efficient;
+  return out.y;
 }
 at::Tensor layer_norm_autograd(const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
                                const OptTensor& weight, const OptTensor& bias, double eps) {

@@ -14,11 +14,16 @@ _NODE_CALLS = {
     "layer_norm": lambda x, w, b: fastln.layer_norm(x, (16,), w, b),
     "rms_norm": lambda x, w, b: fastln.rms_norm(x, (16,), w),
     "layer_norm_memory_efficient": lambda x, w, b: fastln.layer_norm(x, (16,), w, b, memory_efficient=True),
+    # both outputs used: the sum's own gradient joins the norm's
+    "fused_add_layer_norm": lambda x, w, b: sum(fastln.fused_add_layer_norm(x, x * 0.5, (16,), w, b)),
+    "fused_add_rms_norm": lambda x, w, b: sum(fastln.fused_add_rms_norm(x, x * 0.5, (16,), w)),
 }
 _TORCH_CALLS = {
     "layer_norm": lambda x, w, b: F.layer_norm(x, (16,), w, b),
     "rms_norm": lambda x, w, b: F.rms_norm(x, (16,), w),
     "layer_norm_memory_efficient": lambda x, w, b: F.layer_norm(x, (16,), w, b),
+    "fused_add_layer_norm": lambda x, w, b: F.layer_norm(x * 1.5, (16,), w, b) + x * 1.5,
+    "fused_add_rms_norm": lambda x, w, b: F.rms_norm(x * 1.5, (16,), w) + x * 1.5,
 }
 
 
@@ -63,7 +68,8 @@ def test_node_frees_saved_tensors_and_honours_retain_graph(name):
 
 def test_node_detects_inplace_change_of_saved_tensors():
     """Saved tensors carry their version: changing one before backward is torch's error, not a
-    wrong gradient (the input for layer_norm, the output for memory_efficient=True)."""
+    wrong gradient (the input for layer_norm, the output for memory_efficient=True, the sum for
+    the fused add)."""
     x = torch.randn(4, 16, requires_grad=True)
     h = x * 2
     y = fastln.layer_norm(h, (16,))
@@ -76,6 +82,11 @@ def test_node_detects_inplace_change_of_saved_tensors():
     y.mul_(2)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         z.sum().backward()
+    y, s = fastln.fused_add_layer_norm(x * 2, x * 3, (16,))  # the sum is saved
+    z = s * 1
+    s.add_(1)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
 
 
 def test_node_deep_graph_is_freed_without_recursion():

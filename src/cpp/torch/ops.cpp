@@ -23,7 +23,6 @@
 namespace fastln {
 namespace {
 
-using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 OptTensor opt(const at::Tensor& t) { return t.defined() ? OptTensor(t) : std::nullopt; }
@@ -72,6 +71,13 @@ at::Tensor call_recover(const at::Tensor& y, c10::SymIntArrayRef ns, const at::T
   return op.call(y, ns, rstd, weight, bias);
 }
 
+Tensor4 call_add_fwd(const at::Tensor& input, const at::Tensor& residual, c10::SymIntArrayRef ns,
+                     const OptTensor& weight, const OptTensor& bias, double eps, bool rms, bool residual_in_fp32) {
+  static auto op = find_op<Tensor4(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef, const OptTensor&,
+                                   const OptTensor&, double, bool, bool)>("fastln::add_norm_fwd");
+  return op.call(input, residual, ns, weight, bias, eps, rms, residual_in_fp32);
+}
+
 std::vector<int64_t> dim_range(int64_t begin, int64_t end) {
   std::vector<int64_t> d;
   for (int64_t i = begin; i < end; ++i) d.push_back(i);
@@ -113,18 +119,22 @@ auto new_node() {
     return std::shared_ptr<N>(new N(), [](N* n) { deleteNode(n); });  // found by ADL at instantiation
 }
 
-// The autograd node of layer_norm and rms_norm (rms_), written out as torch's generated nodes
-// are (NativeLayerNormBackward0): a training call costs ~7 us less than through a
+// The autograd node of every fastln norm, written out as torch's generated nodes are
+// (NativeLayerNormBackward0): a training call costs ~14 us less than through a
 // torch::autograd::Function's CppNode (its context's hash maps, input and output metadata,
-// generic output wrapping), 5% of a (100, 512) call (docs/cpu.md, per-call overhead).
-// memory_efficient_ saves the output instead of the input and recovers x - mean from it.
+// generic output wrapping), 12% of a (100, 512) call (docs/cpu.md, per-call overhead).
+// Gradient slots: (input, weight, bias); with add_, the fused residual add whose outputs are
+// (norm(input + residual), input + residual), (input, residual, weight, bias).
 // Traceable: apply calls only dispatcher ops (with fake kernels), so compiled autograd traces
 // it with the saved tensors swapped for its proxies (compiled_args, apply_with_saved).
 struct NormBackward final : torch::autograd::TraceableFunction {
+  // x_: what was normalized: the input, or the output with memory_efficient_ (x - mean is
+  // recovered from it), or input + residual (an output) with add_.
   torch::autograd::SavedVariable x_, mean_, rstd_, weight_, bias_;
   int64_t axis_ = 0;
   double eps_ = 0;
-  bool rms_ = false, memory_efficient_ = false;
+  bool rms_ = false, memory_efficient_ = false, add_ = false;
+  at::ScalarType input_dtype_ = at::kFloat, residual_dtype_ = at::kFloat;  // add_: of the gradients
 
   std::string name() const override { return "fastln::NormBackward"; }
   void release_variables() override {
@@ -132,15 +142,15 @@ struct NormBackward final : torch::autograd::TraceableFunction {
     for (auto* v : {&x_, &mean_, &rstd_, &weight_, &bias_}) v->reset_data();
   }
   void compiled_args(torch::dynamo::autograd::CompiledNodeArgs& args) const override {
-    args.collect(x_, memory_efficient_);
-    args.collect(mean_, false);
-    args.collect(rstd_, false);
-    args.collect(weight_, false);
-    args.collect(bias_, false);
+    args.collect(x_, memory_efficient_ || add_);
+    for (const auto* v : {&mean_, &rstd_, &weight_, &bias_}) args.collect(*v, false);
     args.collect(axis_);
     args.collect(eps_);
     args.collect(rms_);
     args.collect(memory_efficient_);
+    args.collect(add_);
+    args.collect(input_dtype_);
+    args.collect(residual_dtype_);
   }
   variable_list apply_with_saved(const variable_list& grads,
                                  torch::dynamo::autograd::SwapSavedVariables& saved) override {
@@ -154,118 +164,46 @@ struct NormBackward final : torch::autograd::TraceableFunction {
 
 variable_list NormBackward::apply(variable_list&& grads) {
   std::lock_guard<std::mutex> lock(mutex_);
-  const at::Tensor saved_x = memory_efficient_ ? x_.unpack(getptr()) : x_.unpack(), mean = mean_.unpack(),
+  const at::Tensor x = memory_efficient_ || add_ ? x_.unpack(getptr()) : x_.unpack(), mean = mean_.unpack(),
                    rstd = rstd_.unpack(), weight = weight_.unpack(), bias = bias_.unpack();
-  const std::array<bool, 3> mask = {task_should_compute_output(0), task_should_compute_output(1),
-                                    task_should_compute_output(2)};
-  const at::Tensor dy = grads[0].defined() ? grads[0] : at::zeros_like(saved_x);
-  const auto ns = saved_x.sym_sizes().slice(axis_);
+  const int p = add_ ? 2 : 1;  // the weight's slot
+  const bool need_x = task_should_compute_output(0), need_r = add_ && task_should_compute_output(1);
+  const std::array<bool, 3> mask = {need_x || need_r, task_should_compute_output(p),
+                                    task_should_compute_output(p + 1)};
+  // With residual_in_fp32, x (the sum) is float32: the kernels then take float32 parameters
+  // and a float32 gradient (16-bit dy arrives).
+  auto param = [&](const at::Tensor& t) {
+    return add_ && t.defined() && x.scalar_type() == at::kFloat ? t.to(at::kFloat) : t;
+  };
+  const at::Tensor w = param(weight), b = param(bias);
+  const at::Tensor dy = grads[0].defined() ? grads[0].to(x.scalar_type()) : at::zeros_like(x);
+  const auto ns = x.sym_sizes().slice(axis_);
   at::Tensor dx, dw, db;
   if (at::GradMode::is_enabled()) {  // create_graph=True: record the backward
     TORCH_CHECK(!memory_efficient_,
                 "fastln.layer_norm: double backward (create_graph=True) is not supported with "
                 "memory_efficient=True, which does not keep the input; use "
                 "memory_efficient=False");
-    std::tie(dx, dw, db) = composite_backward(rms_, dy, saved_x, axis_, weight, eps_, mask);
+    std::tie(dx, dw, db) = composite_backward(rms_, dy, x, axis_, w, eps_, mask);
   } else {
     // Straight to the kernel: through the autograd key, the *_bwd ops would meet torch's
     // boxed autograd fallback, 8 us of a 45 us small backward.
     at::AutoDispatchBelowADInplaceOrView guard;
     if (memory_efficient_) {  // the kernel on x - mean, with a mean of zero
-      const at::Tensor xc = call_recover(saved_x, ns, rstd, opt(weight), opt(bias));
-      std::tie(dx, dw, db) = call_bwd(rms_, dy, xc, ns, at::zeros_like(rstd), rstd, opt(weight), opt(bias), mask);
+      const at::Tensor xc = call_recover(x, ns, rstd, opt(w), opt(b));
+      std::tie(dx, dw, db) = call_bwd(rms_, dy, xc, ns, at::zeros_like(rstd), rstd, opt(w), opt(b), mask);
     } else {
-      std::tie(dx, dw, db) = call_bwd(rms_, dy, saved_x, ns, mean, rstd, opt(weight), opt(bias), mask);
+      std::tie(dx, dw, db) = call_bwd(rms_, dy, x, ns, mean, rstd, opt(w), opt(b), mask);
     }
   }
-  return {mask[0] ? dx : at::Tensor(), mask[1] ? dw : at::Tensor(), mask[2] ? db : at::Tensor()};
+  if (mask[1] && add_) dw = dw.to(weight.scalar_type());
+  if (mask[2] && add_) db = db.to(bias.scalar_type());
+  if (!add_) return {need_x ? dx : at::Tensor(), mask[1] ? dw : at::Tensor(), mask[2] ? db : at::Tensor()};
+  // The sum's gradient: the norm's, plus what arrived at the sum itself (residual_out).
+  if (mask[0] && grads[1].defined()) dx = dx + grads[1];
+  return {need_x ? dx.to(input_dtype_) : at::Tensor(), need_r ? dx.to(residual_dtype_) : at::Tensor(),
+          mask[1] ? dw : at::Tensor(), mask[2] ? db : at::Tensor()};
 }
-
-// What FusedAddNormFunction keeps for backward: the tensor normalized, mean, rstd, the
-// parameters, and the norm's settings.
-struct Saved {
-  at::Tensor x, mean, rstd, weight, bias;
-  int64_t axis;
-  double eps;
-  bool rms;
-
-  static void save(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& mean,
-                   const at::Tensor& rstd, const OptTensor& weight, const OptTensor& bias, int64_t axis,
-                   double eps, bool rms) {
-    ctx->save_for_backward({x, mean, rstd, weight.value_or(at::Tensor()), bias.value_or(at::Tensor())});
-    ctx->saved_data["axis"] = axis;
-    ctx->saved_data["eps"] = eps;
-    ctx->saved_data["rms"] = rms;
-  }
-  static Saved load(AutogradContext* ctx) {
-    const auto t = ctx->get_saved_variables();
-    return {t[0], t[1], t[2], t[3], t[4], ctx->saved_data["axis"].toInt(),
-            ctx->saved_data["eps"].toDouble(), ctx->saved_data["rms"].toBool()};
-  }
-};
-
-Tensor4 call_add_fwd(const at::Tensor& input, const at::Tensor& residual, c10::SymIntArrayRef ns,
-                const OptTensor& weight, const OptTensor& bias, double eps, bool rms, bool residual_in_fp32) {
-  static auto op = find_op<Tensor4(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
-                              const OptTensor&, const OptTensor&, double, bool, bool)>("fastln::add_norm_fwd");
-  return op.call(input, residual, ns, weight, bias, eps, rms, residual_in_fp32);
-}
-
-at::Tensor to_dtype_of(const at::Tensor& t, const at::Tensor& like) {
-  return t.defined() && like.defined() ? t.to(like.scalar_type()) : t;
-}
-
-// (output, residual_out) = (norm(input + residual), input + residual). Backward: the sum's
-// gradient is the norm's input gradient plus the gradient arriving at residual_out, and goes to
-// both input and residual.
-class FusedAddNormFunction : public torch::autograd::Function<FusedAddNormFunction> {
- public:
-  static constexpr bool is_traceable = true;  // as NormFunction's
-
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& input,
-                               const at::Tensor& residual, c10::SymIntArrayRef normalized_shape,
-                               const OptTensor& weight, const OptTensor& bias, double eps, bool rms,
-                               bool residual_in_fp32) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto [y, sum, mean, rstd] =
-        call_add_fwd(input, residual, normalized_shape, weight, bias, eps, rms, residual_in_fp32);
-    Saved::save(ctx, sum, mean, rstd, weight, bias,
-                input.dim() - static_cast<int64_t>(normalized_shape.size()), eps, rms);
-    ctx->saved_data["input_dtype"] = input.scalar_type();
-    ctx->saved_data["residual_dtype"] = residual.scalar_type();
-    return {y, sum};
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    const Saved sv = Saved::load(ctx);
-    const at::Tensor &sum = sv.x, &mean = sv.mean, &rstd = sv.rstd, &weight = sv.weight, &bias = sv.bias;
-    const int64_t axis = sv.axis;
-    const bool rms = sv.rms;
-    const bool need_x = ctx->needs_input_grad(0), need_r = ctx->needs_input_grad(1);
-    const std::array<bool, 3> mask = {need_x || need_r, weight.defined() && ctx->needs_input_grad(2),
-                                      bias.defined() && ctx->needs_input_grad(2 + weight.defined())};
-    // The kernels take parameters of the sum's dtype (float32 with residual_in_fp32).
-    auto param = [&](const at::Tensor& p) {
-      return p.defined() && sum.scalar_type() == at::kFloat ? OptTensor(p.to(at::kFloat)) : opt(p);
-    };
-    const at::Tensor dy = grad_outputs[0].to(sum.scalar_type());  // 16-bit with residual_in_fp32
-    at::Tensor ds, dw, db;
-    if (at::GradMode::is_enabled()) {
-      std::tie(ds, dw, db) = composite_backward(rms, dy, sum, axis, param(weight).value_or(at::Tensor()),
-                                                sv.eps, mask);
-    } else {
-      at::AutoDispatchBelowADInplaceOrView guard;  // as in NormFunction::backward
-      std::tie(ds, dw, db) = call_bwd(rms, dy, sum, sum.sym_sizes().slice(axis), mean,
-                                      rstd, param(weight), param(bias), mask);
-    }
-    if (mask[0] && grad_outputs[1].defined()) ds = ds + grad_outputs[1];
-    const auto x_dtype = ctx->saved_data["input_dtype"].toScalarType();
-    const auto r_dtype = ctx->saved_data["residual_dtype"].toScalarType();
-    return {need_x ? ds.to(x_dtype) : at::Tensor(), need_r ? ds.to(r_dtype) : at::Tensor(),
-            at::Tensor(), mask[1] ? to_dtype_of(dw, weight) : at::Tensor(),
-            mask[2] ? to_dtype_of(db, bias) : at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
-  }
-};
 
 // eps=None for rms_norm: as torch, the machine epsilon of the computation type (float for
 // 16-bit inputs, whose opmath type it is).
@@ -273,20 +211,45 @@ double rms_eps(const at::Tensor& input, std::optional<double> eps) {
   return eps.value_or(input.scalar_type() == at::kDouble ? DBL_EPSILON : FLT_EPSILON);
 }
 
-// Whether a call must go through autograd: some input requires grad (with grad mode on) or
-// carries a forward-mode tangent, or a functorch transform is active (which autograd then
-// refuses clearly, or lets through for vmap). Otherwise the forward runs alone: building the
-// graph node costs ~2 us, a fifth of a small call (docs/cpu.md, per-call overhead).
-bool needs_autograd(std::initializer_list<const at::Tensor*> inputs) {
-  if (at::functorch::functorchTLSAccessor()) return true;
-  const bool grad_mode = at::GradMode::is_enabled();
-  for (const at::Tensor* t : inputs)
-    if (t->defined() && ((grad_mode && t->requires_grad()) || t->_fw_grad(0).defined())) return true;
-  return false;
-}
 const at::Tensor& or_undefined(const OptTensor& t) {
   static const at::Tensor undefined;
   return t.has_value() ? *t : undefined;
+}
+
+// The gradient edges of a call's inputs, or none when no input requires grad (or grad mode is
+// off): then the forward runs alone, as building the graph node costs ~2 us, a fifth of a small
+// call (docs/cpu.md, per-call overhead). torch.func's gradient transforms and forward-mode AD
+// have no formula here and fail clearly (vmap passes the check).
+torch::autograd::edge_list grad_edges(const char* op, std::initializer_list<const at::Tensor*> inputs) {
+  if (const auto& functorch = at::functorch::functorchTLSAccessor()) functorch->checkSupportsCppAutogradFunction();
+  bool grad = false;
+  for (const at::Tensor* t : inputs) {
+    TORCH_CHECK_NOT_IMPLEMENTED(!t->defined() || !t->_fw_grad(0).defined(), op,
+                                ": forward-mode AD is not supported (jvp is not implemented)");
+    grad |= t->defined() && t->requires_grad();
+  }
+  torch::autograd::edge_list edges;
+  if (grad && at::GradMode::is_enabled())
+    for (const at::Tensor* t : inputs)
+      edges.push_back(t->defined() ? torch::autograd::impl::gradient_edge(*t) : torch::autograd::Edge());
+  return edges;
+}
+
+// A NormBackward for a call with these gradient edges; the caller sets the outputs' history and
+// saves x_.
+auto norm_node(torch::autograd::edge_list edges, const at::Tensor& mean, const at::Tensor& rstd,
+               const at::Tensor& weight, const at::Tensor& bias, int64_t axis, double eps, bool rms) {
+  auto node = new_node<NormBackward>();
+  node->set_next_edges(std::move(edges));
+  using torch::autograd::SavedVariable;
+  node->mean_ = SavedVariable(mean, false);
+  node->rstd_ = SavedVariable(rstd, false);
+  node->weight_ = SavedVariable(weight, false);
+  node->bias_ = SavedVariable(bias, false);
+  node->axis_ = axis;
+  node->eps_ = eps;
+  node->rms_ = rms;
+  return node;
 }
 
 at::Tensor norm_autograd(const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
@@ -297,29 +260,13 @@ at::Tensor norm_autograd(const at::Tensor& input, c10::SymIntArrayRef normalized
     at::AutoDispatchBelowADInplaceOrView guard;
     return call_fwd(rms, input, normalized_shape, weight, bias, eps);
   };
-  if (!needs_autograd({&input, &w, &b})) return forward().y;
-  // torch.func's gradient transforms and forward-mode AD have no formula here: a clear error
-  // (vmap passes the check).
-  if (const auto& functorch = at::functorch::functorchTLSAccessor()) functorch->checkSupportsCppAutogradFunction();
-  for (const at::Tensor* t : {&input, &w, &b})
-    TORCH_CHECK_NOT_IMPLEMENTED(!t->defined() || !t->_fw_grad(0).defined(),
-                                rms ? "fastln.rms_norm" : "fastln.layer_norm",
-                                ": forward-mode AD is not supported (jvp is not implemented)");
-  if (!torch::autograd::compute_requires_grad(input, w, b)) return forward().y;  // vmap
-
-  auto node = new_node<NormBackward>();
-  node->set_next_edges(torch::autograd::collect_next_edges(input, w, b));
+  auto edges = grad_edges(rms ? "fastln.rms_norm" : "fastln.layer_norm", {&input, &w, &b});
   const NormOutputs out = forward();
+  if (edges.empty()) return out.y;
+  auto node = norm_node(std::move(edges), out.mean, out.rstd, w, b,
+                        input.dim() - static_cast<int64_t>(normalized_shape.size()), eps, rms);
   torch::autograd::set_history(out.y, node);
-  using torch::autograd::SavedVariable;
-  node->x_ = memory_efficient ? SavedVariable(out.y, true) : SavedVariable(input, false);
-  node->mean_ = SavedVariable(out.mean, false);
-  node->rstd_ = SavedVariable(out.rstd, false);
-  node->weight_ = SavedVariable(w, false);
-  node->bias_ = SavedVariable(b, false);
-  node->axis_ = input.dim() - static_cast<int64_t>(normalized_shape.size());
-  node->eps_ = eps;
-  node->rms_ = rms;
+  node->x_ = torch::autograd::SavedVariable(memory_efficient ? out.y : input, memory_efficient);
   node->memory_efficient_ = memory_efficient;
   return out.y;
 }
@@ -337,17 +284,26 @@ at::Tensor rms_norm_autograd(const at::Tensor& input, c10::SymIntArrayRef normal
 }
 
 Tensor2 fused_add_norm_autograd(const at::Tensor& input, const at::Tensor& residual,
-                           c10::SymIntArrayRef normalized_shape, const OptTensor& weight,
-                           const OptTensor& bias, double eps, bool rms, bool residual_in_fp32) {
-  if (!needs_autograd({&input, &residual, &or_undefined(weight), &or_undefined(bias)})) {
+                                c10::SymIntArrayRef normalized_shape, const OptTensor& weight,
+                                const OptTensor& bias, double eps, bool rms, bool residual_in_fp32) {
+  const at::Tensor &w = or_undefined(weight), &b = or_undefined(bias);
+  const auto forward = [&] {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [y, sum, mean, rstd] =
-        call_add_fwd(input, residual, normalized_shape, weight, bias, eps, rms, residual_in_fp32);
-    return {y, sum};
-  }
-  auto out = FusedAddNormFunction::apply(input, residual, normalized_shape, weight, bias, eps, rms,
-                                         residual_in_fp32);
-  return {out[0], out[1]};
+    return call_add_fwd(input, residual, normalized_shape, weight, bias, eps, rms, residual_in_fp32);
+  };
+  auto edges = grad_edges(rms ? "fastln.fused_add_rms_norm" : "fastln.fused_add_layer_norm",
+                          {&input, &residual, &w, &b});
+  auto [y, sum, mean, rstd] = forward();
+  if (edges.empty()) return {y, sum};
+  auto node = norm_node(std::move(edges), mean, rstd, w, b,
+                        input.dim() - static_cast<int64_t>(normalized_shape.size()), eps, rms);
+  torch::autograd::set_history(y, node);
+  torch::autograd::set_history(sum, node);
+  node->x_ = torch::autograd::SavedVariable(sum, true);
+  node->add_ = true;
+  node->input_dtype_ = input.scalar_type();
+  node->residual_dtype_ = residual.scalar_type();
+  return {y, sum};
 }
 Tensor2 fused_add_layer_norm_autograd(const at::Tensor& input, const at::Tensor& residual,
                                  c10::SymIntArrayRef normalized_shape, const OptTensor& weight,

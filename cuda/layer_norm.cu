@@ -525,23 +525,36 @@ __device__ __forceinline__ void write_partial(const A* acc, int cols, int N, A* 
 // through dynamic shared memory [2][N] in group order. CL > 1 (ACC_SMEM only): a persistent
 // grid of clusters; cluster b / CL walks row groups b / CL, + gridDim.x / CL, ..., each CTA its
 // slice of the row and the column sums of that slice, and the cluster writes one [2][N] partial.
+// ROWS: rows a CTA (cluster) takes per iteration (row groups ROWS * it, ... + ROWS - 1; odd M:
+// the last iteration's second row is past the end). ROWS = 2 holds both rows in registers,
+// adds both rows' column sums to shared memory in one load and store, loads gamma once for
+// both, and sums the four row sums in one group_sum and one cluster exchange: half the
+// exchanges a row, whose waits were what held 16-bit cluster rows back (bf16 65536: 65 -> 80%
+// of copy bandwidth). Built for 16-bit cluster slices (bwd_two_rows); in one 512-thread CTA a
+// row (bf16 16384, 128 registers) it measured 2.5 points slower than one row (docs/cuda.md).
 // Threads and resident CTAs a backward CTA is built for. Clusters: 16-bit slices of <= 1024
-// vectors in <= 256 threads, 3 CTAs a SM (<= 80 registers: 81, allocated as 88, allowed 2);
-// 32-bit in <= 512 threads, 2 a SM. CL = 1: 512 threads, no minimum (0: as if none given),
-// or, MINB = 2, 384 threads twice a SM (16-bit rows of 4 vectors a thread whose column sums fit
-// twice: N = 12288 took 91 registers, one CTA a SM).
+// vectors in <= 256 threads, 3 CTAs a SM (<= 80 registers: 81, allocated as 88, allowed 2),
+// or 2 with ROWS = 2 (<= 128); 32-bit in <= 512 threads, 2 a SM. CL = 1: 512 threads, no
+// minimum (0: as if none given), or, MINB = 2, 384 threads twice a SM (16-bit rows of 4
+// vectors a thread whose column sums fit twice: N = 12288 took 91 registers, one CTA a SM).
 constexpr int kBwdTwoCtaThreads = 384;
 constexpr int bwd_max_threads(int cl, int elem_size, int minb = 0) {
   return minb == 2 ? kBwdTwoCtaThreads : cl > 1 && elem_size == 2 ? 256 : 512;
 }
-constexpr int bwd_min_ctas(int cl, int elem_size, int minb) {
-  return cl == 1 ? minb : elem_size == 2 ? 3 : 2;
+constexpr int bwd_min_ctas(int cl, int elem_size, int minb, int rows) {
+  return cl == 1 ? minb : elem_size == 2 ? (rows == 2 ? 2 : 3) : 2;
+}
+// The kernels built with ROWS = 2.
+template <class T>
+constexpr bool bwd_two_rows(int nv, int cl) {
+  return sizeof(T) == 2 && nv == 4 && cl > 1;
 }
 
-template <class T, class P, int NV, Norm NORM, bool ACC_SMEM, int CL, int MINB = 0>
-__global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T), MINB), bwd_min_ctas(CL, sizeof(T), MINB))
+template <class T, class P, int NV, Norm NORM, bool ACC_SMEM, int CL, int MINB = 0, int ROWS = 1>
+__global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T), MINB), bwd_min_ctas(CL, sizeof(T), MINB, ROWS))
     bwd_reg_kernel(BwdParams<T, P> p) {
   static_assert(CL == 1 || ACC_SMEM, "a cluster's CTA holds one row slice");
+  static_assert(ROWS == 1 || bwd_two_rows<T>(NV, CL), "ROWS = 2 is built for these only");
   using A = acc_t<T>;
   constexpr int VEC = Pack<T>::n;
   extern __shared__ __align__(16) unsigned char dsmem_raw[];
@@ -552,8 +565,8 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T), MINB), bwd_min_
   constexpr int AQ = 16 / sizeof(A), Q = VEC / AQ;
   struct alignas(16) Acc16 { A v[AQ]; };
   Acc16* acc16 = reinterpret_cast<Acc16*>(dsmem_raw);
-  __shared__ A red[32 * 2];
-  __shared__ ClusterSum<CL, 2, A> csum;
+  __shared__ A red[32 * 2 * ROWS];
+  __shared__ ClusterSum<CL, 2 * ROWS, A> csum;
   csum.start();
   const int tpr = p.tpr;
   const int G = blockDim.x / tpr;
@@ -580,83 +593,117 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T), MINB), bwd_min_
   if constexpr (ACC_SMEM) __syncthreads();
   csum.wait_started();
 
-  const int64_t ngroups = (p.M + G - 1) / G;
+  const int64_t iters = (p.M + G * ROWS - 1) / (G * ROWS);
   int uses = 0;  // of csum
-  for (int64_t rg = blockIdx.x / CL; rg < ngroups; rg += gridDim.x / CL) {
-    const int64_t row = rg * G + grp;
-    const bool valid = row < p.M;
-    const T* x = p.X + (valid ? row : 0) * p.ldx + c0;
-    const T* dy = p.dY + (valid ? row : 0) * p.lddy + c0;
-    Pack<T> rx[NV], rd[NV];
+  for (int64_t it = blockIdx.x / CL; it < iters; it += gridDim.x / CL) {
+    // Row r of this iteration: row group it * ROWS + r (ROWS = 2, odd M: the last one's second
+    // row is past the end).
+    int64_t row[ROWS];
+    bool valid[ROWS];
+    Pack<T> rx[ROWS][NV], rd[ROWS][NV];
 #pragma unroll
-    for (int i = 0; i < NV; ++i) {
-      const int v = i * tpr + t;
-      if (valid && v < nvec) {
-        rx[i] = ld_pack(x + int64_t(v) * VEC);
-        rd[i] = ld_pack(dy + int64_t(v) * VEC);
+    for (int r = 0; r < ROWS; ++r) {
+      row[r] = (it * ROWS + r) * G + grp;
+      valid[r] = row[r] < p.M;
+      const T* x = p.X + (valid[r] ? row[r] : 0) * p.ldx + c0;
+      const T* dy = p.dY + (valid[r] ? row[r] : 0) * p.lddy + c0;
+#pragma unroll
+      for (int i = 0; i < NV; ++i) {
+        const int v = i * tpr + t;
+        if (valid[r] && v < nvec) {
+          rx[r][i] = ld_pack(x + int64_t(v) * VEC);
+          rd[r][i] = ld_pack(dy + int64_t(v) * VEC);
+        }
       }
     }
-    const A mean = (valid && NORM == Norm::kLayer) ? p.mean[row] : A(0);
-    const A rstd = valid ? p.rstd[row] : A(0);
-    A c[2] = {0, 0};
+    A mean[ROWS], rstd[ROWS];
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+      mean[r] = (valid[r] && NORM == Norm::kLayer) ? p.mean[row[r]] : A(0);
+      rstd[r] = valid[r] ? p.rstd[row[r]] : A(0);
+    }
+    A c[2 * ROWS];  // row r: c[2r] = sum g, c[2r + 1] = sum g * xhat
+#pragma unroll
+    for (int k = 0; k < 2 * ROWS; ++k) c[k] = 0;
 #pragma unroll
     for (int i = 0; i < NV; ++i) {
       const int v = i * tpr + t;
-      if (valid && v < nvec) {
+      if (valid[0] && v < nvec) {  // valid[0]: some row of the iteration is
         PPack<P, VEC> g;
         if (p.gamma) g = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + c0 + v * VEC);
-        A xh[VEC], d[VEC];
+        // Q pieces of AQ columns: a piece's products of every row, then its column sums
+        // (dgamma += dy * xhat, dbeta += dy; rows in order) with one shared-memory load and
+        // store; only a piece's values are live at a time.
 #pragma unroll
-        for (int e = 0; e < VEC; ++e) {
-          xh[e] = mul_rn(A(dtof(rx[i].v[e])) - mean, rstd);
-          d[e] = A(dtof(rd[i].v[e]));
-          const A gg = p.gamma ? mul_rn(d[e], ptoa<A>(g.v[e])) : d[e];
-          c[0] += gg;
-          c[1] = fma_rn(gg, xh[e], c[1]);
-        }
-        // dgamma += dy * xhat, dbeta += dy
-        if constexpr (ACC_SMEM) {
-          if (params) {
+        for (int q = 0; q < Q; ++q) {
+          A xh[ROWS][AQ], d[ROWS][AQ];
 #pragma unroll
-            for (int q = 0; q < Q; ++q) {
+          for (int r = 0; r < ROWS; ++r) {
+            if (!valid[r]) continue;
+#pragma unroll
+            for (int k = 0; k < AQ; ++k) {
+              const int e = q * AQ + k;
+              xh[r][k] = mul_rn(A(dtof(rx[r][i].v[e])) - mean[r], rstd[r]);
+              d[r][k] = A(dtof(rd[r][i].v[e]));
+              const A gg = p.gamma ? mul_rn(d[r][k], ptoa<A>(g.v[e])) : d[r][k];
+              c[2 * r] += gg;
+              c[2 * r + 1] = fma_rn(gg, xh[r][k], c[2 * r + 1]);
+            }
+          }
+          if constexpr (ACC_SMEM) {
+            if (params) {
               Acc16 sg = acc16[q * nvec + v], sb = acc16[(Q + q) * nvec + v];
 #pragma unroll
-              for (int k = 0; k < AQ; ++k) {
-                sg.v[k] = fma_rn(d[q * AQ + k], xh[q * AQ + k], sg.v[k]);
-                sb.v[k] += d[q * AQ + k];
+              for (int r = 0; r < ROWS; ++r) {
+                if (!valid[r]) continue;
+#pragma unroll
+                for (int k = 0; k < AQ; ++k) {
+                  sg.v[k] = fma_rn(d[r][k], xh[r][k], sg.v[k]);
+                  sb.v[k] += d[r][k];
+                }
               }
               acc16[q * nvec + v] = sg, acc16[(Q + q) * nvec + v] = sb;
             }
-          }
-        } else {
+          } else {
 #pragma unroll
-          for (int e = 0; e < VEC; ++e) {
-            ag[i][e] = fma_rn(d[e], xh[e], ag[i][e]);
-            ab[i][e] += d[e];
+            for (int k = 0; k < AQ; ++k) {
+              ag[i][q * AQ + k] = fma_rn(d[0][k], xh[0][k], ag[i][q * AQ + k]);
+              ab[i][q * AQ + k] += d[0][k];
+            }
           }
         }
       }
     }
     if (p.dX) {
-      group_sum<2>(c, tpr, red);
+      group_sum<2 * ROWS>(c, tpr, red);
       csum.sum(c, uses);
-      const A c1 = NORM == Norm::kLayer ? mul_rn(c[0], invN) : A(0), c2 = mul_rn(c[1], invN);
-      T* dx = p.dX + (valid ? row : 0) * int64_t(N) + c0;
+      A c1[ROWS], c2[ROWS];
+      T* dx[ROWS];
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) {
+        c1[r] = NORM == Norm::kLayer ? mul_rn(c[2 * r], invN) : A(0);
+        c2[r] = mul_rn(c[2 * r + 1], invN);
+        dx[r] = p.dX + (valid[r] ? row[r] : 0) * int64_t(N) + c0;
+      }
 #pragma unroll
       for (int i = 0; i < NV; ++i) {
         const int v = i * tpr + t;
-        if (valid && v < nvec) {
+        if (valid[0] && v < nvec) {
           PPack<P, VEC> g;
           if (p.gamma) g = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + c0 + v * VEC);
-          Pack<T> o;
 #pragma unroll
-          for (int e = 0; e < VEC; ++e) {
-            const A xh = mul_rn(A(dtof(rx[i].v[e])) - mean, rstd);
-            const A d = A(dtof(rd[i].v[e]));
-            const A gg = p.gamma ? mul_rn(d, ptoa<A>(g.v[e])) : d;
-            o.v[e] = dfrom<T>(mul_rn(rstd, gg - fma_rn(xh, c2, c1)));
+          for (int r = 0; r < ROWS; ++r) {
+            if (!valid[r]) continue;
+            Pack<T> o;
+#pragma unroll
+            for (int e = 0; e < VEC; ++e) {
+              const A xh = mul_rn(A(dtof(rx[r][i].v[e])) - mean[r], rstd[r]);
+              const A d = A(dtof(rd[r][i].v[e]));
+              const A gg = p.gamma ? mul_rn(d, ptoa<A>(g.v[e])) : d;
+              o.v[e] = dfrom<T>(mul_rn(rstd[r], gg - fma_rn(xh, c2[r], c1[r])));
+            }
+            st_pack<(CL > 1)>(dx[r] + int64_t(v) * VEC, o);
           }
-          st_pack<(CL > 1)>(dx + int64_t(v) * VEC, o);
         }
       }
     }
@@ -1006,10 +1053,12 @@ Config fwd_config(int nvec, bool clusters) {
 // backward: (4096, 1024) 55 -> 32 us with 128 threads instead of 512, (131072, 1024) 324 ->
 // 305 us, (524288, 256) 375 -> 310 us with 64 (docs/cuda.md). 16-bit rows: 2 vectors (16
 // elements) a thread first, for more warps in flight per SM. Where clusters run, rows are split
-// over a cluster: 32-bit rows whose sums pass kBwdCtaSmem (fp32 16384: 90% of copy bandwidth
-// in one CTA, 94% over 2), 16-bit rows whose sums do not fit in one CTA, over 8 (bf16 32768:
-// 56% over 8, 50% over 4; 16384 in one CTA 71%, over 2 52%). Without clusters, rows whose sums
-// do not fit take the fallback (it reads x and dy twice: ~40%).
+// over the fewest CTAs whose sums fit kBwdCtaSmem: 32-bit rows whose sums pass it (fp32 16384:
+// 90% of copy bandwidth in one CTA, 94% over 2), 16-bit rows that one CTA would hold only once
+// a SM (N > 12288), their clusters taking two rows an iteration (bwd_launch_plan; H100, bf16 /
+// fp16: 16384 over 2 87.8 / 89.1% against 82.4 / 83.8 in one CTA; 32768 over 4 82.1 / 83.7,
+// over 8 77.8 / 79.9; 65536 over 8 80.2 / 82.1; 12288 stays in one CTA: 86.0%, over 2 82.9).
+// Without clusters, rows whose sums do not fit take the fallback (it reads x and dy twice: ~40%).
 constexpr size_t kBwdCtaSmem = 64 * 1024;
 constexpr size_t kBwdMaxSmem = 200 * 1024;
 Config bwd_config(int nvec, int vec, size_t acc_size, bool half_width, bool clusters, size_t max_smem) {
@@ -1021,12 +1070,11 @@ Config bwd_config(int nvec, int vec, size_t acc_size, bool half_width, bool clus
   int cl = 1;
   if (clusters) {
     cl = forced;
-    if (!cl && half_width) {
-      cl = smem(1) > fits ? kMaxCluster : 1;
-    } else if (!cl) {
+    if (!cl && (!half_width || nvec > 4 * kBwdTwoCtaThreads)) {
       cl = 1;
       while (cl < kMaxCluster && smem(cl) > kBwdCtaSmem) cl *= 2;
     }
+    cl = std::max(cl, 1);
   }
   if (smem(cl) > fits) return Config{};
   if (cl == 1) return row_config(nvec, 128, {nv0, 4, 8});
@@ -1125,6 +1173,7 @@ struct BwdLaunch {
   void (*kernel)(BwdParams<T, P>) = nullptr;
   int64_t grid = 0;  // CTAs, a multiple of the cluster size; grid / cluster partials
   int cluster = 1;   // CTAs a cluster: the config's cl, or CTAs sharing a partial (cl = 1)
+  int rows = 1;      // rows a CTA takes per iteration (the kernel's ROWS)
   size_t smem = 0;
 };
 
@@ -1150,10 +1199,21 @@ BwdLaunch<T, P> bwd_launch_plan(const Config& c, int N, int64_t M, int device) {
   using Kernel = void (*)(BwdParams<T, P>);
   constexpr int VEC = Pack<T>::n;
   BwdLaunch<T, P> l;
+  // Two rows an iteration for a cluster's slices of 16-bit rows. FASTLN_CUDA_BWD_ROWS = 1
+  // keeps one (a tuning knob, as above).
+  static const bool one_row = [] {
+    const char* v = std::getenv("FASTLN_CUDA_BWD_ROWS");
+    return v && std::atoi(v) == 1;
+  }();
+  l.rows = sizeof(T) == 2 && c.nv == 4 && c.cl > 1 && !one_row ? 2 : 1;
   l.kernel = pick<1, 2, 4, 8>(c.nv, [&]<int NV>() {
     return pick<1, 2, 4, 8>(c.cl, [&]<int CL>() -> Kernel {
       if constexpr (CL > 1) {
-        if constexpr (kClusterType<T> && bwd_cluster_nv(NV)) return bwd_reg_kernel<T, P, NV, NORM, true, CL>;
+        if constexpr (kClusterType<T> && bwd_cluster_nv(NV)) {
+          if constexpr (bwd_two_rows<T>(NV, CL))
+            if (l.rows == 2) return bwd_reg_kernel<T, P, NV, NORM, true, CL, 0, 2>;
+          return bwd_reg_kernel<T, P, NV, NORM, true, CL>;
+        }
         return nullptr;  // not built, and bwd_config never picks it
       } else if constexpr (NV == 8) {
         return bwd_reg_kernel<T, P, 8, NORM, true, 1>;  // 8 vectors a thread: rows fill a CTA
@@ -1168,12 +1228,12 @@ BwdLaunch<T, P> bwd_launch_plan(const Config& c, int N, int64_t M, int device) {
   if (!l.kernel) return l;
   l.smem = size_t(2) * ((N / VEC + c.cl - 1) / c.cl) * VEC * sizeof(A);
   const int G = c.block / c.tpr;
-  const int64_t ngroups = (M + G - 1) / G;
+  const int64_t ngroups = (M + G * l.rows - 1) / (G * l.rows);  // row groups, or pairs of them
   const void* kernel = reinterpret_cast<const void*>(l.kernel);
   l.cluster = c.cl;
   if (c.cl == 1 && c.tpr == c.block && clusters_for<T>(device))
     l.cluster = partial_cluster(kernel, c.block, l.smem, device);
-  // Clusters wanted: one per row group for row slices, else a CTA per row group.
+  // Clusters wanted: one per iteration's rows for row slices, else a CTA per iteration's rows.
   const int64_t wanted = c.cl > 1 ? ngroups : (ngroups + l.cluster - 1) / l.cluster;
   l.grid = std::min<int64_t>(wanted, resident_clusters(kernel, c.block, l.smem, l.cluster, device)) * l.cluster;
   return l;

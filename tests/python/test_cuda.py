@@ -112,7 +112,8 @@ CLUSTER_DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 
 # Rows one CTA holds with its column sums in shared memory (backward), of every configuration
 # between: 16-bit 10000 and 12288 (4 vectors a thread, CTAs built for 2 a SM; 10000 leaves
-# threads without a vector), 16384 (512 threads); fp32 the same N in clusters of 2.
+# threads without a vector), 16384 (512 threads; on sm_90 a cluster of 2, two rows an
+# iteration); fp32 the same N in clusters of 2.
 ONE_CTA_NS = [10000, 12288, 16384]
 
 
@@ -179,3 +180,33 @@ def test_cluster_rows_bitwise_repeat(n, dtype, op):
     first = _run(x, (n,), w, b, dy, op)
     for rep in range(3):
         _assert_bitwise(first, _run(x, (n,), w, b, dy, op), f"{op} run {rep}")
+
+
+# 16-bit rows whose backward clusters take two rows an iteration (cuda/layer_norm.cu, bwd_config
+# and bwd_launch_plan: clusters of 2, 4 and 8 at 16384, 32768 and 65536). 301 rows: odd (the
+# last iteration has one row), and more than one iteration for some clusters on an H100.
+TWO_ROW_NS = [16384, 32768, 65536]
+
+
+@pytest.mark.parametrize("n", TWO_ROW_NS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("norm,affine", [("layer", "both"), ("layer", "none"), ("rms", "weight"), ("rms", "none")])
+def test_two_rows_an_iteration(n, dtype, norm, affine):
+    """Parity against torch and the float64 reference; gradients bitwise equal run to run; each
+    row's grad_input bitwise what the row alone gives (the other row of its iteration, or none,
+    changes only the column sums' order)."""
+    from test_layer_norm import check_parity, forward_backward, make_inputs
+    from test_rms_norm import RMS_FNS
+
+    m = 301
+    offset = 4.0 if norm == "layer" else 0.0
+    x, w, b, dy = make_inputs((m, n), (n,), dtype, "cuda", affine, seed=n % 89, offset=offset)
+    fns, eps = ((fastln.layer_norm, F.layer_norm, ref_layer_norm), 1e-5) if norm == "layer" else (RMS_FNS, 1e-6)
+    check_parity(x, (n,), w, b, dy, dtype, eps=eps, fns=fns)
+    first = forward_backward(fns[0], x, (n,), w, b, dy, eps)
+    again = forward_backward(fns[0], x, (n,), w, b, dy, eps)
+    for i, (f, a) in enumerate(zip(first, again)):
+        assert torch.equal(f, a), f"output {i} differs between runs"
+    for i in (0, 1, m - 2, m - 1):
+        alone = forward_backward(fns[0], x[i:i + 1], (n,), w, b, dy[i:i + 1], eps)[1]
+        assert torch.equal(first[1][i:i + 1], alone), f"grad_input of row {i}"

@@ -1,0 +1,69 @@
+"""A/B of the CUDA LayerNorm backward under environment knobs read once per process (e.g.
+FASTLN_CUDA_BWD_ROWS, FASTLN_CUDA_PARTIAL_CLUSTER): one subprocess per setting and round,
+settings interleaved over rounds so that drift shows as spread. Times fastln's backward on rows
+of 2^27 elements (M = 2^27 / N) with bench/cluster_sweep.py's worker (as bench/cuda_bench.py:
+do_bench median, L2 flushed); % of the 2970 GB/s copy bandwidth counting x and dy read and dx
+written.
+
+Usage: python3 bench/cuda_env_ab.py --settings "FASTLN_CUDA_BWD_ROWS=1,auto" --ns 16384,32768 \
+           --dtypes bfloat16,float16 --rounds 3 [--json out.json]
+("auto": no knob set; "A=1+B=2": two variables in one setting.)"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+from cluster_sweep import WORKER  # times fastln's forward and backward; one JSON line a shape
+
+
+def env_for(setting):
+    env = dict(os.environ)
+    if setting != "auto":
+        for kv in setting.split("+"):
+            k, v = kv.split("=")
+            env[k] = v
+    return env
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--settings", default="FASTLN_CUDA_BWD_ROWS=1,auto")
+    ap.add_argument("--ns", default="12288,16384,32768,65536")
+    ap.add_argument("--dtypes", default="bfloat16,float16")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    sts = args.settings.split(",")
+    res = {}  # (dtype, N) -> setting -> [pct per round]
+    for rnd in range(args.rounds):
+        for st in sts:
+            out = subprocess.run([sys.executable, "-c", WORKER, args.ns, args.dtypes], env=env_for(st),
+                                 capture_output=True, text=True, cwd="/tmp")
+            if out.returncode:
+                print(f"setting {st} round {rnd}: failed\n{out.stderr[-2000:]}")
+                continue
+            for line in out.stdout.splitlines():
+                r = json.loads(line)
+                res.setdefault((r["dtype"], r["N"]), {}).setdefault(st, []).append(r)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([{"dtype": k[0], "N": k[1], **v} for k, v in res.items()], f, indent=1)
+    print("bwd % of copy bandwidth: median over rounds [min-max]; us median")
+    print(f"{'dtype':9} {'N':>6} | " + " | ".join(f"{s:>34}" for s in sts))
+    for (dt, n), v in res.items():
+        cells = []
+        for s in sts:
+            rs = v.get(s, [])
+            if not rs:
+                cells.append(f"{'-':>34}")
+                continue
+            p = [r["bwd_pct"] for r in rs]
+            us = statistics.median(r["bwd_us"] for r in rs)
+            cells.append(f"{statistics.median(p):6.1f} [{min(p):5.1f}-{max(p):5.1f}] {us:8.1f} us".rjust(34))
+        print(f"{dt:9} {n:6} | " + " | ".join(cells))
+
+
+if __name__ == "__main__":
+    main()

@@ -532,6 +532,8 @@ __device__ __forceinline__ void write_partial(const A* acc, int cols, int N, A* 
 // exchanges a row, whose waits were what held 16-bit cluster rows back (bf16 65536: 65 -> 80%
 // of copy bandwidth). Built for 16-bit cluster slices (bwd_two_rows); in one 512-thread CTA a
 // row (bf16 16384, 128 registers) it measured 2.5 points slower than one row (docs/cuda.md).
+// (The kernel follows the helpers for its launch bounds.)
+
 // Threads and resident CTAs a backward CTA is built for. Clusters: 16-bit slices of <= 1024
 // vectors in <= 256 threads, 3 CTAs a SM (<= 80 registers: 81, allocated as 88, allowed 2),
 // or 2 with ROWS = 2 (<= 128); 32-bit in <= 512 threads, 2 a SM. CL = 1: 512 threads, no
@@ -1205,7 +1207,7 @@ BwdLaunch<T, P> bwd_launch_plan(const Config& c, int N, int64_t M, int device) {
     const char* v = std::getenv("FASTLN_CUDA_BWD_ROWS");
     return v && std::atoi(v) == 1;
   }();
-  l.rows = sizeof(T) == 2 && c.nv == 4 && c.cl > 1 && !one_row ? 2 : 1;
+  l.rows = bwd_two_rows<T>(c.nv, c.cl) && !one_row ? 2 : 1;
   l.kernel = pick<1, 2, 4, 8>(c.nv, [&]<int NV>() {
     return pick<1, 2, 4, 8>(c.cl, [&]<int CL>() -> Kernel {
       if constexpr (CL > 1) {

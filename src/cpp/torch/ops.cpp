@@ -1,9 +1,10 @@
 // The fastln op library: schemas, autograd, and the composite entry points.
 //
 // fastln::layer_norm and fastln::rms_norm are what users call (through fastln.layer_norm and
-// fastln.rms_norm). One C++ autograd function serves both (and the memory-efficient
-// layer_norm): forward runs the *_fwd op, backward the *_bwd op; the device kernels live in
-// cpu.cpp and cuda/. Autograd is in C++ so that a small call costs no more than torch's own.
+// fastln.rms_norm). One C++ autograd node (NormBackward) serves both, the memory-efficient
+// layer_norm and the fused residual adds: forward runs the *_fwd op, backward the *_bwd op;
+// the device kernels live in cpu.cpp and cuda/. Autograd is in C++ so that a small call costs
+// no more than torch's own.
 //
 // Double backward: when backward runs with grad mode on (create_graph=True), the gradients
 // are computed with differentiable ATen ops instead of the *_bwd kernel, so autograd records

@@ -34,6 +34,16 @@ for dt_name in sys.argv[2].split(","):
 '''
 
 
+def run_worker(env, ns, dtypes, label):
+    """WORKER's rows (dicts) in a subprocess with environment env, or None if it failed."""
+    out = subprocess.run([sys.executable, "-c", WORKER, ns, dtypes], env=env, capture_output=True, text=True,
+                         cwd="/tmp")
+    if out.returncode:
+        print(f"{label}: failed\n{out.stderr[-2000:]}")
+        return None
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ns", default="12288,16384,32768,65536")
@@ -48,13 +58,7 @@ def main():
             env.pop(k, None)
             if st != "auto":
                 env[k] = st
-        out = subprocess.run([sys.executable, "-c", WORKER, args.ns, args.dtypes], env=env,
-                             capture_output=True, text=True, cwd="/tmp")
-        if out.returncode:
-            print(f"setting {st}: failed\n{out.stderr[-2000:]}")
-            continue
-        for line in out.stdout.splitlines():
-            r = json.loads(line)
+        for r in run_worker(env, args.ns, args.dtypes, f"setting {st}") or []:
             res.setdefault((r["dtype"], r["N"]), {})[st] = r
     if args.json:
         with open(args.json, "w") as f:

@@ -12,10 +12,8 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 
-from cluster_sweep import WORKER  # times fastln's forward and backward; one JSON line a shape
+from cluster_sweep import run_worker  # times fastln's forward and backward on each shape
 
 
 def env_for(setting):
@@ -39,13 +37,7 @@ def main():
     res = {}  # (dtype, N) -> setting -> [pct per round]
     for rnd in range(args.rounds):
         for st in sts:
-            out = subprocess.run([sys.executable, "-c", WORKER, args.ns, args.dtypes], env=env_for(st),
-                                 capture_output=True, text=True, cwd="/tmp")
-            if out.returncode:
-                print(f"setting {st} round {rnd}: failed\n{out.stderr[-2000:]}")
-                continue
-            for line in out.stdout.splitlines():
-                r = json.loads(line)
+            for r in run_worker(env_for(st), args.ns, args.dtypes, f"setting {st} round {rnd}") or []:
                 res.setdefault((r["dtype"], r["N"]), {}).setdefault(st, []).append(r)
     if args.json:
         with open(args.json, "w") as f:

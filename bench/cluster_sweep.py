@@ -16,8 +16,8 @@ import json, sys, torch, triton, fastln
 COPY = 2970.0
 for dt_name in sys.argv[2].split(","):
     dt = getattr(torch, dt_name)
-    for n in map(int, sys.argv[1].split(",")):
-        m = max(1, round(2**27 / n))
+    for spec in sys.argv[1].split(","):  # N (M = 2^27 / N) or MxN
+        m, n = map(int, spec.split("x")) if "x" in spec else (max(1, round(2**27 / int(spec))), int(spec))
         g = torch.Generator(device="cuda").manual_seed(0)
         x = torch.randn(m, n, device="cuda", dtype=dt, generator=g)
         w = (1 + 0.1 * torch.randn(n, device="cuda", generator=g)).to(dt)
@@ -29,7 +29,7 @@ for dt_name in sys.argv[2].split(","):
         tf = triton.testing.do_bench(fwd, warmup=20, rep=80, return_mode="median") * 1e3
         tb = triton.testing.do_bench(bwd, warmup=20, rep=80, return_mode="median") * 1e3
         nb = m * n * x.element_size()
-        print(json.dumps({"dtype": dt_name, "N": n, "fwd_us": tf, "bwd_us": tb,
+        print(json.dumps({"dtype": dt_name, "M": m, "N": n, "fwd_us": tf, "bwd_us": tb,
                           "fwd_pct": 100 * 2 * nb / tf / 1e3 / COPY, "bwd_pct": 100 * 3 * nb / tb / 1e3 / COPY}), flush=True)
 '''
 

@@ -62,6 +62,19 @@ __device__ __forceinline__ acc_t<T> dtof_row(T v) {
   }
 }
 
+// The same for parameters held in registers across rows (fwd_staged_kernel), fp16 too: converted
+// where used, not kept as floats (16-bit parameters: 128 registers and 64-168 bytes of spill).
+template <class T>
+__device__ __forceinline__ acc_t<T> dtof_pinned(T v) {
+  if constexpr (std::is_same_v<T, fp16>) {
+    float f;
+    asm volatile("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.bits));
+    return f;
+  } else {
+    return dtof_row(v);
+  }
+}
+
 template <class T> __device__ __forceinline__ T dfrom(acc_t<T> v);
 template <> __device__ __forceinline__ float dfrom<float>(float v) { return v; }
 template <> __device__ __forceinline__ double dfrom<double>(double v) { return v; }
@@ -235,6 +248,17 @@ __device__ __forceinline__ void st_async(uint32_t addr, float v, uint32_t bar) {
   asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.f32 [%0], %1, [%2];" ::"r"(addr),
                "f"(v), "r"(bar) : "memory");
 }
+// Bulk copy (the TMA unit) of `bytes` (a multiple of 16; 16-byte aligned addresses) from global
+// into this CTA's shared memory, counted by its mbarrier `bar`; the calling thread first tells
+// the mbarrier how many bytes to expect (and arrives on it).
+__device__ __forceinline__ void bulk_load(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
+  mbar_arrive_expect_tx(bar, bytes);
+  constexpr uint32_t kChunk = 16384;
+  for (uint32_t off = 0; off < bytes; off += kChunk)
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+                 ::"r"(dst + off), "l"(__cvta_generic_to_global(static_cast<const char*>(src) + off)),
+                 "r"(min(kChunk, bytes - off)), "r"(bar) : "memory");
+}
 #endif
 
 // Sum of K values over the CTAs of a cluster, after group_sum (every thread holds its CTA's
@@ -407,6 +431,126 @@ __global__ void __launch_bounds__(512, fwd_min_ctas(CL)) fwd_reg_kernel(FwdParam
     const int64_t ngroups = (p.M + G - 1) / G;
     for (int64_t rg = blockIdx.x / CL; rg < ngroups; rg += gridDim.x / CL) row_group(rg);
   }
+}
+
+// ---------------------------------------------------------------- forward, staged rows (sm_90)
+// Rows split over a cluster (fwd_config), staged in shared memory instead of registers: the TMA
+// unit loads the next row's slice (cp.async.bulk) into the other buffer while the CTA works on
+// this one, and each thread holds the gamma and beta of its vectors for all rows. The register
+// kernel of 8 vectors a thread loads a row only once the last one is written, spills (bf16:
+// 537K local-memory requests a call at N = 65536), and re-reads gamma and beta every row.
+// H100, % of copy bandwidth, register -> staged: bf16 / fp16 65536 80.5 / 83.8 -> 91.5 / 91.8,
+// fp32 32768 90.5 -> 93.3, fp32 65536 86.7 -> 89.8 (over 8 CTAs: staged_cluster). Thread t takes
+// vectors t, t + 512, ... in fwd_reg_kernel's order, so where that kernel also runs 512
+// threads a slice the results are its bits (tested). Plain norms: the fused residual add keeps
+// the register kernel.
+constexpr int kStagedThreads = 512, kStagedVectors = 8;  // slices of <= kFwdCtaVectors (fwd_config)
+template <class T, class P, Norm NORM, int CL>
+__global__ void __launch_bounds__(kStagedThreads, 1) fwd_staged_kernel(FwdParams<T, P> p, int stages) {
+#if FASTLN_CLUSTERS
+  using A = acc_t<T>;
+  constexpr int VEC = Pack<T>::n;
+  extern __shared__ __align__(16) unsigned char dsmem_raw[];
+  const Pack<T>* bufs = reinterpret_cast<const Pack<T>*>(dsmem_raw);
+  constexpr int kMaxStages = 4;
+  __shared__ uint64_t full[kMaxStages];  // buffer s holds its row's slice
+  __shared__ A red[32];
+  __shared__ ClusterSum<CL, 1, A> csum;
+  const int t = threadIdx.x, N = p.n;
+  const Slice sl = row_slice<CL>(N / VEC);
+  const int nvec = sl.n, c0 = sl.v0 * VEC;
+  const int per = (N / VEC + CL - 1) / CL;  // a buffer's vectors
+  const uint32_t bytes = uint32_t(nvec) * 16;
+  const A invN = A(1) / A(N);
+  const int64_t first = blockIdx.x / CL, stride = gridDim.x / CL;
+  const auto load = [&](int64_t row, int s) {
+    if (t == 0 && row < p.M && bytes)
+      bulk_load(smem_addr(bufs + s * per), p.X + row * p.ldx + c0, bytes, smem_addr(&full[s]));
+  };
+  if (t == 0)
+    for (int s = 0; s < stages; ++s) mbar_init(smem_addr(&full[s]));
+  csum.start();  // its fence also publishes these mbarriers' initialization
+  __syncthreads();
+  for (int s = 0; s + 1 < stages; ++s) load(first + s * stride, s);
+  csum.wait_started();
+  // gamma and beta of this thread's vectors, loaded once: read for every row, they did not stay
+  // in L1 beside the buffers (bf16, 2 x 64 KB a slice: 3.6% L1 hits, ncu). 16-byte parameter
+  // vectors only (float32 parameters of 16-bit rows would take 128 registers).
+  constexpr bool kParamRegs = sizeof(PPack<P, VEC>) == 16;
+  PPack<P, VEC> g[kParamRegs ? kStagedVectors : 1], b[kParamRegs ? kStagedVectors : 1];
+  if constexpr (kParamRegs) {
+#pragma unroll
+    for (int i = 0; i < kStagedVectors; ++i) {
+      const int v = t + i * kStagedThreads;
+      if (v < nvec && p.gamma) g[i] = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + c0 + v * VEC);
+      if (v < nvec && p.beta) b[i] = *reinterpret_cast<const PPack<P, VEC>*>(p.beta + c0 + v * VEC);
+    }
+  }
+  int uses = 0;  // of csum
+  int64_t k = 0;
+  for (int64_t row = first; row < p.M; row += stride, ++k) {
+    const int s = int(k % stages);
+    // The buffer the last iteration read: every thread is done with it (the barrier at the end).
+    load(row + (stages - 1) * stride, int((k + stages - 1) % stages));
+    const Pack<T>* buf = bufs + s * per;
+    A mean = 0;
+    if constexpr (NORM == Norm::kLayer) {
+      const A x0 = A(dtof(p.X[row * p.ldx]));
+      if (bytes) mbar_wait(smem_addr(&full[s]), uint32_t(k / stages) & 1);
+      A sum[1] = {0};
+      for (int v = t; v < nvec; v += kStagedThreads) {
+        const Pack<T> r = buf[v];
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) sum[0] += A(dtof(r.v[e])) - x0;
+      }
+      group_sum<1>(sum, kStagedThreads, red);
+      csum.sum(sum, uses);
+      mean = x0 + sum[0] * invN;
+    } else {
+      if (bytes) mbar_wait(smem_addr(&full[s]), uint32_t(k / stages) & 1);
+    }
+    A q[1] = {0};
+    for (int v = t; v < nvec; v += kStagedThreads) {
+      const Pack<T> r = buf[v];
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) {
+        const A d = A(dtof(r.v[e])) - mean;
+        q[0] += d * d;
+      }
+    }
+    group_sum<1>(q, kStagedThreads, red);
+    csum.sum(q, uses);
+    const A rstd = A(1) / sqrt(q[0] * invN + A(p.eps));
+    if (t == 0 && c0 == 0) {
+      p.mean[row] = mean;
+      p.rstd[row] = rstd;
+    }
+    T* y = p.Y + row * int64_t(N) + c0;
+#pragma unroll
+    for (int i = 0; i < kStagedVectors; ++i) {
+      const int v = t + i * kStagedThreads;
+      if (v < nvec) {
+        const Pack<T> r = buf[v];
+        if constexpr (!kParamRegs) {
+          if (p.gamma) g[0] = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + c0 + v * VEC);
+          if (p.beta) b[0] = *reinterpret_cast<const PPack<P, VEC>*>(p.beta + c0 + v * VEC);
+        }
+        Pack<T> o;
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) {
+          const A scale = p.gamma ? rstd * A(dtof_pinned(g[kParamRegs ? i : 0].v[e])) : rstd;
+          A out = (A(dtof(r.v[e])) - mean) * scale;
+          if (p.beta) out += A(dtof_pinned(b[kParamRegs ? i : 0].v[e]));
+          o.v[e] = dfrom<T>(out);
+        }
+        st_pack<true>(y + int64_t(v) * VEC, o);
+      }
+    }
+    __syncthreads();  // buffer s is free for the load issued next iteration
+  }
+#else
+  __trap();
+#endif
 }
 
 // ---------------------------------------------------------------- fallback path
@@ -952,12 +1096,12 @@ int64_t resident_clusters(const void* kernel, int block, size_t smem, int cl, in
 }
 
 // Launches `kernel` on grid CTAs (a multiple of cl), in clusters of cl CTAs along x if cl > 1.
-template <class Params>
-cudaError_t launch(void (*kernel)(Params), int64_t grid, int block, size_t smem, int cl,
-                   cudaStream_t s, const Params& p) {
+template <class... Args>
+cudaError_t launch(void (*kernel)(Args...), int64_t grid, int block, size_t smem, int cl,
+                   cudaStream_t s, const Args&... args) {
   if (grid >= (int64_t(1) << 31)) return cudaErrorInvalidConfiguration;
   if (cl == 1) {
-    kernel<<<unsigned(grid), block, smem, s>>>(p);
+    kernel<<<unsigned(grid), block, smem, s>>>(args...);
     return cudaGetLastError();
   }
   cudaLaunchAttribute attr = cluster_attr(cl);
@@ -968,7 +1112,7 @@ cudaError_t launch(void (*kernel)(Params), int64_t grid, int block, size_t smem,
   cfg.stream = s;
   cfg.attrs = &attr;
   cfg.numAttrs = 1;
-  return cudaLaunchKernelEx(&cfg, kernel, p);
+  return cudaLaunchKernelEx(&cfg, kernel, args...);
 }
 
 // f.template operator()<V>() for the V among Vs equal to v (the last if none is): a runtime
@@ -1118,6 +1262,36 @@ void launch_fallback_rows(void (*vec_kernel)(Params), void (*scalar_kernel)(Para
   (vec_ok ? vec_kernel : scalar_kernel)<<<grid, block, 0, s>>>(p);
 }
 
+// Buffers of the staged forward: 2 (3 measured the same). FASTLN_CUDA_FWD_STAGES = 0 runs the
+// register kernel on cluster rows instead, 3 three buffers (tuning knobs, as above).
+int fwd_stages() {
+  static const int v = [] {
+    const char* e = std::getenv("FASTLN_CUDA_FWD_STAGES");
+    const int n = e ? std::atoi(e) : 2;
+    return n == 0 || n == 3 ? n : 2;
+  }();
+  return v;
+}
+
+template <class T>
+size_t staged_smem(int N, int cl, int stages) {
+  return size_t(stages) * ((N / Pack<T>::n + cl - 1) / cl) * 16;
+}
+
+// The staged forward's cluster size: the config's (the fewest CTAs of <= 4096 vectors), or twice
+// that where its clusters would leave SMs idle. Clusters live inside a GPC: H100 places 30
+// clusters of 4 CTAs of 128 KB (one a SM), 120 of its 132 SMs: fp32 N = 65536 81.7% of copy
+// bandwidth over 4, 89.8% over 8 (CTAs of 64 KB, two a SM). Clusters of 2 fill all 132.
+template <class T, class P, Norm NORM>
+int staged_cluster(int cl, int N, int device) {
+  if (cl >= kMaxCluster) return cl;
+  const int64_t ctas = pick<2, 4, 8>(cl, [&]<int CL>() -> int64_t {
+    const void* k = reinterpret_cast<const void*>(fwd_staged_kernel<T, P, NORM, CL>);
+    return resident_clusters(k, kStagedThreads, staged_smem<T>(N, CL, fwd_stages()), CL, device) * CL;
+  });
+  return ctas < num_sms(device) ? 2 * cl : cl;
+}
+
 // CL = 1: a CTA per row group. Clusters: persistent (launching a cluster per row cost ~20% of
 // copy bandwidth at bf16 N = 16384 against one CTA per row).
 template <class T, class P, Norm NORM, bool RES>
@@ -1129,6 +1303,15 @@ cudaError_t launch_fwd_reg(const Config& c, const FwdParams<T, P>& p, int device
       if constexpr (CL > 1 && !(kClusterType<T> && fwd_cluster_nv(NV))) {
         return cudaErrorInvalidConfiguration;  // not built, and fwd_config never picks it
       } else {
+        if constexpr (CL > 1 && !RES) {
+          if (const int stages = fwd_stages()) {
+            const auto kernel = fwd_staged_kernel<T, P, NORM, CL>;
+            const size_t smem = staged_smem<T>(p.n, CL, stages);
+            const int64_t grid = std::min(p.M, resident_clusters(reinterpret_cast<const void*>(kernel),
+                                                                 kStagedThreads, smem, CL, device)) * CL;
+            return launch(kernel, grid, kStagedThreads, smem, CL, s, p, stages);
+          }
+        }
         const auto kernel = fwd_reg_kernel<T, P, NV, NORM, RES, CL>;
         const int64_t grid =
             CL == 1 ? ngroups
@@ -1158,6 +1341,10 @@ cudaError_t launch_fwd_norm(FwdParams<T, P> p, bool vec_ok, cudaStream_t s) {
     if (c8.reg && warps(c8, reinterpret_cast<const void*>(fwd_reg_kernel<T, P, 8, NORM, RES, 1>)) >
                       warps(c, reinterpret_cast<const void*>(fwd_reg_kernel<T, P, 4, NORM, RES, 1>)))
       c = c8;
+  }
+  if constexpr (kClusterType<T> && !RES) {
+    static const bool forced = forced_cluster("FASTLN_CUDA_CLUSTER_FWD") != 0;
+    if (c.reg && c.cl > 1 && fwd_stages() && !forced) c.cl = staged_cluster<T, P, NORM>(c.cl, p.n, device);
   }
   if (c.reg) {
     p.tpr = c.tpr;
@@ -1238,6 +1425,13 @@ BwdLaunch<T, P> bwd_launch_plan(const Config& c, int N, int64_t M, int device) {
   // Clusters wanted: one per iteration's rows for row slices, else a CTA per iteration's rows.
   const int64_t wanted = c.cl > 1 ? ngroups : (ngroups + l.cluster - 1) / l.cluster;
   l.grid = std::min<int64_t>(wanted, resident_clusters(kernel, c.block, l.smem, l.cluster, device)) * l.cluster;
+  // A row a CTA and a partial each (no partial clusters: fp32 rows of <= 256 vectors run 64-thread
+  // CTAs, 32 a SM): where the partials (16 N bytes a CTA, written then read) would pass 1/8 of the
+  // rows' bytes (3 M N sizeof(T)), at most 16 warps a SM. H100, fp32: (4096, 1024) 40.8 -> 37.7 us,
+  // (8192, 768) 48.9 -> 45.3, (16384, 1024) 96.9 -> 94.2; rows of 2^27 elements, where it does not
+  // apply, moved by -0.9 (N = 1000) to +2.8% (768) under the same cap (docs/cuda.md).
+  if (l.cluster == 1 && c.cl == 1 && c.tpr == c.block && l.grid * 128 > 3 * M * int64_t(sizeof(T)))
+    l.grid = std::min<int64_t>(l.grid, std::max(1, 16 * num_sms(device) / (c.block / 32)));
   return l;
 }
 

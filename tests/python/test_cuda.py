@@ -182,6 +182,46 @@ def test_cluster_rows_bitwise_repeat(n, dtype, op):
         _assert_bitwise(first, _run(x, (n,), w, b, dy, op), f"{op} run {rep}")
 
 
+_STAGED_SCRIPT = r"""
+import sys, torch, fastln
+out = {}
+for name in ("bfloat16", "float16", "float32"):
+    dt = getattr(torch, name)
+    for n in (65536, 32768) if name != "float32" else (32768,):  # fp32 65536: 8 CTAs, not 4
+        g = torch.Generator(device="cuda").manual_seed(n)
+        x = (torch.randn(300, n, device="cuda", generator=g) + 4).to(dt)
+        w, b = (torch.randn(n, device="cuda", generator=g).to(dt) for _ in range(2))
+        out[f"{name} {n} layer"] = torch.ops.fastln.layer_norm_fwd(x, (n,), w, b, 1e-5)
+        out[f"{name} {n} rms"] = torch.ops.fastln.rms_norm_fwd(x, (n,), w, 1e-6)
+torch.save({k: [t.cpu() for t in v] for k, v in out.items()}, sys.argv[1])
+"""
+
+
+def test_staged_forward_matches_register_kernel(tmp_path):
+    """Long rows' forward on sm_90 stages each CTA's slice in shared memory, loaded by the TMA unit
+    into buffers used in turn (fwd_staged_kernel); its threads add in fwd_reg_kernel's order, so
+    output, mean and rstd are the register kernel's bit for bit (FASTLN_CUDA_FWD_STAGES=0 runs
+    that one). 300 rows: every cluster of the persistent grid takes several, so each buffer is
+    refilled. Rows whose slices differ between the two add in another order (fp32 65536: 8 staged
+    CTAs, 4 register ones; N = 36872: 512 against 320 threads): test_long_rows_parity judges them."""
+    import os
+    import subprocess
+    import sys
+
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("thread-block clusters need sm_90")
+    res = {}
+    for stages in ("0", "2", "3"):
+        path = tmp_path / f"stages{stages}.pt"
+        env = dict(os.environ, FASTLN_CUDA_FWD_STAGES=stages)
+        subprocess.run([sys.executable, "-c", _STAGED_SCRIPT, str(path)], env=env, check=True)
+        res[stages] = torch.load(path)
+    for stages in ("2", "3"):
+        for key, outs in res["0"].items():
+            for i, (a, b) in enumerate(zip(outs, res[stages][key])):
+                assert torch.equal(a, b), f"{key} output {i}: {stages} stages differ from the register kernel"
+
+
 # 16-bit rows whose backward clusters take two rows an iteration (cuda/layer_norm.cu, bwd_config
 # and bwd_launch_plan: clusters of 2, 4 and 8 at 16384, 32768 and 65536). 301 rows: odd (the
 # last iteration has one row), and more than one iteration for some clusters on an H100.

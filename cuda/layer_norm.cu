@@ -452,7 +452,7 @@ __global__ void __launch_bounds__(kStagedThreads, 1) fwd_staged_kernel(FwdParams
   constexpr int VEC = Pack<T>::n;
   extern __shared__ __align__(16) unsigned char dsmem_raw[];
   const Pack<T>* bufs = reinterpret_cast<const Pack<T>*>(dsmem_raw);
-  constexpr int kMaxStages = 4;
+  constexpr int kMaxStages = 3;  // fwd_stages()
   __shared__ uint64_t full[kMaxStages];  // buffer s holds its row's slice
   __shared__ A red[32];
   __shared__ ClusterSum<CL, 1, A> csum;

@@ -6,14 +6,17 @@ Paths by shape: register forward with several rows per warp (256, 768) or one ro
 split over a thread-block cluster on sm_90 (32768, 65536 forward and backward; 36872: slices
 of unequal size), fallback backward (float64 32768: the sums do not fit in shared memory),
 scalar fallback (17, 4099: N not a multiple of the vector width; and every float64 row of odd
-N). The cluster backward is persistent: 100 rows of 65536 give some clusters two rows."""
+N). The cluster backward is persistent: 100 rows of 65536 give some clusters two rows. fp32
+backward rows of 1024 and more are staged in shared memory (one CTA a row: 4096, 8192; clusters:
+32768, 65536, 36872): 400 rows of 8192 give each CTA of an H100 three, so its three buffers each
+take a row and the exchange's four slots are reused in the clusters of 65536."""
 import torch
 import torch.nn.functional as F
 
 import fastln
 
 torch.manual_seed(0)
-SHAPES = [(7, 256), (5, 768), (3, 4096), (2, 32768), (100, 65536), (3, 36872), (9, 17), (4, 4099)]
+SHAPES = [(7, 256), (5, 768), (3, 4096), (400, 8192), (2, 32768), (100, 65536), (3, 36872), (9, 17), (4, 4099)]
 
 
 def ops(ns, fp32):

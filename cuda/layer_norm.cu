@@ -95,6 +95,18 @@ __device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(
 __device__ __forceinline__ float fma_rn(float a, float b, float c) { return __fmaf_rn(a, b, c); }
 __device__ __forceinline__ double fma_rn(double a, double b, double c) { return __fma_rn(a, b, c); }
 
+// The backward's terms, in every backward kernel alike: xhat = (x - mean) * rstd and, with
+// g = dy * gamma and the row sums c1 = sum(g) / N, c2 = sum(g * xhat) / N,
+// dx = rstd * (g - (xhat * c2 + c1)).
+template <class A>
+__device__ __forceinline__ A bwd_xhat(A x, A mean, A rstd) {
+  return mul_rn(x - mean, rstd);
+}
+template <class A>
+__device__ __forceinline__ A bwd_dx(A g, A xh, A rstd, A c1, A c2) {
+  return mul_rn(rstd, g - fma_rn(xh, c2, c1));
+}
+
 // Parameter value as the accumulation type A.
 template <class A, class P> __device__ __forceinline__ A ptoa(P v) { return A(dtof(v)); }
 
@@ -160,8 +172,14 @@ __device__ __forceinline__ acc_t<T> first_elem(const FwdParams<T, P>& p, int64_t
 // Sum of K values over each group of `tpr` threads, in a fixed order. For tpr <= 32 the
 // groups are aligned lane ranges of one warp (xor shuffles stay inside a group); for
 // tpr > 32 the block is one group (blockDim.x == tpr) and warps meet in shared memory `red`
-// (at least 32 * K elements). Every thread of the block must call it.
-template <int K, class A>
+// (at least 32 * K elements), and each warp adds the warp sums in one butterfly (kTree: 5
+// shuffles a value; a + b is b + a bit for bit, so every lane gets the same sum) or in a chain
+// (nw loads and adds). Every thread of the block must call it.
+// H100, the tree against the chain: bf16 backward 8192 86.4 -> 91.0% of copy bandwidth, 32768
+// 81.9 -> 83.7; bf16 forward of 4 vectors a thread, 16384, 94.6 -> 97.1. The forward kernels of
+// 8 vectors a thread keep the chain: with the tree bf16 took 76 registers (one CTA a SM), 32768
+// 94.6 -> 80.0%.
+template <int K, class A, bool kTree = true>
 __device__ __forceinline__ void group_sum(A (&v)[K], int tpr, A* red) {
   const int w = tpr < 32 ? tpr : 32;
 #pragma unroll
@@ -182,7 +200,13 @@ __device__ __forceinline__ void group_sum(A (&v)[K], int tpr, A* red) {
 #pragma unroll
     for (int k = 0; k < K; ++k) {
       A s = 0;
-      for (int i = 0; i < nw; ++i) s += red[i * K + k];
+      if constexpr (kTree) {
+        s = lane < nw ? red[lane * K + k] : A(0);
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+      } else {
+        for (int i = 0; i < nw; ++i) s += red[i * K + k];
+      }
       v[k] = s;
     }
   }
@@ -249,10 +273,9 @@ __device__ __forceinline__ void st_async(uint32_t addr, float v, uint32_t bar) {
                "f"(v), "r"(bar) : "memory");
 }
 // Bulk copy (the TMA unit) of `bytes` (a multiple of 16; 16-byte aligned addresses) from global
-// into this CTA's shared memory, counted by its mbarrier `bar`; the calling thread first tells
-// the mbarrier how many bytes to expect (and arrives on it).
-__device__ __forceinline__ void bulk_load(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
-  mbar_arrive_expect_tx(bar, bytes);
+// into this CTA's shared memory, counted by its mbarrier `bar`; the calling thread has told the
+// mbarrier how many bytes to expect, all copies of a stage together (mbar_arrive_expect_tx).
+__device__ __forceinline__ void bulk_copy(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
   constexpr uint32_t kChunk = 16384;
   for (uint32_t off = 0; off < bytes; off += kChunk)
     asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
@@ -268,16 +291,20 @@ __device__ __forceinline__ void bulk_load(uint32_t dst, const void* src, uint32_
 // run. No cluster-wide barrier per row: cluster.sync() releases every thread's memory
 // operations, so each row waited for the previous row's stores to reach memory (bf16 backward
 // at N = 16384 over 2 CTAs: 40% of copy bandwidth, against 71% for one CTA per row).
-// Two buffers used in turn (`use` counts the calls): a CTA writes buffer b for use u only after
-// its own use u - 1 completed, which needs every CTA's values for u - 1, which a CTA sends only
-// after the __syncthreads() that follows its reads of use u - 2. Each CTA receives all the
-// values of its last use before it exits, so none is written after. Every thread of the
-// cluster calls start() first, wait_started() before the first sum, then sum() alike.
-template <int CL, int K, class A>
+// NB buffers used in turn (use u: buffer u % NB), each CTA sending use u (send) before it
+// receives use u - D (recv), D = NB - 3 or, NB = 2, D = 0 (sum: send, then recv). A CTA writes
+// use u into another's buffer only once that one has read use u - NB from it: D = 0: the writer
+// has received use u - 1 from every CTA, which each sends only after the __syncthreads() that
+// follows its reads of use u - 2; D = 1 (NB = 4): the writer has received use u - 2, which each
+// sends after receiving use u - 4. Each CTA receives all the values of its last use before it
+// exits, so none is written after. Every thread of the cluster calls start() first,
+// wait_started() before the first sum, then send / recv alike.
+template <int CL, int K, class A, int NB = 2>
 struct ClusterSum {
   static_assert(CL == 1 || sizeof(A) == 4, "cluster kernels are built for float sums");
-  uint64_t bar[2];
-  A slot[2][CL][K];
+  static_assert(NB == 2 || NB == 4, "no other depth is proven above");
+  uint64_t bar[NB];
+  A slot[NB][CL][K];
 
   // mbarriers set up, then a relaxed arrive: no CTA may store into another before that one
   // has started and set up its mbarriers (wait_started(), once the loads are under way).
@@ -285,8 +312,8 @@ struct ClusterSum {
 #if FASTLN_CLUSTERS
     if constexpr (CL > 1) {
       if (threadIdx.x == 0) {
-        mbar_init(smem_addr(&bar[0]));
-        mbar_init(smem_addr(&bar[1]));
+#pragma unroll
+        for (int b = 0; b < NB; ++b) mbar_init(smem_addr(&bar[b]));
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
       }
       __cluster_barrier_arrive_relaxed();
@@ -299,20 +326,28 @@ struct ClusterSum {
 #endif
   }
 
-  __device__ __forceinline__ void sum(A (&v)[K], int& use) {
+  __device__ __forceinline__ void send(const A (&v)[K], int64_t use) {
     if constexpr (CL > 1) {
 #if FASTLN_CLUSTERS
-      const int b = use & 1;
-      const uint32_t bar_b = smem_addr(&bar[b]);
+      const uint32_t bar_b = smem_addr(&bar[use % NB]);
       __syncthreads();  // this CTA has read the values of use - 1 (see above)
       if (threadIdx.x == 0) mbar_arrive_expect_tx(bar_b, CL * K * sizeof(A));
       if (threadIdx.x < CL) {
-        const uint32_t dst = remote_addr(smem_addr(&slot[b][cluster_rank<CL>()][0]), threadIdx.x);
+        const uint32_t dst = remote_addr(smem_addr(&slot[use % NB][cluster_rank<CL>()][0]), threadIdx.x);
         const uint32_t dst_bar = remote_addr(bar_b, threadIdx.x);
 #pragma unroll
         for (int k = 0; k < K; ++k) st_async(dst + k * sizeof(A), v[k], dst_bar);
       }
-      mbar_wait(bar_b, (use >> 1) & 1);
+#else
+      __trap();
+#endif
+    }
+  }
+  __device__ __forceinline__ void recv(A (&v)[K], int64_t use) {
+    if constexpr (CL > 1) {
+#if FASTLN_CLUSTERS
+      const int b = int(use % NB);
+      mbar_wait(smem_addr(&bar[b]), uint32_t(use / NB) & 1);
 #pragma unroll
       for (int k = 0; k < K; ++k) {
         A s = 0;
@@ -320,11 +355,14 @@ struct ClusterSum {
         for (int r = 0; r < CL; ++r) s += slot[b][r][k];
         v[k] = s;
       }
-      ++use;
-#else
-      __trap();
 #endif
     }
+  }
+  __device__ __forceinline__ void sum(A (&v)[K], int& use) {
+    static_assert(NB == 2, "NB = 4: send and recv one use apart");
+    send(v, use);
+    recv(v, use);
+    ++use;
   }
 };
 
@@ -384,7 +422,7 @@ __global__ void __launch_bounds__(512, fwd_min_ctas(CL)) fwd_reg_kernel(FwdParam
 #pragma unroll
           for (int e = 0; e < VEC; ++e) s[0] += A(dtof_row(r[i].v[e])) - x0;
         }
-      group_sum<1>(s, tpr, red);
+      group_sum<1, A, (NV < 8)>(s, tpr, red);
       csum.sum(s, uses);
       mean = x0 + s[0] * invN;
     }
@@ -398,7 +436,7 @@ __global__ void __launch_bounds__(512, fwd_min_ctas(CL)) fwd_reg_kernel(FwdParam
           q[0] += d * d;
         }
       }
-    group_sum<1>(q, tpr, red);
+    group_sum<1, A, (NV < 8)>(q, tpr, red);
     csum.sum(q, uses);
     const A rstd = A(1) / sqrt(q[0] * invN + A(p.eps));
     if (valid && t == 0 && c0 == 0) {
@@ -464,8 +502,10 @@ __global__ void __launch_bounds__(kStagedThreads, 1) fwd_staged_kernel(FwdParams
   const A invN = A(1) / A(N);
   const int64_t first = blockIdx.x / CL, stride = gridDim.x / CL;
   const auto load = [&](int64_t row, int s) {
-    if (t == 0 && row < p.M && bytes)
-      bulk_load(smem_addr(bufs + s * per), p.X + row * p.ldx + c0, bytes, smem_addr(&full[s]));
+    if (t == 0 && row < p.M && bytes) {
+      mbar_arrive_expect_tx(smem_addr(&full[s]), bytes);
+      bulk_copy(smem_addr(bufs + s * per), p.X + row * p.ldx + c0, bytes, smem_addr(&full[s]));
+    }
   };
   if (t == 0)
     for (int s = 0; s < stages; ++s) mbar_init(smem_addr(&full[s]));
@@ -503,7 +543,7 @@ __global__ void __launch_bounds__(kStagedThreads, 1) fwd_staged_kernel(FwdParams
 #pragma unroll
         for (int e = 0; e < VEC; ++e) sum[0] += A(dtof(r.v[e])) - x0;
       }
-      group_sum<1>(sum, kStagedThreads, red);
+      group_sum<1, A, false>(sum, kStagedThreads, red);  // fwd_reg_kernel's sums (8 vectors)
       csum.sum(sum, uses);
       mean = x0 + sum[0] * invN;
     } else {
@@ -518,7 +558,7 @@ __global__ void __launch_bounds__(kStagedThreads, 1) fwd_staged_kernel(FwdParams
         q[0] += d * d;
       }
     }
-    group_sum<1>(q, kStagedThreads, red);
+    group_sum<1, A, false>(q, kStagedThreads, red);
     csum.sum(q, uses);
     const A rstd = A(1) / sqrt(q[0] * invN + A(p.eps));
     if (t == 0 && c0 == 0) {
@@ -789,7 +829,7 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T), MINB), bwd_min_
 #pragma unroll
             for (int k = 0; k < AQ; ++k) {
               const int e = q * AQ + k;
-              xh[r][k] = mul_rn(A(dtof(rx[r][i].v[e])) - mean[r], rstd[r]);
+              xh[r][k] = bwd_xhat(A(dtof(rx[r][i].v[e])), mean[r], rstd[r]);
               d[r][k] = A(dtof(rd[r][i].v[e]));
               const A gg = p.gamma ? mul_rn(d[r][k], ptoa<A>(g.v[e])) : d[r][k];
               c[2 * r] += gg;
@@ -843,10 +883,10 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T), MINB), bwd_min_
             Pack<T> o;
 #pragma unroll
             for (int e = 0; e < VEC; ++e) {
-              const A xh = mul_rn(A(dtof(rx[r][i].v[e])) - mean[r], rstd[r]);
+              const A xh = bwd_xhat(A(dtof(rx[r][i].v[e])), mean[r], rstd[r]);
               const A d = A(dtof(rd[r][i].v[e]));
               const A gg = p.gamma ? mul_rn(d, ptoa<A>(g.v[e])) : d;
-              o.v[e] = dfrom<T>(mul_rn(rstd[r], gg - fma_rn(xh, c2[r], c1[r])));
+              o.v[e] = dfrom<T>(bwd_dx(gg, xh, rstd[r], c1[r], c2[r]));
             }
             st_pack<(CL > 1)>(dx[r] + int64_t(v) * VEC, o);
           }
@@ -886,6 +926,171 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T), MINB), bwd_min_
   });
 }
 
+// ---------------------------------------------------------------- backward, staged rows (sm_90)
+// Rows of bwd_staged_plan (fp32 rows of 256 vectors and more) on sm_90: a persistent grid whose
+// CTA (CL = 1), or cluster of CL CTAs each a slice, walks rows first, first + stride, ... as
+// fwd_staged_kernel does, the TMA unit loading x and dy two rows ahead into shared memory
+// (kBwdStages buffers). Each thread takes kBwdStagedVectors vectors of the slice (t,
+// t + blockDim.x) and holds their gamma and their dgamma / dbeta column sums in registers for all
+// its rows: shared memory holds only the staged rows, and the column sums are written once, at
+// the end, into the cluster's partial (the CTA's slice of it). The row sums are pipelined: the
+// CTA adds row k + 1's and sends them to the cluster before it waits for row k's and writes row
+// k's dx, so the cluster's exchange does not leave the SM idle (CTAs of up to 1024 threads, one
+// a SM; without that pipelining, fp32 12288 over 2 CTAs: 84.8% of copy bandwidth, 99.0 with it).
+constexpr int kBwdStagedVectors = 2, kBwdStagedThreads = 1024, kBwdStages = 3;
+
+// Element e of a vector as A: bf16 with one shift or mask of the 32-bit word holding it
+// (dtof takes two instructions, a 16-bit extract and a shift).
+template <class T>
+__device__ __forceinline__ acc_t<T> elem(const Pack<T>& p, int e) {
+  if constexpr (std::is_same_v<T, bf16>) {
+    uint32_t w;
+    memcpy(&w, &p.v[e & ~1], sizeof(w));
+    return __uint_as_float(e & 1 ? w & 0xffff0000u : w << 16);
+  } else {
+    return acc_t<T>(dtof(p.v[e]));
+  }
+}
+
+template <class T, class P, Norm NORM, int CL>
+__global__ void __launch_bounds__(kBwdStagedThreads, 1) bwd_staged_kernel(BwdParams<T, P> p) {
+#if FASTLN_CLUSTERS
+  using A = acc_t<T>;
+  constexpr int VEC = Pack<T>::n, NVT = kBwdStagedVectors;
+  extern __shared__ __align__(16) unsigned char dsmem_raw[];
+  // Buffer s: the slice of x at bufs + 2 s per, of dy at bufs + (2 s + 1) per.
+  const Pack<T>* bufs = reinterpret_cast<const Pack<T>*>(dsmem_raw);
+  __shared__ uint64_t full[kBwdStages];  // buffer s holds its row's slices
+  __shared__ A red[32 * 2];
+  __shared__ ClusterSum<CL, 2, A, 4> csum;
+  const int t = threadIdx.x, nt = blockDim.x, N = p.n;
+  const Slice sl = row_slice<CL>(N / VEC);
+  const int nvec = sl.n, c0 = sl.v0 * VEC;
+  const int per = (N / VEC + CL - 1) / CL;
+  const uint32_t bytes = uint32_t(nvec) * 16;
+  const A invN = A(1) / A(N);
+  const int64_t first = blockIdx.x / CL, stride = gridDim.x / CL;
+  const auto load = [&](int64_t k) {  // the k-th row of this CTA into buffer k % kBwdStages
+    const int64_t row = first + k * stride;
+    const int s = int(k % kBwdStages);
+    if (t == 0 && row < p.M && bytes) {
+      const uint32_t bar = smem_addr(&full[s]);
+      mbar_arrive_expect_tx(bar, 2 * bytes);
+      bulk_copy(smem_addr(bufs + 2 * s * per), p.X + row * p.ldx + c0, bytes, bar);
+      bulk_copy(smem_addr(bufs + (2 * s + 1) * per), p.dY + row * p.lddy + c0, bytes, bar);
+    }
+  };
+  if (t == 0)
+    for (int s = 0; s < kBwdStages; ++s) mbar_init(smem_addr(&full[s]));
+  csum.start();  // its fence also publishes these mbarriers' initialization
+  __syncthreads();
+  load(0);
+  load(1);
+  csum.wait_started();
+  // gamma of this thread's vectors (ones without gamma: dy * 1 is dy), in registers when they
+  // are 16-byte vectors (float32 parameters of 16-bit rows are read per row).
+  constexpr bool kParamRegs = sizeof(PPack<P, VEC>) == 16;
+  PPack<P, VEC> g[kParamRegs ? NVT : 1];
+  if constexpr (kParamRegs) {
+#pragma unroll
+    for (int i = 0; i < NVT; ++i) {
+      const int v = t + i * nt;
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) g[i].v[e] = p.gamma && v < nvec ? p.gamma[c0 + v * VEC + e] : P(dfrom<P>(1));
+    }
+  }
+  const auto gamma = [&](int i, int v, int e) -> A {
+    if constexpr (kParamRegs) {
+      return A(dtof_pinned(g[i].v[e]));
+    } else {
+      return p.gamma ? A(dtof(p.gamma[c0 + v * VEC + e])) : A(1);
+    }
+  };
+  A ag[NVT][VEC], ab[NVT][VEC];  // dgamma, dbeta of this thread's columns
+#pragma unroll
+  for (int i = 0; i < NVT; ++i)
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) ag[i][e] = ab[i][e] = 0;
+  // The first half of row k: its mean and rstd, and its sums c (sum g, sum g * xhat) over the
+  // CTA, sent to the cluster as use k of csum.
+  const auto row_sums = [&](int64_t k, A& mean, A& rstd, A (&c)[2]) {
+    const int64_t row = first + k * stride;
+    const int s = int(k % kBwdStages);
+    mean = NORM == Norm::kLayer ? p.mean[row] : A(0);
+    rstd = p.rstd[row];
+    if (bytes) mbar_wait(smem_addr(&full[s]), uint32_t(k / kBwdStages) & 1);
+    const Pack<T>* bx = bufs + 2 * s * per;
+    c[0] = c[1] = 0;
+#pragma unroll
+    for (int i = 0; i < NVT; ++i) {
+      const int v = t + i * nt;
+      if (v < nvec) {
+        const Pack<T> x = bx[v], d = bx[per + v];
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) {
+          const A xh = bwd_xhat(elem(x, e), mean, rstd), dy = elem(d, e);
+          const A gg = mul_rn(dy, gamma(i, v, e));
+          c[0] += gg;
+          c[1] = fma_rn(gg, xh, c[1]);
+          ag[i][e] = fma_rn(dy, xh, ag[i][e]);
+          ab[i][e] += dy;
+        }
+      }
+    }
+    if (p.dX) {
+      group_sum<2>(c, nt, red);
+      csum.send(c, k);
+    }
+  };
+  A mean = 0, rstd = 0, c[2] = {0, 0};
+  if (first < p.M) row_sums(0, mean, rstd, c);
+  int64_t k = 0;
+  for (int64_t row = first; row < p.M; row += stride, ++k) {
+    // Buffer (k + 2) % 3 held row k - 1, whose dx every thread has written (the barrier below).
+    load(k + 2);
+    A mean_next = 0, rstd_next = 0, c_next[2] = {0, 0};
+    if (row + stride < p.M) row_sums(k + 1, mean_next, rstd_next, c_next);
+    if (p.dX) {
+      csum.recv(c, k);  // CL = 1: c stays the CTA's sums
+      const A c1 = NORM == Norm::kLayer ? mul_rn(c[0], invN) : A(0), c2 = mul_rn(c[1], invN);
+      const Pack<T>* bx = bufs + 2 * int(k % kBwdStages) * per;
+      T* dx = p.dX + row * int64_t(N) + c0;
+#pragma unroll
+      for (int i = 0; i < NVT; ++i) {
+        const int v = t + i * nt;
+        if (v < nvec) {
+          const Pack<T> x = bx[v], d = bx[per + v];
+          Pack<T> o;
+#pragma unroll
+          for (int e = 0; e < VEC; ++e) {
+            const A xh = bwd_xhat(elem(x, e), mean, rstd);
+            o.v[e] = dfrom<T>(bwd_dx(mul_rn(elem(d, e), gamma(i, v, e)), xh, rstd, c1, c2));
+          }
+          st_pack<true>(dx + int64_t(v) * VEC, o);
+        }
+      }
+    }
+    mean = mean_next, rstd = rstd_next, c[0] = c_next[0], c[1] = c_next[1];
+    __syncthreads();  // buffer k % 3 is free for the load issued next iteration
+  }
+  if (!p.partial) return;
+  A* out = p.partial + int64_t(blockIdx.x / CL) * 2 * N + c0;
+#pragma unroll
+  for (int i = 0; i < NVT; ++i) {
+    const int v = t + i * nt;
+    if (v < nvec) {
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) {
+        out[v * VEC + e] = ag[i][e];
+        out[N + v * VEC + e] = ab[i][e];
+      }
+    }
+  }
+#else
+  __trap();
+#endif
+}
+
 // Fallback dX: one CTA per row, the row re-read (from L1/L2).
 template <class T, class P, int VEC, Norm NORM>
 __global__ void __launch_bounds__(512) bwd_fallback_dx_kernel(BwdParams<T, P> p) {
@@ -903,7 +1108,7 @@ __global__ void __launch_bounds__(512) bwd_fallback_dx_kernel(BwdParams<T, P> p)
       const V a = x[j], b = dy[j];
 #pragma unroll
       for (int e = 0; e < VEC; ++e) {
-        const A xh = mul_rn(A(dtof(a.v[e])) - mean, rstd);
+        const A xh = bwd_xhat(A(dtof(a.v[e])), mean, rstd);
         const A d = A(dtof(b.v[e]));
         const A gg = p.gamma ? mul_rn(d, ptoa<A>(p.gamma[j * VEC + e])) : d;
         c[0] += gg;
@@ -918,10 +1123,10 @@ __global__ void __launch_bounds__(512) bwd_fallback_dx_kernel(BwdParams<T, P> p)
       V o;
 #pragma unroll
       for (int e = 0; e < VEC; ++e) {
-        const A xh = mul_rn(A(dtof(a.v[e])) - mean, rstd);
+        const A xh = bwd_xhat(A(dtof(a.v[e])), mean, rstd);
         const A d = A(dtof(b.v[e]));
         const A gg = p.gamma ? mul_rn(d, ptoa<A>(p.gamma[j * VEC + e])) : d;
-        o.v[e] = dfrom<T>(mul_rn(rstd, gg - fma_rn(xh, c2, c1)));
+        o.v[e] = dfrom<T>(bwd_dx(gg, xh, rstd, c1, c2));
       }
       dx[j] = o;
     }
@@ -940,7 +1145,7 @@ __global__ void __launch_bounds__(256) bwd_fallback_cols_kernel(BwdParams<T, P> 
   A sg = 0, sb = 0;
   for (int64_t r = r0; r < r1; ++r) {
     const A mean = NORM == Norm::kLayer ? p.mean[r] : A(0), rstd = p.rstd[r];
-    const A xh = mul_rn(A(dtof(p.X[r * p.ldx + j])) - mean, rstd);
+    const A xh = bwd_xhat(A(dtof(p.X[r * p.ldx + j])), mean, rstd);
     const A d = A(dtof(p.dY[r * p.lddy + j]));
     sg += d * xh;
     sb += d;
@@ -1359,12 +1564,67 @@ cudaError_t launch_fwd_norm(FwdParams<T, P> p, bool vec_ok, cudaStream_t s) {
 // resident at once, at most one per row group), its clusters and its dynamic shared memory.
 template <class T, class P>
 struct BwdLaunch {
-  void (*kernel)(BwdParams<T, P>) = nullptr;
+  void (*kernel)(BwdParams<T, P>) = nullptr;  // bwd_reg_kernel or bwd_staged_kernel
   int64_t grid = 0;  // CTAs, a multiple of the cluster size; grid / cluster partials
-  int cluster = 1;   // CTAs a cluster: the config's cl, or CTAs sharing a partial (cl = 1)
-  int rows = 1;      // rows a CTA takes per iteration (the kernel's ROWS)
+  int block = 0;
+  int cluster = 1;   // CTAs a cluster: the row's slices, or CTAs sharing a partial (cl = 1)
+  int rows = 1;      // rows a CTA takes per iteration (bwd_reg_kernel's ROWS)
   size_t smem = 0;
 };
+
+// CTAs with a row each and a partial each: where the partials (16 N bytes a CTA, written then
+// read) would pass 1/8 of the rows' bytes (3 M N sizeof(T)), at most 16 warps a SM. H100, fp32
+// (bwd_reg_kernel, 64-thread CTAs, 32 a SM): (4096, 1024) 40.8 -> 37.7 us, (8192, 768) 48.9 ->
+// 45.3, (16384, 1024) 96.9 -> 94.2; rows of 2^27 elements, where it does not apply, moved by
+// -0.9 (N = 1000) to +2.8% (768) under the same cap (docs/cuda.md).
+int64_t cap_partials(int64_t grid, int64_t M, int block, int elem_size, int device) {
+  if (grid * 128 <= 3 * M * elem_size) return grid;
+  return std::min<int64_t>(grid, std::max(1, 16 * num_sms(device) / std::max(1, block / 32)));
+}
+
+// The staged backward (bwd_staged_kernel) on sm_90, for 32-bit rows of at least kBwdStagedFrom
+// vectors (past the several-rows-a-CTA configs of row_config): slices of at most
+// kBwdStagedThreads * kBwdStagedVectors vectors over the fewest CTAs, or twice as many where
+// those clusters would leave SMs idle (as staged_cluster). H100, % of copy bandwidth against
+// bwd_reg_kernel: fp32 768 92.4 -> 93.5, 1000 88.2 -> 93.4, 8192 93.8 -> 96.3, 12288 93.5 -> 99.0,
+// 65536 90.0 -> 93.1; (4096, 1024) 37.7 -> 32.4 us. 16-bit rows keep bwd_reg_kernel: twice the
+// elements a byte, the staged kernel is bound by its instructions there (bf16 16384: 77 against
+// 89%; docs/cuda.md). Tuning knob: FASTLN_CUDA_BWD_STAGED = 0 keeps bwd_reg_kernel everywhere,
+// = V > 0 takes rows of at least V vectors, 16-bit ones too.
+constexpr int kBwdStagedFrom = 129;
+template <class T, class P, Norm NORM>
+BwdLaunch<T, P> bwd_staged_plan(const Config& c, int N, int64_t M, int device) {
+  constexpr int kSlice = kBwdStagedThreads * kBwdStagedVectors;
+  static const int forced = forced_cluster("FASTLN_CUDA_CLUSTER_BWD");
+  static const int knob = [] {
+    const char* e = std::getenv("FASTLN_CUDA_BWD_STAGED");
+    return e ? std::atoi(e) : -1;
+  }();
+  BwdLaunch<T, P> l;
+  const int nvec = N / Pack<T>::n;
+  const int from = knob >= 0 ? knob : sizeof(T) == 4 ? kBwdStagedFrom : 0;
+  if constexpr (!kClusterType<T>) return l;  // not built
+  if (!from || nvec < from || !c.reg || !clusters_for<T>(device)) return l;
+  int cl = std::max(forced, 1);
+  while (cl < kMaxCluster && (nvec + cl - 1) / cl > kSlice) cl *= 2;
+  const auto plan = [&](int cl) -> int64_t {
+    const int per = (nvec + cl - 1) / cl;
+    l.cluster = cl;
+    l.block = round_up((per + kBwdStagedVectors - 1) / kBwdStagedVectors, 32);
+    l.smem = size_t(kBwdStages) * 2 * per * 16;
+    l.kernel = pick<1, 2, 4, 8>(cl, [&]<int CL>() {
+      if constexpr (kClusterType<T>) return bwd_staged_kernel<T, P, NORM, CL>;
+      return decltype(l.kernel)(nullptr);
+    });
+    return resident_clusters(reinterpret_cast<const void*>(l.kernel), l.block, l.smem, cl, device);
+  };
+  int64_t clusters = plan(cl);
+  if (!forced && cl < kMaxCluster && clusters * cl < num_sms(device)) clusters = plan(2 * cl);
+  if (l.block > kBwdStagedThreads || l.smem > max_dyn_smem(device)) return BwdLaunch<T, P>{};
+  l.grid = std::min<int64_t>(M, clusters) * l.cluster;
+  if (l.cluster == 1) l.grid = cap_partials(l.grid, M, l.block, sizeof(T), device);
+  return l;
+}
 
 // CTAs a cluster for a one-CTA-per-row backward kernel (cl = 1), whose clusters share one
 // partial: the largest of 8, 4, 2 that leaves as many CTAs resident as without clusters
@@ -1387,7 +1647,9 @@ BwdLaunch<T, P> bwd_launch_plan(const Config& c, int N, int64_t M, int device) {
   using A = acc_t<T>;
   using Kernel = void (*)(BwdParams<T, P>);
   constexpr int VEC = Pack<T>::n;
+  if (BwdLaunch<T, P> st = bwd_staged_plan<T, P, NORM>(c, N, M, device); st.kernel) return st;
   BwdLaunch<T, P> l;
+  l.block = c.block;
   // Two rows an iteration for a cluster's slices of 16-bit rows. FASTLN_CUDA_BWD_ROWS = 1
   // keeps one (a tuning knob, as above).
   static const bool one_row = [] {
@@ -1425,13 +1687,8 @@ BwdLaunch<T, P> bwd_launch_plan(const Config& c, int N, int64_t M, int device) {
   // Clusters wanted: one per iteration's rows for row slices, else a CTA per iteration's rows.
   const int64_t wanted = c.cl > 1 ? ngroups : (ngroups + l.cluster - 1) / l.cluster;
   l.grid = std::min<int64_t>(wanted, resident_clusters(kernel, c.block, l.smem, l.cluster, device)) * l.cluster;
-  // A row a CTA and a partial each (no partial clusters: fp32 rows of <= 256 vectors run 64-thread
-  // CTAs, 32 a SM): where the partials (16 N bytes a CTA, written then read) would pass 1/8 of the
-  // rows' bytes (3 M N sizeof(T)), at most 16 warps a SM. H100, fp32: (4096, 1024) 40.8 -> 37.7 us,
-  // (8192, 768) 48.9 -> 45.3, (16384, 1024) 96.9 -> 94.2; rows of 2^27 elements, where it does not
-  // apply, moved by -0.9 (N = 1000) to +2.8% (768) under the same cap (docs/cuda.md).
-  if (l.cluster == 1 && c.cl == 1 && c.tpr == c.block && l.grid * 128 > 3 * M * int64_t(sizeof(T)))
-    l.grid = std::min<int64_t>(l.grid, std::max(1, 16 * num_sms(device) / (c.block / 32)));
+  // A row a CTA and a partial each (no partial clusters).
+  if (l.cluster == 1 && c.cl == 1 && c.tpr == c.block) l.grid = cap_partials(l.grid, M, c.block, sizeof(T), device);
   return l;
 }
 
@@ -1464,7 +1721,7 @@ cudaError_t launch_bwd_norm(BwdParams<T, P> p, bool vec_ok, int64_t nparts, P* d
     const BwdLaunch<T, P> l = bwd_launch_plan<T, P, NORM>(c, N, p.M, device);
     if (!l.kernel || (p.partial && l.grid / l.cluster != nparts))
       return cudaErrorInvalidValue;  // plan and launch disagree
-    if (cudaError_t e = launch(l.kernel, l.grid, c.block, l.smem, l.cluster, s, p); e != cudaSuccess) return e;
+    if (cudaError_t e = launch(l.kernel, l.grid, l.block, l.smem, l.cluster, s, p); e != cudaSuccess) return e;
   } else {
     if (p.dX) {
       launch_fallback_rows<VEC>(bwd_fallback_dx_kernel<T, P, VEC, NORM>,

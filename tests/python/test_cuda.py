@@ -252,3 +252,31 @@ def test_two_rows_an_iteration(n, dtype, norm, affine):
     for i in (0, 1, m - 2, m - 1):
         alone = forward_backward(fns[0], x[i:i + 1], (n,), w, b, dy[i:i + 1], eps)[1]
         assert torch.equal(first[1][i:i + 1], alone), f"grad_input of row {i}"
+
+
+# fp32 rows whose backward is staged in shared memory on sm_90 (cuda/layer_norm.cu,
+# bwd_staged_plan): one CTA a row at 1024 and 8192 (the first capped to 16 warps a SM for this M),
+# clusters of 2 at 12288 and 8 at 65536. M gives every CTA (cluster) of an H100 seven rows or
+# more, so each of the three buffers and four exchange slots is reused.
+STAGED_BWD_SHAPES = [(4000, 1024), (1000, 8192), (500, 12288), (301, 65536)]
+
+
+@pytest.mark.parametrize("m,n", STAGED_BWD_SHAPES)
+@pytest.mark.parametrize("norm,affine", [("layer", "both"), ("layer", "none"), ("rms", "weight"), ("rms", "none")])
+def test_staged_backward(m, n, norm, affine):
+    """Parity against torch and the float64 reference; gradients bitwise equal run to run; a
+    row's grad_input bitwise what the row alone gives (its sums are its own, pipelined or not)."""
+    from test_layer_norm import check_parity, forward_backward, make_inputs
+    from test_rms_norm import RMS_FNS
+
+    offset = 4.0 if norm == "layer" else 0.0
+    x, w, b, dy = make_inputs((m, n), (n,), torch.float32, "cuda", affine, seed=n % 97, offset=offset)
+    fns, eps = ((fastln.layer_norm, F.layer_norm, ref_layer_norm), 1e-5) if norm == "layer" else (RMS_FNS, 1e-6)
+    check_parity(x, (n,), w, b, dy, torch.float32, eps=eps, fns=fns)
+    first = forward_backward(fns[0], x, (n,), w, b, dy, eps)
+    again = forward_backward(fns[0], x, (n,), w, b, dy, eps)
+    for i, (f, a) in enumerate(zip(first, again)):
+        assert torch.equal(f, a), f"output {i} differs between runs"
+    for i in (0, 1, m // 2, m - 1):
+        alone = forward_backward(fns[0], x[i:i + 1], (n,), w, b, dy[i:i + 1], eps)[1]
+        assert torch.equal(first[1][i:i + 1], alone), f"grad_input of row {i}"

@@ -31,8 +31,10 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <initializer_list>
 #include <mutex>
+#include <type_traits>
 #include <vector>
 
 #include "layer_norm_cuda.h"
@@ -121,6 +123,21 @@ template <class P, int VEC>
 struct alignas(16) PPack {
   P v[VEC];
 };
+
+// Element e of a vector (Pack or PPack) as its accumulation type: bf16 with one shift or mask of
+// the 32-bit word holding it (dtof takes two instructions for the odd elements, a 16-bit extract
+// and a shift: bf16 backward of 65536: 3528 -> 3136 SASS instructions in bwd_reg_kernel).
+template <class V>
+__device__ __forceinline__ auto elem(const V& p, int e) {
+  using T = std::remove_cv_t<std::remove_reference_t<decltype(p.v[0])>>;
+  if constexpr (std::is_same_v<T, bf16>) {
+    uint32_t w;
+    memcpy(&w, &p.v[e & ~1], sizeof(w));
+    return __uint_as_float(e & 1 ? w & 0xffff0000u : w << 16);
+  } else {
+    return acc_t<T>(dtof(p.v[e]));
+  }
+}
 
 template <class T>
 __device__ __forceinline__ Pack<T> ld_pack(const T* p) {
@@ -473,27 +490,35 @@ __global__ void __launch_bounds__(512, fwd_min_ctas(CL)) fwd_reg_kernel(FwdParam
 
 // ---------------------------------------------------------------- forward, staged rows (sm_90)
 // Rows split over a cluster (fwd_config), staged in shared memory instead of registers: the TMA
-// unit loads the next row's slice (cp.async.bulk) into the other buffer while the CTA works on
-// this one, and each thread holds the gamma and beta of its vectors for all rows. The register
-// kernel of 8 vectors a thread loads a row only once the last one is written, spills (bf16:
-// 537K local-memory requests a call at N = 65536), and re-reads gamma and beta every row.
+// unit loads each CTA's slice of a row (cp.async.bulk) two rows ahead into kFwdStages buffers,
+// and each thread holds the gamma and beta of its vectors for all rows. The register kernel of 8
+// vectors a thread loads a row only once the last one is written, spills (bf16: 537K
+// local-memory requests a call at N = 65536), and re-reads gamma and beta every row.
 // H100, % of copy bandwidth, register -> staged: bf16 / fp16 65536 80.5 / 83.8 -> 91.5 / 91.8,
-// fp32 32768 90.5 -> 93.3, fp32 65536 86.7 -> 89.8 (over 8 CTAs: staged_cluster). Thread t takes
-// vectors t, t + 512, ... in fwd_reg_kernel's order, so where that kernel also runs 512
-// threads a slice the results are its bits (tested). Plain norms: the fused residual add keeps
-// the register kernel.
+// fp32 32768 90.5 -> 93.3, fp32 65536 86.7 -> 89.8 (over 8 CTAs: staged_cluster).
+// A row takes two cluster sums (layer norm: the mean's, then the centred squares'; RMS: the
+// squares'), each a wait for the slowest CTA of the cluster. They are pipelined across rows: the
+// CTA sends row k + 1's first sums before it waits for row k's squares and writes row k, and
+// (layer norm) row k + 1's squares after that, so every wait has a phase of work in front of it
+// (ClusterSum over 4 slots, used in the order its comment proves). Thread t takes vectors t,
+// t + 512, ... in fwd_reg_kernel's order and adds in its order, so where that kernel also runs
+// 512 threads a slice the results are its bits (tested). Plain norms: the fused residual add
+// keeps the register kernel.
 constexpr int kStagedThreads = 512, kStagedVectors = 8;  // slices of <= kFwdCtaVectors (fwd_config)
+constexpr int kFwdStages = 3;  // rows k, k + 1 in use, k + 2 loading
 template <class T, class P, Norm NORM, int CL>
-__global__ void __launch_bounds__(kStagedThreads, 1) fwd_staged_kernel(FwdParams<T, P> p, int stages) {
+__global__ void __launch_bounds__(kStagedThreads, 1) fwd_staged_kernel(FwdParams<T, P> p) {
 #if FASTLN_CLUSTERS
+  static_assert(CL > 1, "rows split over a cluster");
   using A = acc_t<T>;
   constexpr int VEC = Pack<T>::n;
+  constexpr bool kLayer = NORM == Norm::kLayer;
+  constexpr int kUses = kLayer ? 2 : 1;  // of csum a row: row k's squares are use kUses * k + kUses - 1
   extern __shared__ __align__(16) unsigned char dsmem_raw[];
   const Pack<T>* bufs = reinterpret_cast<const Pack<T>*>(dsmem_raw);
-  constexpr int kMaxStages = 3;  // fwd_stages()
-  __shared__ uint64_t full[kMaxStages];  // buffer s holds its row's slice
+  __shared__ uint64_t full[kFwdStages];  // buffer s holds its row's slice
   __shared__ A red[32];
-  __shared__ ClusterSum<CL, 1, A> csum;
+  __shared__ ClusterSum<CL, 1, A, 4> csum;
   const int t = threadIdx.x, N = p.n;
   const Slice sl = row_slice<CL>(N / VEC);
   const int nvec = sl.n, c0 = sl.v0 * VEC;
@@ -501,17 +526,23 @@ __global__ void __launch_bounds__(kStagedThreads, 1) fwd_staged_kernel(FwdParams
   const uint32_t bytes = uint32_t(nvec) * 16;
   const A invN = A(1) / A(N);
   const int64_t first = blockIdx.x / CL, stride = gridDim.x / CL;
-  const auto load = [&](int64_t row, int s) {
+  const auto load = [&](int64_t k) {  // the k-th row of this CTA into buffer k % kFwdStages
+    const int64_t row = first + k * stride;
+    const uint32_t bar = smem_addr(&full[k % kFwdStages]);
     if (t == 0 && row < p.M && bytes) {
-      mbar_arrive_expect_tx(smem_addr(&full[s]), bytes);
-      bulk_copy(smem_addr(bufs + s * per), p.X + row * p.ldx + c0, bytes, smem_addr(&full[s]));
+      mbar_arrive_expect_tx(bar, bytes);
+      bulk_copy(smem_addr(bufs + (k % kFwdStages) * per), p.X + row * p.ldx + c0, bytes, bar);
     }
   };
+  const auto wait_loaded = [&](int64_t k) {
+    if (bytes) mbar_wait(smem_addr(&full[k % kFwdStages]), uint32_t(k / kFwdStages) & 1);
+  };
   if (t == 0)
-    for (int s = 0; s < stages; ++s) mbar_init(smem_addr(&full[s]));
+    for (int s = 0; s < kFwdStages; ++s) mbar_init(smem_addr(&full[s]));
   csum.start();  // its fence also publishes these mbarriers' initialization
   __syncthreads();
-  for (int s = 0; s + 1 < stages; ++s) load(first + s * stride, s);
+  load(0);
+  load(1);
   csum.wait_started();
   // gamma and beta of this thread's vectors, loaded once: read for every row, they did not stay
   // in L1 beside the buffers (bf16, 2 x 64 KB a slice: 3.6% L1 hits, ncu). 16-byte parameter
@@ -526,29 +557,33 @@ __global__ void __launch_bounds__(kStagedThreads, 1) fwd_staged_kernel(FwdParams
       if (v < nvec && p.beta) b[i] = *reinterpret_cast<const PPack<P, VEC>*>(p.beta + c0 + v * VEC);
     }
   }
-  int uses = 0;  // of csum
-  int64_t k = 0;
-  for (int64_t row = first; row < p.M; row += stride, ++k) {
-    const int s = int(k % stages);
-    // The buffer the last iteration read: every thread is done with it (the barrier at the end).
-    load(row + (stages - 1) * stride, int((k + stages - 1) % stages));
-    const Pack<T>* buf = bufs + s * per;
-    A mean = 0;
-    if constexpr (NORM == Norm::kLayer) {
-      const A x0 = A(dtof(p.X[row * p.ldx]));
-      if (bytes) mbar_wait(smem_addr(&full[s]), uint32_t(k / stages) & 1);
-      A sum[1] = {0};
-      for (int v = t; v < nvec; v += kStagedThreads) {
-        const Pack<T> r = buf[v];
+  // Layer norm, row k: the CTA's sum of x - x0 (x0: the row's first element, the register
+  // kernel's shift), sent as use 2k.
+  const auto send_mean_sums = [&](int64_t k, A& x0) {
+    x0 = A(dtof(p.X[(first + k * stride) * p.ldx]));
+    wait_loaded(k);
+    const Pack<T>* buf = bufs + (k % kFwdStages) * per;
+    A sum[1] = {0};
+    for (int v = t; v < nvec; v += kStagedThreads) {
+      const Pack<T> r = buf[v];
 #pragma unroll
-        for (int e = 0; e < VEC; ++e) sum[0] += A(dtof(r.v[e])) - x0;
-      }
-      group_sum<1, A, false>(sum, kStagedThreads, red);  // fwd_reg_kernel's sums (8 vectors)
-      csum.sum(sum, uses);
+      for (int e = 0; e < VEC; ++e) sum[0] += A(dtof(r.v[e])) - x0;
+    }
+    group_sum<1, A, false>(sum, kStagedThreads, red);  // fwd_reg_kernel's sums (8 vectors)
+    csum.send(sum, 2 * k);
+  };
+  // Row k's mean (layer norm: once the cluster's sums of use 2k arrive; RMS: 0), and the CTA's
+  // sum of (x - mean)^2, sent as use kUses * k + kUses - 1.
+  const auto send_square_sums = [&](int64_t k, A x0) -> A {
+    A mean = 0;
+    if constexpr (kLayer) {
+      A sum[1];
+      csum.recv(sum, 2 * k);
       mean = x0 + sum[0] * invN;
     } else {
-      if (bytes) mbar_wait(smem_addr(&full[s]), uint32_t(k / stages) & 1);
+      wait_loaded(k);
     }
+    const Pack<T>* buf = bufs + (k % kFwdStages) * per;
     A q[1] = {0};
     for (int v = t; v < nvec; v += kStagedThreads) {
       const Pack<T> r = buf[v];
@@ -559,12 +594,20 @@ __global__ void __launch_bounds__(kStagedThreads, 1) fwd_staged_kernel(FwdParams
       }
     }
     group_sum<1, A, false>(q, kStagedThreads, red);
-    csum.sum(q, uses);
+    csum.send(q, kUses * k + kUses - 1);
+    return mean;
+  };
+  // Row k's mean, rstd and output, once the cluster's squares arrive.
+  const auto write_row = [&](int64_t k, A mean) {
+    const int64_t row = first + k * stride;
+    A q[1];
+    csum.recv(q, kUses * k + kUses - 1);
     const A rstd = A(1) / sqrt(q[0] * invN + A(p.eps));
     if (t == 0 && c0 == 0) {
       p.mean[row] = mean;
       p.rstd[row] = rstd;
     }
+    const Pack<T>* buf = bufs + (k % kFwdStages) * per;
     T* y = p.Y + row * int64_t(N) + c0;
 #pragma unroll
     for (int i = 0; i < kStagedVectors; ++i) {
@@ -586,7 +629,26 @@ __global__ void __launch_bounds__(kStagedThreads, 1) fwd_staged_kernel(FwdParams
         st_pack<true>(y + int64_t(v) * VEC, o);
       }
     }
-    __syncthreads();  // buffer s is free for the load issued next iteration
+  };
+  A x0 = 0, mean = 0;
+  if (first < p.M) {
+    if constexpr (kLayer) send_mean_sums(0, x0);
+    mean = send_square_sums(0, x0);
+  }
+  int64_t k = 0;
+  for (int64_t row = first; row < p.M; row += stride, ++k) {
+    // Buffer (k + 2) % 3 held row k - 1, which every thread has written (the barrier below).
+    load(k + 2);
+    const bool next = row + stride < p.M;
+    A x0_next = 0, mean_next = 0;
+    if (next) {
+      if constexpr (kLayer) send_mean_sums(k + 1, x0_next);
+      else send_square_sums(k + 1, 0);
+    }
+    write_row(k, mean);
+    if (kLayer && next) mean_next = send_square_sums(k + 1, x0_next);
+    mean = mean_next;
+    __syncthreads();  // buffer k % 3 is free for the load issued next iteration
   }
 #else
   __trap();
@@ -829,9 +891,9 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T), MINB), bwd_min_
 #pragma unroll
             for (int k = 0; k < AQ; ++k) {
               const int e = q * AQ + k;
-              xh[r][k] = bwd_xhat(A(dtof(rx[r][i].v[e])), mean[r], rstd[r]);
-              d[r][k] = A(dtof(rd[r][i].v[e]));
-              const A gg = p.gamma ? mul_rn(d[r][k], ptoa<A>(g.v[e])) : d[r][k];
+              xh[r][k] = bwd_xhat(A(elem(rx[r][i], e)), mean[r], rstd[r]);
+              d[r][k] = A(elem(rd[r][i], e));
+              const A gg = p.gamma ? mul_rn(d[r][k], A(elem(g, e))) : d[r][k];
               c[2 * r] += gg;
               c[2 * r + 1] = fma_rn(gg, xh[r][k], c[2 * r + 1]);
             }
@@ -883,9 +945,9 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T), MINB), bwd_min_
             Pack<T> o;
 #pragma unroll
             for (int e = 0; e < VEC; ++e) {
-              const A xh = bwd_xhat(A(dtof(rx[r][i].v[e])), mean[r], rstd[r]);
-              const A d = A(dtof(rd[r][i].v[e]));
-              const A gg = p.gamma ? mul_rn(d, ptoa<A>(g.v[e])) : d;
+              const A xh = bwd_xhat(A(elem(rx[r][i], e)), mean[r], rstd[r]);
+              const A d = A(elem(rd[r][i], e));
+              const A gg = p.gamma ? mul_rn(d, A(elem(g, e))) : d;
               o.v[e] = dfrom<T>(bwd_dx(gg, xh, rstd[r], c1[r], c2[r]));
             }
             st_pack<(CL > 1)>(dx[r] + int64_t(v) * VEC, o);
@@ -938,19 +1000,6 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T), MINB), bwd_min_
 // k's dx, so the cluster's exchange does not leave the SM idle (CTAs of up to 1024 threads, one
 // a SM; without that pipelining, fp32 12288 over 2 CTAs: 84.8% of copy bandwidth, 99.0 with it).
 constexpr int kBwdStagedVectors = 2, kBwdStagedThreads = 1024, kBwdStages = 3;
-
-// Element e of a vector as A: bf16 with one shift or mask of the 32-bit word holding it
-// (dtof takes two instructions, a 16-bit extract and a shift).
-template <class T>
-__device__ __forceinline__ acc_t<T> elem(const Pack<T>& p, int e) {
-  if constexpr (std::is_same_v<T, bf16>) {
-    uint32_t w;
-    memcpy(&w, &p.v[e & ~1], sizeof(w));
-    return __uint_as_float(e & 1 ? w & 0xffff0000u : w << 16);
-  } else {
-    return acc_t<T>(dtof(p.v[e]));
-  }
-}
 
 template <class T, class P, Norm NORM, int CL>
 __global__ void __launch_bounds__(kBwdStagedThreads, 1) bwd_staged_kernel(BwdParams<T, P> p) {
@@ -1467,32 +1516,32 @@ void launch_fallback_rows(void (*vec_kernel)(Params), void (*scalar_kernel)(Para
   (vec_ok ? vec_kernel : scalar_kernel)<<<grid, block, 0, s>>>(p);
 }
 
-// Buffers of the staged forward: 2 (3 measured the same). FASTLN_CUDA_FWD_STAGES = 0 runs the
-// register kernel on cluster rows instead, 3 three buffers (tuning knobs, as above).
-int fwd_stages() {
-  static const int v = [] {
-    const char* e = std::getenv("FASTLN_CUDA_FWD_STAGES");
-    const int n = e ? std::atoi(e) : 2;
-    return n == 0 || n == 3 ? n : 2;
+// FASTLN_CUDA_FWD_STAGED = 0 runs the register kernel on cluster rows instead of the staged
+// forward (a tuning knob, as above).
+bool fwd_staged() {
+  static const bool on = [] {
+    const char* e = std::getenv("FASTLN_CUDA_FWD_STAGED");
+    return !(e && std::atoi(e) == 0);
   }();
-  return v;
+  return on;
 }
 
 template <class T>
-size_t staged_smem(int N, int cl, int stages) {
-  return size_t(stages) * ((N / Pack<T>::n + cl - 1) / cl) * 16;
+size_t staged_smem(int N, int cl) {
+  return size_t(kFwdStages) * ((N / Pack<T>::n + cl - 1) / cl) * 16;
 }
 
 // The staged forward's cluster size: the config's (the fewest CTAs of <= 4096 vectors), or twice
 // that where its clusters would leave SMs idle. Clusters live inside a GPC: H100 places 30
 // clusters of 4 CTAs of 128 KB (one a SM), 120 of its 132 SMs: fp32 N = 65536 81.7% of copy
-// bandwidth over 4, 89.8% over 8 (CTAs of 64 KB, two a SM). Clusters of 2 fill all 132.
+// bandwidth over 4, 89.8% over 8 (two buffers then; one CTA a SM by its 98 registers). Clusters
+// of 2 fill all 132.
 template <class T, class P, Norm NORM>
 int staged_cluster(int cl, int N, int device) {
   if (cl >= kMaxCluster) return cl;
   const int64_t ctas = pick<2, 4, 8>(cl, [&]<int CL>() -> int64_t {
     const void* k = reinterpret_cast<const void*>(fwd_staged_kernel<T, P, NORM, CL>);
-    return resident_clusters(k, kStagedThreads, staged_smem<T>(N, CL, fwd_stages()), CL, device) * CL;
+    return resident_clusters(k, kStagedThreads, staged_smem<T>(N, CL), CL, device) * CL;
   });
   return ctas < num_sms(device) ? 2 * cl : cl;
 }
@@ -1509,12 +1558,12 @@ cudaError_t launch_fwd_reg(const Config& c, const FwdParams<T, P>& p, int device
         return cudaErrorInvalidConfiguration;  // not built, and fwd_config never picks it
       } else {
         if constexpr (CL > 1 && !RES) {
-          if (const int stages = fwd_stages()) {
+          if (fwd_staged()) {
             const auto kernel = fwd_staged_kernel<T, P, NORM, CL>;
-            const size_t smem = staged_smem<T>(p.n, CL, stages);
+            const size_t smem = staged_smem<T>(p.n, CL);
             const int64_t grid = std::min(p.M, resident_clusters(reinterpret_cast<const void*>(kernel),
                                                                  kStagedThreads, smem, CL, device)) * CL;
-            return launch(kernel, grid, kStagedThreads, smem, CL, s, p, stages);
+            return launch(kernel, grid, kStagedThreads, smem, CL, s, p);
           }
         }
         const auto kernel = fwd_reg_kernel<T, P, NV, NORM, RES, CL>;
@@ -1549,7 +1598,7 @@ cudaError_t launch_fwd_norm(FwdParams<T, P> p, bool vec_ok, cudaStream_t s) {
   }
   if constexpr (kClusterType<T> && !RES) {
     static const bool forced = forced_cluster("FASTLN_CUDA_CLUSTER_FWD") != 0;
-    if (c.reg && c.cl > 1 && fwd_stages() && !forced) c.cl = staged_cluster<T, P, NORM>(c.cl, p.n, device);
+    if (c.reg && c.cl > 1 && fwd_staged() && !forced) c.cl = staged_cluster<T, P, NORM>(c.cl, p.n, device);
   }
   if (c.reg) {
     p.tpr = c.tpr;

@@ -9,7 +9,10 @@ scalar fallback (17, 4099: N not a multiple of the vector width; and every float
 N). The cluster backward is persistent: 100 rows of 65536 give some clusters two rows. fp32
 backward rows of 1024 and more are staged in shared memory (one CTA a row: 4096, 8192; clusters:
 32768, 65536, 36872): 400 rows of 8192 give each CTA of an H100 three, so its three buffers each
-take a row and the exchange's four slots are reused in the clusters of 65536."""
+take a row and the exchange's four slots are reused in the clusters of 65536. The staged forward
+(cluster rows without the residual add) takes fp32 65536 in clusters of 8 CTAs, one a SM (at most
+16 on an H100's 132 SMs): 100 rows give each at least 6, so its three buffers and four slots are
+reused too."""
 import torch
 import torch.nn.functional as F
 

@@ -500,7 +500,8 @@ __global__ void __launch_bounds__(512, fwd_min_ctas(CL)) fwd_reg_kernel(FwdParam
 // squares'), each a wait for the slowest CTA of the cluster. They are pipelined across rows: the
 // CTA sends row k + 1's first sums before it waits for row k's squares and writes row k, and
 // (layer norm) row k + 1's squares after that, so every wait has a phase of work in front of it
-// (ClusterSum over 4 slots, used in the order its comment proves). Thread t takes vectors t,
+// (ClusterSum over 4 slots, used in the order its comment proves): fp32 65536 89.7 -> 94.9%,
+// 32768 93.5 -> 94.5 against one exchange at a time. Thread t takes vectors t,
 // t + 512, ... in fwd_reg_kernel's order and adds in its order, so where that kernel also runs
 // 512 threads a slice the results are its bits (tested). Plain norms: the fused residual add
 // keeps the register kernel.

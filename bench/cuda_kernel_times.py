@@ -6,13 +6,18 @@ DTYPE:MxN; by default M = 2^27 / N for a few N. Prints one line per shape: the m
 call of each kernel, and the time a backward at 85% of copy bandwidth would take.
 
     python3 bench/cuda_kernel_times.py bfloat16:8192x16384 float32:4096x1024
+
+The reduction runs without programmatic dependent launch here (FASTLN_CUDA_PDL=0): launched
+early, it would sit on the SMs waiting for the row kernel, and the profile would count the wait.
 """
 import argparse
+import os
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-import fastln  # noqa: F401  (registers torch.ops.fastln)
+os.environ["FASTLN_CUDA_PDL"] = "0"  # read once, at fastln's first backward
+import fastln  # noqa: E402, F401  (registers torch.ops.fastln)
 
 COPY_GBS = 2970.0
 DEFAULT = [f"bfloat16:{2**27 // n}x{n}" for n in (4096, 8192, 12288, 16384, 32768, 65536)] + [

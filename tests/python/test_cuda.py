@@ -223,6 +223,43 @@ def test_staged_forward_matches_register_kernel(tmp_path):
             assert torch.equal(a, b), f"{key} output {i}: the staged kernel differs from the register kernel"
 
 
+
+_PDL_SCRIPT = r"""
+import sys, torch, fastln
+out = {}
+for name, m, n in (("bfloat16", 301, 65536), ("float16", 4096, 1024), ("float32", 700, 8192), ("bfloat16", 3000, 256)):
+    dt = getattr(torch, name)
+    g = torch.Generator(device="cuda").manual_seed(n)
+    x, dy = ((torch.randn(m, n, device="cuda", generator=g) + 2).to(dt) for _ in range(2))
+    w, b = (torch.randn(n, device="cuda", generator=g).to(dt) for _ in range(2))
+    _, mean, rstd = torch.ops.fastln.layer_norm_fwd(x, (n,), w, b, 1e-5)
+    out[f"{name} {m}x{n}"] = torch.ops.fastln.layer_norm_bwd(dy, x, (n,), mean, rstd, w, b, [True] * 3)
+torch.save({k: [t.cpu() for t in v] for k, v in out.items()}, sys.argv[1])
+"""
+
+
+def test_early_partial_reduction_matches_serial(tmp_path):
+    """On sm_90 the dgamma/dbeta reduction is launched while the backward's row kernel still runs
+    (programmatic dependent launch) and waits on the device for the partials; FASTLN_CUDA_PDL=0
+    launches it after that kernel. Both must give the same bits: a reduction that did not wait
+    would read partials not yet written. Rows over clusters (bf16 65536), a small problem
+    (4096 x 1024), the staged fp32 backward (8192), several rows a CTA (256)."""
+    import os
+    import subprocess
+    import sys
+
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("programmatic dependent launch needs sm_90")
+    res = {}
+    for pdl in ("0", "1"):
+        path = tmp_path / f"pdl{pdl}.pt"
+        env = dict(os.environ, FASTLN_CUDA_PDL=pdl)
+        subprocess.run([sys.executable, "-c", _PDL_SCRIPT, str(path)], env=env, check=True)
+        res[pdl] = torch.load(path)
+    for key, outs in res["0"].items():
+        for name, a, b in zip(("grad_input", "grad_weight", "grad_bias"), outs, res["1"][key]):
+            assert torch.equal(a, b), f"{key} {name}: the early reduction differs from the serial one"
+
 # 16-bit rows whose backward clusters take two rows an iteration (cuda/layer_norm.cu, bwd_config
 # and bwd_launch_plan: clusters of 2, 4 and 8 at 16384, 32768 and 65536). 301 rows: odd (the
 # last iteration has one row), and more than one iteration for some clusters on an H100.

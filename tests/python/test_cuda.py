@@ -182,6 +182,24 @@ def test_cluster_rows_bitwise_repeat(n, dtype, op):
         _assert_bitwise(first, _run(x, (n,), w, b, dy, op), f"{op} run {rep}")
 
 
+def _assert_knob_keeps_bits(tmp_path, script, knob, what):
+    """Runs `script` (which saves {key: [tensors]} to argv[1]) in a fresh process with the
+    environment knob set to 0 and to 1 (read once a process), and asserts the two runs' tensors
+    equal bit for bit."""
+    import os
+    import subprocess
+    import sys
+
+    res = {}
+    for value in ("0", "1"):
+        path = tmp_path / f"{knob}{value}.pt"
+        subprocess.run([sys.executable, "-c", script, str(path)], env=dict(os.environ, **{knob: value}), check=True)
+        res[value] = torch.load(path)
+    for key, outs in res["0"].items():
+        for i, (a, b) in enumerate(zip(outs, res["1"][key])):
+            assert torch.equal(a, b), f"{key} output {i}: {what} with {knob}=0 and 1"
+
+
 _STAGED_SCRIPT = r"""
 import sys, torch, fastln
 out = {}
@@ -206,22 +224,9 @@ def test_staged_forward_matches_register_kernel(tmp_path):
     that one). 300 rows: every cluster of the persistent grid takes several, so each buffer is
     refilled. Rows whose slices differ between the two add in another order (fp32 65536: 8 staged
     CTAs, 4 register ones; N = 36872: 512 against 320 threads): test_long_rows_parity judges them."""
-    import os
-    import subprocess
-    import sys
-
     if torch.cuda.get_device_capability() < (9, 0):
         pytest.skip("thread-block clusters need sm_90")
-    res = {}
-    for staged in ("0", "1"):
-        path = tmp_path / f"staged{staged}.pt"
-        env = dict(os.environ, FASTLN_CUDA_FWD_STAGED=staged)
-        subprocess.run([sys.executable, "-c", _STAGED_SCRIPT, str(path)], env=env, check=True)
-        res[staged] = torch.load(path)
-    for key, outs in res["0"].items():
-        for i, (a, b) in enumerate(zip(outs, res["1"][key])):
-            assert torch.equal(a, b), f"{key} output {i}: the staged kernel differs from the register kernel"
-
+    _assert_knob_keeps_bits(tmp_path, _STAGED_SCRIPT, "FASTLN_CUDA_FWD_STAGED", "the forward differs")
 
 
 _PDL_SCRIPT = r"""
@@ -243,22 +248,12 @@ def test_early_partial_reduction_matches_serial(tmp_path):
     (programmatic dependent launch) and waits on the device for the partials; FASTLN_CUDA_PDL=0
     launches it after that kernel. Both must give the same bits: a reduction that did not wait
     would read partials not yet written. Rows over clusters (bf16 65536), a small problem
-    (4096 x 1024), the staged fp32 backward (8192), several rows a CTA (256)."""
-    import os
-    import subprocess
-    import sys
-
+    (4096 x 1024), the staged fp32 backward (8192), several rows a CTA (256); outputs 0, 1, 2:
+    grad_input, grad_weight, grad_bias."""
     if torch.cuda.get_device_capability() < (9, 0):
         pytest.skip("programmatic dependent launch needs sm_90")
-    res = {}
-    for pdl in ("0", "1"):
-        path = tmp_path / f"pdl{pdl}.pt"
-        env = dict(os.environ, FASTLN_CUDA_PDL=pdl)
-        subprocess.run([sys.executable, "-c", _PDL_SCRIPT, str(path)], env=env, check=True)
-        res[pdl] = torch.load(path)
-    for key, outs in res["0"].items():
-        for name, a, b in zip(("grad_input", "grad_weight", "grad_bias"), outs, res["1"][key]):
-            assert torch.equal(a, b), f"{key} {name}: the early reduction differs from the serial one"
+    _assert_knob_keeps_bits(tmp_path, _PDL_SCRIPT, "FASTLN_CUDA_PDL", "the backward differs")
+
 
 # 16-bit rows whose backward clusters take two rows an iteration (cuda/layer_norm.cu, bwd_config
 # and bwd_launch_plan: clusters of 2, 4 and 8 at 16384, 32768 and 65536). 301 rows: odd (the

@@ -277,6 +277,9 @@ __device__ __forceinline__ Slice row_slice(int nvec) {
   return {v0, max(0, min(per, nvec - v0))};
 }
 
+// Buffers of the rows staged in shared memory (StagedRows): rows k, k + 1 in use, k + 2 loading.
+constexpr int kRowStages = 3;
+
 #if FASTLN_CLUSTERS
 // PTX of the cluster sums: shared-memory addresses and their images in another CTA of the
 // cluster, mbarriers, and stores into another CTA's shared memory that its mbarrier counts.
@@ -315,6 +318,37 @@ __device__ __forceinline__ void bulk_copy(uint32_t dst, const void* src, uint32_
                  ::"r"(dst + off), "l"(__cvta_generic_to_global(static_cast<const char*>(src) + off)),
                  "r"(min(kChunk, bytes - off)), "r"(bar) : "memory");
 }
+
+// The rows a persistent CTA walks, staged in shared memory by the TMA unit (fwd_staged_kernel,
+// bwd_staged_kernel): its k-th row's slices of NT tensors (`bytes` each, `per` vectors apart)
+// go to buffer k % kRowStages, counted by that buffer's mbarrier in `full`. Thread 0 loads;
+// every thread waits for a row before it reads it, and the caller's barrier after its last read
+// of a buffer frees it for the load of row k + kRowStages - 1.
+template <class T, int NT>
+struct StagedRows {
+  uint64_t* full;  // [kRowStages], shared memory
+  const Pack<T>* bufs;  // [kRowStages][NT][per], shared memory
+  int per;
+  uint32_t bytes;
+
+  __device__ const Pack<T>* buffer(int64_t k, int j = 0) const {
+    return bufs + (NT * int(k % kRowStages) + j) * per;
+  }
+  // Thread 0, before the barrier (and fence: ClusterSum::start) that publishes the mbarriers.
+  __device__ void init() const {
+    for (int s = 0; s < kRowStages; ++s) mbar_init(smem_addr(&full[s]));
+  }
+  // Thread 0: row k, its slices at src, into buffer k % kRowStages.
+  __device__ void load(int64_t k, const T* const (&src)[NT]) const {
+    const uint32_t bar = smem_addr(&full[k % kRowStages]);
+    mbar_arrive_expect_tx(bar, NT * bytes);
+#pragma unroll
+    for (int j = 0; j < NT; ++j) bulk_copy(smem_addr(buffer(k, j)), src[j], bytes, bar);
+  }
+  __device__ void wait(int64_t k) const {
+    if (bytes) mbar_wait(smem_addr(&full[k % kRowStages]), uint32_t(k / kRowStages) & 1);
+  }
+};
 #endif
 
 // Sum of K values over the CTAs of a cluster, after group_sum (every thread holds its CTA's
@@ -506,7 +540,7 @@ __global__ void __launch_bounds__(512, fwd_min_ctas(CL)) fwd_reg_kernel(FwdParam
 
 // ---------------------------------------------------------------- forward, staged rows (sm_90)
 // Rows split over a cluster (fwd_config), staged in shared memory instead of registers: the TMA
-// unit loads each CTA's slice of a row (cp.async.bulk) two rows ahead into kFwdStages buffers,
+// unit loads each CTA's slice of a row (cp.async.bulk) two rows ahead (StagedRows),
 // and each thread holds the gamma and beta of its vectors for all rows. The register kernel of 8
 // vectors a thread loads a row only once the last one is written, spills (bf16: 537K
 // local-memory requests a call at N = 65536), and re-reads gamma and beta every row.
@@ -522,7 +556,6 @@ __global__ void __launch_bounds__(512, fwd_min_ctas(CL)) fwd_reg_kernel(FwdParam
 // 512 threads a slice the results are its bits (tested). Plain norms: the fused residual add
 // keeps the register kernel.
 constexpr int kStagedThreads = 512, kStagedVectors = 8;  // slices of <= kFwdCtaVectors (fwd_config)
-constexpr int kFwdStages = 3;  // rows k, k + 1 in use, k + 2 loading
 template <class T, class P, Norm NORM, int CL>
 __global__ void __launch_bounds__(kStagedThreads, 1) fwd_staged_kernel(FwdParams<T, P> p) {
 #if FASTLN_CLUSTERS
@@ -532,8 +565,7 @@ __global__ void __launch_bounds__(kStagedThreads, 1) fwd_staged_kernel(FwdParams
   constexpr bool kLayer = NORM == Norm::kLayer;
   constexpr int kUses = kLayer ? 2 : 1;  // of csum a row: row k's squares are use kUses * k + kUses - 1
   extern __shared__ __align__(16) unsigned char dsmem_raw[];
-  const Pack<T>* bufs = reinterpret_cast<const Pack<T>*>(dsmem_raw);
-  __shared__ uint64_t full[kFwdStages];  // buffer s holds its row's slice
+  __shared__ uint64_t full[kRowStages];
   __shared__ A red[32];
   __shared__ ClusterSum<CL, 1, A, 4> csum;
   const int t = threadIdx.x, N = p.n;
@@ -543,19 +575,12 @@ __global__ void __launch_bounds__(kStagedThreads, 1) fwd_staged_kernel(FwdParams
   const uint32_t bytes = uint32_t(nvec) * 16;
   const A invN = A(1) / A(N);
   const int64_t first = blockIdx.x / CL, stride = gridDim.x / CL;
-  const auto load = [&](int64_t k) {  // the k-th row of this CTA into buffer k % kFwdStages
+  const StagedRows<T, 1> rows{full, reinterpret_cast<const Pack<T>*>(dsmem_raw), per, bytes};
+  const auto load = [&](int64_t k) {  // the k-th row of this CTA
     const int64_t row = first + k * stride;
-    const uint32_t bar = smem_addr(&full[k % kFwdStages]);
-    if (t == 0 && row < p.M && bytes) {
-      mbar_arrive_expect_tx(bar, bytes);
-      bulk_copy(smem_addr(bufs + (k % kFwdStages) * per), p.X + row * p.ldx + c0, bytes, bar);
-    }
+    if (t == 0 && row < p.M && bytes) rows.load(k, {p.X + row * p.ldx + c0});
   };
-  const auto wait_loaded = [&](int64_t k) {
-    if (bytes) mbar_wait(smem_addr(&full[k % kFwdStages]), uint32_t(k / kFwdStages) & 1);
-  };
-  if (t == 0)
-    for (int s = 0; s < kFwdStages; ++s) mbar_init(smem_addr(&full[s]));
+  if (t == 0) rows.init();
   csum.start();  // its fence also publishes these mbarriers' initialization
   __syncthreads();
   load(0);
@@ -578,8 +603,8 @@ __global__ void __launch_bounds__(kStagedThreads, 1) fwd_staged_kernel(FwdParams
   // kernel's shift), sent as use 2k.
   const auto send_mean_sums = [&](int64_t k, A& x0) {
     x0 = A(dtof(p.X[(first + k * stride) * p.ldx]));
-    wait_loaded(k);
-    const Pack<T>* buf = bufs + (k % kFwdStages) * per;
+    rows.wait(k);
+    const Pack<T>* buf = rows.buffer(k);
     A sum[1] = {0};
     for (int v = t; v < nvec; v += kStagedThreads) {
       const Pack<T> r = buf[v];
@@ -598,9 +623,9 @@ __global__ void __launch_bounds__(kStagedThreads, 1) fwd_staged_kernel(FwdParams
       csum.recv(sum, 2 * k);
       mean = x0 + sum[0] * invN;
     } else {
-      wait_loaded(k);
+      rows.wait(k);
     }
-    const Pack<T>* buf = bufs + (k % kFwdStages) * per;
+    const Pack<T>* buf = rows.buffer(k);
     A q[1] = {0};
     for (int v = t; v < nvec; v += kStagedThreads) {
       const Pack<T> r = buf[v];
@@ -624,7 +649,7 @@ __global__ void __launch_bounds__(kStagedThreads, 1) fwd_staged_kernel(FwdParams
       p.mean[row] = mean;
       p.rstd[row] = rstd;
     }
-    const Pack<T>* buf = bufs + (k % kFwdStages) * per;
+    const Pack<T>* buf = rows.buffer(k);
     T* y = p.Y + row * int64_t(N) + c0;
 #pragma unroll
     for (int i = 0; i < kStagedVectors; ++i) {
@@ -1010,14 +1035,14 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T), MINB), bwd_min_
 // Rows of bwd_staged_plan (fp32 rows of 256 vectors and more) on sm_90: a persistent grid whose
 // CTA (CL = 1), or cluster of CL CTAs each a slice, walks rows first, first + stride, ... as
 // fwd_staged_kernel does, the TMA unit loading x and dy two rows ahead into shared memory
-// (kBwdStages buffers). Each thread takes kBwdStagedVectors vectors of the slice (t,
+// (StagedRows). Each thread takes kBwdStagedVectors vectors of the slice (t,
 // t + blockDim.x) and holds their gamma and their dgamma / dbeta column sums in registers for all
 // its rows: shared memory holds only the staged rows, and the column sums are written once, at
 // the end, into the cluster's partial (the CTA's slice of it). The row sums are pipelined: the
 // CTA adds row k + 1's and sends them to the cluster before it waits for row k's and writes row
 // k's dx, so the cluster's exchange does not leave the SM idle (CTAs of up to 1024 threads, one
 // a SM; without that pipelining, fp32 12288 over 2 CTAs: 84.8% of copy bandwidth, 99.0 with it).
-constexpr int kBwdStagedVectors = 2, kBwdStagedThreads = 1024, kBwdStages = 3;
+constexpr int kBwdStagedVectors = 2, kBwdStagedThreads = 1024;
 
 template <class T, class P, Norm NORM, int CL>
 __global__ void __launch_bounds__(kBwdStagedThreads, 1) bwd_staged_kernel(BwdParams<T, P> p) {
@@ -1026,9 +1051,7 @@ __global__ void __launch_bounds__(kBwdStagedThreads, 1) bwd_staged_kernel(BwdPar
   using A = acc_t<T>;
   constexpr int VEC = Pack<T>::n, NVT = kBwdStagedVectors;
   extern __shared__ __align__(16) unsigned char dsmem_raw[];
-  // Buffer s: the slice of x at bufs + 2 s per, of dy at bufs + (2 s + 1) per.
-  const Pack<T>* bufs = reinterpret_cast<const Pack<T>*>(dsmem_raw);
-  __shared__ uint64_t full[kBwdStages];  // buffer s holds its row's slices
+  __shared__ uint64_t full[kRowStages];
   __shared__ A red[32 * 2];
   __shared__ ClusterSum<CL, 2, A, 4> csum;
   const int t = threadIdx.x, nt = blockDim.x, N = p.n;
@@ -1038,18 +1061,13 @@ __global__ void __launch_bounds__(kBwdStagedThreads, 1) bwd_staged_kernel(BwdPar
   const uint32_t bytes = uint32_t(nvec) * 16;
   const A invN = A(1) / A(N);
   const int64_t first = blockIdx.x / CL, stride = gridDim.x / CL;
-  const auto load = [&](int64_t k) {  // the k-th row of this CTA into buffer k % kBwdStages
+  // Row k's slice of x at rows.buffer(k, 0), of dy at rows.buffer(k, 1).
+  const StagedRows<T, 2> rows{full, reinterpret_cast<const Pack<T>*>(dsmem_raw), per, bytes};
+  const auto load = [&](int64_t k) {  // the k-th row of this CTA
     const int64_t row = first + k * stride;
-    const int s = int(k % kBwdStages);
-    if (t == 0 && row < p.M && bytes) {
-      const uint32_t bar = smem_addr(&full[s]);
-      mbar_arrive_expect_tx(bar, 2 * bytes);
-      bulk_copy(smem_addr(bufs + 2 * s * per), p.X + row * p.ldx + c0, bytes, bar);
-      bulk_copy(smem_addr(bufs + (2 * s + 1) * per), p.dY + row * p.lddy + c0, bytes, bar);
-    }
+    if (t == 0 && row < p.M && bytes) rows.load(k, {p.X + row * p.ldx + c0, p.dY + row * p.lddy + c0});
   };
-  if (t == 0)
-    for (int s = 0; s < kBwdStages; ++s) mbar_init(smem_addr(&full[s]));
+  if (t == 0) rows.init();
   csum.start();  // its fence also publishes these mbarriers' initialization
   __syncthreads();
   load(0);
@@ -1083,11 +1101,10 @@ __global__ void __launch_bounds__(kBwdStagedThreads, 1) bwd_staged_kernel(BwdPar
   // CTA, sent to the cluster as use k of csum.
   const auto row_sums = [&](int64_t k, A& mean, A& rstd, A (&c)[2]) {
     const int64_t row = first + k * stride;
-    const int s = int(k % kBwdStages);
     mean = NORM == Norm::kLayer ? p.mean[row] : A(0);
     rstd = p.rstd[row];
-    if (bytes) mbar_wait(smem_addr(&full[s]), uint32_t(k / kBwdStages) & 1);
-    const Pack<T>* bx = bufs + 2 * s * per;
+    rows.wait(k);
+    const Pack<T>* bx = rows.buffer(k);
     c[0] = c[1] = 0;
 #pragma unroll
     for (int i = 0; i < NVT; ++i) {
@@ -1121,7 +1138,7 @@ __global__ void __launch_bounds__(kBwdStagedThreads, 1) bwd_staged_kernel(BwdPar
     if (p.dX) {
       csum.recv(c, k);  // CL = 1: c stays the CTA's sums
       const A c1 = NORM == Norm::kLayer ? mul_rn(c[0], invN) : A(0), c2 = mul_rn(c[1], invN);
-      const Pack<T>* bx = bufs + 2 * int(k % kBwdStages) * per;
+      const Pack<T>* bx = rows.buffer(k);
       T* dx = p.dX + row * int64_t(N) + c0;
 #pragma unroll
       for (int i = 0; i < NVT; ++i) {
@@ -1548,7 +1565,7 @@ bool fwd_staged() {
 
 template <class T>
 size_t staged_smem(int N, int cl) {
-  return size_t(kFwdStages) * ((N / Pack<T>::n + cl - 1) / cl) * 16;
+  return size_t(kRowStages) * ((N / Pack<T>::n + cl - 1) / cl) * 16;
 }
 
 // The staged forward's cluster size: the config's (the fewest CTAs of <= 4096 vectors), or twice
@@ -1680,7 +1697,7 @@ BwdLaunch<T, P> bwd_staged_plan(const Config& c, int N, int64_t M, int device) {
     const int per = (nvec + cl - 1) / cl;
     l.cluster = cl;
     l.block = round_up((per + kBwdStagedVectors - 1) / kBwdStagedVectors, 32);
-    l.smem = size_t(kBwdStages) * 2 * per * 16;
+    l.smem = size_t(kRowStages) * 2 * per * 16;
     l.kernel = pick<1, 2, 4, 8>(cl, [&]<int CL>() {
       if constexpr (kClusterType<T>) return bwd_staged_kernel<T, P, NORM, CL>;
       return decltype(l.kernel)(nullptr);

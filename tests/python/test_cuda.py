@@ -232,13 +232,18 @@ def test_staged_forward_matches_register_kernel(tmp_path):
 _PDL_SCRIPT = r"""
 import sys, torch, fastln
 out = {}
-for name, m, n in (("bfloat16", 301, 65536), ("float16", 4096, 1024), ("float32", 700, 8192), ("bfloat16", 3000, 256)):
+masks = ([True] * 3, [True, True, False], [False, False, True])
+for name, m, n in (("bfloat16", 301, 65536), ("float16", 4096, 1024), ("float32", 700, 8192), ("bfloat16", 3000, 256),
+                   ("float16", 2000, 12288)):
     dt = getattr(torch, name)
     g = torch.Generator(device="cuda").manual_seed(n)
     x, dy = ((torch.randn(m, n, device="cuda", generator=g) + 2).to(dt) for _ in range(2))
     w, b = (torch.randn(n, device="cuda", generator=g).to(dt) for _ in range(2))
     _, mean, rstd = torch.ops.fastln.layer_norm_fwd(x, (n,), w, b, 1e-5)
-    out[f"{name} {m}x{n}"] = torch.ops.fastln.layer_norm_bwd(dy, x, (n,), mean, rstd, w, b, [True] * 3)
+    for mask in masks:
+        grads = torch.ops.fastln.layer_norm_bwd(dy, x, (n,), mean, rstd, w, b, mask)
+        out[f"{name} {m}x{n} {mask}"] = [t for t in grads if t is not None]
+    out[f"{name} {m}x{n} rms"] = torch.ops.fastln.rms_norm_bwd(dy, x, (n,), rstd, w, [True] * 2)
 torch.save({k: [t.cpu() for t in v] for k, v in out.items()}, sys.argv[1])
 """
 
@@ -247,9 +252,9 @@ def test_early_partial_reduction_matches_serial(tmp_path):
     """On sm_90 the dgamma/dbeta reduction is launched while the backward's row kernel still runs
     (programmatic dependent launch) and waits on the device for the partials; FASTLN_CUDA_PDL=0
     launches it after that kernel. Both must give the same bits: a reduction that did not wait
-    would read partials not yet written. Rows over clusters (bf16 65536), a small problem
-    (4096 x 1024), the staged fp32 backward (8192), several rows a CTA (256); outputs 0, 1, 2:
-    grad_input, grad_weight, grad_bias."""
+    would read partials not yet written. Rows over clusters (bf16 65536, fp16 12288), a small
+    problem (4096 x 1024), the staged fp32 backward (8192), several rows a CTA (256); with dgamma
+    or dbeta alone, and RMSNorm."""
     if torch.cuda.get_device_capability() < (9, 0):
         pytest.skip("programmatic dependent launch needs sm_90")
     _assert_knob_keeps_bits(tmp_path, _PDL_SCRIPT, "FASTLN_CUDA_PDL", "the backward differs")

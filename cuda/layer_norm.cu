@@ -1871,7 +1871,7 @@ cudaError_t launch_bwd_norm(BwdParams<T, P> p, bool vec_ok, int64_t nparts, P* d
     // an H100): bf16 65536 (30 partials) 7.1 -> 5.1 us, fp16 32768 7.1 -> 6.2, fp32 65536 4.5 -> 3.9.
     if constexpr (sizeof(A) == 4) {
       if (N % 4 == 0 && N / 128 >= num_sms(device)) {
-        cfg.gridDim = dim3(unsigned(N / 128));
+        cfg.gridDim = dim3(unsigned((N + 127) / 128));
         return cudaLaunchKernelEx(&cfg, reduce_partials_kernel<A, P, 8, 4>, partial, nparts, N, dgamma, dbeta);
       }
     }

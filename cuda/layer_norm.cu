@@ -1260,9 +1260,10 @@ __global__ void __launch_bounds__(32 * RY) reduce_partials_kernel(const A* parti
   const int64_t j = (int64_t(blockIdx.x) * 32 + tx) * W;
   Cols sg{}, sb{};
   if (j < N) {
-    // W > 1: U partials' loads issued before their adds (the guarded loads of an unrolled loop
-    // are not hoisted across its guards). W = 1 keeps the unrolled loop: batched as well, it
-    // took (4096, 1024) fp16's reduction from 3.2 to 4.9 us.
+    // W > 1: U partials' loads issued together, then their adds. `#pragma unroll 8` alone
+    // does that only for threads with 8 partials or more; with fewer (30 partials over RY = 8:
+    // 3-4 a thread) its remainder loop loads and adds one partial at a time (SASS). W = 1 keeps
+    // the unrolled loop: batched as well, it took (4096, 1024) fp16's reduction 3.2 -> 4.9 us.
     constexpr int U = W > 1 ? 4 : 1;
 #pragma unroll(W > 1 ? 1 : 8)
     for (int64_t k0 = ty; k0 < nparts; k0 += U * RY) {

@@ -242,9 +242,9 @@ namespace cg = cooperative_groups;
 
 // Programmatic dependent launch (sm_90; no-ops elsewhere and without the launch attribute): a
 // kernel lets the next kernel of its stream, launched with the programmatic-serialization
-// attribute (launch_bwd_norm), start once every CTA of this one has called allow_dependent_launch() or exited, on the SMs
-// this one leaves; that kernel waits for this one's end and its memory (wait_prior_grid) before
-// it reads what this one wrote.
+// attribute (launch_bwd_norm), start on the SMs this one leaves once every CTA of this one has
+// called allow_dependent_launch() or exited; that kernel waits for this one's end and its memory
+// (wait_prior_grid) before it reads what this one wrote.
 __device__ __forceinline__ void allow_dependent_launch() {
 #if FASTLN_CLUSTERS
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");

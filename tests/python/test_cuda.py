@@ -195,7 +195,9 @@ def _assert_knob_keeps_bits(tmp_path, script, knob, what):
         path = tmp_path / f"{knob}{value}.pt"
         subprocess.run([sys.executable, "-c", script, str(path)], env=dict(os.environ, **{knob: value}), check=True)
         res[value] = torch.load(path)
+    assert res["0"].keys() == res["1"].keys()
     for key, outs in res["0"].items():
+        assert len(outs) == len(res["1"][key]), key
         for i, (a, b) in enumerate(zip(outs, res["1"][key])):
             assert torch.equal(a, b), f"{key} output {i}: {what} with {knob}=0 and 1"
 

@@ -1,7 +1,8 @@
 // Portable SIMD for the kernels: GCC/Clang vector extensions, one register wide for the ISA
 // this translation unit is compiled for (64 bytes with AVX-512, 32 with AVX2, 16 otherwise).
 // The compiler turns +, -, * (and, with -mfma, a*b+c) into native instructions; only the
-// half-precision conversions need intrinsics (F16C).
+// half-precision conversions (F16C, AVX-512) and AVX-512's masked tail loads and stores need
+// intrinsics.
 //
 // Everything here lives in namespace fastln::FASTLN_ISA (set per build by CMake), so the
 // builds for different ISAs never share an inline function compiled for another.
@@ -75,43 +76,87 @@ inline typename V<A>::type keep_first(typename V<A>::type v, int n) {
   return (typename V<A>::type)((M)v & keep);
 }
 
-// ---- loads: U in memory -> vector of A (A = float for 16-bit U) ----
-template <class A, class U>
-inline typename V<A>::type load(const U* p) {
-  typename V<A>::type v;
-  if constexpr (std::is_same_v<U, A>) {
-    std::memcpy(&v, p, sizeof v);
-  } else if constexpr (std::is_same_v<U, bf16>) {
+// ---- 16-bit lanes: a vector of floats' worth of bf16 or fp16 (Half), converted both ways ----
+#if defined(__AVX512F__)
+using Half = __m256i;
+#elif defined(__AVX2__)
+using Half = __m128i;
+#else
+using Half = vuint16;
+#endif
+
+// bf16 / fp16 lanes -> floats, exact.
+template <class U>
+inline vfloat widen(Half h) {
+  if constexpr (std::is_same_v<U, bf16>) {
     // bf16 is the high half of a float. (GCC lowers __builtin_convertvector here to
     // 128-bit pieces; the intrinsics give one widening move.)
 #if defined(__AVX512F__)
-    __m256i h;
-    std::memcpy(&h, p, sizeof h);
-    v = (vfloat)_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16);
+    return (vfloat)_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16);
 #elif defined(__AVX2__)
-    __m128i h;
-    std::memcpy(&h, p, sizeof h);
-    v = (vfloat)_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
+    return (vfloat)_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
 #else
-    vuint16 h;
-    std::memcpy(&h, p, sizeof h);
-    v = (vfloat)(__builtin_convertvector(h, vuint32) << 16);
+    return (vfloat)(__builtin_convertvector(h, vuint32) << 16);
 #endif
   } else {
     static_assert(std::is_same_v<U, fp16>);
 #if defined(__AVX512F__)
-    __m256i h;
-    std::memcpy(&h, p, sizeof h);
-    v = (vfloat)_mm512_cvtph_ps(h);
+    return (vfloat)_mm512_cvtph_ps(h);
 #elif defined(__AVX2__)
-    __m128i h;
-    std::memcpy(&h, p, sizeof h);
-    v = (vfloat)_mm256_cvtph_ps(h);
+    return (vfloat)_mm256_cvtph_ps(h);
 #else
-    for (int i = 0; i < V<A>::W; ++i) v[i] = to_float(p[i]);
+    vfloat v;
+    for (int i = 0; i < V<float>::W; ++i) v[i] = to_float(fp16{h[i]});
+    return v;
 #endif
   }
-  return v;
+}
+
+// Floats -> bf16 / fp16 lanes, rounded to nearest even, NaN as c10 does.
+template <class U>
+inline Half narrow(vfloat v) {
+  if constexpr (std::is_same_v<U, bf16>) {
+    // NaN -> 0x7fc0 (c10::BFloat16's rule, lane by lane).
+    const vuint32 u = (vuint32)v;
+    vuint32 r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const vuint32 nan = (vuint32)(v != v);
+    r = (r & ~nan) | (0x7fc0u & nan);
+#if defined(__AVX512F__)
+    return _mm512_cvtepi32_epi16((__m512i)r);
+#elif defined(__AVX2__)
+    // r < 2^16 lane by lane, so the saturating pack is exact; it packs within 128-bit
+    // halves, and the permute puts the two halves' results side by side.
+    const __m256i packed = _mm256_packus_epi32((__m256i)r, (__m256i)r);
+    return _mm256_castsi256_si128(_mm256_permute4x64_epi64(packed, 0x08));
+#else
+    return __builtin_convertvector(r, vuint16);
+#endif
+  } else {
+    static_assert(std::is_same_v<U, fp16>);
+#if defined(__AVX512F__)
+    return _mm512_cvtps_ph((__m512)v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#elif defined(__AVX2__)
+    return _mm256_cvtps_ph((__m256)v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#else
+    Half h;
+    for (int i = 0; i < V<float>::W; ++i) h[i] = from_float<fp16>(v[i]).bits;
+    return h;
+#endif
+  }
+}
+
+// ---- loads: U in memory -> vector of A (A = float for 16-bit U) ----
+template <class A, class U>
+inline typename V<A>::type load(const U* p) {
+  if constexpr (std::is_same_v<U, A>) {
+    typename V<A>::type v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  } else {
+    Half h;
+    std::memcpy(&h, p, sizeof h);
+    return widen<U>(h);
+  }
 }
 
 // The bytes of h to p. kStream: a non-temporal store (p aligned to sizeof h), which writes
@@ -142,53 +187,49 @@ inline void stream_fence() {
 
 template <class A, class U, bool kStream = false>
 inline void store(U* p, typename V<A>::type v) {
-  if constexpr (std::is_same_v<U, A>) {
+  if constexpr (std::is_same_v<U, A>)
     put<kStream>(p, v);
-  } else if constexpr (std::is_same_v<U, bf16>) {
-    // Round to nearest even; NaN -> 0x7fc0 (c10::BFloat16's rule, lane by lane).
-    const vuint32 u = (vuint32)v;
-    vuint32 r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    const vuint32 nan = (vuint32)(v != v);
-    r = (r & ~nan) | (0x7fc0u & nan);
-#if defined(__AVX512F__)
-    const __m256i h = _mm512_cvtepi32_epi16((__m512i)r);
-#elif defined(__AVX2__)
-    // r < 2^16 lane by lane, so the saturating pack is exact; it packs within 128-bit
-    // halves, and the permute puts the two halves' results side by side.
-    const __m256i packed = _mm256_packus_epi32((__m256i)r, (__m256i)r);
-    const __m128i h = _mm256_castsi256_si128(_mm256_permute4x64_epi64(packed, 0x08));
-#else
-    const vuint16 h = __builtin_convertvector(r, vuint16);
-#endif
-    put<kStream>(p, h);
-  } else {
-    static_assert(std::is_same_v<U, fp16>);
-#if defined(__AVX512F__)
-    const __m256i h = _mm512_cvtps_ph((__m512)v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    put<kStream>(p, h);
-#elif defined(__AVX2__)
-    const __m128i h = _mm256_cvtps_ph((__m256)v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    put<kStream>(p, h);
-#else
-    for (int i = 0; i < V<A>::W; ++i) p[i] = from_float<fp16>(v[i]);
-#endif
-  }
+  else
+    put<kStream>(p, narrow<U>(v));
 }
 
 // Partial loads and stores for the last n < W elements of a row (lanes n.. are zero).
+// AVX-512 masks them: no element past n is touched and no buffer is needed. (A buffer on the
+// stack broke the sanitizer build: GCC 12's AddressSanitizer frame put it 32 bytes off the
+// 64-byte alignment its vmovaps load assumed, a fault on AVX-512 machines only.)
 template <class A, class U>
 inline typename V<A>::type load_n(const U* p, int64_t n) {
+#if defined(__AVX512F__)
+  const uint32_t k = (uint32_t(1) << n) - 1;
+  if constexpr (std::is_same_v<U, float>)
+    return (vfloat)_mm512_maskz_loadu_ps(__mmask16(k), p);
+  else if constexpr (std::is_same_v<U, double>)
+    return (vdouble)_mm512_maskz_loadu_pd(__mmask8(k), p);
+  else
+    return widen<U>(_mm256_maskz_loadu_epi16(__mmask16(k), p));
+#else
   U buf[V<A>::W];
   std::memset(buf, 0, sizeof buf);
   std::memcpy(buf, p, n * sizeof(U));
   return load<A>(buf);
+#endif
 }
 
 template <class A, class U>
 inline void store_n(U* p, typename V<A>::type v, int64_t n) {
+#if defined(__AVX512F__)
+  const uint32_t k = (uint32_t(1) << n) - 1;
+  if constexpr (std::is_same_v<U, float>)
+    _mm512_mask_storeu_ps(p, __mmask16(k), (__m512)v);
+  else if constexpr (std::is_same_v<U, double>)
+    _mm512_mask_storeu_pd(p, __mmask8(k), (__m512d)v);
+  else
+    _mm256_mask_storeu_epi16(p, __mmask16(k), narrow<U>(v));
+#else
   U buf[V<A>::W];
   store<A>(buf, v);
   std::memcpy(p, buf, n * sizeof(U));
+#endif
 }
 
 }  // namespace FASTLN_ISA

@@ -1,4 +1,4 @@
-"""fastln kernel builds (base, avx2, avx512: those this CPU runs) against each other:
+"""fastln kernel builds (those of base, avx2, avx512, avx512bf16 this CPU runs) against each other:
 1 thread, interleaved in one process, medians of 15 repeats. python bench/isa_compare.py"""
 import statistics
 import time

@@ -16,7 +16,7 @@ cuda_archs: str
 """The CUDA architectures compiled for ('' without CUDA)."""
 
 def isa() -> str:
-    """The CPU kernel build in use: 'base', 'avx2' or 'avx512'."""
+    """The CPU kernel build in use: 'base', 'avx2', 'avx512' or 'avx512bf16'."""
 
 def available_isas() -> list[str]:
     """The CPU kernel builds this CPU can run, lowest first."""

@@ -20,10 +20,12 @@ FASTLN_DECLARE_ISA(base)
 #if FASTLN_X86
 FASTLN_DECLARE_ISA(avx2)
 FASTLN_DECLARE_ISA(avx512)
+FASTLN_DECLARE_ISA(avx512bf16)
 #endif
 
 const char* isa_name(Isa isa) {
   switch (isa) {
+    case Isa::kAvx512Bf16: return "avx512bf16";
     case Isa::kAvx512: return "avx512";
     case Isa::kAvx2: return "avx2";
     default: return "base";
@@ -35,7 +37,7 @@ Isa best_isa() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
-    return Isa::kAvx512;
+    return __builtin_cpu_supports("avx512bf16") ? Isa::kAvx512Bf16 : Isa::kAvx512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
       __builtin_cpu_supports("f16c"))
     return Isa::kAvx2;
@@ -47,7 +49,7 @@ namespace {
 Isa initial_isa() {
   Isa isa = best_isa();
   if (const char* env = std::getenv("FASTLN_ISA")) {
-    for (Isa lower : {Isa::kBase, Isa::kAvx2, Isa::kAvx512})
+    for (Isa lower : kIsas)
       if (std::strcmp(env, isa_name(lower)) == 0) isa = std::min(isa, lower);
   }
   return isa;
@@ -84,6 +86,7 @@ bool stream_output(int64_t M, int64_t N, int elem_bytes) {
 #if FASTLN_X86
 #define FASTLN_SELECT(fn, ...)                                          \
   switch (active_isa()) {                                              \
+    case Isa::kAvx512Bf16: return avx512bf16::fn(__VA_ARGS__);          \
     case Isa::kAvx512: return avx512::fn(__VA_ARGS__);                  \
     case Isa::kAvx2: return avx2::fn(__VA_ARGS__);                      \
     default: return base::fn(__VA_ARGS__);                              \

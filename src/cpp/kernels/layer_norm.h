@@ -82,11 +82,13 @@ template <> inline fp16 from_float<fp16>(float v) {
 
 enum class Norm { kLayer, kRms };
 
-// Instruction sets with a kernel build of their own, best last.
-enum class Isa { kBase, kAvx2, kAvx512 };
+// Instruction sets with a kernel build of their own, best last. avx512bf16: AVX-512 with the
+// bf16 conversion instruction (Cooper Lake, Sapphire Rapids, Zen 4 and later).
+enum class Isa { kBase, kAvx2, kAvx512, kAvx512Bf16 };
+inline constexpr Isa kIsas[] = {Isa::kBase, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Bf16};
 const char* isa_name(Isa isa);
 Isa best_isa();    // what this CPU supports
-Isa active_isa();  // best_isa(), lowered by FASTLN_ISA=base|avx2|avx512 in the environment
+Isa active_isa();  // best_isa(), lowered by FASTLN_ISA=<an isa_name> in the environment
 void set_isa(Isa isa);  // for tests; clamps to best_isa()
 
 template <class T, class P>

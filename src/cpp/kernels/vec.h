@@ -116,6 +116,13 @@ inline vfloat widen(Half h) {
 template <class U>
 inline Half narrow(vfloat v) {
   if constexpr (std::is_same_v<U, bf16>) {
+#if defined(__AVX512BF16__)
+    // One instruction rounds 16 lanes to nearest even, as below, except that it flushes
+    // subnormal inputs to zero and keeps a NaN's payload: vectors holding either (fpclass
+    // 0xa1: quiet NaN, subnormal, signalling NaN) take the exact code below. bf16 kernels
+    // 1.11-1.23x faster, forward and backward (Zen 4; docs/cpu.md).
+    if (!_mm512_fpclass_ps_mask((__m512)v, 0xa1)) return (__m256i)_mm512_cvtneps_pbh((__m512)v);
+#endif
     // NaN -> 0x7fc0 (c10::BFloat16's rule, lane by lane).
     const vuint32 u = (vuint32)v;
     vuint32 r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;

@@ -16,9 +16,12 @@ namespace py = pybind11;
 namespace {
 
 fastln::Isa isa_from_name(const std::string& name) {
-  for (auto isa : {fastln::Isa::kBase, fastln::Isa::kAvx2, fastln::Isa::kAvx512})
+  std::string names;
+  for (auto isa : fastln::kIsas) {
     if (name == fastln::isa_name(isa)) return isa;
-  throw py::value_error("isa must be one of 'base', 'avx2', 'avx512', got '" + name + "'");
+    names += std::string(names.empty() ? "'" : ", '") + fastln::isa_name(isa) + "'";
+  }
+  throw py::value_error("isa must be one of " + names + ", got '" + name + "'");
 }
 
 // The eager fast path of fastln.functional: the same dispatcher ops as torch.ops.fastln
@@ -90,10 +93,10 @@ PYBIND11_MODULE(_C, m) {
   m.attr("cuda_archs") = "";
 #endif
   m.def("isa", [] { return std::string(fastln::isa_name(fastln::active_isa())); },
-        "The CPU kernel build in use: 'base', 'avx2' or 'avx512'.");
+        "The CPU kernel build in use: 'base', 'avx2', 'avx512' or 'avx512bf16'.");
   m.def("available_isas", [] {
     std::vector<std::string> out;
-    for (auto isa : {fastln::Isa::kBase, fastln::Isa::kAvx2, fastln::Isa::kAvx512})
+    for (auto isa : fastln::kIsas)
       if (isa <= fastln::best_isa()) out.emplace_back(fastln::isa_name(isa));
     return out;
   }, "The CPU kernel builds this CPU can run, lowest first.");

@@ -18,20 +18,36 @@ using namespace fastln;
 
 namespace {
 
+// 64-byte aligned storage, as torch allocates it: std::vector's 16-byte alignment splits every
+// other 32-byte and every 64-byte access across two cache lines (fp32 (8192, 768)
+// backward_blocks, one thread: 3.2 ms avx2 / 3.9 ms avx512 from std::vector, 2.3 / 2.3 aligned).
+template <class T>
+struct AlignedAlloc {
+  using value_type = T;
+  AlignedAlloc() = default;
+  template <class U>
+  AlignedAlloc(const AlignedAlloc<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64)); }
+  void deallocate(T* p, size_t) { std::free(p); }
+  bool operator==(const AlignedAlloc&) const { return true; }
+};
+template <class T>
+using Buffer = std::vector<T, AlignedAlloc<T>>;
+
 template <class T>
 void bench(int64_t M, int64_t N, const char* name) {
   std::mt19937 gen(1);
   std::normal_distribution<float> normal;
   auto randn = [&](int64_t n) {
-    std::vector<T> v(n);
+    Buffer<T> v(n);
     for (auto& e : v) e = from_float<T>(normal(gen));
     return v;
   };
-  const std::vector<T> X = randn(M * N), dY = randn(M * N), gamma = randn(N), beta = randn(N);
-  std::vector<T> Y(M * N), dX(M * N), dgamma(N), dbeta(N);
-  std::vector<float> mean(M), rstd(M);
+  const Buffer<T> X = randn(M * N), dY = randn(M * N), gamma = randn(N), beta = randn(N);
+  Buffer<T> Y(M * N), dX(M * N), dgamma(N), dbeta(N);
+  Buffer<float> mean(M), rstd(M);
   const BlockPlan plan = plan_blocks(M, N);
-  std::vector<float> partial(plan.nblocks * 2 * N);
+  Buffer<float> partial(plan.nblocks * 2 * N);
   const ForwardArgs<T, T> fa{X.data(), N, gamma.data(), beta.data(), Y.data(), mean.data(),
                              rstd.data(), N, 1e-5, Norm::kLayer};
   const BackwardArgs<T, T> ba{dY.data(), N, X.data(), N, mean.data(), rstd.data(), gamma.data(),

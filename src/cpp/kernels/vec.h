@@ -120,7 +120,7 @@ inline Half narrow(vfloat v) {
     // One instruction rounds 16 lanes to nearest even, as below, except that it flushes
     // subnormal inputs to zero and keeps a NaN's payload: vectors holding either (fpclass
     // 0xa1: quiet NaN, subnormal, signalling NaN) take the exact code below. bf16 kernels
-    // 1.11-1.23x faster, forward and backward (Zen 4; docs/cpu.md).
+    // 1.03-1.23x faster, forward and backward (Zen 4; docs/cpu.md).
     if (!_mm512_fpclass_ps_mask((__m512)v, 0xa1)) return (__m256i)_mm512_cvtneps_pbh((__m512)v);
 #endif
     // NaN -> 0x7fc0 (c10::BFloat16's rule, lane by lane).

@@ -10,6 +10,7 @@
 
 #include <bit>
 #include <cstring>
+#include <utility>
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
 #elif defined(__SSE2__)
@@ -56,14 +57,26 @@ inline typename V<A>::type splat(A a) {
   return typename V<A>::type{} + a;
 }
 
-template <class A>
-inline A hsum(typename V<A>::type v) {
-  // Pairwise tree: the same order on every call.
-  A lanes[V<A>::W];
-  std::memcpy(lanes, &v, sizeof v);
-  for (int w = V<A>::W / 2; w > 0; w /= 2)
-    for (int i = 0; i < w; ++i) lanes[i] += lanes[i + w];
-  return lanes[0];
+// A vector of L lanes of A (L a power of two, at most W).
+template <class A, int L>
+struct LanesOf {
+  typedef A type __attribute__((vector_size(L * sizeof(A))));
+};
+
+// Pairwise tree, the same order on every call: the upper half of the lanes added to the lower
+// half, then again, down to two lanes. Shuffles keep it in registers (the loop over an array
+// that it replaces went through the stack).
+template <class A, int L = V<A>::W>
+inline A hsum(typename LanesOf<A, L>::type v) {
+  if constexpr (L == 2) {
+    return v[0] + v[1];
+  } else {
+    return [&]<int... i>(std::integer_sequence<int, i...>) {
+      const typename LanesOf<A, L / 2>::type lo = __builtin_shufflevector(v, v, i...);
+      const typename LanesOf<A, L / 2>::type hi = __builtin_shufflevector(v, v, (i + L / 2)...);
+      return hsum<A, L / 2>(lo + hi);
+    }(std::make_integer_sequence<int, L / 2>{});
+  }
 }
 
 // Zero lanes n.. of v (tails of rows).

@@ -317,35 +317,56 @@ struct Aligned {
   U* p;
 };
 
+// A kernel build and whether outputs are streamed (non-temporal stores).
+struct Setting {
+  Isa isa;
+  bool stream;
+};
+
+// Two settings give the same bits: y, mean, rstd, dx, dgamma and dbeta. Row 2 holds a NaN, and
+// column 3 a subnormal y (gamma 1e-39, beta 0): the lanes where avx512bf16's instruction would
+// round otherwise than the exact code.
 template <class T>
-void check_streaming_stores_change_nothing() {
+void check_same_bits(Setting a, Setting b) {
   using A = acc_t<T>;
   // rows whose starts are all aligned (N = 512, 1000), every other one (N = 1004 bf16), or
   // never but the first (N = 1001): the kernel picks the store per row.
   for (int64_t N : {512, 1000, 1001, 1004}) {
     const int64_t M = 9;
-    Aligned<T> X(M * N), dY(M * N), Y0(M * N), Y1(M * N), dX0(M * N), dX1(M * N);
+    Aligned<T> X(M * N), dY(M * N), Y[2] = {Aligned<T>(M * N), Aligned<T>(M * N)},
+                                    dX[2] = {Aligned<T>(M * N), Aligned<T>(M * N)};
     Aligned<float> gamma(N), beta(N);
-    Aligned<A> mean(M), rstd(M);
+    Aligned<A> mean[2] = {Aligned<A>(M), Aligned<A>(M)}, rstd[2] = {Aligned<A>(M), Aligned<A>(M)};
+    std::vector<float> dgamma[2] = {std::vector<float>(N), std::vector<float>(N)};
+    std::vector<float> dbeta[2] = {std::vector<float>(N), std::vector<float>(N)};
     std::mt19937 rng(7);
     std::normal_distribution<double> normal;
     for (int64_t k = 0; k < M * N; ++k) X.p[k] = to<T>(normal(rng)), dY.p[k] = to<T>(normal(rng));
     for (int64_t j = 0; j < N; ++j) gamma.p[j] = float(normal(rng)), beta.p[j] = float(normal(rng));
+    X.p[2 * N + 5] = to<T>(std::numeric_limits<double>::quiet_NaN());
+    gamma.p[3] = 1e-39f, beta.p[3] = 0.0f;
     const BlockPlan plan = plan_blocks(M, N);
     std::vector<A> partial(plan.nblocks * 2 * N);
-    for (bool stream : {false, true}) {
-      ForwardArgs<T, float> fa{X.p, N, gamma.p, beta.p, (stream ? Y1 : Y0).p, mean.p, rstd.p, N,
-                               1e-5, Norm::kLayer};
-      fa.stream = stream;
+    for (int k = 0; k < 2; ++k) {
+      const Setting& s = k ? b : a;
+      set_isa(s.isa);
+      ForwardArgs<T, float> fa{X.p, N, gamma.p, beta.p, Y[k].p, mean[k].p, rstd[k].p, N, 1e-5, Norm::kLayer};
+      fa.stream = s.stream;
       forward(fa, 0, M);
-      BackwardArgs<T, float> ba{dY.p, N, X.p, N, mean.p, rstd.p, gamma.p, (stream ? dX1 : dX0).p,
+      BackwardArgs<T, float> ba{dY.p, N, X.p, N, mean[k].p, rstd[k].p, gamma.p, dX[k].p,
                                 partial.data(), M, N, Norm::kLayer};
-      ba.stream = stream;
+      ba.stream = s.stream;
       backward_blocks(ba, plan, 0, plan.nblocks);
+      reduce_partials<T, float>(partial.data(), plan.nblocks, N, dgamma[k].data(), dbeta[k].data(), 0, N);
     }
+    set_isa(best_isa());
     INFO("N " << N);
-    REQUIRE(std::memcmp(Y0.p, Y1.p, M * N * sizeof(T)) == 0);
-    REQUIRE(std::memcmp(dX0.p, dX1.p, M * N * sizeof(T)) == 0);
+    REQUIRE(std::memcmp(Y[0].p, Y[1].p, M * N * sizeof(T)) == 0);
+    REQUIRE(std::memcmp(mean[0].p, mean[1].p, M * sizeof(A)) == 0);
+    REQUIRE(std::memcmp(rstd[0].p, rstd[1].p, M * sizeof(A)) == 0);
+    REQUIRE(std::memcmp(dX[0].p, dX[1].p, M * N * sizeof(T)) == 0);
+    REQUIRE(std::memcmp(dgamma[0].data(), dgamma[1].data(), N * sizeof(float)) == 0);
+    REQUIRE(std::memcmp(dbeta[0].data(), dbeta[1].data(), N * sizeof(float)) == 0);
   }
 }
 
@@ -353,13 +374,17 @@ void check_streaming_stores_change_nothing() {
 
 TEST_CASE("streaming (non-temporal) stores give the same bits", "[kernels]") {
   for (Isa isa : isas()) {
-    set_isa(isa);
     INFO("isa " << isa_name(isa));
-    check_streaming_stores_change_nothing<float>();
-    check_streaming_stores_change_nothing<bf16>();
-    check_streaming_stores_change_nothing<fp16>();
+    check_same_bits<float>({isa, false}, {isa, true});
+    check_same_bits<bf16>({isa, false}, {isa, true});
+    check_same_bits<fp16>({isa, false}, {isa, true});
   }
-  set_isa(best_isa());
+}
+
+TEST_CASE("avx512bf16 gives the avx512 build's bits", "[kernels]") {
+  if (best_isa() < Isa::kAvx512Bf16) return;  // the CPU runs one of them at most
+  check_same_bits<bf16>({Isa::kAvx512, false}, {Isa::kAvx512Bf16, false});
+  check_same_bits<bf16>({Isa::kAvx512, true}, {Isa::kAvx512Bf16, true});
 }
 
 TEST_CASE("only large float outputs of long rows are streamed", "[plan]") {

@@ -261,6 +261,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(argv: Sequence[str]) -> int:
+    if any(a == "--model" or a.startswith("--model=") for a in argv):  # HF models: fastln.model_bench
+        from fastln import model_bench
+        return model_bench.main(list(argv))
     try:
         benchmark = importlib.import_module("fastln.benchmark")
     except ModuleNotFoundError as e:
@@ -285,7 +288,8 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--device", choices=["cpu", "cuda"], help="only this device (default: all available)")
     check.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     sub.add_parser("bench", add_help=False,
-                   help="the benchmark suite: bench [--quick] [--device cpu|cuda] [--out DIR]")
+                   help="the benchmark suite: bench [--quick] [--device cpu|cuda] [--out DIR]; "
+                        "bench --model bert,gpt2,llama,t5: whole HF models (fastln.model_bench)")
     return p
 
 

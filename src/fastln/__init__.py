@@ -31,9 +31,11 @@ from . import _ops  # noqa: E402,F401  (fake kernels for torch.compile / export)
 if "torch.distributed.tensor" in sys.modules:  # DTensor in use: its sharding rules for our ops
     from . import distributed  # noqa: E402,F401
 from .functional import fused_add_layer_norm, fused_add_rms_norm, layer_norm, rms_norm  # noqa: E402
-from .modules import LayerNorm, RMSNorm, replace_norms  # noqa: E402
+from .modules import LayerNorm, RMSNorm  # noqa: E402
+from .swap import NormSpec, register_norm, replace_norms, restore_norms  # noqa: E402
 
 __version__: str = _build_info.version
 
-__all__ = ["LayerNorm", "RMSNorm", "empty_output_cache", "fused_add_layer_norm", "fused_add_rms_norm",
-           "layer_norm", "output_cache_stats", "rms_norm", "replace_norms", "__version__"]
+__all__ = ["LayerNorm", "NormSpec", "RMSNorm", "empty_output_cache", "fused_add_layer_norm",
+           "fused_add_rms_norm", "layer_norm", "output_cache_stats", "register_norm", "replace_norms",
+           "restore_norms", "rms_norm", "__version__"]

@@ -1,9 +1,25 @@
-"""Functional API, drop-in for torch.nn.functional."""
+"""Functional API, drop-in for torch.nn.functional.
+
+Each function picks one of three routes before it calls anything, and never retries:
+
+- ``_C``'s direct entry to the op (eager calls with arguments of the exact types it takes):
+  the same dispatcher op as torch.ops.fastln (autograd, autocast and dispatch modes apply)
+  without torch.ops' generic argument parsing, ~3 us of a ~20 us small call.
+- ``torch.ops.fastln`` while torch.compile / torch.export trace (they see torch.ops only), when
+  ``__torch_function__`` is in play (a tensor subclass or a TorchFunctionMode, which torch.ops
+  honours), or for arguments of other types (torch.ops converts them, or fails in torch's words).
+- The same computation in torch's own differentiable ops (``_composite``) under a torch.func
+  transform (grad, vjp, jvp, jacrev, jacfwd, vmap), forward-mode AD, and ONNX export: fastln's
+  autograd node is C++ and has no forward-mode formula, and ONNX has no fastln operator, while
+  torch's layer_norm and rms_norm have batching rules, forward AD and ONNX translations.
+"""
 import numbers
 import operator
 from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.autograd.forward_ad as _forward_ad
+import torch.nn.functional as F
 from torch import Tensor
 
 from . import _C
@@ -13,6 +29,41 @@ _layer_norm_me: Callable[..., Tensor] = torch.ops.fastln.layer_norm_memory_effic
 _rms_norm: Callable[..., Tensor] = torch.ops.fastln.rms_norm.default
 _fused_add_layer_norm: Callable[..., Tuple[Tensor, Tensor]] = torch.ops.fastln.fused_add_layer_norm.default
 _fused_add_rms_norm: Callable[..., Tuple[Tensor, Tensor]] = torch.ops.fastln.fused_add_rms_norm.default
+
+_Shape = Union[int, Sequence[int]]
+
+_is_compiling = torch.compiler.is_compiling
+_has_torch_function = torch._C._has_torch_function
+_peek_interpreter = torch._C._functorch.peek_interpreter_stack
+
+DIRECT, OPS, COMPOSITE = 0, 1, 2
+
+
+def _route(tensors: Tuple[Any, ...], normalized_shape: Sequence[Any], eps: object, weight_offset: object) -> int:
+    """DIRECT, OPS or COMPOSITE (module docstring) for a call with these arguments; ``tensors``
+    is (input, [residual,] weight[, bias])."""
+    if _peek_interpreter() is not None or _forward_ad._current_level >= 0:
+        return COMPOSITE
+    if _is_compiling():
+        return COMPOSITE if torch.onnx.is_in_onnx_export() else OPS
+    if _has_torch_function(tensors):
+        return OPS
+    # What _C's typed entry accepts without conversion; anything else takes torch.ops' parsing.
+    if type(weight_offset) is not float or (eps is not None and type(eps) is not float):
+        return OPS
+    if not isinstance(tensors[0], Tensor):
+        return OPS
+    for t in tensors[1:]:
+        if t is not None and not isinstance(t, Tensor):
+            return OPS
+    for d in normalized_shape:
+        if type(d) is not int:
+            return OPS
+    return DIRECT
+
+
+def _shape(normalized_shape: _Shape) -> Sequence[int]:
+    return (normalized_shape,) if isinstance(normalized_shape, int) else normalized_shape
 
 
 def _check_types(op: str, input: object, normalized_shape: object, **params: object) -> None:
@@ -27,32 +78,9 @@ def _check_types(op: str, input: object, normalized_shape: object, **params: obj
             raise TypeError(f"{op}: argument '{name}' must be a Tensor or None, not {type(p).__name__}")
 
 
-_is_compiling = torch.compiler.is_compiling
-_has_torch_function = torch._C._has_torch_function
-
-
-def _eager(entry: Callable[..., Any], args: Tuple[Any, ...], tensors: Tuple[Optional[Tensor], ...]) -> Any:
-    """``entry(*args)``: _C's direct entry to an op, the same dispatcher op as torch.ops.fastln
-    (autograd, autocast and dispatch modes apply) without torch.ops' generic argument parsing,
-    ~3 us of a ~20 us small call. None where torch.ops must take the call: while
-    torch.compile/export traces (it sees torch.ops only), when __torch_function__ is in play (a
-    tensor subclass or a TorchFunctionMode, which torch.ops honours), or when the entry failed
-    (its typed arguments are strict; torch.ops then fails again, in torch's words)."""
-    if _is_compiling() or _has_torch_function(tensors):
-        return None
-    try:
-        return entry(*args)
-    except (TypeError, RuntimeError, ValueError, NotImplementedError):
-        return None
-
-
-def _shape(normalized_shape: Union[int, Sequence[int]]) -> Sequence[int]:
-    return (normalized_shape,) if isinstance(normalized_shape, int) else normalized_shape
-
-
-def _diagnose(op: str, input: Tensor, normalized_shape: Sequence[Any], eps: object,
+def _diagnose(op: str, input: Tensor, normalized_shape: Sequence[Any], eps: object, weight_offset: object,
               **params: Optional[Tensor]) -> Optional[Exception]:
-    """After the op failed: the error torch's function would raise for what the dispatcher
+    """After torch.ops failed: the error torch's function would raise for what the dispatcher
     reports in its own words (argument types, layouts), or None to keep the op's error.
     Off the fast path, so a good call pays nothing for it."""
     for i, d in enumerate(normalized_shape):
@@ -66,8 +94,11 @@ def _diagnose(op: str, input: Tensor, normalized_shape: Sequence[Any], eps: obje
         if not -2**63 <= d < 2**63:
             return TypeError(f"{op}: argument 'normalized_shape' has element {d} at pos {i}, out "
                              f"of the range of int64")
-    if isinstance(eps, bool) or not isinstance(eps, (numbers.Real, Tensor)):
-        return TypeError(f"{op}: argument 'eps' must be a float, not {type(eps).__name__}")
+    for name, v in (("eps", eps), ("weight_offset", weight_offset)):
+        if name == "eps" and v is None and "rms" in op:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (numbers.Real, Tensor)):
+            return TypeError(f"{op}: argument '{name}' must be a float, not {type(v).__name__}")
     for name, t in [("input", input), *params.items()]:
         if t is not None and (t.layout != torch.strided or t.is_nested):
             kind = "nested" if t.is_nested else str(t.layout)
@@ -76,13 +107,77 @@ def _diagnose(op: str, input: Tensor, normalized_shape: Sequence[Any], eps: obje
     return None
 
 
-def layer_norm(input: Tensor, normalized_shape: Union[int, Sequence[int]],
-               weight: Optional[Tensor] = None, bias: Optional[Tensor] = None,
-               eps: float = 1e-5, *, memory_efficient: bool = False) -> Tensor:
+def _call_ops(op_name: str, op: Callable[..., Any], args: Tuple[Any, ...], kwargs: dict[str, Any],
+              tensors: dict[str, Optional[Tensor]]) -> Any:
+    """torch.ops' route: argument types checked first (torch's TypeError), the op's own errors
+    translated to torch's error types where the dispatcher words them otherwise."""
+    input, normalized_shape = args[0], args[2] if "residual" in tensors else args[1]
+    _check_types(op_name, input, normalized_shape, **tensors)
+    try:
+        return op(*args, **kwargs)
+    except (RuntimeError, NotImplementedError):
+        eps = kwargs.get("eps")
+        err = _diagnose(op_name, input, normalized_shape, eps, kwargs["weight_offset"], **tensors)
+        if err is None:
+            raise
+        raise err from None
+
+
+# ---- The composite route: torch's own ops, the fastln ops' semantics ----
+
+def _acc(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _norm_composite(rms: bool, x: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor],
+                    bias: Optional[Tensor], eps: Optional[float], weight_offset: float) -> Tensor:
+    """fastln's norm in torch's functions. With a weight offset: the normalized input times
+    weight_offset + weight, formed in the accumulation dtype, rounded once to the input's."""
+    if weight_offset == 0 and (weight is None or weight.dtype == x.dtype):
+        return F.rms_norm(x, normalized_shape, weight, eps) if rms else F.layer_norm(
+            x, normalized_shape, weight, bias, 1e-5 if eps is None else eps)
+    if weight is None and weight_offset != 0:
+        raise ValueError(f"fastln.{'rms_norm' if rms else 'layer_norm'}: weight_offset={weight_offset} "
+                         f"needs a weight (the output is scaled by weight_offset + weight)")
+    acc = _acc(x.dtype)
+    xa = x.to(acc)
+    xhat = F.rms_norm(xa, normalized_shape, None, eps) if rms else F.layer_norm(
+        xa, normalized_shape, None, None, 1e-5 if eps is None else eps)
+    y = xhat if weight is None else xhat * (weight.to(acc) + weight_offset)
+    if bias is not None:
+        y = y + bias.to(acc)
+    return y.to(x.dtype)
+
+
+def _rms_eps(x: Tensor, eps: Optional[float]) -> float:
+    return eps if eps is not None else torch.finfo(_acc(x.dtype)).eps
+
+
+def _fused_composite(rms: bool, input: Tensor, residual: Tensor, normalized_shape: Sequence[int],
+                     weight: Optional[Tensor], bias: Optional[Tensor], eps: Optional[float],
+                     residual_in_fp32: bool, weight_offset: float) -> Tuple[Tensor, Tensor]:
+    if residual_in_fp32 and input.dtype in (torch.bfloat16, torch.float16):
+        s = input.float() + residual.float()
+        weight = None if weight is None else weight.float()
+        bias = None if bias is None else bias.float()
+    else:
+        s = input + residual
+    y = _norm_composite(rms, s, normalized_shape, weight, bias, _rms_eps(s, eps) if rms else eps, weight_offset)
+    return y.to(input.dtype), s
+
+
+# ---- The public functions ----
+
+def layer_norm(input: Tensor, normalized_shape: _Shape, weight: Optional[Tensor] = None,
+               bias: Optional[Tensor] = None, eps: float = 1e-5, *, memory_efficient: bool = False,
+               weight_offset: float = 0.0) -> Tensor:
     """Layer normalization over the trailing ``normalized_shape`` dims of ``input``.
 
     Same semantics as :func:`torch.nn.functional.layer_norm`; differentiable in input,
-    weight and bias (twice: double backward is supported).
+    weight and bias (twice: double backward is supported), and under torch.func.
+
+    ``weight_offset``: the output is ``xhat * (weight_offset + weight) + bias``, the sum formed
+    in float32 (float64 for float64 inputs): a zero-centred weight, as Gemma's ``1 + weight``.
 
     ``memory_efficient=True`` keeps the output instead of the input for backward and
     recovers ``x - mean = (y - bias) / weight / rstd`` from it: no extra activation memory
@@ -91,39 +186,41 @@ def layer_norm(input: Tensor, normalized_shape: Union[int, Sequence[int]],
     (see docs/features.md). Double backward needs ``memory_efficient=False``.
     """
     normalized_shape = _shape(normalized_shape)
-    out: Optional[Tensor] = _eager(_C.layer_norm, (input, normalized_shape, weight, bias, eps, memory_efficient),
-                                   (input, weight, bias))
-    if out is not None:
-        return out
-    _check_types("fastln.layer_norm", input, normalized_shape, weight=weight, bias=bias)
-    try:
-        return (_layer_norm_me if memory_efficient else _layer_norm)(input, normalized_shape, weight, bias, eps)
-    except (RuntimeError, NotImplementedError):
-        err = _diagnose("fastln.layer_norm", input, normalized_shape, eps, weight=weight, bias=bias)
-        if err is None:
-            raise
-        raise err from None
+    route = _route((input, weight, bias), normalized_shape, eps, weight_offset)
+    if route == DIRECT and type(memory_efficient) is bool:
+        y: Tensor = _C.layer_norm(input, normalized_shape, weight, bias, eps, memory_efficient, weight_offset)
+        return y
+    if route == COMPOSITE:
+        return _norm_composite(False, input, normalized_shape, weight, bias, eps, weight_offset)
+    return _call_ops("fastln.layer_norm", _layer_norm_me if memory_efficient else _layer_norm,
+                     (input, normalized_shape, weight, bias, eps), {"weight_offset": weight_offset},
+                     {"weight": weight, "bias": bias})
 
 
-def rms_norm(input: Tensor, normalized_shape: Union[int, Sequence[int]],
-             weight: Optional[Tensor] = None, eps: Optional[float] = None) -> Tensor:
+def rms_norm(input: Tensor, normalized_shape: _Shape, weight: Optional[Tensor] = None,
+             eps: Optional[float] = None, *, weight_offset: float = 0.0) -> Tensor:
     """Root-mean-square normalization over the trailing ``normalized_shape`` dims of ``input``.
 
     Same semantics as :func:`torch.nn.functional.rms_norm`: ``eps=None`` is the machine
     epsilon of the computation type, ``torch.finfo(torch.float32).eps`` for float32, bfloat16
     and float16 inputs and ``torch.finfo(torch.float64).eps`` for float64.
+    ``weight_offset``: as :func:`layer_norm` (Gemma's ``x * rstd * (1 + weight)``).
     """
     normalized_shape = _shape(normalized_shape)
-    out: Optional[Tensor] = _eager(_C.rms_norm, (input, normalized_shape, weight, eps), (input, weight))
-    if out is not None:
-        return out
-    _check_types("fastln.rms_norm", input, normalized_shape, weight=weight)
-    return _rms_norm(input, normalized_shape, weight, eps)
+    route = _route((input, weight), normalized_shape, eps, weight_offset)
+    if route == DIRECT:
+        y: Tensor = _C.rms_norm(input, normalized_shape, weight, eps, weight_offset)
+        return y
+    if route == COMPOSITE:
+        return _norm_composite(True, input, normalized_shape, weight, None, eps, weight_offset)
+    return _call_ops("fastln.rms_norm", _rms_norm, (input, normalized_shape, weight, eps),
+                     {"weight_offset": weight_offset}, {"weight": weight})
 
 
-def fused_add_layer_norm(input: Tensor, residual: Tensor, normalized_shape: Union[int, Sequence[int]],
+def fused_add_layer_norm(input: Tensor, residual: Tensor, normalized_shape: _Shape,
                          weight: Optional[Tensor] = None, bias: Optional[Tensor] = None,
-                         eps: float = 1e-5, *, residual_in_fp32: bool = False) -> Tuple[Tensor, Tensor]:
+                         eps: float = 1e-5, *, residual_in_fp32: bool = False,
+                         weight_offset: float = 0.0) -> Tuple[Tensor, Tensor]:
     """``(layer_norm(input + residual), input + residual)`` in one pass over memory.
 
     Gradients reach ``input`` and ``residual``; those arriving at both outputs add up. With
@@ -131,24 +228,32 @@ def fused_add_layer_norm(input: Tensor, residual: Tensor, normalized_shape: Unio
     float32 (the residual may then be float32 too); the output keeps the input's dtype.
     """
     normalized_shape = _shape(normalized_shape)
-    out: Optional[Tuple[Tensor, Tensor]] = _eager(
-        _C.fused_add_layer_norm, (input, residual, normalized_shape, weight, bias, eps, residual_in_fp32),
-        (input, residual, weight, bias))
-    if out is not None:
+    route = _route((input, residual, weight, bias), normalized_shape, eps, weight_offset)
+    if route == DIRECT and type(residual_in_fp32) is bool:
+        out: Tuple[Tensor, Tensor] = _C.fused_add_layer_norm(
+            input, residual, normalized_shape, weight, bias, eps, residual_in_fp32, weight_offset)
         return out
-    _check_types("fastln.fused_add_layer_norm", input, normalized_shape, residual=residual, weight=weight, bias=bias)
-    return _fused_add_layer_norm(input, residual, normalized_shape, weight, bias, eps, residual_in_fp32)
+    if route == COMPOSITE:
+        return _fused_composite(False, input, residual, normalized_shape, weight, bias, eps, residual_in_fp32,
+                                weight_offset)
+    return _call_ops("fastln.fused_add_layer_norm", _fused_add_layer_norm,
+                     (input, residual, normalized_shape, weight, bias, eps, residual_in_fp32),
+                     {"weight_offset": weight_offset}, {"residual": residual, "weight": weight, "bias": bias})
 
 
-def fused_add_rms_norm(input: Tensor, residual: Tensor, normalized_shape: Union[int, Sequence[int]],
+def fused_add_rms_norm(input: Tensor, residual: Tensor, normalized_shape: _Shape,
                        weight: Optional[Tensor] = None, eps: Optional[float] = None, *,
-                       residual_in_fp32: bool = False) -> Tuple[Tensor, Tensor]:
+                       residual_in_fp32: bool = False, weight_offset: float = 0.0) -> Tuple[Tensor, Tensor]:
     """``(rms_norm(input + residual), input + residual)``: as :func:`fused_add_layer_norm`."""
     normalized_shape = _shape(normalized_shape)
-    out: Optional[Tuple[Tensor, Tensor]] = _eager(
-        _C.fused_add_rms_norm, (input, residual, normalized_shape, weight, eps, residual_in_fp32),
-        (input, residual, weight))
-    if out is not None:
+    route = _route((input, residual, weight), normalized_shape, eps, weight_offset)
+    if route == DIRECT and type(residual_in_fp32) is bool:
+        out: Tuple[Tensor, Tensor] = _C.fused_add_rms_norm(
+            input, residual, normalized_shape, weight, eps, residual_in_fp32, weight_offset)
         return out
-    _check_types("fastln.fused_add_rms_norm", input, normalized_shape, residual=residual, weight=weight)
-    return _fused_add_rms_norm(input, residual, normalized_shape, weight, eps, residual_in_fp32)
+    if route == COMPOSITE:
+        return _fused_composite(True, input, residual, normalized_shape, weight, None, eps, residual_in_fp32,
+                                weight_offset)
+    return _call_ops("fastln.fused_add_rms_norm", _fused_add_rms_norm,
+                     (input, residual, normalized_shape, weight, eps, residual_in_fp32),
+                     {"weight_offset": weight_offset}, {"residual": residual, "weight": weight})

@@ -1,5 +1,5 @@
 """Modules, drop-in for torch.nn: same constructor, parameters and state_dict keys."""
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -7,51 +7,64 @@ from torch import Tensor
 from .functional import layer_norm, rms_norm
 
 
+def _init_for_offset(module: torch.nn.Module, weight_offset: float) -> None:
+    # A zero-centred weight starts at 1 - weight_offset, so that the scale starts at 1 as torch's.
+    module.weight_offset = float(weight_offset)
+    weight = getattr(module, "weight", None)
+    if weight_offset != 0 and weight is not None:
+        with torch.no_grad():
+            weight.fill_(1.0 - weight_offset)
+
+
 class LayerNorm(torch.nn.LayerNorm):
     """:class:`torch.nn.LayerNorm` computed by fastln's kernels.
 
     A subclass, so ``isinstance(m, torch.nn.LayerNorm)`` holds and checkpoints load both ways.
-    ``memory_efficient=True`` (keyword-only): see :func:`fastln.layer_norm`.
+    Keyword-only: ``memory_efficient=True`` (see :func:`fastln.layer_norm`), and
+    ``weight_offset``: the output is scaled by ``weight_offset + weight`` (the weight then
+    starts at ``1 - weight_offset``: zero-centred for 1).
     """
 
-    memory_efficient: bool = False  # class default: modules swapped in by replace_norms
+    memory_efficient: bool = False  # class defaults: modules swapped in by replace_norms
+    weight_offset: float = 0.0
 
-    def __init__(self, *args: Any, memory_efficient: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, memory_efficient: bool = False, weight_offset: float = 0.0,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.memory_efficient = memory_efficient
+        _init_for_offset(self, weight_offset)
 
     def forward(self, input: Tensor) -> Tensor:
         if torch.jit.is_scripting():  # TorchScript compiles this branch alone: the op, scriptable
             y: Tensor = torch.ops.fastln.layer_norm(input, list(self.normalized_shape), self.weight,
-                                                    self.bias, self.eps)
+                                                    self.bias, self.eps, weight_offset=self.weight_offset)
             return y
         return layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps,
-                          memory_efficient=self.memory_efficient)
+                          memory_efficient=self.memory_efficient, weight_offset=self.weight_offset)
+
+    def _get_name(self) -> str:
+        return "fastln.LayerNorm"
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + (", memory_efficient=True" if self.memory_efficient else "")
+        return super().extra_repr() + (", memory_efficient=True" if self.memory_efficient else "") + (
+            f", weight_offset={self.weight_offset}" if self.weight_offset else "")
 
 
 class RMSNorm(torch.nn.RMSNorm):
-    """:class:`torch.nn.RMSNorm` computed by fastln's kernels (a subclass, same state_dict)."""
+    """:class:`torch.nn.RMSNorm` computed by fastln's kernels (a subclass, same state_dict).
+    ``weight_offset`` (keyword-only): as :class:`LayerNorm`'s."""
+
+    weight_offset: float = 0.0
+
+    def __init__(self, *args: Any, weight_offset: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _init_for_offset(self, weight_offset)
 
     def forward(self, input: Tensor) -> Tensor:
-        return rms_norm(input, self.normalized_shape, self.weight, self.eps)
+        return rms_norm(input, self.normalized_shape, self.weight, self.eps, weight_offset=self.weight_offset)
 
+    def _get_name(self) -> str:
+        return "fastln.RMSNorm"
 
-def replace_norms(model: torch.nn.Module) -> int:
-    """Makes every :class:`torch.nn.LayerNorm` and :class:`torch.nn.RMSNorm` in ``model``
-    (exactly those classes, not subclasses) a fastln module, in place; returns how many.
-
-    The module objects stay the same (their class is switched to the fastln subclass, which
-    adds no state): parameters, their devices and dtypes, eps, affine flags, hooks, and any
-    optimizer already holding the parameters are all kept.
-    """
-    swaps = {torch.nn.LayerNorm: LayerNorm, torch.nn.RMSNorm: RMSNorm}
-    count = 0
-    for m in model.modules():
-        new = swaps.get(type(m))
-        if new is not None:
-            m.__class__ = new
-            count += 1
-    return count
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (f", weight_offset={self.weight_offset}" if self.weight_offset else "")

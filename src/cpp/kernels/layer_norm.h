@@ -109,6 +109,9 @@ struct ForwardArgs {
   int64_t ldr = 0;
   T* S = nullptr;
   bool stream = false;  // store Y non-temporally (stream_output() says when)
+  // Zero-centred gamma (Gemma, TransformerEngine): y = xhat * (weight_offset + gamma) + beta,
+  // the sum formed in acc_t<T>. Used only with gamma.
+  double weight_offset = 0;
 };
 
 template <class T, class P>
@@ -127,6 +130,7 @@ struct BackwardArgs {
   int64_t M, N;
   Norm norm;
   bool stream = false;  // store dX non-temporally (stream_output() says when)
+  double weight_offset = 0;  // as ForwardArgs: dX sees weight_offset + gamma; dgamma keeps its form
 };
 
 // Backward splits rows into fixed blocks chosen from (M, N) alone, never from the thread

@@ -12,17 +12,18 @@ namespace {
 
 at::Tensor layer_norm_autocast_cuda(const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
                                     const std::optional<at::Tensor>& weight,
-                                    const std::optional<at::Tensor>& bias, double eps) {
+                                    const std::optional<at::Tensor>& bias, double eps,
+                                    double weight_offset) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCUDA);
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("fastln::layer_norm", "")
                        .typed<at::Tensor(const at::Tensor&, c10::SymIntArrayRef,
                                          const std::optional<at::Tensor>&,
-                                         const std::optional<at::Tensor>&, double)>();
+                                         const std::optional<at::Tensor>&, double, double)>();
   constexpr auto cuda = c10::DeviceType::CUDA;
   return op.call(at::autocast::cached_cast(at::kFloat, input, cuda), normalized_shape,
                  at::autocast::cached_cast(at::kFloat, weight, cuda),
-                 at::autocast::cached_cast(at::kFloat, bias, cuda), eps);
+                 at::autocast::cached_cast(at::kFloat, bias, cuda), eps, weight_offset);
 }
 
 }  // namespace

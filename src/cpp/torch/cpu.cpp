@@ -19,7 +19,7 @@ int64_t grain_rows(int64_t N) { return std::max<int64_t>(1, 16384 / std::max<int
 std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_fwd_cpu(
     const char* op, Norm norm, const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
     const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias, double eps,
-    const at::Tensor& residual = at::Tensor(), at::Tensor* sum_out = nullptr) {
+    double weight_offset, const at::Tensor& residual, at::Tensor* sum_out) {
   const auto s = check_norm_args(op, input, C10_AS_INTARRAYREF_SLOW(normalized_shape), weight,
                                  bias, eps);
   const Rows X = as_rows(input, s.M, s.N);
@@ -38,7 +38,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_fwd_cpu(
                               ptr<const P>(beta), ptr<T>(Y),      ptr<acc_t<T>>(mean),
                               ptr<acc_t<T>>(rstd), s.N,           eps,
                               norm,               ptr<const T>(R.t), R.ld,
-                              ptr<T>(S),          stream_output(s.M, s.N, sizeof(T))};
+                              ptr<T>(S),          stream_output(s.M, s.N, sizeof(T)),
+                              weight_offset};
     at::parallel_for(0, s.M, grain_rows(s.N), [&](int64_t b, int64_t e) { forward(a, b, e); });
   });
   return {Y, mean, rstd};
@@ -49,7 +50,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_bwd_cpu(
     const char* op, Norm norm, const at::Tensor& grad_out, const at::Tensor& input,
     c10::SymIntArrayRef normalized_shape, const at::Tensor& mean, const at::Tensor& rstd,
     const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
-    std::array<bool, 3> output_mask) {
+    double weight_offset, std::array<bool, 3> output_mask) {
   const auto ns = C10_AS_INTARRAYREF_SLOW(normalized_shape);
   const auto s = check_norm_args(op, input, ns, weight, bias, 0.0);
   check_bwd_args(op, grad_out, input, s, mean, rstd);
@@ -74,7 +75,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> norm_bwd_cpu(
                                ptr<const P>(gamma),        output_mask[0] ? ptr<T>(dX) : nullptr,
                                ptr<acc_t<T>>(partial),     s.M,
                                s.N,                        norm,
-                               stream_output(s.M, s.N, sizeof(T))};
+                               stream_output(s.M, s.N, sizeof(T)), weight_offset};
     if (output_mask[0] || params)
       at::parallel_for(0, plan.nblocks, 1, [&](int64_t b, int64_t e) { backward_blocks(a, plan, b, e); });
     if (params)

@@ -27,50 +27,51 @@ fastln::Isa isa_from_name(const std::string& name) {
 // The eager fast path of fastln.functional: the same dispatcher ops as torch.ops.fastln
 // (autograd, autocast, dispatch modes all apply), without torch.ops' generic parsing of Python
 // arguments against the schema, ~3 us of a ~20 us small call (docs/cpu.md). Typed signatures:
-// a wrong argument type fails in pybind11, and fastln.functional then retries through
-// torch.ops for torch's error message.
+// fastln.functional calls these only with arguments of the exact types below (checked first), so
+// every error raised here is the op's own.
 using fastln::find_op;
 using fastln::OptTensor;
 using fastln::Tensor2;
 
 at::Tensor layer_norm(const at::Tensor& input, const std::vector<int64_t>& normalized_shape,
-                      const OptTensor& weight, const OptTensor& bias, double eps, bool memory_efficient) {
-  using Sig = at::Tensor(const at::Tensor&, c10::SymIntArrayRef, const OptTensor&, const OptTensor&, double);
+                      const OptTensor& weight, const OptTensor& bias, double eps, bool memory_efficient,
+                      double weight_offset) {
+  using Sig = at::Tensor(const at::Tensor&, c10::SymIntArrayRef, const OptTensor&, const OptTensor&, double, double);
   static const auto op = find_op<Sig>("fastln::layer_norm");
   static const auto op_me = find_op<Sig>("fastln::layer_norm_memory_efficient");
   py::gil_scoped_release no_gil;
   return (memory_efficient ? op_me : op).call(input, c10::fromIntArrayRefSlow(normalized_shape),
-                                              weight, bias, eps);
+                                              weight, bias, eps, weight_offset);
 }
 
 at::Tensor rms_norm(const at::Tensor& input, const std::vector<int64_t>& normalized_shape,
-                    const OptTensor& weight, std::optional<double> eps) {
+                    const OptTensor& weight, std::optional<double> eps, double weight_offset) {
   static const auto op = find_op<at::Tensor(const at::Tensor&, c10::SymIntArrayRef, const OptTensor&,
-                                            std::optional<double>)>("fastln::rms_norm");
+                                            std::optional<double>, double)>("fastln::rms_norm");
   py::gil_scoped_release no_gil;
-  return op.call(input, c10::fromIntArrayRefSlow(normalized_shape), weight, eps);
+  return op.call(input, c10::fromIntArrayRefSlow(normalized_shape), weight, eps, weight_offset);
 }
 
 Tensor2 fused_add_layer_norm(const at::Tensor& input, const at::Tensor& residual,
                         const std::vector<int64_t>& normalized_shape, const OptTensor& weight,
-                        const OptTensor& bias, double eps, bool residual_in_fp32) {
+                        const OptTensor& bias, double eps, bool residual_in_fp32, double weight_offset) {
   static const auto op = find_op<Tensor2(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
-                                    const OptTensor&, const OptTensor&, double, bool)>(
+                                    const OptTensor&, const OptTensor&, double, bool, double)>(
       "fastln::fused_add_layer_norm");
   py::gil_scoped_release no_gil;
   return op.call(input, residual, c10::fromIntArrayRefSlow(normalized_shape), weight, bias, eps,
-                 residual_in_fp32);
+                 residual_in_fp32, weight_offset);
 }
 
 Tensor2 fused_add_rms_norm(const at::Tensor& input, const at::Tensor& residual,
                       const std::vector<int64_t>& normalized_shape, const OptTensor& weight,
-                      std::optional<double> eps, bool residual_in_fp32) {
+                      std::optional<double> eps, bool residual_in_fp32, double weight_offset) {
   static const auto op = find_op<Tensor2(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
-                                    const OptTensor&, std::optional<double>, bool)>(
+                                    const OptTensor&, std::optional<double>, bool, double)>(
       "fastln::fused_add_rms_norm");
   py::gil_scoped_release no_gil;
   return op.call(input, residual, c10::fromIntArrayRefSlow(normalized_shape), weight, eps,
-                 residual_in_fp32);
+                 residual_in_fp32, weight_offset);
 }
 
 }  // namespace
@@ -112,16 +113,16 @@ PYBIND11_MODULE(_C, m) {
   m.def("empty_output_cache", &fastln::empty_output_cache,
         "Return the CPU output cache's idle blocks to the system; returns the bytes.");
   // eps and the flags without conversion: True is no eps, as for torch.ops.
-  const auto eps = py::arg("eps").noconvert();
+  const auto eps = py::arg("eps").noconvert(), offset = py::arg("weight_offset").noconvert();
   m.def("layer_norm", &layer_norm, "torch.ops.fastln.layer_norm (or _memory_efficient), eager",
         py::arg("input"), py::arg("normalized_shape"), py::arg("weight"), py::arg("bias"), eps,
-        py::arg("memory_efficient").noconvert());
+        py::arg("memory_efficient").noconvert(), offset);
   m.def("rms_norm", &rms_norm, "torch.ops.fastln.rms_norm, eager", py::arg("input"),
-        py::arg("normalized_shape"), py::arg("weight"), eps);
+        py::arg("normalized_shape"), py::arg("weight"), eps, offset);
   m.def("fused_add_layer_norm", &fused_add_layer_norm, "torch.ops.fastln.fused_add_layer_norm, eager",
         py::arg("input"), py::arg("residual"), py::arg("normalized_shape"), py::arg("weight"),
-        py::arg("bias"), eps, py::arg("residual_in_fp32").noconvert());
+        py::arg("bias"), eps, py::arg("residual_in_fp32").noconvert(), offset);
   m.def("fused_add_rms_norm", &fused_add_rms_norm, "torch.ops.fastln.fused_add_rms_norm, eager",
         py::arg("input"), py::arg("residual"), py::arg("normalized_shape"), py::arg("weight"), eps,
-        py::arg("residual_in_fp32").noconvert());
+        py::arg("residual_in_fp32").noconvert(), offset);
 }

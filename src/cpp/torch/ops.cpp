@@ -34,49 +34,51 @@ struct NormOutputs {
 };
 
 NormOutputs call_fwd(bool rms, const at::Tensor& input, c10::SymIntArrayRef ns, const OptTensor& weight,
-                     const OptTensor& bias, double eps) {
+                     const OptTensor& bias, double eps, double weight_offset) {
   if (rms) {
-    static auto op = find_op<Tensor2(const at::Tensor&, c10::SymIntArrayRef, const OptTensor&, double)>(
+    static auto op = find_op<Tensor2(const at::Tensor&, c10::SymIntArrayRef, const OptTensor&, double, double)>(
         "fastln::rms_norm_fwd");
-    auto [y, rstd] = op.call(input, ns, weight, eps);
+    auto [y, rstd] = op.call(input, ns, weight, eps, weight_offset);
     return {y, at::Tensor(), rstd};
   }
   static auto op = find_op<Tensor3(const at::Tensor&, c10::SymIntArrayRef, const OptTensor&, const OptTensor&,
-                              double)>("fastln::layer_norm_fwd");
-  auto [y, mean, rstd] = op.call(input, ns, weight, bias, eps);
+                              double, double)>("fastln::layer_norm_fwd");
+  auto [y, mean, rstd] = op.call(input, ns, weight, bias, eps, weight_offset);
   return {y, mean, rstd};
 }
 
 Tensor3 call_bwd(bool rms, const at::Tensor& grad_out, const at::Tensor& input, c10::SymIntArrayRef ns,
             const at::Tensor& mean, const at::Tensor& rstd, const OptTensor& weight, const OptTensor& bias,
-            std::array<bool, 3> mask) {
+            std::array<bool, 3> mask, double weight_offset) {
   if (rms) {
     static auto op = find_op<Tensor2(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
-                                const at::Tensor&, const OptTensor&, std::array<bool, 2>)>(
+                                const at::Tensor&, const OptTensor&, std::array<bool, 2>, double)>(
         "fastln::rms_norm_bwd");
-    auto [dx, dw] = op.call(grad_out, input, ns, rstd, weight, {mask[0], mask[1]});
+    auto [dx, dw] = op.call(grad_out, input, ns, rstd, weight, {mask[0], mask[1]}, weight_offset);
     return {dx, dw, at::Tensor()};
   }
   static auto op = find_op<Tensor3(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
                               const at::Tensor&, const at::Tensor&, const OptTensor&, const OptTensor&,
-                              std::array<bool, 3>)>("fastln::layer_norm_bwd");
-  return op.call(grad_out, input, ns, mean, rstd, weight, bias, mask);
+                              std::array<bool, 3>, double)>("fastln::layer_norm_bwd");
+  return op.call(grad_out, input, ns, mean, rstd, weight, bias, mask, weight_offset);
 }
 
-// x - mean recovered from the output y = (x - mean) * rstd * weight + bias (memory-efficient
-// backward). An op of its own, so that its check of the weight runs on real data only.
+// x - mean recovered from the output y = (x - mean) * rstd * (weight_offset + weight) + bias
+// (memory-efficient backward). An op of its own, so that its check of the weight runs on real
+// data only.
 at::Tensor call_recover(const at::Tensor& y, c10::SymIntArrayRef ns, const at::Tensor& rstd,
-                        const OptTensor& weight, const OptTensor& bias) {
+                        const OptTensor& weight, const OptTensor& bias, double weight_offset) {
   static auto op = find_op<at::Tensor(const at::Tensor&, c10::SymIntArrayRef, const at::Tensor&,
-                                      const OptTensor&, const OptTensor&)>("fastln::recover_centered_input");
-  return op.call(y, ns, rstd, weight, bias);
+                                      const OptTensor&, const OptTensor&, double)>("fastln::recover_centered_input");
+  return op.call(y, ns, rstd, weight, bias, weight_offset);
 }
 
 Tensor4 call_add_fwd(const at::Tensor& input, const at::Tensor& residual, c10::SymIntArrayRef ns,
-                     const OptTensor& weight, const OptTensor& bias, double eps, bool rms, bool residual_in_fp32) {
+                     const OptTensor& weight, const OptTensor& bias, double eps, bool rms, bool residual_in_fp32,
+                     double weight_offset) {
   static auto op = find_op<Tensor4(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef, const OptTensor&,
-                                   const OptTensor&, double, bool, bool)>("fastln::add_norm_fwd");
-  return op.call(input, residual, ns, weight, bias, eps, rms, residual_in_fp32);
+                                   const OptTensor&, double, bool, bool, double)>("fastln::add_norm_fwd");
+  return op.call(input, residual, ns, weight, bias, eps, rms, residual_in_fp32, weight_offset);
 }
 
 std::vector<int64_t> dim_range(int64_t begin, int64_t end) {
@@ -88,14 +90,14 @@ std::vector<int64_t> dim_range(int64_t begin, int64_t end) {
 // The backward formulas in differentiable ATen ops, on the accumulation dtype; mean and rstd
 // are recomputed from the input so that their dependence on it is recorded too.
 Tensor3 composite_backward(bool rms, const at::Tensor& grad_out, const at::Tensor& input, int64_t axis,
-                      const at::Tensor& weight, double eps, std::array<bool, 3> mask) {
+                      const at::Tensor& weight, double weight_offset, double eps, std::array<bool, 3> mask) {
   const auto acc = acc_dtype(input.scalar_type());
   const auto norm_dims = dim_range(axis, input.dim()), lead_dims = dim_range(0, axis);
   const at::Tensor x = input.to(acc), dy = grad_out.to(acc);
   const at::Tensor xc = rms ? x : x - x.mean(norm_dims, true);
   const at::Tensor rstd = (xc * xc).mean(norm_dims, true).add(eps).rsqrt();
   const at::Tensor xhat = xc * rstd;
-  const at::Tensor g = weight.defined() ? dy * weight.to(acc) : dy;
+  const at::Tensor g = weight.defined() ? dy * (weight.to(acc) + weight_offset) : dy;
   // sum over the leading dims (sum over an empty dim list would sum everything)
   auto lead_sum = [&](const at::Tensor& t) { return axis == 0 ? t : t.sum(lead_dims); };
   at::Tensor dx, dw, db;
@@ -133,7 +135,7 @@ struct NormBackward final : torch::autograd::TraceableFunction {
   // recovered from it), or input + residual (an output) with add_.
   torch::autograd::SavedVariable x_, mean_, rstd_, weight_, bias_;
   int64_t axis_ = 0;
-  double eps_ = 0;
+  double eps_ = 0, weight_offset_ = 0;
   bool rms_ = false, memory_efficient_ = false, add_ = false;
   at::ScalarType input_dtype_ = at::kFloat, residual_dtype_ = at::kFloat;  // add_: of the gradients
 
@@ -147,6 +149,7 @@ struct NormBackward final : torch::autograd::TraceableFunction {
     for (const auto* v : {&mean_, &rstd_, &weight_, &bias_}) args.collect(*v, false);
     args.collect(axis_);
     args.collect(eps_);
+    args.collect(weight_offset_);
     args.collect(rms_);
     args.collect(memory_efficient_);
     args.collect(add_);
@@ -185,16 +188,17 @@ variable_list NormBackward::apply(variable_list&& grads) {
                 "fastln.layer_norm: double backward (create_graph=True) is not supported with "
                 "memory_efficient=True, which does not keep the input; use "
                 "memory_efficient=False");
-    std::tie(dx, dw, db) = composite_backward(rms_, dy, x, axis_, w, eps_, mask);
+    std::tie(dx, dw, db) = composite_backward(rms_, dy, x, axis_, w, weight_offset_, eps_, mask);
   } else {
     // Straight to the kernel: through the autograd key, the *_bwd ops would meet torch's
     // boxed autograd fallback, 8 us of a 45 us small backward.
     at::AutoDispatchBelowADInplaceOrView guard;
     if (memory_efficient_) {  // the kernel on x - mean, with a mean of zero
-      const at::Tensor xc = call_recover(x, ns, rstd, opt(w), opt(b));
-      std::tie(dx, dw, db) = call_bwd(rms_, dy, xc, ns, at::zeros_like(rstd), rstd, opt(w), opt(b), mask);
+      const at::Tensor xc = call_recover(x, ns, rstd, opt(w), opt(b), weight_offset_);
+      std::tie(dx, dw, db) =
+          call_bwd(rms_, dy, xc, ns, at::zeros_like(rstd), rstd, opt(w), opt(b), mask, weight_offset_);
     } else {
-      std::tie(dx, dw, db) = call_bwd(rms_, dy, x, ns, mean, rstd, opt(w), opt(b), mask);
+      std::tie(dx, dw, db) = call_bwd(rms_, dy, x, ns, mean, rstd, opt(w), opt(b), mask, weight_offset_);
     }
   }
   if (mask[1] && add_) dw = dw.to(weight.scalar_type());
@@ -239,7 +243,8 @@ torch::autograd::edge_list grad_edges(const char* op, std::initializer_list<cons
 // A NormBackward for a call with these gradient edges; the caller sets the outputs' history and
 // saves x_.
 auto norm_node(torch::autograd::edge_list edges, const at::Tensor& mean, const at::Tensor& rstd,
-               const at::Tensor& weight, const at::Tensor& bias, int64_t axis, double eps, bool rms) {
+               const at::Tensor& weight, const at::Tensor& bias, int64_t axis, double eps,
+               double weight_offset, bool rms) {
   auto node = new_node<NormBackward>();
   node->set_next_edges(std::move(edges));
   using torch::autograd::SavedVariable;
@@ -249,55 +254,67 @@ auto norm_node(torch::autograd::edge_list edges, const at::Tensor& mean, const a
   node->bias_ = SavedVariable(bias, false);
   node->axis_ = axis;
   node->eps_ = eps;
+  node->weight_offset_ = weight_offset;
   node->rms_ = rms;
   return node;
 }
 
+// weight_offset is added to the weight: without a weight it would mean nothing, so it is refused.
+void check_offset(const char* op, const at::Tensor& weight, double weight_offset) {
+  TORCH_CHECK_VALUE(weight_offset == 0 || weight.defined(), op, ": weight_offset=", weight_offset,
+                    " needs a weight (the output is scaled by weight_offset + weight)");
+}
+
 at::Tensor norm_autograd(const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
-                         const OptTensor& weight, const OptTensor& bias, double eps, bool rms,
-                         bool memory_efficient) {
+                         const OptTensor& weight, const OptTensor& bias, double eps, double weight_offset,
+                         bool rms, bool memory_efficient) {
+  const char* op = rms ? "fastln.rms_norm" : "fastln.layer_norm";
   const at::Tensor &w = or_undefined(weight), &b = or_undefined(bias);
+  check_offset(op, w, weight_offset);
   const auto forward = [&] {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return call_fwd(rms, input, normalized_shape, weight, bias, eps);
+    return call_fwd(rms, input, normalized_shape, weight, bias, eps, weight_offset);
   };
-  auto edges = grad_edges(rms ? "fastln.rms_norm" : "fastln.layer_norm", {&input, &w, &b});
+  auto edges = grad_edges(op, {&input, &w, &b});
   const NormOutputs out = forward();
   if (edges.empty()) return out.y;
   auto node = norm_node(std::move(edges), out.mean, out.rstd, w, b,
-                        input.dim() - static_cast<int64_t>(normalized_shape.size()), eps, rms);
+                        input.dim() - static_cast<int64_t>(normalized_shape.size()), eps, weight_offset, rms);
   torch::autograd::set_history(out.y, node);
   node->x_ = torch::autograd::SavedVariable(memory_efficient ? out.y : input, memory_efficient);
   node->memory_efficient_ = memory_efficient;
   return out.y;
 }
 at::Tensor layer_norm_autograd(const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
-                               const OptTensor& weight, const OptTensor& bias, double eps) {
-  return norm_autograd(input, normalized_shape, weight, bias, eps, false, false);
+                               const OptTensor& weight, const OptTensor& bias, double eps, double weight_offset) {
+  return norm_autograd(input, normalized_shape, weight, bias, eps, weight_offset, false, false);
 }
 at::Tensor layer_norm_me_autograd(const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
-                                  const OptTensor& weight, const OptTensor& bias, double eps) {
-  return norm_autograd(input, normalized_shape, weight, bias, eps, false, true);
+                                  const OptTensor& weight, const OptTensor& bias, double eps, double weight_offset) {
+  return norm_autograd(input, normalized_shape, weight, bias, eps, weight_offset, false, true);
 }
 at::Tensor rms_norm_autograd(const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
-                             const OptTensor& weight, std::optional<double> eps) {
-  return norm_autograd(input, normalized_shape, weight, OptTensor(), rms_eps(input, eps), true, false);
+                             const OptTensor& weight, std::optional<double> eps, double weight_offset) {
+  return norm_autograd(input, normalized_shape, weight, OptTensor(), rms_eps(input, eps), weight_offset, true,
+                       false);
 }
 
 Tensor2 fused_add_norm_autograd(const at::Tensor& input, const at::Tensor& residual,
                                 c10::SymIntArrayRef normalized_shape, const OptTensor& weight,
-                                const OptTensor& bias, double eps, bool rms, bool residual_in_fp32) {
+                                const OptTensor& bias, double eps, bool rms, bool residual_in_fp32,
+                                double weight_offset) {
+  const char* op = rms ? "fastln.fused_add_rms_norm" : "fastln.fused_add_layer_norm";
   const at::Tensor &w = or_undefined(weight), &b = or_undefined(bias);
+  check_offset(op, w, weight_offset);
   const auto forward = [&] {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return call_add_fwd(input, residual, normalized_shape, weight, bias, eps, rms, residual_in_fp32);
+    return call_add_fwd(input, residual, normalized_shape, weight, bias, eps, rms, residual_in_fp32, weight_offset);
   };
-  auto edges = grad_edges(rms ? "fastln.fused_add_rms_norm" : "fastln.fused_add_layer_norm",
-                          {&input, &residual, &w, &b});
+  auto edges = grad_edges(op, {&input, &residual, &w, &b});
   auto [y, sum, mean, rstd] = forward();
   if (edges.empty()) return {y, sum};
   auto node = norm_node(std::move(edges), mean, rstd, w, b,
-                        input.dim() - static_cast<int64_t>(normalized_shape.size()), eps, rms);
+                        input.dim() - static_cast<int64_t>(normalized_shape.size()), eps, weight_offset, rms);
   torch::autograd::set_history(y, node);
   torch::autograd::set_history(sum, node);
   node->x_ = torch::autograd::SavedVariable(sum, true);
@@ -308,52 +325,58 @@ Tensor2 fused_add_norm_autograd(const at::Tensor& input, const at::Tensor& resid
 }
 Tensor2 fused_add_layer_norm_autograd(const at::Tensor& input, const at::Tensor& residual,
                                  c10::SymIntArrayRef normalized_shape, const OptTensor& weight,
-                                 const OptTensor& bias, double eps, bool residual_in_fp32) {
+                                 const OptTensor& bias, double eps, bool residual_in_fp32, double weight_offset) {
   return fused_add_norm_autograd(input, residual, normalized_shape, weight, bias, eps, false,
-                                 residual_in_fp32);
+                                 residual_in_fp32, weight_offset);
 }
 Tensor2 fused_add_rms_norm_autograd(const at::Tensor& input, const at::Tensor& residual,
                                c10::SymIntArrayRef normalized_shape, const OptTensor& weight,
-                               std::optional<double> eps, bool residual_in_fp32) {
+                               std::optional<double> eps, bool residual_in_fp32, double weight_offset) {
   return fused_add_norm_autograd(input, residual, normalized_shape, weight, OptTensor(),
-                                 rms_eps(input, eps), true, residual_in_fp32);
+                                 rms_eps(input, eps), true, residual_in_fp32, weight_offset);
 }
 
 // Below autograd (inference mode, tracing): the forward alone.
 Tensor2 fused_add_layer_norm_composite(const at::Tensor& input, const at::Tensor& residual,
                                   c10::SymIntArrayRef normalized_shape, const OptTensor& weight,
-                                  const OptTensor& bias, double eps, bool residual_in_fp32) {
-  auto [y, sum, mean, rstd] =
-      call_add_fwd(input, residual, normalized_shape, weight, bias, eps, false, residual_in_fp32);
+                                  const OptTensor& bias, double eps, bool residual_in_fp32, double weight_offset) {
+  check_offset("fastln.fused_add_layer_norm", or_undefined(weight), weight_offset);
+  auto [y, sum, mean, rstd] = call_add_fwd(input, residual, normalized_shape, weight, bias, eps, false,
+                                           residual_in_fp32, weight_offset);
   return {y, sum};
 }
 Tensor2 fused_add_rms_norm_composite(const at::Tensor& input, const at::Tensor& residual,
                                 c10::SymIntArrayRef normalized_shape, const OptTensor& weight,
-                                std::optional<double> eps, bool residual_in_fp32) {
+                                std::optional<double> eps, bool residual_in_fp32, double weight_offset) {
+  check_offset("fastln.fused_add_rms_norm", or_undefined(weight), weight_offset);
   auto [y, sum, mean, rstd] = call_add_fwd(input, residual, normalized_shape, weight, {},
-                                           rms_eps(input, eps), true, residual_in_fp32);
+                                           rms_eps(input, eps), true, residual_in_fp32, weight_offset);
   return {y, sum};
 }
 at::Tensor layer_norm_composite(const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
-                                const OptTensor& weight, const OptTensor& bias, double eps) {
-  return call_fwd(false, input, normalized_shape, weight, bias, eps).y;
+                                const OptTensor& weight, const OptTensor& bias, double eps, double weight_offset) {
+  check_offset("fastln.layer_norm", or_undefined(weight), weight_offset);
+  return call_fwd(false, input, normalized_shape, weight, bias, eps, weight_offset).y;
 }
 at::Tensor rms_norm_composite(const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
-                              const OptTensor& weight, std::optional<double> eps) {
-  return call_fwd(true, input, normalized_shape, weight, {}, rms_eps(input, eps)).y;
+                              const OptTensor& weight, std::optional<double> eps, double weight_offset) {
+  check_offset("fastln.rms_norm", or_undefined(weight), weight_offset);
+  return call_fwd(true, input, normalized_shape, weight, {}, rms_eps(input, eps), weight_offset).y;
 }
 
 at::Tensor recover_centered_input(const at::Tensor& y, c10::SymIntArrayRef normalized_shape,
-                                  const at::Tensor& rstd, const OptTensor& weight, const OptTensor& bias) {
+                                  const at::Tensor& rstd, const OptTensor& weight, const OptTensor& bias,
+                                  double weight_offset) {
   const auto acc = acc_dtype(y.scalar_type());
   at::Tensor yhat = y.to(acc);
   if (bias.has_value() && bias->defined()) yhat = yhat - bias->to(acc);
   if (weight.has_value() && weight->defined()) {
-    TORCH_CHECK(!(*weight == 0).any().item<bool>(),
+    const at::Tensor w = weight->to(acc) + weight_offset;
+    TORCH_CHECK(!(w == 0).any().item<bool>(),
                 "fastln.layer_norm(memory_efficient=True): the weight has elements equal to 0, "
                 "so the normalized input cannot be recovered from the output in backward; use "
                 "memory_efficient=False for this layer");
-    yhat = yhat / weight->to(acc);
+    yhat = yhat / w;
   }
   // rows with rstd = inf (eps <= 0, constant row) have x - mean = 0
   return (yhat / rstd).nan_to_num(0.0, 0.0, 0.0).to(y.scalar_type());
@@ -364,37 +387,42 @@ at::Tensor recover_centered_input(const at::Tensor& y, c10::SymIntArrayRef norma
 // Every op of the library, one schema each: TORCH_LIBRARY defines them all, and a build
 // without CUDA gives each the same CUDA stub (below).
 constexpr const char* kSchemas[] = {
+    // weight_offset (every op): the weight counts as weight_offset + weight (zero-centred gamma,
+    // as Gemma's 1 + weight), the sum formed in the accumulation type; it needs a weight.
     "layer_norm(Tensor input, SymInt[] normalized_shape, Tensor? weight=None, "
-    "Tensor? bias=None, float eps=1e-05) -> Tensor",
+    "Tensor? bias=None, float eps=1e-05, *, float weight_offset=0.0) -> Tensor",
     // Returns (output, mean, rstd); mean and rstd have the input's leading dims, then ones.
     "layer_norm_fwd(Tensor input, SymInt[] normalized_shape, Tensor? weight, Tensor? bias, "
-    "float eps) -> (Tensor, Tensor, Tensor)",
+    "float eps, float weight_offset=0.0) -> (Tensor, Tensor, Tensor)",
     // Returns (grad_input, grad_weight, grad_bias); those not asked for in output_mask are empty.
     "layer_norm_bwd(Tensor grad_out, Tensor input, SymInt[] normalized_shape, Tensor mean, "
-    "Tensor rstd, Tensor? weight, Tensor? bias, bool[3] output_mask) -> (Tensor, Tensor, Tensor)",
+    "Tensor rstd, Tensor? weight, Tensor? bias, bool[3] output_mask, float weight_offset=0.0) "
+    "-> (Tensor, Tensor, Tensor)",
     // layer_norm that saves its output, not its input, for backward.
     "layer_norm_memory_efficient(Tensor input, SymInt[] normalized_shape, "
-    "Tensor? weight=None, Tensor? bias=None, float eps=1e-05) -> Tensor",
-    // (output - bias) / weight / rstd, in the output's dtype: the input minus its mean.
+    "Tensor? weight=None, Tensor? bias=None, float eps=1e-05, *, float weight_offset=0.0) -> Tensor",
+    // (output - bias) / (weight_offset + weight) / rstd, in the output's dtype: the input minus its mean.
     "recover_centered_input(Tensor output, SymInt[] normalized_shape, Tensor rstd, "
-    "Tensor? weight, Tensor? bias) -> Tensor",
+    "Tensor? weight, Tensor? bias, float weight_offset=0.0) -> Tensor",
     // eps=None: torch.finfo of the computation type (float32 for 16-bit inputs).
     "rms_norm(Tensor input, SymInt[] normalized_shape, Tensor? weight=None, "
-    "float? eps=None) -> Tensor",
+    "float? eps=None, *, float weight_offset=0.0) -> Tensor",
     // Returns (output, rstd); rstd as layer_norm_fwd's.
-    "rms_norm_fwd(Tensor input, SymInt[] normalized_shape, Tensor? weight, float eps) "
-    "-> (Tensor, Tensor)",
+    "rms_norm_fwd(Tensor input, SymInt[] normalized_shape, Tensor? weight, float eps, "
+    "float weight_offset=0.0) -> (Tensor, Tensor)",
     "rms_norm_bwd(Tensor grad_out, Tensor input, SymInt[] normalized_shape, Tensor rstd, "
-    "Tensor? weight, bool[2] output_mask) -> (Tensor, Tensor)",
+    "Tensor? weight, bool[2] output_mask, float weight_offset=0.0) -> (Tensor, Tensor)",
     // Residual add fused with the norm: (norm(input + residual), input + residual).
     "fused_add_layer_norm(Tensor input, Tensor residual, SymInt[] normalized_shape, "
-    "Tensor? weight=None, Tensor? bias=None, float eps=1e-05, bool residual_in_fp32=False) "
-    "-> (Tensor, Tensor)",
+    "Tensor? weight=None, Tensor? bias=None, float eps=1e-05, bool residual_in_fp32=False, *, "
+    "float weight_offset=0.0) -> (Tensor, Tensor)",
     "fused_add_rms_norm(Tensor input, Tensor residual, SymInt[] normalized_shape, "
-    "Tensor? weight=None, float? eps=None, bool residual_in_fp32=False) -> (Tensor, Tensor)",
+    "Tensor? weight=None, float? eps=None, bool residual_in_fp32=False, *, "
+    "float weight_offset=0.0) -> (Tensor, Tensor)",
     // Returns (output, input + residual, mean, rstd); rms: mean is zeros, bias must be None.
     "add_norm_fwd(Tensor input, Tensor residual, SymInt[] normalized_shape, Tensor? weight, "
-    "Tensor? bias, float eps, bool rms, bool residual_in_fp32) -> (Tensor, Tensor, Tensor, Tensor)",
+    "Tensor? bias, float eps, bool rms, bool residual_in_fp32, float weight_offset=0.0) "
+    "-> (Tensor, Tensor, Tensor, Tensor)",
 };
 
 TORCH_LIBRARY(fastln, m) {

@@ -1,0 +1,321 @@
+"""Swapping the norms of a model for fastln's, and back: ``replace_norms`` / ``restore_norms``.
+
+A norm class is recognised exactly, never by its name:
+
+- torch's ``nn.LayerNorm`` and ``nn.RMSNorm`` become :class:`fastln.LayerNorm` /
+  :class:`fastln.RMSNorm`;
+- any other class is looked up in a registry of what known classes compute (:class:`NormSpec`):
+  by the class itself (:func:`register_norm`), or by the *code* of its ``forward`` (and the
+  ``_norm`` it calls): Hugging Face transformers copies one norm into every model file
+  (``LlamaRMSNorm``, ``Qwen2RMSNorm``, ``MistralRMSNorm``, ... 140 copies in transformers 5.25),
+  so a fingerprint of the code, comments, docstrings and annotations left out, recognises every
+  copy and nothing else. Nothing here imports transformers or timm.
+
+A swapped module keeps its object, parameters, buffers, hooks and state_dict; only its class
+changes, to a subclass of its own class (``isinstance`` still holds) whose ``forward`` calls
+fastln's kernel. Where the original would compute in another dtype than the kernel (a weight
+whose dtype differs from the input's, a float64 input of a class that computes in float32),
+the original ``forward`` runs instead, decided before the call.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+import re
+import textwrap
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type, Union
+
+import torch
+from torch import Tensor, nn
+
+from .functional import layer_norm, rms_norm
+from .modules import LayerNorm, RMSNorm
+
+_FLOAT = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+_HALF = (torch.bfloat16, torch.float16)
+
+
+@dataclass(frozen=True)
+class NormSpec:
+    """What a norm class computes, in fastln's terms.
+
+    ``kind``: ``"layer"`` (mean and variance) or ``"rms"``. ``eps``: the attribute holding
+    epsilon, or a number. ``weight`` / ``bias``: attributes (absent or None: no weight / bias).
+    ``weight_offset``: the output is scaled by ``weight_offset + weight`` (Gemma: 1).
+    ``normalized_shape``: the attribute holding it, or None for the last dimension.
+    ``channels_first``: a norm over dim 1 of (N, C, ...) inputs: a predicate of the module
+    (the input is normalized as ``x.movedim(1, -1)``, a strided view, copied by the kernel).
+    ``float32_compute``: the original computes in float32 whatever the input (float64 inputs
+    then take the original forward). ``mixed``: the original returns the input's dtype for a
+    float32 weight with a 16-bit input, rounding once (the kernel's mixed mode); otherwise the
+    kernel runs only when the weight has the input's dtype. ``swappable``: a predicate of the
+    module (a flag that changes what it computes). ``name``: shown in ``repr``.
+    """
+    kind: str
+    name: str
+    eps: Union[str, float] = "eps"
+    weight: Optional[str] = "weight"
+    bias: Optional[str] = None
+    weight_offset: float = 0.0
+    normalized_shape: Optional[str] = None
+    channels_first: Optional[Callable[[nn.Module], bool]] = None
+    float32_compute: bool = False
+    mixed: bool = False
+    swappable: Optional[Callable[[nn.Module], bool]] = field(default=None, compare=False)
+
+
+# ---- Recognising a class by its code ----
+
+def _canonical(fn: Callable[..., Any]) -> str:
+    """The code of a function without comments, docstrings, annotations or layout."""
+    return _canonical_tree(ast.parse(textwrap.dedent(inspect.getsource(fn))))
+
+
+def _canonical_tree(tree: ast.AST) -> str:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            node.returns = None
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+        elif isinstance(node, ast.arg):
+            node.annotation = None
+    return ast.dump(tree)
+
+
+def _digest(bases: List[str], methods: List[str]) -> str:
+    return hashlib.sha256("\n".join(bases + methods).encode()).hexdigest()[:16]
+
+
+def fingerprint(cls: type) -> Optional[str]:
+    """The code fingerprint of a norm class: its ``forward`` and ``_norm`` as written, and the
+    bases of the class that defines ``forward`` (what ``super().forward`` means). None when the
+    source is not available. Users registering a class by its code use this."""
+    owner = next((c for c in cls.__mro__ if "forward" in vars(c)), None)
+    if owner is None:
+        return None
+    methods = []
+    try:
+        for name in ("forward", "_norm"):
+            fn = getattr(cls, name, None)
+            if inspect.isfunction(fn):
+                methods.append(_canonical(fn))
+    except (OSError, TypeError, SyntaxError):  # no source (a zipped or compiled module)
+        return None
+    return _digest([f"{b.__module__}.{b.__qualname__}" for b in owner.__bases__], methods)
+
+
+def _is_channels_first(m: nn.Module) -> bool:
+    return getattr(m, "data_format", None) == "channels_first"
+
+
+def _not_fast_norm(m: nn.Module) -> bool:
+    return not getattr(m, "_fast_norm", False)  # timm's fast_norm casts to the autocast dtype
+
+
+_LLAMA = NormSpec("rms", "hf-llama", eps="variance_epsilon", float32_compute=True)
+_RMS_CAST_AFTER = NormSpec("rms", "hf-olmo2", eps="variance_epsilon", float32_compute=True, mixed=True)
+_GEMMA = NormSpec("rms", "hf-gemma", eps="eps", weight_offset=1.0, float32_compute=True, mixed=True)
+_GEMMA3N = NormSpec("rms", "hf-gemma3n", eps="variance_epsilon", float32_compute=True, mixed=True)
+_T5 = NormSpec("rms", "hf-t5", eps="variance_epsilon")
+_OLMO = NormSpec("layer", "hf-olmo", eps=1e-5, weight=None, normalized_shape="normalized_shape",
+                 float32_compute=True)
+_CONVNEXT = NormSpec("layer", "hf-convnext", bias="bias", normalized_shape="normalized_shape",
+                     channels_first=_is_channels_first)
+_TIMM = NormSpec("layer", "timm", bias="bias", normalized_shape="normalized_shape", swappable=_not_fast_norm)
+_TIMM_2D = NormSpec("layer", "layer-2d", bias="bias", normalized_shape="normalized_shape",
+                    channels_first=lambda m: True, swappable=_not_fast_norm)
+
+# The fingerprints of the known forms (tests/python/test_models.py checks them against the
+# real libraries).
+_BY_CODE: Dict[str, NormSpec] = {
+    # LlamaRMSNorm and its copies (144 classes in transformers 5.25: Mistral, Qwen2, Qwen3,
+    # Phi-3, Granite, ...): weight * (x.float() * rsqrt(mean(x^2) + eps)).to(x.dtype)
+    "b9d867683d0aeec0": _LLAMA,
+    # Olmo2, GptOss, FlexOlmo, ...: (weight * x.float() * rsqrt(...)).to(x.dtype)
+    "5f2dc98988205fc5": _RMS_CAST_AFTER,
+    # Helium, NemotronH, ...: (weight.float() * x.float() * rsqrt(...)).to(x.dtype)
+    "4efb4c7289f74744": _RMS_CAST_AFTER,
+    # Gemma, Gemma2, Gemma3, Qwen3.5, ...: (_norm(x.float()) * (1 + weight.float())).type_as(x)
+    "8e8080c062d3286a": _GEMMA,
+    # Gemma3n, Gemma4, ...: (_norm(x.float()) [* weight.float()]).type_as(x), weight if with_scale
+    "42abcf06858d2b0d": _GEMMA3N,
+    # FalconMamba, Llama4 (weightless): _norm(x.float()).type_as(x)
+    "d74f77b3b09ac9cd": NormSpec("rms", "hf-weightless", eps="variance_epsilon", weight=None,
+                                 float32_compute=True),
+    # T5LayerNorm, MT5, LongT5, Pix2Struct, Idefics, ...: weight * (x * rsqrt(mean(x.float()^2) + eps))
+    # (to the weight's dtype first when it is 16-bit)
+    "2d26a89045dc0410": _T5,
+    # OlmoLayerNorm: layer_norm(x.float(), no weight, eps=1e-5).to(x.dtype)
+    "54b6b3d82be62a08": _OLMO,
+    # ConvNextLayerNorm and its copies (nn.LayerNorm subclasses): channels_last or channels_first
+    "5b6f88b082647dfa": _CONVNEXT,
+    # EomtLayerNorm2d and its copies: layer_norm over the channels of NCHW
+    "d72be0121a84ae96": _TIMM_2D,
+    # timm 1.0's timm.layers.LayerNorm and LayerNorm2d (swapped while fast_norm is off)
+    "d946a16ce4d5cd29": _TIMM,
+    "0c3a82d490d77a76": _TIMM_2D,
+}
+_BY_CLASS: Dict[type, NormSpec] = {}
+
+
+def register_norm(cls: type, spec: NormSpec) -> None:
+    """Registers what ``cls`` computes, so that :func:`replace_norms` swaps its modules.
+    Exactly this class (not its subclasses); a registration wins over a code fingerprint."""
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"register_norm: cls must be an nn.Module subclass, not {cls!r}")
+    if spec.kind not in ("layer", "rms"):
+        raise ValueError(f"register_norm: spec.kind must be 'layer' or 'rms', not {spec.kind!r}")
+    if spec.kind == "rms" and spec.bias is not None:
+        raise ValueError("register_norm: an 'rms' norm has no bias")
+    _BY_CLASS[cls] = spec
+    _spec_cache.pop(cls, None)
+
+
+_spec_cache: Dict[type, Optional[NormSpec]] = {}
+
+
+def spec_of(cls: type) -> Optional[NormSpec]:
+    """The registered or recognised semantics of a class, or None."""
+    if cls in _BY_CLASS:
+        return _BY_CLASS[cls]
+    if cls not in _spec_cache:
+        fp = fingerprint(cls) if issubclass(cls, nn.Module) else None
+        _spec_cache[cls] = None if fp is None else _BY_CODE.get(fp)
+    return _spec_cache[cls]
+
+
+# ---- The swapped classes ----
+
+def _eps(m: nn.Module, spec: NormSpec) -> Any:
+    return getattr(m, spec.eps) if isinstance(spec.eps, str) else spec.eps
+
+
+def _param(m: nn.Module, name: Optional[str]) -> Optional[Tensor]:
+    return None if name is None else getattr(m, name, None)
+
+
+class _Swapped(nn.Module):
+    """Mixed in before the original class: forward through fastln's kernels."""
+
+    _fastln_spec: NormSpec
+    _fastln_original: Type[nn.Module]
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        spec = self._fastln_spec
+        w, b = _param(self, spec.weight), _param(self, spec.bias)
+        dt = x.dtype
+        if not (dt in _FLOAT and (dt != torch.float64 or not spec.float32_compute)
+                and (w is None or w.dtype == dt or (spec.mixed and dt in _HALF and w.dtype == torch.float32))
+                and (b is None or w is None or b.dtype == w.dtype)):
+            return self._fastln_original.forward(self, x)  # type: ignore[no-any-return]
+        channels_first = spec.channels_first is not None and spec.channels_first(self)
+        if channels_first:
+            x = x.movedim(1, -1)
+        shape = getattr(self, spec.normalized_shape) if spec.normalized_shape else x.shape[-1:]
+        eps = _eps(self, spec)
+        if spec.kind == "rms":
+            y = rms_norm(x, shape, w, eps, weight_offset=spec.weight_offset if w is not None else 0.0)
+        else:
+            y = layer_norm(x, shape, w, b, eps, weight_offset=spec.weight_offset if w is not None else 0.0)
+        return y.movedim(-1, 1) if channels_first else y
+
+    def _get_name(self) -> str:
+        return f"fastln[{self._fastln_spec.name}]:{self._fastln_original.__name__}"
+
+
+_swapped_classes: Dict[type, type] = {}
+
+
+def _swapped_class(cls: type, spec: NormSpec) -> type:
+    key = _swapped_classes.get(cls)
+    if key is None or key._fastln_spec != spec:  # type: ignore[attr-defined]
+        key = type(f"Fastln{cls.__name__}", (_Swapped, cls),
+                   {"_fastln_spec": spec, "_fastln_original": cls, "__module__": __name__})
+        _swapped_classes[cls] = key
+    return key
+
+
+_TORCH_SWAPS: Dict[type, type] = {nn.LayerNorm: LayerNorm, nn.RMSNorm: RMSNorm}
+_LOOKS_LIKE_A_NORM = re.compile(r"(RMS|Rms|Layer|Simple)Norm(\d[dD])?$")
+
+
+def _looks_like_a_norm(cls: type) -> bool:
+    return issubclass(cls, (nn.LayerNorm, nn.RMSNorm)) or bool(_LOOKS_LIKE_A_NORM.search(cls.__name__))
+
+
+def replace_norms(model: nn.Module, *, warn: bool = True) -> int:
+    """Makes every recognised norm in ``model`` compute with fastln's kernels, in place;
+    returns how many modules were swapped (already swapped ones are not counted again).
+
+    Recognised: torch's ``nn.LayerNorm`` and ``nn.RMSNorm`` (exactly those classes), classes
+    registered with :func:`register_norm`, and the known forms of Hugging Face transformers
+    and timm (module docstring; README, "Swapping a model's norms"). A module whose class looks
+    like a norm but is not recognised is left alone, with a warning naming its class
+    (``warn=False`` silences it).
+
+    The module objects stay the same: parameters, their devices and dtypes, hooks, and any
+    optimizer already holding the parameters are all kept. :func:`restore_norms` undoes it.
+    """
+    count = 0
+    unknown: Dict[str, int] = {}
+    for m in model.modules():
+        cls = type(m)
+        if cls in _TORCH_SWAPS:
+            m.__class__ = _TORCH_SWAPS[cls]
+            m._fastln_swapped = True  # restore_norms: this one was torch's
+            count += 1
+            continue
+        if isinstance(m, (_Swapped, LayerNorm, RMSNorm)):
+            continue
+        spec = spec_of(cls)
+        if spec is not None and (spec.swappable is None or spec.swappable(m)):
+            m.__class__ = _swapped_class(cls, spec)
+            count += 1
+        elif _looks_like_a_norm(cls):
+            name = f"{cls.__module__}.{cls.__qualname__}"
+            unknown[name] = unknown.get(name, 0) + 1
+    if warn and unknown:
+        listed = ", ".join(f"{n} ({k})" for n, k in sorted(unknown.items()))
+        warnings.warn(f"fastln.replace_norms left alone modules that look like norms but whose "
+                      f"computation it does not recognise: {listed}. fastln.register_norm(cls, "
+                      f"NormSpec(...)) swaps a class whose semantics you know.", stacklevel=2)
+    return count
+
+
+def restore_norms(model: nn.Module) -> int:
+    """Returns every module swapped by :func:`replace_norms` to its original class; returns
+    how many. Modules created as fastln.LayerNorm / fastln.RMSNorm (not swapped) stay."""
+    count = 0
+    for m in model.modules():
+        cls = type(m)
+        if isinstance(m, _Swapped):
+            m.__class__ = cls._fastln_original  # type: ignore[attr-defined]
+        elif cls in (LayerNorm, RMSNorm) and vars(m).pop("_fastln_swapped", False):
+            m.__class__ = nn.LayerNorm if cls is LayerNorm else nn.RMSNorm
+        else:
+            continue
+        count += 1
+    return count
+
+
+def recognised(model: nn.Module) -> Tuple[Dict[str, str], Dict[str, int]]:
+    """({class: spec name} of the norms ``replace_norms`` would swap, {class: count} of those
+    that look like norms and would be left alone)."""
+    known: Dict[str, str] = {}
+    unknown: Dict[str, int] = {}
+    for m in model.modules():
+        cls = type(m)
+        name = f"{cls.__module__}.{cls.__qualname__}"
+        spec = None if cls in _TORCH_SWAPS else spec_of(cls)
+        if cls in _TORCH_SWAPS or isinstance(m, (_Swapped, LayerNorm, RMSNorm)):
+            known[name] = "torch" if cls in _TORCH_SWAPS else "swapped"
+        elif spec is not None:
+            known[name] = spec.name
+        elif _looks_like_a_norm(cls):
+            unknown[name] = unknown.get(name, 0) + 1
+    return known, unknown

@@ -200,6 +200,15 @@ def _output(out: Any) -> Tensor:
 # the two variants of one model
 
 
+def _count(swapped: object) -> int:
+    """replace_norms's answer as a count (an int, or a collection of the modules swapped)."""
+    if isinstance(swapped, int):
+        return swapped
+    if isinstance(swapped, (list, tuple, dict, set)):
+        return len(swapped)
+    raise TypeError(f"fastln.replace_norms returned {type(swapped).__name__}, not a count")
+
+
 class Variants:
     """The model with torch's norms ("torch") and with fastln's ("fastln"). In place with
     ``fastln.restore_norms`` where it exists; otherwise a deep copy holds the swapped norms."""
@@ -212,21 +221,20 @@ class Variants:
         if restore is not None:
             self.strategy = "in place (replace_norms / restore_norms)"
             self.fast = model
-            self.swapped = int(fastln.replace_norms(model))
+            self.swapped = _count(fastln.replace_norms(model))
             restore(model)
         else:
             self.strategy = "deep copy (this fastln has no restore_norms)"
             self.fast = copy.deepcopy(model)
-            self.swapped = int(fastln.replace_norms(self.fast))
+            self.swapped = _count(fastln.replace_norms(self.fast))
         self._state = "torch"
-        self.fastln_modules = sum(_is_fastln(m) for m in self.fast.modules()) if restore is None else self.swapped
 
     def get(self, variant: str) -> nn.Module:
         if self._restore is None:
             return self.fast if variant == "fastln" else self.base
         if variant != self._state:
             if variant == "fastln":
-                n = int(fastln.replace_norms(self.base))
+                n = _count(fastln.replace_norms(self.base))
                 if n != self.swapped:
                     raise RuntimeError(f"replace_norms swapped {n} norms, {self.swapped} the first time")
             else:
@@ -504,10 +512,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--seq", type=int, default=None)
     p.add_argument("--budget", type=float, default=None,
-                   help="seconds of interleaved timing per model and mode (default 8; tiny 0.2)")
+                   help="seconds of interleaved timing per model and mode (default: cuda 8, cpu 5, tiny 0.2)")
     p.add_argument("--min-rounds", type=int, default=None, help="at least this many samples each (default 7)")
     p.add_argument("--out", default="bench/results", help="directory of the JSON (default bench/results)")
     p.add_argument("--json", default=None, help="JSON path (default OUT/models_DEVICE_DTYPE.json)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return p
 
@@ -533,8 +542,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except MissingTransformers as e:
         print(f"fastln bench --model: {e}", file=sys.stderr)
         return 2
+    threads = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return _run(args, device, dtype_name, dtype)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace, device: torch.device, dtype_name: str, dtype: torch.dtype) -> int:
+    dev_name = device.type
     preset = "tiny" if args.tiny else dev_name
-    budget = args.budget if args.budget is not None else (0.2 if args.tiny else 8.0)
+    budget = args.budget if args.budget is not None else (0.2 if args.tiny else 8.0 if dev_name == "cuda" else 5.0)
     min_rounds = args.min_rounds if args.min_rounds is not None else (3 if args.tiny else 7)
     modes = MODES if args.mode == "both" else (args.mode,)
     log: Callable[[str], None] = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
@@ -558,7 +578,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     models: list[dict[str, Any]] = []
     for name in args.model:
         r, info = bench_model(name, device, dtype, preset, modes=modes, budget_s=budget, min_rounds=min_rounds,
-                              target_sample_s=0.01 if args.tiny else 0.05, share_passes=3 if args.tiny else 5,
+                              target_sample_s=0.01 if args.tiny else 0.05,
+                              share_passes=5 if dev_name == "cuda" and not args.tiny else 3,
                               layers=args.layers, batch=args.batch, seq=args.seq, log=log)
         rows += r
         models.append(info)

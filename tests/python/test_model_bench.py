@@ -4,7 +4,9 @@ import json
 import sys
 
 import pytest
+import torch
 
+import fastln
 from fastln import cli, model_bench
 
 FIELDS = ("model", "device", "dtype", "mode", "torch_ms", "fastln_ms", "speedup", "norm_share_torch",
@@ -13,9 +15,9 @@ FIELDS = ("model", "device", "dtype", "mode", "torch_ms", "fastln_ms", "speedup"
 
 def test_bert_tiny_table_and_json(tmp_path, capsys):
     pytest.importorskip("transformers")
-    path = tmp_path / "m.json"
+    path = tmp_path / "m.json"  # one thread: see one_thread
     rc = cli.main(["bench", "--model", "bert", "--tiny", "--device", "cpu", "--budget", "0.05",
-                   "--min-rounds", "2", "--json", str(path), "--quiet"])
+                   "--min-rounds", "2", "--json", str(path), "--quiet", "--threads", "1"])
     assert rc == 0
     out = capsys.readouterr().out
     header = out.splitlines()[0].split()
@@ -39,12 +41,37 @@ def test_bert_tiny_table_and_json(tmp_path, capsys):
     assert f"wrote {path}" in out
 
 
-def test_unswapped_norms_are_reported(tmp_path, capsys):
-    # The norm count comes from the model, the swapped count from replace_norms: a model whose
-    # norms replace_norms does not know is still benchmarked, with a warning.
+def test_hf_norm_classes_are_counted_and_restored():
+    # llama's norms are LlamaRMSNorm (HF's own class): counted from the model, whatever
+    # replace_norms swaps; after a swap and back, no fastln module is left.
     pytest.importorskip("transformers")
-    built = model_bench.build("llama", "tiny", model_bench.torch.device("cpu"), model_bench.torch.float32)
+    built = model_bench.build("llama", "tiny", torch.device("cpu"), torch.float32)
     assert len(model_bench.norm_modules(built.model)) == 2 * 2 + 1  # 2 a layer and the final one
+    v = model_bench.Variants(built.model)
+    assert v.norms == 5 and v.swapped in (0, 5)
+    assert sum(model_bench._is_fastln(m) for m in v.get("fastln").modules()) == v.swapped
+    assert not any(model_bench._is_fastln(m) for m in v.get("torch").modules())
+
+
+@pytest.fixture
+def one_thread():
+    # 2 OpenMP threads on a busy 2-core host: a tiny step can take 100x longer
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_unswapped_norms_are_reported(monkeypatch, one_thread):
+    # Norms that replace_norms leaves alone: still benchmarked (both columns torch), with a warning.
+    pytest.importorskip("transformers")
+    monkeypatch.setattr(fastln, "replace_norms", lambda model: 0)
+    with pytest.warns(UserWarning, match="swapped 0 of 5 norm modules"):
+        rows, info = model_bench.bench_model("bert", torch.device("cpu"), torch.float32, "tiny",
+                                             modes=("inference",), budget_s=0.02, min_rounds=2,
+                                             target_sample_s=0.001, share_passes=1)
+    assert rows[0].swapped == 0 and rows[0].norms == 5 and "warning" in info
+    assert rows[0].max_rel_diff == 0
 
 
 def test_unknown_model(capsys):

@@ -34,12 +34,31 @@ void check_row_length(const char* op, int64_t N) {
               " is too large for the CUDA kernels");
 }
 
+// A weight offset reaches the kernels as a parameter of the accumulation type (float, or double
+// for double), weight_offset + weight, formed here by one N-element op: the float add the CPU
+// kernels make in registers, so the results are the same as in-kernel adds would give. 16-bit
+// inputs then take the kernels' mixed mode (float parameters). In the kernels, the add cost
+// registers and spills in 178 of 984 builds (docs/journal.md, 2026-12-06): the zero-offset
+// kernels stay as they were.
+bool offset_applies(const OptTensor& weight, double weight_offset) {
+  return weight_offset != 0 && weight.has_value() && weight->defined();
+}
+OptTensor as_acc(const OptTensor& p, at::ScalarType acc, double offset = 0) {
+  if (!p.has_value() || !p->defined()) return p;
+  return offset != 0 ? p->to(acc) + offset : p->to(acc);
+}
+
 Tensor3 norm_fwd_cuda(const char* op, Norm norm, const at::Tensor& input,
                       c10::SymIntArrayRef normalized_shape, const OptTensor& weight,
-                      const OptTensor& bias, double eps, const at::Tensor& residual,
-                      at::Tensor* sum_out) {
+                      const OptTensor& bias, double eps, double weight_offset,
+                      const at::Tensor& residual, at::Tensor* sum_out) {
   const auto s = check_norm_args(op, input, C10_AS_INTARRAYREF_SLOW(normalized_shape), weight,
                                  bias, eps);
+  if (offset_applies(weight, weight_offset)) {
+    const auto acc = acc_dtype(input.scalar_type());
+    return norm_fwd_cuda(op, norm, input, normalized_shape, as_acc(weight, acc, weight_offset),
+                         as_acc(bias, acc), eps, 0.0, residual, sum_out);
+  }
   const c10::cuda::CUDAGuard guard(input.device());
   const auto opts = input.options().memory_format(at::MemoryFormat::Contiguous);
   at::Tensor Y = at::empty(input.sizes(), opts);
@@ -73,10 +92,18 @@ Tensor3 norm_fwd_cuda(const char* op, Norm norm, const at::Tensor& input,
 Tensor3 norm_bwd_cuda(const char* op, Norm norm, const at::Tensor& grad_out,
                       const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
                       const at::Tensor& mean, const at::Tensor& rstd, const OptTensor& weight,
-                      const OptTensor& bias, std::array<bool, 3> output_mask) {
+                      const OptTensor& bias, double weight_offset,
+                      std::array<bool, 3> output_mask) {
   const auto ns = C10_AS_INTARRAYREF_SLOW(normalized_shape);
   const auto s = check_norm_args(op, input, ns, weight, bias, 0.0);
   check_bwd_args(op, grad_out, input, s, mean, rstd);
+  if (offset_applies(weight, weight_offset)) {  // as norm_fwd_cuda; the gradients in the parameters' dtype
+    const auto acc = acc_dtype(input.scalar_type());
+    const auto pdtype = param_dtype(input, contiguous_param(weight), contiguous_param(bias));
+    auto [dx, dw, db] = norm_bwd_cuda(op, norm, grad_out, input, normalized_shape, mean, rstd,
+                                      as_acc(weight, acc, weight_offset), as_acc(bias, acc), 0.0, output_mask);
+    return {dx, dw.to(pdtype), db.to(pdtype)};
+  }
   const c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor gamma = contiguous_param(weight);
   const auto pdtype = param_dtype(input, gamma, contiguous_param(bias));

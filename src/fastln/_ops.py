@@ -25,14 +25,15 @@ def _check_devices(op: str, input: Tensor, **tensors: Optional[Tensor]) -> None:
 @torch.library.register_fake("fastln::layer_norm_memory_efficient")
 @torch.library.register_fake("fastln::layer_norm")
 def _layer_norm_fake(input: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor] = None,
-                     bias: Optional[Tensor] = None, eps: float = 1e-5) -> Tensor:
+                     bias: Optional[Tensor] = None, eps: float = 1e-5, *, weight_offset: float = 0.0) -> Tensor:
     _check_devices("fastln.layer_norm", input, weight=weight, bias=bias)
     return torch.empty_like(input, memory_format=torch.contiguous_format)
 
 
 @torch.library.register_fake("fastln::layer_norm_fwd")
 def _layer_norm_fwd_fake(input: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor],
-                         bias: Optional[Tensor], eps: float) -> tuple[Tensor, Tensor, Tensor]:
+                         bias: Optional[Tensor], eps: float, weight_offset: float = 0.0
+                         ) -> tuple[Tensor, Tensor, Tensor]:
     _check_devices("fastln.layer_norm", input, weight=weight, bias=bias)
     stat = _stat(input, normalized_shape)
     return (torch.empty_like(input, memory_format=torch.contiguous_format), stat,
@@ -46,7 +47,7 @@ def _stat(input: Tensor, normalized_shape: Sequence[int]) -> Tensor:
 @torch.library.register_fake("fastln::layer_norm_bwd")
 def _layer_norm_bwd_fake(grad_out: Tensor, input: Tensor, normalized_shape: Sequence[int],
                          mean: Tensor, rstd: Tensor, weight: Optional[Tensor],
-                         bias: Optional[Tensor], output_mask: Sequence[bool]
+                         bias: Optional[Tensor], output_mask: Sequence[bool], weight_offset: float = 0.0
                          ) -> tuple[Tensor, ...]:
     _check_devices("fastln.layer_norm_bwd", input, grad_out=grad_out, mean=mean, rstd=rstd,
                    weight=weight, bias=bias)
@@ -67,29 +68,29 @@ def _grads(input: Tensor, normalized_shape: Sequence[int], weight: Optional[Tens
 
 @torch.library.register_fake("fastln::rms_norm")
 def _rms_norm_fake(input: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor] = None,
-                   eps: Optional[float] = None) -> Tensor:
+                   eps: Optional[float] = None, *, weight_offset: float = 0.0) -> Tensor:
     _check_devices("fastln.rms_norm", input, weight=weight)
     return torch.empty_like(input, memory_format=torch.contiguous_format)
 
 
 @torch.library.register_fake("fastln::rms_norm_fwd")
 def _rms_norm_fwd_fake(input: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor],
-                       eps: float) -> tuple[Tensor, Tensor]:
+                       eps: float, weight_offset: float = 0.0) -> tuple[Tensor, Tensor]:
     _check_devices("fastln.rms_norm", input, weight=weight)
     return torch.empty_like(input, memory_format=torch.contiguous_format), _stat(input, normalized_shape)
 
 
 @torch.library.register_fake("fastln::rms_norm_bwd")
 def _rms_norm_bwd_fake(grad_out: Tensor, input: Tensor, normalized_shape: Sequence[int],
-                       rstd: Tensor, weight: Optional[Tensor], output_mask: Sequence[bool]
-                       ) -> tuple[Tensor, ...]:
+                       rstd: Tensor, weight: Optional[Tensor], output_mask: Sequence[bool],
+                       weight_offset: float = 0.0) -> tuple[Tensor, ...]:
     _check_devices("fastln.rms_norm_bwd", input, grad_out=grad_out, rstd=rstd, weight=weight)
     return _grads(input, normalized_shape, weight, None, output_mask)
 
 
 @torch.library.register_fake("fastln::recover_centered_input")
 def _recover_fake(output: Tensor, normalized_shape: Sequence[int], rstd: Tensor,
-                  weight: Optional[Tensor], bias: Optional[Tensor]) -> Tensor:
+                  weight: Optional[Tensor], bias: Optional[Tensor], weight_offset: float = 0.0) -> Tensor:
     return torch.empty_like(output, memory_format=torch.contiguous_format)
 
 
@@ -100,7 +101,7 @@ def _sum_dtype(input: Tensor, residual_in_fp32: bool) -> torch.dtype:
 @torch.library.register_fake("fastln::add_norm_fwd")
 def _add_norm_fwd_fake(input: Tensor, residual: Tensor, normalized_shape: Sequence[int],
                        weight: Optional[Tensor], bias: Optional[Tensor], eps: float, rms: bool,
-                       residual_in_fp32: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                       residual_in_fp32: bool, weight_offset: float = 0.0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     _check_devices("fastln.fused_add_norm", input, residual=residual, weight=weight, bias=bias)
     stat = _stat(input, normalized_shape)
     return (torch.empty_like(input, memory_format=torch.contiguous_format),
@@ -111,7 +112,8 @@ def _add_norm_fwd_fake(input: Tensor, residual: Tensor, normalized_shape: Sequen
 @torch.library.register_fake("fastln::fused_add_layer_norm")
 def _fused_add_layer_norm_fake(input: Tensor, residual: Tensor, normalized_shape: Sequence[int],
                                weight: Optional[Tensor] = None, bias: Optional[Tensor] = None,
-                               eps: float = 1e-5, residual_in_fp32: bool = False) -> tuple[Tensor, Tensor]:
+                               eps: float = 1e-5, residual_in_fp32: bool = False, *,
+                               weight_offset: float = 0.0) -> tuple[Tensor, Tensor]:
     y, s, _, _ = _add_norm_fwd_fake(input, residual, normalized_shape, weight, bias, eps, False, residual_in_fp32)
     return y, s
 
@@ -119,6 +121,6 @@ def _fused_add_layer_norm_fake(input: Tensor, residual: Tensor, normalized_shape
 @torch.library.register_fake("fastln::fused_add_rms_norm")
 def _fused_add_rms_norm_fake(input: Tensor, residual: Tensor, normalized_shape: Sequence[int],
                              weight: Optional[Tensor] = None, eps: Optional[float] = None,
-                             residual_in_fp32: bool = False) -> tuple[Tensor, Tensor]:
+                             residual_in_fp32: bool = False, *, weight_offset: float = 0.0) -> tuple[Tensor, Tensor]:
     y, s, _, _ = _add_norm_fwd_fake(input, residual, normalized_shape, weight, None, 0.0, True, residual_in_fp32)
     return y, s

@@ -38,43 +38,48 @@ def _row_dims(input: Any, normalized_shape: Sequence[int]) -> range:
     return range(input.ndim - len(normalized_shape))
 
 
-def _fwd_rules(n_stats: int) -> Callable[..., _Strategies]:
-    def rules(input: Any, normalized_shape: Sequence[int], weight: Any, *rest: Any) -> _Strategies:
-        # rest: (bias, eps) for layer_norm_fwd, (eps,) for rms_norm_fwd
-        params = [_opt(weight, Replicate())] + [_opt(p, Replicate()) for p in rest[:-1]]
-        out: _Strategies = [([Replicate()] * (1 + n_stats), [Replicate(), None, *params, None])]
+def _fwd_rules(n_stats: int, n_params: int) -> Callable[..., _Strategies]:
+    def rules(input: Any, normalized_shape: Sequence[int], *rest: Any) -> _Strategies:
+        # rest: the parameters (weight, bias / weight), then eps and weight_offset
+        params = [_opt(p, Replicate()) for p in rest[:n_params]]
+        scalars = [None] * (len(rest) - n_params)
+        out: _Strategies = [([Replicate()] * (1 + n_stats), [Replicate(), None, *params, *scalars])]
         for d in _row_dims(input, normalized_shape):
-            out.append(([Shard(d)] * (1 + n_stats), [Shard(d), None, *params, None]))
+            out.append(([Shard(d)] * (1 + n_stats), [Shard(d), None, *params, *scalars]))
         return out
     return rules
 
 
-def _bwd_rules(n_stats: int) -> Callable[..., _Strategies]:
+def _bwd_rules(n_stats: int, n_params: int) -> Callable[..., _Strategies]:
     def rules(grad_out: Any, input: Any, normalized_shape: Sequence[int], *rest: Any) -> _Strategies:
-        # rest: (mean, rstd, weight, bias, mask) or (rstd, weight, mask)
-        params = [_opt(p, Replicate()) for p in rest[n_stats:-1]]
-        n_grads = 1 + len(params)
-        out: _Strategies = [([Replicate()] * n_grads, [Replicate(), Replicate(), None] + [Replicate()] * n_stats + params + [None])]
+        # rest: the stats (mean, rstd / rstd), the parameters, then output_mask and weight_offset
+        params = [_opt(p, Replicate()) for p in rest[n_stats:n_stats + n_params]]
+        scalars = [None] * (len(rest) - n_stats - n_params)
+        n_grads = 1 + n_params
+        out: _Strategies = [([Replicate()] * n_grads,
+                             [Replicate(), Replicate(), None] + [Replicate()] * n_stats + params + scalars)]
         for d in _row_dims(input, normalized_shape):
             out.append(([Shard(d)] + [Partial()] * (n_grads - 1),
-                        [Shard(d), Shard(d), None] + [Shard(d)] * n_stats + params + [None]))
+                        [Shard(d), Shard(d), None] + [Shard(d)] * n_stats + params + scalars))
         return out
     return rules
 
 
 def _add_fwd_rules(input: Any, residual: Any, normalized_shape: Sequence[int], weight: Any, bias: Any,
-                   eps: float, rms: bool, residual_in_fp32: bool) -> _Strategies:
+                   *scalars: Any) -> _Strategies:
+    # scalars: eps, rms, residual_in_fp32, weight_offset
     params = [_opt(weight, Replicate()), _opt(bias, Replicate())]
-    out: _Strategies = [([Replicate()] * 4, [Replicate(), Replicate(), None, *params, None, None, None])]
+    none = [None] * len(scalars)
+    out: _Strategies = [([Replicate()] * 4, [Replicate(), Replicate(), None, *params, *none])]
     for d in _row_dims(input, normalized_shape):
-        out.append(([Shard(d)] * 4, [Shard(d), Shard(d), None, *params, None, None, None]))
+        out.append(([Shard(d)] * 4, [Shard(d), Shard(d), None, *params, *none]))
     return out
 
 
 if register_sharding is not None:
     ops = torch.ops.fastln
-    register_sharding(ops.layer_norm_fwd.default)(_fwd_rules(2))
-    register_sharding(ops.rms_norm_fwd.default)(_fwd_rules(1))
-    register_sharding(ops.layer_norm_bwd.default)(_bwd_rules(2))
-    register_sharding(ops.rms_norm_bwd.default)(_bwd_rules(1))
+    register_sharding(ops.layer_norm_fwd.default)(_fwd_rules(2, 2))
+    register_sharding(ops.rms_norm_fwd.default)(_fwd_rules(1, 1))
+    register_sharding(ops.layer_norm_bwd.default)(_bwd_rules(2, 2))
+    register_sharding(ops.rms_norm_bwd.default)(_bwd_rules(1, 1))
     register_sharding(ops.add_norm_fwd.default)(_add_fwd_rules)

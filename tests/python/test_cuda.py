@@ -318,3 +318,110 @@ def test_staged_backward(m, n, norm, affine):
     for i in (0, 1, m // 2, m - 1):
         alone = forward_backward(fns[0], x[i:i + 1], (n,), w, b, dy[i:i + 1], eps)[1]
         assert torch.equal(first[1][i:i + 1], alone), f"grad_input of row {i}"
+
+
+
+# Zero-centred gamma (weight_offset): y = xhat * (weight_offset + weight) + bias, the sum formed
+# in float32 (float64 for float64 inputs), in every CUDA kernel that reads the weight. N: several
+# rows a CTA (64), one CTA a row (4096), rows that sm_90 splits over clusters (20000: fp32
+# forward and backward staged, 16-bit backward over 4 CTAs two rows an iteration; 65536: every
+# dtype), and the fallback kernels (1001: no 16-byte vectors). Rows: an odd count, ~2M elements.
+OFFSET_NS = [64, 4096, 20000, 65536, 1001]
+# (input dtype, parameter dtype): mixed is 16-bit input with float32 weight and bias.
+OFFSET_DTYPES = [(torch.bfloat16, torch.bfloat16), (torch.float16, torch.float16), (torch.float32, torch.float32),
+                 (torch.bfloat16, torch.float32), (torch.float16, torch.float32), (torch.float64, torch.float64)]
+OFFSET_OPS = ["layer_norm", "rms_norm", "fused_add_layer_norm", "fused_add_rms_norm", "fused_add_layer_norm_fp32"]
+
+
+def _offset_fns(op, offset):
+    """(ours, reference) for op, each f(x, r, w, b) -> outputs (r: the fused adds' residual; the
+    residual_in_fp32 variant takes it in float32). offset None: ours without the keyword. The
+    reference, for float64 leaves, is the textbook formula with the weight offset + w."""
+    kw = {} if offset is None else {"weight_offset": offset}
+    eff = lambda w: None if w is None else (offset or 0.0) + w  # noqa: E731
+    ns = lambda x: x.shape[-1:]  # noqa: E731
+    if op == "layer_norm":
+        return (lambda x, r, w, b: (fastln.layer_norm(x, ns(x), w, b, 1e-5, **kw),),
+                lambda x, r, w, b: (ref_layer_norm(x, ns(x), eff(w), b, 1e-5),))
+    if op == "rms_norm":
+        return (lambda x, r, w, b: (fastln.rms_norm(x, ns(x), w, 1e-6, **kw),),
+                lambda x, r, w, b: (ref_rms_norm(x, ns(x), eff(w), 1e-6),))
+    if op.startswith("fused_add_layer_norm"):
+        fp32 = op.endswith("_fp32")
+        return (lambda x, r, w, b: fastln.fused_add_layer_norm(x, r, ns(x), w, b, 1e-5, residual_in_fp32=fp32, **kw),
+                lambda x, r, w, b: (ref_layer_norm(x + r, ns(x), eff(w), b, 1e-5), x + r))
+    assert op == "fused_add_rms_norm"
+    return (lambda x, r, w, b: fastln.fused_add_rms_norm(x, r, ns(x), w, 1e-6, **kw),
+            lambda x, r, w, b: (ref_rms_norm(x + r, ns(x), eff(w), 1e-6), x + r))
+
+
+def _offset_inputs(op, m, n, dtype, pdtype, affine, seed):
+    """x, r, w, b (a zero-centred weight: offset 1 makes it 1 + 0.5 randn, as make_inputs') and
+    the outputs' upstream gradients, made in float64 and rounded to their dtypes."""
+    g = torch.Generator().manual_seed(seed)
+    rnd = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    layer = "layer" in op
+    x = (rnd(m, n) + (2.0 if layer else 0.0)).to("cuda", dtype)  # rows off zero: the mean's shift
+    fused = op.startswith("fused")
+    r = rnd(m, n).to("cuda", torch.float32 if op.endswith("_fp32") else dtype) if fused else None
+    w = (0.5 * rnd(n)).to("cuda", pdtype) if affine in ("both", "weight") else None
+    b = rnd(n).to("cuda", pdtype) if affine == "both" and layer else None
+    dys = [rnd(m, n).to("cuda", dtype) for _ in range(2 if fused else 1)]
+    return x, r, w, b, dys
+
+
+def _offset_run(fn, x, r, w, b, dys):
+    """(names, values): the outputs, then the gradients of those of x, r, w, b that are set."""
+    leaves = {k: t.detach().requires_grad_() for k, t in zip("xrwb", (x, r, w, b)) if t is not None}
+    outs = fn(*(leaves.get(k) for k in "xrwb"))
+    grads = torch.autograd.grad(outs, list(leaves.values()), [d.to(o.dtype) for d, o in zip(dys, outs)])
+    names = ["output", "residual_out"][:len(outs)] + [f"grad_{k}" for k in leaves]
+    return names, [o.detach() for o in outs] + list(grads)
+
+
+@pytest.mark.parametrize("n", OFFSET_NS)
+@pytest.mark.parametrize("dtype,pdtype", OFFSET_DTYPES)
+@pytest.mark.parametrize("op", OFFSET_OPS)
+def test_weight_offset_parity(op, dtype, pdtype, n):
+    """Forward and the gradients of input (and residual), weight and bias with weight_offset=1
+    against the float64 reference xhat * (1 + w) + b (LayerNorm with and without bias), within
+    the tolerances of the parity tests."""
+    if op.endswith("_fp32") and dtype not in (torch.bfloat16, torch.float16):
+        pytest.skip("residual_in_fp32 is for 16-bit inputs")
+    m = (1 << 21) // n + 3
+    for affine in ("both", "weight") if "layer" in op else ("weight",):
+        x, r, w, b, dys = _offset_inputs(op, m, n, dtype, pdtype, affine, seed=n % 101)
+        ours_fn, ref_fn = _offset_fns(op, 1.0)
+        names, ours = _offset_run(ours_fn, x, r, w, b, dys)
+        up = lambda t: None if t is None else t.double()  # noqa: E731
+        _, ref = _offset_run(ref_fn, up(x), up(r), up(w), up(b), [d.double() for d in dys])
+        assert len(ours) == len(ref)
+        dtypes = {"grad_w": pdtype, "grad_b": pdtype}
+        if r is not None:
+            dtypes.update(residual_out=r.dtype, grad_r=r.dtype)
+        for name, o, rf in zip(names, ours, ref):
+            assert o.dtype == dtypes.get(name, dtype), f"{op} {affine} {name}: {o.dtype}"
+            assert_close_to_ref(o, rf, None, dtype, f"{op} {affine} {name}")
+
+
+@pytest.mark.parametrize("n", OFFSET_NS)
+@pytest.mark.parametrize("dtype,pdtype", OFFSET_DTYPES)
+@pytest.mark.parametrize("op", OFFSET_OPS[:4])
+def test_weight_offset_bits(op, dtype, pdtype, n):
+    """Bit for bit, forward and backward: weight_offset=0 is the call without it (the kernels add
+    -0, so weights of -0.0 stay -0.0); an offset without a weight is ignored; and, where the
+    weight is the input's float type (fp32, fp64: the sum rounds as torch's), offset 1 with
+    weight w is weight 1 + w with no offset."""
+    m = (1 << 20) // n + 1
+    x, r, w, b, dys = _offset_inputs(op, m, n, dtype, pdtype, "both", seed=7)
+    w[::3] = -0.0
+    plain, _ = _offset_fns(op, None)
+    cases = [("offset 0", _offset_fns(op, 0.0)[0], w, w), ("no weight", _offset_fns(op, 1.0)[0], None, None)]
+    if dtype == pdtype and dtype in (torch.float32, torch.float64):
+        cases.append(("offset 1", _offset_fns(op, 1.0)[0], w, 1.0 + w))
+    for what, fn, weight, plain_weight in cases:
+        names, a = _offset_run(fn, x, r, weight, b, dys)
+        _, c = _offset_run(plain, x, r, plain_weight, b, dys)
+        assert len(a) == len(c)
+        for name, u, v in zip(names, a, c):
+            assert torch.equal(u, v), f"{op} {what}: {name} differs"

@@ -1,6 +1,7 @@
 // The Python extension fastln._C. Importing it registers the torch ops (TORCH_LIBRARY in
 // ops.cpp). The functions here report how fastln was built and which CPU path runs, and give
 // fastln.functional an eager fast path to the ops.
+#include <torch/csrc/Exceptions.h>
 #include <torch/csrc/utils/pybind.h>  // pybind11 with torch's Tensor casters
 #include <torch/version.h>
 
@@ -78,6 +79,9 @@ Tensor2 fused_add_rms_norm(const at::Tensor& input, const at::Tensor& residual,
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fastln native extension: registers torch.ops.fastln and reports build facts";
+  // The ops' errors reach Python as torch.ops raises them (c10::NotImplementedError as
+  // NotImplementedError, c10::ValueError as ValueError, ...), not as pybind11's RuntimeError.
+  py::register_local_exception_translator([](std::exception_ptr e) { torch::translate_exception_to_python(e); });
   m.attr("torch_version") = TORCH_VERSION;
 #if defined(__clang__)
   m.attr("compiler") = "clang " __clang_version__;

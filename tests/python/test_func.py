@@ -1,0 +1,222 @@
+"""torch.func transforms and forward-mode AD give torch's results for every public op; an error
+raised inside an op propagates once (the op is never run twice); the weight offset."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.autograd import forward_ad
+from torch.func import grad, jacfwd, jacrev, jvp, vjp, vmap
+
+import fastln
+
+N = 6
+
+
+def _args(dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, N, generator=g, dtype=dtype)
+    r = torch.randn(3, N, generator=g, dtype=dtype)
+    w = torch.randn(N, generator=g, dtype=dtype)
+    b = torch.randn(N, generator=g, dtype=dtype)
+    return x, r, w, b
+
+
+def _torch_ref(op, x, r, w, b, offset=0.0):
+    """The same computation in torch's functions (float64)."""
+    ww = w + offset
+    if op == "layer_norm":
+        return F.layer_norm(x, (N,), ww, b, 1e-5)
+    if op == "rms_norm":
+        return F.rms_norm(x, (N,), ww, 1e-6)
+    s = x + r
+    if op == "fused_add_layer_norm":
+        return F.layer_norm(s, (N,), ww, b, 1e-5), s
+    return F.rms_norm(s, (N,), ww, 1e-6), s
+
+
+def _fastln(op, x, r, w, b, offset=0.0):
+    if op == "layer_norm":
+        return fastln.layer_norm(x, (N,), w, b, 1e-5, weight_offset=offset)
+    if op == "rms_norm":
+        return fastln.rms_norm(x, (N,), w, 1e-6, weight_offset=offset)
+    if op == "fused_add_layer_norm":
+        return fastln.fused_add_layer_norm(x, r, (N,), w, b, 1e-5, weight_offset=offset)
+    return fastln.fused_add_rms_norm(x, r, (N,), w, 1e-6, weight_offset=offset)
+
+
+OPS = ["layer_norm", "rms_norm", "fused_add_layer_norm", "fused_add_rms_norm"]
+
+
+def _scalar(f):
+    """A scalar function of (x, r, w, b) from an op, its outputs weighted unevenly."""
+    def loss(x, r, w, b):
+        out = f(x, r, w, b)
+        outs = out if isinstance(out, tuple) else (out,)
+        return sum((o * torch.linspace(-1, 2, o.numel(), dtype=o.dtype).view_as(o)).sin().sum() for o in outs)
+    return loss
+
+
+@pytest.mark.parametrize("offset", [0.0, 1.0])
+@pytest.mark.parametrize("op", OPS)
+def test_grad_vjp_jacrev_jacfwd_jvp(op, offset):
+    args = _args()
+    ours = _scalar(lambda *a: _fastln(op, *a, offset))
+    ref = _scalar(lambda *a: _torch_ref(op, *a, offset))
+    argnums = (0, 1, 2, 3)
+    for got, want in zip(grad(ours, argnums)(*args), grad(ref, argnums)(*args)):
+        torch.testing.assert_close(got, want)
+    (_, pull), (_, pull_ref) = vjp(ours, *args), vjp(ref, *args)
+    one = torch.tensor(1.0, dtype=torch.float64)
+    for got, want in zip(pull(one), pull_ref(one)):
+        torch.testing.assert_close(got, want)
+    torch.testing.assert_close(jacrev(ours, argnums=0)(*args), jacrev(ref, argnums=0)(*args))
+    torch.testing.assert_close(jacfwd(ours, argnums=2)(*args), jacfwd(ref, argnums=2)(*args))
+    tangents = tuple(torch.randn_like(a) for a in args)
+    torch.testing.assert_close(jvp(ours, args, tangents), jvp(ref, args, tangents))
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_vmap_and_per_sample_grads(op):
+    x, r, w, b = _args()
+    got = vmap(lambda xi, ri: _fastln(op, xi, ri, w, b))(x, r)
+    want = _torch_ref(op, x, r, w, b)
+    torch.testing.assert_close(got, want)
+    # per-sample gradients of the weight (Opacus-style): vmap(grad)
+    per_sample = vmap(grad(_scalar(lambda xi, ri, wi, bi: _fastln(op, xi, ri, wi, bi)), argnums=2),
+                      in_dims=(0, 0, None, None))(x, r, w, b)
+    per_sample_ref = vmap(grad(_scalar(lambda xi, ri, wi, bi: _torch_ref(op, xi, ri, wi, bi)), argnums=2),
+                          in_dims=(0, 0, None, None))(x, r, w, b)
+    torch.testing.assert_close(per_sample, per_sample_ref)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_forward_mode_ad(op):
+    x, r, w, b = _args()
+    tx = torch.randn_like(x)
+    with forward_ad.dual_level():
+        out = _fastln(op, forward_ad.make_dual(x, tx), r, w, b)
+        out_ref = _torch_ref(op, forward_ad.make_dual(x, tx), r, w, b)
+        outs = out if isinstance(out, tuple) else (out,)
+        refs = out_ref if isinstance(out_ref, tuple) else (out_ref,)
+        for o, o_ref in zip(outs, refs):
+            torch.testing.assert_close(forward_ad.unpack_dual(o).tangent, forward_ad.unpack_dual(o_ref).tangent)
+
+
+def test_modules_under_torch_func():
+    m = fastln.LayerNorm(N)
+    x = torch.randn(4, N)
+    params = dict(m.named_parameters())
+    g = grad(lambda p, x: torch.func.functional_call(m, p, (x,)).square().sum())(params, x)
+    ref = torch.nn.LayerNorm(N)
+    g_ref = grad(lambda p, x: torch.func.functional_call(ref, p, (x,)).square().sum())(dict(ref.named_parameters()), x)
+    for k in g:
+        torch.testing.assert_close(g[k], g_ref[k])
+
+
+def test_an_error_inside_the_op_propagates_once():
+    """A saved-tensor hook raising inside the op (as gradient checkpointing's early stop does):
+    the error reaches the caller, and the op is not run a second time."""
+    calls = []
+
+    class Stop(RuntimeError):
+        pass
+
+    def pack(t):
+        calls.append(1)
+        raise Stop("from the pack hook")
+
+    x = torch.randn(3, N, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with pytest.raises(Stop):
+            fastln.layer_norm(x, (N,))
+    assert len(calls) == 1
+
+
+def test_no_catch_in_the_fast_path():
+    # The fast path must not catch anything: its source has no try statement.
+    import inspect
+
+    import fastln.functional as fn
+    for f in (fn.layer_norm, fn.rms_norm, fn.fused_add_layer_norm, fn.fused_add_rms_norm, fn._route):
+        assert "try:" not in inspect.getsource(f), f
+
+
+# ---- the weight offset, on the kernels (CPU) ----
+
+@pytest.mark.parametrize("dtype,pdtype", [(torch.float32, torch.float32), (torch.float64, torch.float64),
+                                          (torch.bfloat16, torch.bfloat16), (torch.bfloat16, torch.float32),
+                                          (torch.float16, torch.float16), (torch.float16, torch.float32)])
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("n", [1, 7, 64, 1000])
+def test_weight_offset_matches_float64(op, dtype, pdtype, n):
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(5, n, generator=g).to(dtype).requires_grad_()
+    r = torch.randn(5, n, generator=g).to(dtype).requires_grad_()
+    w = (0.3 * torch.randn(n, generator=g)).to(pdtype).requires_grad_()
+    b = torch.randn(n, generator=g).to(pdtype).requires_grad_()
+    off = 1.0
+    if op == "layer_norm":
+        out = fastln.layer_norm(x, (n,), w, b, weight_offset=off)
+    elif op == "rms_norm":
+        out = fastln.rms_norm(x, (n,), w, 1e-6, weight_offset=off)
+    elif op == "fused_add_layer_norm":
+        out = fastln.fused_add_layer_norm(x, r, (n,), w, b, weight_offset=off)[0]
+    else:
+        out = fastln.fused_add_rms_norm(x, r, (n,), w, 1e-6, weight_offset=off)[0]
+    dy = torch.randn(out.shape, generator=g).to(dtype)
+    out.backward(dy)
+    xd, rd, wd, bd = (t.detach().double().requires_grad_() for t in (x, r, w, b))
+    s = xd + rd if op.startswith("fused") else xd
+    if "layer" in op:
+        ref = F.layer_norm(s, (n,), wd + off, bd)
+    else:
+        ref = F.rms_norm(s, (n,), wd + off, 1e-6)
+    ref.backward(dy.double())
+    tol = {torch.float32: 2e-5, torch.float64: 1e-10}.get(dtype, 2e-2)
+    torch.testing.assert_close(out.double(), ref.detach(), rtol=tol, atol=tol)
+    torch.testing.assert_close(x.grad.double(), xd.grad, rtol=tol, atol=tol * 10)
+    ptol = tol * n ** 0.5 * 4 if pdtype != torch.float64 else 1e-9
+    torch.testing.assert_close(w.grad.double(), wd.grad, rtol=ptol, atol=ptol)
+    if "layer" in op:
+        torch.testing.assert_close(b.grad.double(), bd.grad, rtol=ptol, atol=ptol)
+
+
+def test_weight_offset_zero_is_bitwise_the_plain_op():
+    x, w, b = torch.randn(7, 33), torch.randn(33), torch.randn(33)
+    assert torch.equal(fastln.layer_norm(x, (33,), w, b, weight_offset=0.0), fastln.layer_norm(x, (33,), w, b))
+    # and an offset of 1 on w - 1 is the plain op on w, to rounding
+    torch.testing.assert_close(fastln.rms_norm(x, (33,), w - 1, weight_offset=1.0), fastln.rms_norm(x, (33,), w))
+
+
+def test_weight_offset_memory_efficient_and_double_backward():
+    x = torch.randn(4, 16, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(16, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(16, dtype=torch.float64, requires_grad=True)
+    f = lambda x, w, b: fastln.layer_norm(x, (16,), w, b, weight_offset=0.5, memory_efficient=True)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (x, w, b))
+    g = lambda x, w: fastln.rms_norm(x, (16,), w, weight_offset=0.5)  # noqa: E731
+    assert torch.autograd.gradgradcheck(g, (x, w))
+
+
+def test_weight_offset_errors():
+    x = torch.randn(2, 4)
+    with pytest.raises(ValueError, match="weight_offset"):
+        fastln.layer_norm(x, (4,), None, None, weight_offset=1.0)
+    with pytest.raises(TypeError, match="weight_offset"):
+        fastln.rms_norm(x, (4,), torch.ones(4), weight_offset="1")
+
+
+def test_weight_offset_modules():
+    m = fastln.RMSNorm(8, weight_offset=1.0)
+    assert torch.equal(m.weight, torch.zeros(8))  # zero-centred: the scale starts at 1
+    x = torch.randn(3, 8)
+    torch.testing.assert_close(m(x), torch.nn.RMSNorm(8)(x))
+    assert "weight_offset=1.0" in repr(m)
+    ln = fastln.LayerNorm(8, weight_offset=1.0)
+    torch.testing.assert_close(ln(x), torch.nn.LayerNorm(8)(x))
+
+
+def test_weight_offset_opcheck():
+    from torch.library import opcheck
+    x, w, b = torch.randn(3, 8), torch.randn(8, requires_grad=True), torch.randn(8, requires_grad=True)
+    opcheck(torch.ops.fastln.layer_norm.default, (x.requires_grad_(), (8,), w, b, 1e-5), {"weight_offset": 1.0})
+    opcheck(torch.ops.fastln.rms_norm.default, (x, (8,), w, None), {"weight_offset": -0.5})

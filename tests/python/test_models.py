@@ -1,0 +1,305 @@
+"""fastln.replace_norms on real models: Hugging Face transformers (random weights from small
+configs, nothing downloaded), against the same models unswapped.
+
+Per family: the count of swapped modules equals the count of norm modules; outputs and every
+parameter's gradient match the original's (float32: within float32 rounding; bfloat16: mean
+error against the float32 model no worse than the original bfloat16 model's); gradient
+checkpointing (reentrant and not) and selective activation checkpointing; torch.compile
+(fullgraph) and torch.export; save_pretrained / from_pretrained then swap again; restore_norms;
+ONNX export through onnxruntime.
+"""
+import copy
+import functools
+import warnings
+
+import pytest
+import torch
+
+import fastln
+from fastln.swap import spec_of
+
+transformers = pytest.importorskip("transformers", reason="transformers not installed (pip install '.[test]')")
+
+V = 96  # vocabulary
+
+
+def _cfg(name):
+    T = transformers
+    lm = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, vocab_size=V, max_position_embeddings=64)
+    if name == "llama":
+        return T.LlamaForCausalLM(T.LlamaConfig(**lm)), "LlamaRMSNorm"
+    if name == "qwen2":
+        return T.Qwen2ForCausalLM(T.Qwen2Config(**lm)), "Qwen2RMSNorm"
+    if name == "mistral":
+        return T.MistralForCausalLM(T.MistralConfig(**lm)), "MistralRMSNorm"
+    if name == "gemma":
+        return T.GemmaForCausalLM(T.GemmaConfig(**lm, head_dim=16)), "GemmaRMSNorm"
+    if name == "olmo2":
+        return T.Olmo2ForCausalLM(T.Olmo2Config(**lm)), "Olmo2RMSNorm"
+    if name == "olmo":
+        return T.OlmoForCausalLM(T.OlmoConfig(**lm)), "OlmoLayerNorm"
+    if name == "t5":
+        return T.T5Model(T.T5Config(d_model=64, d_ff=96, num_layers=2, num_heads=4, d_kv=16, vocab_size=V,
+                                    dropout_rate=0.0)), "T5LayerNorm"
+    if name == "bert":
+        return T.BertModel(T.BertConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                        num_attention_heads=4, vocab_size=V, hidden_dropout_prob=0.0,
+                                        attention_probs_dropout_prob=0.0)), "LayerNorm"
+    if name == "gpt2":
+        return T.GPT2Model(T.GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=V, resid_pdrop=0.0,
+                                        embd_pdrop=0.0, attn_pdrop=0.0)), "LayerNorm"
+    if name == "convnext":
+        return T.ConvNextModel(T.ConvNextConfig(num_channels=3, hidden_sizes=[16, 32], depths=[1, 1], num_stages=2,
+                                                image_size=32)), "ConvNextLayerNorm"
+    raise ValueError(name)
+
+
+FAMILIES = ["llama", "qwen2", "mistral", "gemma", "olmo2", "olmo", "t5", "bert", "gpt2", "convnext"]
+
+
+def _model(name, seed=0):
+    torch.manual_seed(seed)
+    model, norm_cls = _cfg(name)
+    # Norm weights away from their init (ones / zeros), so that a wrong offset or a missing weight shows.
+    with torch.no_grad():
+        for mod in model.modules():
+            if type(mod).__name__ == norm_cls or isinstance(mod, torch.nn.LayerNorm):
+                for p in mod.parameters(recurse=False):
+                    p.normal_(0.2 if p.dim() else 0.0, 0.5)
+    return model.eval(), norm_cls
+
+
+def _inputs(name, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    if name == "convnext":
+        return {"pixel_values": torch.randn(2, 3, 32, 32, generator=g)}
+    ids = torch.randint(0, V, (2, 12), generator=g)
+    return {"input_ids": ids, "decoder_input_ids": ids} if name == "t5" else {"input_ids": ids}
+
+
+def _out(model, inputs):
+    out = model(**inputs)
+    return out.logits if hasattr(out, "logits") else out.last_hidden_state
+
+
+def _run(model, inputs):
+    """The output and every parameter's gradient of a scalar loss."""
+    model.zero_grad(set_to_none=True)
+    y = _out(model, inputs)
+    (y.float() * torch.linspace(-1, 1, y.shape[-1])).square().mean().backward()
+    return y.detach(), {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _count_norms(model, norm_cls):
+    """How many modules are exactly of the model's norm class (named norm_cls) or torch's."""
+    return sum(1 for m in model.modules() if (type(m).__name__ == norm_cls and type(m).__module__ != "fastln.modules")
+               or type(m) in (torch.nn.LayerNorm, torch.nn.RMSNorm))
+
+
+def _assert_close_run(a, b, rtol=1e-5, atol=1e-5):
+    (ya, ga), (yb, gb) = a, b
+    torch.testing.assert_close(ya, yb, rtol=rtol, atol=atol)
+    assert ga.keys() == gb.keys()
+    # each gradient to its own scale, but not below a thousandth of the largest (some are zero
+    # in exact arithmetic, e.g. attention key biases, and only rounding noise in float)
+    top = max(g.abs().max().item() for g in ga.values())
+    for k in ga:
+        scale = max(ga[k].abs().max().item(), 1e-3 * top)
+        torch.testing.assert_close(ga[k], gb[k], rtol=rtol, atol=atol * scale, msg=lambda m: f"{k}: {m}")
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_swap_matches_the_original_float32(name):
+    model, norm_cls = _model(name)
+    inputs = _inputs(name)
+    ref = _run(model, inputs)
+    n_norms = _count_norms(model, norm_cls)
+    assert n_norms > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every norm of these models is recognised
+        assert fastln.replace_norms(model) == n_norms
+    assert _count_norms(model, norm_cls) == 0
+    _assert_close_run(_run(model, inputs), ref)
+    assert fastln.replace_norms(model) == 0  # already swapped
+    assert fastln.restore_norms(model) == n_norms
+    assert _count_norms(model, norm_cls) == n_norms
+    y, _ = _run(model, inputs)
+    assert torch.equal(y, ref[0])  # the original computation again, bit for bit
+
+
+def test_repr_says_fastln():
+    model, _ = _model("llama")
+    before = repr(model)
+    fastln.replace_norms(model)
+    after = repr(model)
+    assert "fastln[hf-llama]:LlamaRMSNorm((64,), eps=1e-06)" in after and "fastln" not in before
+    bert, _ = _model("bert")
+    fastln.replace_norms(bert)
+    assert "fastln.LayerNorm((64,)" in repr(bert)
+
+
+@pytest.mark.parametrize("name", ["llama", "gemma", "t5", "bert"])
+def test_bfloat16_error_no_worse_than_the_original(name):
+    model32, _ = _model(name)
+    inputs = _inputs(name)
+    y32, g32 = _run(model32, inputs)
+    orig = copy.deepcopy(model32).to(torch.bfloat16)
+    swapped = copy.deepcopy(orig)
+    fastln.replace_norms(swapped)
+    yo, go = _run(orig, inputs)
+    ys, gs = _run(swapped, inputs)
+
+    def err(a, b):
+        return (a.double() - b.double()).abs().mean().item()
+
+    # The swapped norms round once where the originals may round twice: their error is at most
+    # the original's (5% slack: the rest of the model's rounding differs after the first norm).
+    assert err(ys, y32) <= 1.05 * err(yo, y32)
+    total_o = sum(err(go[k], g32[k]) / (g32[k].abs().mean().item() + 1e-12) for k in g32)
+    total_s = sum(err(gs[k], g32[k]) / (g32[k].abs().mean().item() + 1e-12) for k in g32)
+    assert total_s <= 1.05 * total_o
+
+
+@pytest.mark.parametrize("name", ["llama", "bert", "t5"])
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_gradient_checkpointing(name, reentrant):
+    model, _ = _model(name)
+    inputs = _inputs(name)
+    fastln.replace_norms(model)
+    ref = _run(model.train(), inputs)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
+    _assert_close_run(_run(model, inputs), ref, rtol=0, atol=0)
+
+
+def _sac_policy(ctx, op, *args, **kwargs):
+    from torch.utils.checkpoint import CheckpointPolicy
+    saved = (torch.ops.fastln.rms_norm.default, torch.ops.fastln.layer_norm.default, torch.ops.aten.mm.default)
+    return CheckpointPolicy.MUST_SAVE if op in saved else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_selective_activation_checkpointing(compiled):
+    from torch.utils.checkpoint import checkpoint, create_selective_checkpoint_contexts
+    model, _ = _model("llama")
+    fastln.replace_norms(model)
+    model.train()
+    inputs = _inputs("llama")
+    ref = _run(model, inputs)
+    context_fn = functools.partial(create_selective_checkpoint_contexts, _sac_policy)
+
+    def fwd(ids):
+        return model(input_ids=ids).logits
+
+    def run(ids):
+        return checkpoint(fwd, ids, use_reentrant=False, context_fn=context_fn)
+
+    if compiled:
+        torch._dynamo.reset()
+        run = torch.compile(run, fullgraph=False)
+    model.zero_grad(set_to_none=True)
+    y = run(inputs["input_ids"])
+    (y.float() * torch.linspace(-1, 1, y.shape[-1])).square().mean().backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    _assert_close_run((y.detach(), grads), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["llama", "bert"])
+def test_compile_fullgraph_and_export(name):
+    model, _ = _model(name)
+    inputs = _inputs(name)
+    fastln.replace_norms(model)
+    ref = _out(model, inputs).detach()
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True)
+    torch.testing.assert_close(_out(compiled, inputs), ref, rtol=1e-5, atol=1e-5)
+    ep = torch.export.export(model, (), inputs)
+    targets = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+    assert any(t.startswith("fastln.") for t in targets), targets
+    out = ep.module()(**inputs)
+    torch.testing.assert_close(out.logits if hasattr(out, "logits") else out.last_hidden_state, ref)
+
+
+def test_save_pretrained_from_pretrained_then_swap_again(tmp_path):
+    model, norm_cls = _model("gemma")
+    inputs = _inputs("gemma")
+    n = fastln.replace_norms(model)
+    ref = _out(model, inputs).detach()
+    model.save_pretrained(tmp_path)
+    loaded = type(model).from_pretrained(tmp_path).eval()
+    # from_pretrained builds the model's own classes: torch's computation, the same weights
+    assert _count_norms(loaded, norm_cls) == n
+    torch.testing.assert_close(_out(loaded, inputs), ref, rtol=1e-5, atol=1e-5)
+    assert fastln.replace_norms(loaded) == n
+    torch.testing.assert_close(_out(loaded, inputs), ref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["llama", "gemma", "bert"])
+def test_onnx_export_runs_in_onnxruntime(name, tmp_path):
+    pytest.importorskip("onnxscript", reason="onnxscript not installed (pip install '.[test]')")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install '.[test]')")
+    model, _ = _model(name)
+    inputs = _inputs(name)
+    fastln.replace_norms(model)
+    ref = _out(model, inputs).detach()
+    path = tmp_path / "model.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (), str(path), kwargs=inputs, dynamo=True, verbose=False)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {i.name: inputs[i.name].numpy() for i in sess.get_inputs()}
+    got = torch.from_numpy(sess.run(None, feeds)[0])
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+    # the model still runs fastln's kernels after the export
+    assert any(type(m).__module__ == "fastln.swap" or type(m).__module__ == "fastln.modules"
+               for m in model.modules())
+
+
+def test_every_copy_of_the_llama_norm_is_recognised():
+    """transformers copies LlamaRMSNorm into model after model: every class whose code is the
+    same is swapped; the Gemma, T5, Olmo and ConvNext forms map to their semantics."""
+    from transformers.models.gemma.modeling_gemma import GemmaRMSNorm
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+    from transformers.models.mistral.modeling_mistral import MistralRMSNorm
+    from transformers.models.phi3.modeling_phi3 import Phi3RMSNorm
+    from transformers.models.qwen3.modeling_qwen3 import Qwen3RMSNorm
+    from transformers.models.t5.modeling_t5 import T5LayerNorm
+    for cls in (LlamaRMSNorm, MistralRMSNorm, Phi3RMSNorm, Qwen3RMSNorm):
+        assert spec_of(cls).name == "hf-llama", cls
+    assert spec_of(GemmaRMSNorm).weight_offset == 1.0
+    assert spec_of(T5LayerNorm).name == "hf-t5"
+
+
+def test_unrecognised_norm_is_left_alone_with_a_warning():
+    class MyRMSNorm(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(8))
+
+        def forward(self, x):
+            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.weight * 2
+
+    model = torch.nn.Sequential(MyRMSNorm(), torch.nn.LayerNorm(8))
+    with pytest.warns(UserWarning, match="MyRMSNorm"):
+        assert fastln.replace_norms(model) == 1
+    assert type(model[0]) is MyRMSNorm
+    # registered, it is swapped, and computes what the spec says
+    fastln.register_norm(MyRMSNorm, fastln.NormSpec("rms", "mine", eps=1e-6, weight_offset=0.0))
+    fastln.restore_norms(model)
+    x = torch.randn(3, 8)
+    ref = model[0](x) / 2
+    assert fastln.replace_norms(model) == 2
+    torch.testing.assert_close(model[0](x), ref)
+
+
+def test_timm_layer_norms():
+    timm_norm = pytest.importorskip("timm.layers.norm", reason="timm not installed (it needs torchvision)")
+    x = torch.randn(2, 8, 5, 5)
+    for cls, inp in ((timm_norm.LayerNorm2d, x), (timm_norm.LayerNorm, x.permute(0, 2, 3, 1))):
+        m = cls(8)
+        with torch.no_grad():
+            m.weight.normal_()
+            m.bias.normal_()
+        ref = m(inp)
+        assert fastln.replace_norms(m) == 1
+        torch.testing.assert_close(m(inp), ref)

@@ -2,3 +2,9 @@
 version: str
 torch_version: str
 cuda: bool
+cuda_mode: str
+cuda_reason: str
+cuda_version: str
+torch_cuda_version: str
+cuda_archs: str
+cuda_archs_source: str

@@ -251,7 +251,9 @@ def plots(rows: list[dict[str, Any]], out: Path, device: str) -> list[str]:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib not installed: no plots", file=sys.stderr)
+        print(f"matplotlib is not installed: no PNG plots ({out}/{device}.md and {device}.json "
+              "are written). For the plots: pip install 'fastln[bench]' (or pip install "
+              "matplotlib), then run the benchmark again.", file=sys.stderr)
         return []
     written = []
     dtypes = [dt for dt in DTYPES if any(r["dtype"] == dt for r in rows)]

@@ -51,7 +51,12 @@ def info_rows() -> list[tuple[str, str]]:
     """The facts ``python -m fastln info`` prints, as (name, value) pairs."""
     forced = os.environ.get("FASTLN_ISA")
     isa = _C.isa() + (f" (FASTLN_ISA={forced})" if forced else "")
-    cuda = f"built for {_C.cuda_archs}" if _C.cuda else "not built (FASTLN_CUDA=OFF)"
+    if _C.cuda:
+        cuda = (f"built for {_C.cuda_archs} with CUDA {_build_info.cuda_version or '?'} "
+                f"({_build_info.cuda_archs_source or 'architectures as asked'})")
+    else:
+        cuda = "not built"
+    decision = f"FASTLN_CUDA={_build_info.cuda_mode}: {_build_info.cuda_reason}"
     return [
         ("fastln", f"{fastln.__version__} ({os.path.dirname(fastln.__file__)})"),
         ("torch (built against)", _build_info.torch_version),
@@ -63,6 +68,7 @@ def info_rows() -> list[tuple[str, str]]:
         ("CPU kernels available", ", ".join(_C.available_isas())),
         ("threads", f"{torch.get_num_threads()} (torch.get_num_threads)"),
         ("CUDA kernels", cuda),
+        ("CUDA build decision", decision),
         ("GPU", _gpu()),
     ]
 

@@ -27,6 +27,13 @@ def test_info():
     assert ", ".join(fastln._C.available_isas()) in out
     for name in ("compiler", "threads", "CUDA kernels", "GPU"):
         assert name in out
+    # the build's CUDA decision and why (tools/fastln_cuda.cmake, through _build_info)
+    bi = fastln._build_info
+    assert f"CUDA build decision    FASTLN_CUDA={bi.cuda_mode}: {bi.cuda_reason}" in out
+    if fastln._C.cuda:
+        assert f"CUDA kernels           built for {fastln._C.cuda_archs} with CUDA {bi.cuda_version}" in out
+    else:
+        assert "CUDA kernels           not built" in out
 
 
 def test_info_reports_forced_isa():
@@ -101,3 +108,17 @@ def test_bench_runs_the_shapes_and_dtypes_asked_for(tmp_path):
     for bad in (["--shapes", "8y64"], ["--shapes", "0x64"], ["--dtypes", "float64"]):
         p = run("bench", *bad)
         assert p.returncode == 2 and "error: argument" in p.stderr, (bad, p.stderr)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("fastln.benchmark") is None, reason="no benchmark suite")
+def test_bench_without_matplotlib_writes_table_and_json_and_says_how_to_get_plots(tmp_path):
+    code = ("import sys; sys.modules['matplotlib'] = None; from fastln.cli import main; "
+            "raise SystemExit(main(sys.argv[1:]))")
+    p = subprocess.run([sys.executable, "-c", code, "bench", "--shapes", "8x64", "--dtypes", "float32",
+                        "--no-compile", "--budget", "0.01", "--no-progress", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "cpu.json").exists() and (tmp_path / "cpu.md").exists()
+    assert not list(tmp_path.glob("*.png"))
+    assert "matplotlib is not installed: no PNG plots" in p.stderr
+    assert "pip install 'fastln[bench]' (or pip install matplotlib)" in p.stderr

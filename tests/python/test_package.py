@@ -20,6 +20,18 @@ def test_import_without_importing_torch_first():
     assert out.stdout.strip() == "fastln.functional"
 
 
+def test_build_info_tells_the_cuda_decision():
+    bi = fastln._build_info
+    assert bi.cuda == fastln._C.cuda
+    assert bi.cuda_mode in ("AUTO", "ON", "OFF") and bi.cuda_reason
+    assert bi.torch_cuda_version == (torch.version.cuda or "") or not bi.cuda  # built for this torch
+    if bi.cuda:  # the toolkit built with, of torch's CUDA major version, and the architectures
+        assert bi.cuda_version.split(".")[0] == bi.torch_cuda_version.split(".")[0]
+        assert bi.cuda_archs == fastln._C.cuda_archs != ""
+    else:
+        assert bi.cuda_archs == "" and fastln._C.cuda_archs == ""
+
+
 def test_torch_version_mismatch_is_a_clear_import_error(monkeypatch):
     monkeypatch.setattr(fastln._build_info, "torch_version", "1.99.0")
     with pytest.raises(ImportError, match=r"built against torch 1\.99\.0, but torch .* is installed"):

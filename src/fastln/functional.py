@@ -37,11 +37,15 @@ _has_torch_function = torch._C._has_torch_function
 _peek_interpreter = torch._C._functorch.peek_interpreter_stack
 
 DIRECT, OPS, COMPOSITE = 0, 1, 2
+_SEQUENCES = (tuple, list, torch.Size)
+_INT64 = 2**63
 
 
 def _route(tensors: Tuple[Any, ...], normalized_shape: Sequence[Any], eps: object, weight_offset: object) -> int:
     """DIRECT, OPS or COMPOSITE (module docstring) for a call with these arguments; ``tensors``
-    is (input, [residual,] weight[, bias])."""
+    is (input, [residual,] weight[, bias]). DIRECT only for exactly the types _C's entry takes
+    without conversion (eps a float, normalized_shape ints in int64), so that any error raised
+    there is the op's own; sparse and nested layouts are refused by _C itself."""
     if _peek_interpreter() is not None or _forward_ad._current_level >= 0:
         return COMPOSITE
     if _is_compiling():
@@ -49,15 +53,15 @@ def _route(tensors: Tuple[Any, ...], normalized_shape: Sequence[Any], eps: objec
     if _has_torch_function(tensors):
         return OPS
     # What _C's typed entry accepts without conversion; anything else takes torch.ops' parsing.
-    if type(weight_offset) is not float or (eps is not None and type(eps) is not float):
+    if type(weight_offset) is not float or type(eps) is not float:
         return OPS
-    if not isinstance(tensors[0], Tensor):
+    if not isinstance(tensors[0], Tensor) or type(normalized_shape) not in _SEQUENCES:
         return OPS
     for t in tensors[1:]:
         if t is not None and not isinstance(t, Tensor):
             return OPS
     for d in normalized_shape:
-        if type(d) is not int:
+        if type(d) is not int or not -_INT64 <= d < _INT64:
             return OPS
     return DIRECT
 
@@ -107,17 +111,17 @@ def _diagnose(op: str, input: Tensor, normalized_shape: Sequence[Any], eps: obje
     return None
 
 
-def _call_ops(op_name: str, op: Callable[..., Any], args: Tuple[Any, ...], kwargs: dict[str, Any],
+def _call_ops(op_name: str, op: Callable[..., Any], args: Tuple[Any, ...], eps: object, weight_offset: object,
               tensors: dict[str, Optional[Tensor]]) -> Any:
-    """torch.ops' route: argument types checked first (torch's TypeError), the op's own errors
-    translated to torch's error types where the dispatcher words them otherwise."""
+    """torch.ops' route: argument types checked first (torch's TypeError); where the dispatcher
+    words a failure otherwise, the error torch's function would raise (the op ran once and
+    failed: nothing is retried)."""
     input, normalized_shape = args[0], args[2] if "residual" in tensors else args[1]
     _check_types(op_name, input, normalized_shape, **tensors)
     try:
-        return op(*args, **kwargs)
+        return op(*args, weight_offset=weight_offset)
     except (RuntimeError, NotImplementedError):
-        eps = kwargs.get("eps")
-        err = _diagnose(op_name, input, normalized_shape, eps, kwargs["weight_offset"], **tensors)
+        err = _diagnose(op_name, input, normalized_shape, eps, weight_offset, **tensors)
         if err is None:
             raise
         raise err from None
@@ -193,7 +197,7 @@ def layer_norm(input: Tensor, normalized_shape: _Shape, weight: Optional[Tensor]
     if route == COMPOSITE:
         return _norm_composite(False, input, normalized_shape, weight, bias, eps, weight_offset)
     return _call_ops("fastln.layer_norm", _layer_norm_me if memory_efficient else _layer_norm,
-                     (input, normalized_shape, weight, bias, eps), {"weight_offset": weight_offset},
+                     (input, normalized_shape, weight, bias, eps), eps, weight_offset,
                      {"weight": weight, "bias": bias})
 
 
@@ -207,14 +211,14 @@ def rms_norm(input: Tensor, normalized_shape: _Shape, weight: Optional[Tensor] =
     ``weight_offset``: as :func:`layer_norm` (Gemma's ``x * rstd * (1 + weight)``).
     """
     normalized_shape = _shape(normalized_shape)
-    route = _route((input, weight), normalized_shape, eps, weight_offset)
+    route = _route((input, weight), normalized_shape, 0.0 if eps is None else eps, weight_offset)
     if route == DIRECT:
         y: Tensor = _C.rms_norm(input, normalized_shape, weight, eps, weight_offset)
         return y
     if route == COMPOSITE:
         return _norm_composite(True, input, normalized_shape, weight, None, eps, weight_offset)
-    return _call_ops("fastln.rms_norm", _rms_norm, (input, normalized_shape, weight, eps),
-                     {"weight_offset": weight_offset}, {"weight": weight})
+    return _call_ops("fastln.rms_norm", _rms_norm, (input, normalized_shape, weight, eps), eps, weight_offset,
+                     {"weight": weight})
 
 
 def fused_add_layer_norm(input: Tensor, residual: Tensor, normalized_shape: _Shape,
@@ -237,8 +241,8 @@ def fused_add_layer_norm(input: Tensor, residual: Tensor, normalized_shape: _Sha
         return _fused_composite(False, input, residual, normalized_shape, weight, bias, eps, residual_in_fp32,
                                 weight_offset)
     return _call_ops("fastln.fused_add_layer_norm", _fused_add_layer_norm,
-                     (input, residual, normalized_shape, weight, bias, eps, residual_in_fp32),
-                     {"weight_offset": weight_offset}, {"residual": residual, "weight": weight, "bias": bias})
+                     (input, residual, normalized_shape, weight, bias, eps, residual_in_fp32), eps, weight_offset,
+                     {"residual": residual, "weight": weight, "bias": bias})
 
 
 def fused_add_rms_norm(input: Tensor, residual: Tensor, normalized_shape: _Shape,
@@ -246,7 +250,7 @@ def fused_add_rms_norm(input: Tensor, residual: Tensor, normalized_shape: _Shape
                        residual_in_fp32: bool = False, weight_offset: float = 0.0) -> Tuple[Tensor, Tensor]:
     """``(rms_norm(input + residual), input + residual)``: as :func:`fused_add_layer_norm`."""
     normalized_shape = _shape(normalized_shape)
-    route = _route((input, residual, weight), normalized_shape, eps, weight_offset)
+    route = _route((input, residual, weight), normalized_shape, 0.0 if eps is None else eps, weight_offset)
     if route == DIRECT and type(residual_in_fp32) is bool:
         out: Tuple[Tensor, Tensor] = _C.fused_add_rms_norm(
             input, residual, normalized_shape, weight, eps, residual_in_fp32, weight_offset)
@@ -255,5 +259,5 @@ def fused_add_rms_norm(input: Tensor, residual: Tensor, normalized_shape: _Shape
         return _fused_composite(True, input, residual, normalized_shape, weight, None, eps, residual_in_fp32,
                                 weight_offset)
     return _call_ops("fastln.fused_add_rms_norm", _fused_add_rms_norm,
-                     (input, residual, normalized_shape, weight, eps, residual_in_fp32),
-                     {"weight_offset": weight_offset}, {"residual": residual, "weight": weight})
+                     (input, residual, normalized_shape, weight, eps, residual_in_fp32), eps, weight_offset,
+                     {"residual": residual, "weight": weight})

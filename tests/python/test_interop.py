@@ -264,14 +264,20 @@ def test_inference_skips_the_graph_and_training_records_it(name):
         torch.testing.assert_close(y.detach(), y0, rtol=0, atol=0)
 
 
-def test_forward_mode_ad_still_fails_clearly():
-    """No forward-mode formula yet: a dual input must raise, not lose its tangent in the
-    no-graph inference path."""
+def test_forward_mode_ad_keeps_the_tangent():
+    """A dual input takes torch's differentiable ops (fastln.functional's composite route): the
+    tangent is torch's, never lost in the no-graph inference path (tests/python/test_func.py
+    covers every op)."""
     import torch.autograd.forward_ad as fwAD
+    x, t = torch.randn(3, 16), torch.randn(3, 16)
     with fwAD.dual_level():
-        d = fwAD.make_dual(torch.randn(3, 16), torch.randn(3, 16))
-        with pytest.raises(RuntimeError, match="jvp is not implemented"):
-            fastln.layer_norm(d, (16,))
+        got = fwAD.unpack_dual(fastln.layer_norm(fwAD.make_dual(x, t), (16,))).tangent
+        want = fwAD.unpack_dual(torch.nn.functional.layer_norm(fwAD.make_dual(x, t), (16,))).tangent
+    torch.testing.assert_close(got, want)
+    # torch.ops itself still refuses clearly (its autograd node is C++, without a jvp)
+    with fwAD.dual_level():
+        with pytest.raises(NotImplementedError, match="jvp is not implemented"):
+            torch.ops.fastln.layer_norm(fwAD.make_dual(x, t), (16,))
 
 
 _TRAINING_CALLS = {**_CALLS, "layer_norm_memory_efficient":

@@ -218,7 +218,7 @@ def test_module_matches_torch(kwargs):
     assert list(ours.state_dict()) == list(theirs.state_dict())
     x = torch.randn(3, 4, 16)
     torch.testing.assert_close(ours(x), theirs(x))
-    assert repr(ours) == repr(theirs)
+    assert repr(ours) == "fastln." + repr(theirs)  # the same, and says whose it is
 
 
 def test_state_dict_round_trip_both_ways():

@@ -79,7 +79,7 @@ def test_module_matches_torch(kwargs):
             ours.weight.normal_()
     theirs.load_state_dict(ours.state_dict())
     assert list(ours.state_dict()) == list(theirs.state_dict())
-    assert repr(ours) == repr(theirs)
+    assert repr(ours) == "fastln." + repr(theirs)  # the same, and says whose it is
     x = torch.randn(3, 4, 16, requires_grad=True)
     x2 = x.detach().clone().requires_grad_()
     ours(x).square().sum().backward()

@@ -34,12 +34,39 @@ using fastln::find_op;
 using fastln::OptTensor;
 using fastln::Tensor2;
 
+// torch's Python name of a layout (c10 prints torch.sparse_coo as "Sparse").
+std::string layout_name(at::Layout layout) {
+  switch (layout) {
+    case at::kSparse: return "torch.sparse_coo";
+    case at::kSparseCsr: return "torch.sparse_csr";
+    case at::kSparseCsc: return "torch.sparse_csc";
+    case at::kSparseBsr: return "torch.sparse_bsr";
+    case at::kSparseBsc: return "torch.sparse_bsc";
+    default: return c10::str(layout);
+  }
+}
+
+// Sparse and nested tensors would reach the dispatcher's "could not run" message: say which
+// argument, as fastln.functional's torch.ops route does (NotImplementedError, as torch).
+void check_strided(const char* op, std::initializer_list<std::pair<const char*, const at::Tensor*>> tensors) {
+  for (const auto& [name, t] : tensors)
+    if (t->defined() && (t->layout() != at::kStrided || t->is_nested()))
+      TORCH_CHECK_NOT_IMPLEMENTED(false, op, ": argument '", name, "' is a ",
+                                  t->is_nested() ? std::string("nested") : layout_name(t->layout()),
+                                  " tensor; only strided (dense) tensors are supported");
+}
+const at::Tensor& get(const OptTensor& t) {
+  static const at::Tensor undefined;
+  return t.has_value() ? *t : undefined;
+}
+
 at::Tensor layer_norm(const at::Tensor& input, const std::vector<int64_t>& normalized_shape,
                       const OptTensor& weight, const OptTensor& bias, double eps, bool memory_efficient,
                       double weight_offset) {
   using Sig = at::Tensor(const at::Tensor&, c10::SymIntArrayRef, const OptTensor&, const OptTensor&, double, double);
   static const auto op = find_op<Sig>("fastln::layer_norm");
   static const auto op_me = find_op<Sig>("fastln::layer_norm_memory_efficient");
+  check_strided("fastln.layer_norm", {{"input", &input}, {"weight", &get(weight)}, {"bias", &get(bias)}});
   py::gil_scoped_release no_gil;
   return (memory_efficient ? op_me : op).call(input, c10::fromIntArrayRefSlow(normalized_shape),
                                               weight, bias, eps, weight_offset);
@@ -49,6 +76,7 @@ at::Tensor rms_norm(const at::Tensor& input, const std::vector<int64_t>& normali
                     const OptTensor& weight, std::optional<double> eps, double weight_offset) {
   static const auto op = find_op<at::Tensor(const at::Tensor&, c10::SymIntArrayRef, const OptTensor&,
                                             std::optional<double>, double)>("fastln::rms_norm");
+  check_strided("fastln.rms_norm", {{"input", &input}, {"weight", &get(weight)}});
   py::gil_scoped_release no_gil;
   return op.call(input, c10::fromIntArrayRefSlow(normalized_shape), weight, eps, weight_offset);
 }
@@ -59,6 +87,8 @@ Tensor2 fused_add_layer_norm(const at::Tensor& input, const at::Tensor& residual
   static const auto op = find_op<Tensor2(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
                                     const OptTensor&, const OptTensor&, double, bool, double)>(
       "fastln::fused_add_layer_norm");
+  check_strided("fastln.fused_add_layer_norm",
+                {{"input", &input}, {"residual", &residual}, {"weight", &get(weight)}, {"bias", &get(bias)}});
   py::gil_scoped_release no_gil;
   return op.call(input, residual, c10::fromIntArrayRefSlow(normalized_shape), weight, bias, eps,
                  residual_in_fp32, weight_offset);
@@ -70,6 +100,7 @@ Tensor2 fused_add_rms_norm(const at::Tensor& input, const at::Tensor& residual,
   static const auto op = find_op<Tensor2(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
                                     const OptTensor&, std::optional<double>, bool, double)>(
       "fastln::fused_add_rms_norm");
+  check_strided("fastln.fused_add_rms_norm", {{"input", &input}, {"residual", &residual}, {"weight", &get(weight)}});
   py::gil_scoped_release no_gil;
   return op.call(input, residual, c10::fromIntArrayRefSlow(normalized_shape), weight, eps,
                  residual_in_fp32, weight_offset);
@@ -80,8 +111,19 @@ Tensor2 fused_add_rms_norm(const at::Tensor& input, const at::Tensor& residual,
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fastln native extension: registers torch.ops.fastln and reports build facts";
   // The ops' errors reach Python as torch.ops raises them (c10::NotImplementedError as
-  // NotImplementedError, c10::ValueError as ValueError, ...), not as pybind11's RuntimeError.
-  py::register_local_exception_translator([](std::exception_ptr e) { torch::translate_exception_to_python(e); });
+  // NotImplementedError, c10::ValueError as ValueError, a hook's Python exception as itself),
+  // not as pybind11's RuntimeError.
+  py::register_local_exception_translator([](std::exception_ptr e) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const py::builtin_exception&) {
+      throw;  // pybind11's own (argument conversion, py::value_error): its translation
+    } catch (const py::error_already_set&) {
+      throw;
+    } catch (...) {  // c10 errors, and Python errors raised in hooks inside the op: torch's
+      torch::translate_exception_to_python(std::current_exception());
+    }
+  });
   m.attr("torch_version") = TORCH_VERSION;
 #if defined(__clang__)
   m.attr("compiler") = "clang " __clang_version__;

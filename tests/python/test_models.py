@@ -307,3 +307,35 @@ def test_timm_layer_norms():
         ref = m(inp)
         assert fastln.replace_norms(m) == 1
         torch.testing.assert_close(m(inp), ref)
+
+
+def test_sentence_transformers_encode_and_train_step(tmp_path):
+    """sentence-transformers on a BERT with random weights (saved here, nothing downloaded):
+    embeddings and every parameter's gradient of a cosine loss, swapped against unswapped."""
+    st = pytest.importorskip("sentence_transformers", reason="sentence-transformers not installed (pip install '.[test]')")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(V - 5)]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tok = transformers.BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
+    bert, _ = _model("bert")
+    bert.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no sentence-transformers model found: mean pooling"
+        model = st.SentenceTransformer(str(tmp_path), device="cpu")
+    sentences = ["w1 w2 w3 w4", "w5 w6 w7", "w8 w9 w10 w11 w12"]
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        features = model.tokenize(sentences)
+        emb = model(features)["sentence_embedding"]
+        torch.nn.functional.cosine_similarity(emb[0:1], emb[1:]).sum().backward()
+        return emb.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    ref_encoded = model.encode(sentences, convert_to_tensor=True)
+    ref = step()
+    n = sum(1 for m in model.modules() if type(m) is torch.nn.LayerNorm)
+    assert n == 2 * 2 + 1  # two per layer (2 layers) and the embeddings'
+    assert fastln.replace_norms(model) == n
+    assert sum(1 for m in model.modules() if type(m) is fastln.LayerNorm) == n
+    torch.testing.assert_close(model.encode(sentences, convert_to_tensor=True), ref_encoded, rtol=1e-5, atol=1e-6)
+    _assert_close_run(step(), ref, rtol=1e-4, atol=1e-4)

@@ -1,7 +1,7 @@
 # Stub of the compiled extension fastln._C (src/cpp/torch/module.cpp). Importing it registers
 # the torch ops torch.ops.fastln.*; these attributes report how it was built.
 
-from typing import Optional, Sequence, Tuple
+from typing import Tuple, Union
 
 from torch import Tensor
 
@@ -30,15 +30,21 @@ def output_cache_stats() -> dict[str, int]:
 def empty_output_cache() -> int:
     """Return the CPU output cache's idle blocks to the system; returns the bytes."""
 
-# The eager fast path of fastln.functional: the torch.ops.fastln ops of the same names, called
-# without torch.ops' argument parsing. Strict argument types (no conversions).
-def layer_norm(input: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor],
-               bias: Optional[Tensor], eps: float, memory_efficient: bool) -> Tensor: ...
-def rms_norm(input: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor],
-             eps: Optional[float]) -> Tensor: ...
-def fused_add_layer_norm(input: Tensor, residual: Tensor, normalized_shape: Sequence[int],
-                         weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
-                         residual_in_fp32: bool) -> Tuple[Tensor, Tensor]: ...
-def fused_add_rms_norm(input: Tensor, residual: Tensor, normalized_shape: Sequence[int],
-                       weight: Optional[Tensor], eps: Optional[float],
-                       residual_in_fp32: bool) -> Tuple[Tensor, Tensor]: ...
+# The eager entries of fastln.functional (src/cpp/torch/module.cpp): the torch.ops.fastln ops of
+# the same names, for arguments of exactly the types torch.ops would take without conversion
+# (tensors or None, int shapes, float eps and weight_offset, bool flags); for anything else they
+# run nothing and return ROUTE_OPS, or ROUTE_COMPOSITE under a torch.func transform or with a
+# forward-mode tangent.
+ROUTE_OPS: int
+ROUTE_COMPOSITE: int
+
+def layer_norm(input: object, normalized_shape: object, weight: object, bias: object, eps: object,
+               memory_efficient: object, weight_offset: object) -> Union[Tensor, int]: ...
+def rms_norm(input: object, normalized_shape: object, weight: object, eps: object,
+             weight_offset: object) -> Union[Tensor, int]: ...
+def fused_add_layer_norm(input: object, residual: object, normalized_shape: object, weight: object,
+                         bias: object, eps: object, residual_in_fp32: object,
+                         weight_offset: object) -> Union[Tuple[Tensor, Tensor], int]: ...
+def fused_add_rms_norm(input: object, residual: object, normalized_shape: object, weight: object,
+                       bias: None, eps: object, residual_in_fp32: object,
+                       weight_offset: object) -> Union[Tuple[Tensor, Tensor], int]: ...

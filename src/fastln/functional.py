@@ -1,17 +1,21 @@
 """Functional API, drop-in for torch.nn.functional.
 
-Each function picks one of three routes before it calls anything, and never retries:
+Each function takes one of three routes, decided before anything runs, and never retries:
 
-- ``_C``'s direct entry to the op (eager calls with arguments of the exact types it takes):
-  the same dispatcher op as torch.ops.fastln (autograd, autocast and dispatch modes apply)
-  without torch.ops' generic argument parsing, ~3 us of a ~20 us small call.
-- ``torch.ops.fastln`` while torch.compile / torch.export trace (they see torch.ops only), when
-  ``__torch_function__`` is in play (a tensor subclass or a TorchFunctionMode, which torch.ops
-  honours), or for arguments of other types (torch.ops converts them, or fails in torch's words).
-- The same computation in torch's own differentiable ops (``_composite``) under a torch.func
-  transform (grad, vjp, jvp, jacrev, jacfwd, vmap), forward-mode AD, and ONNX export: fastln's
-  autograd node is C++ and has no forward-mode formula, and ONNX has no fastln operator, while
-  torch's layer_norm and rms_norm have batching rules, forward AD and ONNX translations.
+- ``_C``'s eager entry to the op: the same dispatcher op as torch.ops.fastln (autograd,
+  autocast and dispatch modes apply) without torch.ops' generic argument parsing, ~3 us of a
+  ~20 us small call. The entry checks the argument types itself (in C++, where it costs
+  nothing) and runs the op only for exactly the types it takes; otherwise it returns
+  ``_C.ROUTE_OPS`` or ``_C.ROUTE_COMPOSITE`` without running anything.
+- ``torch.ops.fastln`` (ROUTE_OPS) while torch.compile / torch.export trace (they see torch.ops
+  only), when ``__torch_function__`` is in play (a tensor subclass or a TorchFunctionMode, which
+  torch.ops honours), or for arguments of other types (torch.ops converts them, or fails in
+  torch's words).
+- The same computation in torch's own differentiable functions (``_composite``,
+  ROUTE_COMPOSITE) under a torch.func transform (grad, vjp, jvp, jacrev, jacfwd, vmap),
+  forward-mode AD, and ONNX export: fastln's autograd node is C++ and has no forward-mode
+  formula or batching rule, and ONNX has no fastln operator, while torch's layer_norm and
+  rms_norm have all three.
 """
 import numbers
 import operator
@@ -35,35 +39,16 @@ _Shape = Union[int, Sequence[int]]
 _is_compiling = torch.compiler.is_compiling
 _has_torch_function = torch._C._has_torch_function
 _peek_interpreter = torch._C._functorch.peek_interpreter_stack
-
-DIRECT, OPS, COMPOSITE = 0, 1, 2
-_SEQUENCES = (tuple, list, torch.Size)
-_INT64 = 2**63
+OPS, COMPOSITE = _C.ROUTE_OPS, _C.ROUTE_COMPOSITE
 
 
-def _route(tensors: Tuple[Any, ...], normalized_shape: Sequence[Any], eps: object, weight_offset: object) -> int:
-    """DIRECT, OPS or COMPOSITE (module docstring) for a call with these arguments; ``tensors``
-    is (input, [residual,] weight[, bias]). DIRECT only for exactly the types _C's entry takes
-    without conversion (eps a float, normalized_shape ints in int64), so that any error raised
-    there is the op's own; sparse and nested layouts are refused by _C itself."""
+def _traced_route() -> int:
+    """The route while tracing or with __torch_function__ (the eager entry is not called)."""
     if _peek_interpreter() is not None or _forward_ad._current_level >= 0:
         return COMPOSITE
-    if _is_compiling():
-        return COMPOSITE if torch.onnx.is_in_onnx_export() else OPS
-    if _has_torch_function(tensors):
-        return OPS
-    # What _C's typed entry accepts without conversion; anything else takes torch.ops' parsing.
-    if type(weight_offset) is not float or type(eps) is not float:
-        return OPS
-    if not isinstance(tensors[0], Tensor) or type(normalized_shape) not in _SEQUENCES:
-        return OPS
-    for t in tensors[1:]:
-        if t is not None and not isinstance(t, Tensor):
-            return OPS
-    for d in normalized_shape:
-        if type(d) is not int or not -_INT64 <= d < _INT64:
-            return OPS
-    return DIRECT
+    if _is_compiling() and torch.onnx.is_in_onnx_export():
+        return COMPOSITE
+    return OPS
 
 
 def _shape(normalized_shape: _Shape) -> Sequence[int]:
@@ -189,11 +174,14 @@ def layer_norm(input: Tensor, normalized_shape: _Shape, weight: Optional[Tensor]
     an element equal to 0, and loses precision roughly as ``1 / |weight|`` for small weights
     (see docs/features.md). Double backward needs ``memory_efficient=False``.
     """
+    if _is_compiling() or _has_torch_function((input, weight, bias)):
+        route = _traced_route()
+    else:
+        out = _C.layer_norm(input, normalized_shape, weight, bias, eps, memory_efficient, weight_offset)
+        if out.__class__ is not int:
+            return out  # type: ignore[no-any-return]
+        route = out
     normalized_shape = _shape(normalized_shape)
-    route = _route((input, weight, bias), normalized_shape, eps, weight_offset)
-    if route == DIRECT and type(memory_efficient) is bool:
-        y: Tensor = _C.layer_norm(input, normalized_shape, weight, bias, eps, memory_efficient, weight_offset)
-        return y
     if route == COMPOSITE:
         return _norm_composite(False, input, normalized_shape, weight, bias, eps, weight_offset)
     return _call_ops("fastln.layer_norm", _layer_norm_me if memory_efficient else _layer_norm,
@@ -210,11 +198,14 @@ def rms_norm(input: Tensor, normalized_shape: _Shape, weight: Optional[Tensor] =
     and float16 inputs and ``torch.finfo(torch.float64).eps`` for float64.
     ``weight_offset``: as :func:`layer_norm` (Gemma's ``x * rstd * (1 + weight)``).
     """
+    if _is_compiling() or _has_torch_function((input, weight)):
+        route = _traced_route()
+    else:
+        out = _C.rms_norm(input, normalized_shape, weight, eps, weight_offset)
+        if out.__class__ is not int:
+            return out  # type: ignore[no-any-return]
+        route = out
     normalized_shape = _shape(normalized_shape)
-    route = _route((input, weight), normalized_shape, 0.0 if eps is None else eps, weight_offset)
-    if route == DIRECT:
-        y: Tensor = _C.rms_norm(input, normalized_shape, weight, eps, weight_offset)
-        return y
     if route == COMPOSITE:
         return _norm_composite(True, input, normalized_shape, weight, None, eps, weight_offset)
     return _call_ops("fastln.rms_norm", _rms_norm, (input, normalized_shape, weight, eps), eps, weight_offset,
@@ -231,12 +222,15 @@ def fused_add_layer_norm(input: Tensor, residual: Tensor, normalized_shape: _Sha
     ``residual_in_fp32=True`` and a 16-bit input, the sum is formed, returned and normalized in
     float32 (the residual may then be float32 too); the output keeps the input's dtype.
     """
+    if _is_compiling() or _has_torch_function((input, residual, weight, bias)):
+        route = _traced_route()
+    else:
+        out = _C.fused_add_layer_norm(input, residual, normalized_shape, weight, bias, eps, residual_in_fp32,
+                                      weight_offset)
+        if out.__class__ is not int:
+            return out  # type: ignore[no-any-return]
+        route = out
     normalized_shape = _shape(normalized_shape)
-    route = _route((input, residual, weight, bias), normalized_shape, eps, weight_offset)
-    if route == DIRECT and type(residual_in_fp32) is bool:
-        out: Tuple[Tensor, Tensor] = _C.fused_add_layer_norm(
-            input, residual, normalized_shape, weight, bias, eps, residual_in_fp32, weight_offset)
-        return out
     if route == COMPOSITE:
         return _fused_composite(False, input, residual, normalized_shape, weight, bias, eps, residual_in_fp32,
                                 weight_offset)
@@ -249,12 +243,15 @@ def fused_add_rms_norm(input: Tensor, residual: Tensor, normalized_shape: _Shape
                        weight: Optional[Tensor] = None, eps: Optional[float] = None, *,
                        residual_in_fp32: bool = False, weight_offset: float = 0.0) -> Tuple[Tensor, Tensor]:
     """``(rms_norm(input + residual), input + residual)``: as :func:`fused_add_layer_norm`."""
+    if _is_compiling() or _has_torch_function((input, residual, weight)):
+        route = _traced_route()
+    else:
+        out = _C.fused_add_rms_norm(input, residual, normalized_shape, weight, None, eps, residual_in_fp32,
+                                    weight_offset)
+        if out.__class__ is not int:
+            return out  # type: ignore[no-any-return]
+        route = out
     normalized_shape = _shape(normalized_shape)
-    route = _route((input, residual, weight), normalized_shape, 0.0 if eps is None else eps, weight_offset)
-    if route == DIRECT and type(residual_in_fp32) is bool:
-        out: Tuple[Tensor, Tensor] = _C.fused_add_rms_norm(
-            input, residual, normalized_shape, weight, eps, residual_in_fp32, weight_offset)
-        return out
     if route == COMPOSITE:
         return _fused_composite(True, input, residual, normalized_shape, weight, None, eps, residual_in_fp32,
                                 weight_offset)

@@ -1,7 +1,9 @@
 // The Python extension fastln._C. Importing it registers the torch ops (TORCH_LIBRARY in
 // ops.cpp). The functions here report how fastln was built and which CPU path runs, and give
 // fastln.functional an eager fast path to the ops.
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/csrc/Exceptions.h>
+#include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/utils/pybind.h>  // pybind11 with torch's Tensor casters
 #include <torch/version.h>
 
@@ -25,14 +27,71 @@ fastln::Isa isa_from_name(const std::string& name) {
   throw py::value_error("isa must be one of " + names + ", got '" + name + "'");
 }
 
-// The eager fast path of fastln.functional: the same dispatcher ops as torch.ops.fastln
-// (autograd, autocast, dispatch modes all apply), without torch.ops' generic parsing of Python
-// arguments against the schema, ~3 us of a ~20 us small call (docs/cpu.md). Typed signatures:
-// fastln.functional calls these only with arguments of the exact types below (checked first), so
-// every error raised here is the op's own.
+// The eager entries of fastln.functional: the same dispatcher ops as torch.ops.fastln
+// (autograd, autocast and dispatch modes all apply), without torch.ops' generic parsing of
+// Python arguments against the schema, ~3 us of a ~20 us small call (docs/cpu.md). Each entry
+// first decides whether it may take the call, and only then runs the op once:
+// - arguments of exactly the types below (tensors or None, normalized_shape an int or a
+//   tuple/list of ints within int64, eps and weight_offset floats, flags bools): the op runs;
+//   every error raised from here on is the op's own;
+// - a torch.func transform active, or a tangent on an input (forward-mode AD): kComposite
+//   is returned, and fastln.functional computes with torch's differentiable functions;
+// - anything else: kOps is returned, and fastln.functional calls torch.ops (which converts,
+//   or fails in torch's words).
 using fastln::find_op;
 using fastln::OptTensor;
 using fastln::Tensor2;
+
+enum Route : int { kOps = 1, kComposite = 2 };
+
+bool tensor_arg(py::handle h, OptTensor& out) {
+  if (h.is_none()) return out = std::nullopt, true;
+  if (!THPVariable_Check(h.ptr())) return false;
+  out = THPVariable_Unpack(h.ptr());
+  return true;
+}
+bool shape_arg(py::handle h, std::vector<int64_t>& out) {
+  auto as_int = [&](PyObject* o) {
+    if (!PyLong_CheckExact(o)) return false;  // bool, numpy ints, SymInt: torch.ops' conversions
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow) return false;
+    out.push_back(v);
+    return true;
+  };
+  PyObject* o = h.ptr();
+  if (PyLong_CheckExact(o)) return as_int(o);
+  if (!PyTuple_Check(o) && !PyList_Check(o)) return false;  // torch.Size is a tuple
+  const Py_ssize_t n = PySequence_Fast_GET_SIZE(o);
+  PyObject** items = PySequence_Fast_ITEMS(o);
+  for (Py_ssize_t i = 0; i < n; ++i)
+    if (!as_int(items[i])) return false;
+  return true;
+}
+bool float_arg(py::handle h, double& v) {
+  if (!PyFloat_CheckExact(h.ptr())) return false;
+  v = PyFloat_AS_DOUBLE(h.ptr());
+  return true;
+}
+bool opt_float_arg(py::handle h, std::optional<double>& v) {
+  if (h.is_none()) return v = std::nullopt, true;
+  double d;
+  return float_arg(h, d) && (v = d, true);
+}
+bool bool_arg(py::handle h, bool& v) {
+  if (h.ptr() != Py_True && h.ptr() != Py_False) return false;
+  v = h.ptr() == Py_True;
+  return true;
+}
+// A torch.func transform on the stack, or a forward-mode tangent on an input: fastln's C++
+// autograd node has neither batching rules nor a jvp.
+bool transformed(std::initializer_list<const OptTensor*> tensors) {
+  // functorch includes its front-mode key while any transform is on its stack
+  if (c10::impl::tls_is_dispatch_key_included(c10::DispatchKey::FuncTorchDynamicLayerFrontMode)) return true;
+  for (const OptTensor* t : tensors)
+    if (t->has_value() && (*t)->defined() && (*t)->_fw_grad(/*level=*/0).defined()) return true;
+  return false;
+}
 
 // torch's Python name of a layout (c10 prints torch.sparse_coo as "Sparse").
 std::string layout_name(at::Layout layout) {
@@ -48,62 +107,92 @@ std::string layout_name(at::Layout layout) {
 
 // Sparse and nested tensors would reach the dispatcher's "could not run" message: say which
 // argument, as fastln.functional's torch.ops route does (NotImplementedError, as torch).
-void check_strided(const char* op, std::initializer_list<std::pair<const char*, const at::Tensor*>> tensors) {
+void check_strided(const char* op, std::initializer_list<std::pair<const char*, const OptTensor*>> tensors) {
   for (const auto& [name, t] : tensors)
-    if (t->defined() && (t->layout() != at::kStrided || t->is_nested()))
+    if (t->has_value() && (*t)->defined() && ((*t)->layout() != at::kStrided || (*t)->is_nested()))
       TORCH_CHECK_NOT_IMPLEMENTED(false, op, ": argument '", name, "' is a ",
-                                  t->is_nested() ? std::string("nested") : layout_name(t->layout()),
+                                  (*t)->is_nested() ? std::string("nested") : layout_name((*t)->layout()),
                                   " tensor; only strided (dense) tensors are supported");
 }
-const at::Tensor& get(const OptTensor& t) {
-  static const at::Tensor undefined;
-  return t.has_value() ? *t : undefined;
-}
 
-at::Tensor layer_norm(const at::Tensor& input, const std::vector<int64_t>& normalized_shape,
-                      const OptTensor& weight, const OptTensor& bias, double eps, bool memory_efficient,
-                      double weight_offset) {
+py::object layer_norm(py::handle input_, py::handle shape_, py::handle weight_, py::handle bias_, py::handle eps_,
+                      py::handle memory_efficient_, py::handle weight_offset_) {
   using Sig = at::Tensor(const at::Tensor&, c10::SymIntArrayRef, const OptTensor&, const OptTensor&, double, double);
   static const auto op = find_op<Sig>("fastln::layer_norm");
   static const auto op_me = find_op<Sig>("fastln::layer_norm_memory_efficient");
-  check_strided("fastln.layer_norm", {{"input", &input}, {"weight", &get(weight)}, {"bias", &get(bias)}});
-  py::gil_scoped_release no_gil;
-  return (memory_efficient ? op_me : op).call(input, c10::fromIntArrayRefSlow(normalized_shape),
-                                              weight, bias, eps, weight_offset);
+  OptTensor input, weight, bias;
+  std::vector<int64_t> shape;
+  double eps, weight_offset;
+  bool memory_efficient;
+  if (!tensor_arg(input_, input) || !input || !shape_arg(shape_, shape) || !tensor_arg(weight_, weight) ||
+      !tensor_arg(bias_, bias) || !float_arg(eps_, eps) || !bool_arg(memory_efficient_, memory_efficient) ||
+      !float_arg(weight_offset_, weight_offset))
+    return py::int_(int(kOps));
+  if (transformed({&input, &weight, &bias})) return py::int_(int(kComposite));
+  check_strided("fastln.layer_norm", {{"input", &input}, {"weight", &weight}, {"bias", &bias}});
+  at::Tensor y;
+  {
+    py::gil_scoped_release no_gil;
+    y = (memory_efficient ? op_me : op).call(*input, c10::fromIntArrayRefSlow(shape), weight, bias, eps, weight_offset);
+  }
+  return py::cast(std::move(y));
 }
 
-at::Tensor rms_norm(const at::Tensor& input, const std::vector<int64_t>& normalized_shape,
-                    const OptTensor& weight, std::optional<double> eps, double weight_offset) {
+py::object rms_norm(py::handle input_, py::handle shape_, py::handle weight_, py::handle eps_,
+                    py::handle weight_offset_) {
   static const auto op = find_op<at::Tensor(const at::Tensor&, c10::SymIntArrayRef, const OptTensor&,
                                             std::optional<double>, double)>("fastln::rms_norm");
-  check_strided("fastln.rms_norm", {{"input", &input}, {"weight", &get(weight)}});
-  py::gil_scoped_release no_gil;
-  return op.call(input, c10::fromIntArrayRefSlow(normalized_shape), weight, eps, weight_offset);
+  OptTensor input, weight;
+  std::vector<int64_t> shape;
+  std::optional<double> eps;
+  double weight_offset;
+  if (!tensor_arg(input_, input) || !input || !shape_arg(shape_, shape) || !tensor_arg(weight_, weight) ||
+      !opt_float_arg(eps_, eps) || !float_arg(weight_offset_, weight_offset))
+    return py::int_(int(kOps));
+  if (transformed({&input, &weight})) return py::int_(int(kComposite));
+  check_strided("fastln.rms_norm", {{"input", &input}, {"weight", &weight}});
+  at::Tensor y;
+  {
+    py::gil_scoped_release no_gil;
+    y = op.call(*input, c10::fromIntArrayRefSlow(shape), weight, eps, weight_offset);
+  }
+  return py::cast(std::move(y));
 }
 
-Tensor2 fused_add_layer_norm(const at::Tensor& input, const at::Tensor& residual,
-                        const std::vector<int64_t>& normalized_shape, const OptTensor& weight,
-                        const OptTensor& bias, double eps, bool residual_in_fp32, double weight_offset) {
-  static const auto op = find_op<Tensor2(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
-                                    const OptTensor&, const OptTensor&, double, bool, double)>(
-      "fastln::fused_add_layer_norm");
-  check_strided("fastln.fused_add_layer_norm",
-                {{"input", &input}, {"residual", &residual}, {"weight", &get(weight)}, {"bias", &get(bias)}});
-  py::gil_scoped_release no_gil;
-  return op.call(input, residual, c10::fromIntArrayRefSlow(normalized_shape), weight, bias, eps,
-                 residual_in_fp32, weight_offset);
-}
-
-Tensor2 fused_add_rms_norm(const at::Tensor& input, const at::Tensor& residual,
-                      const std::vector<int64_t>& normalized_shape, const OptTensor& weight,
-                      std::optional<double> eps, bool residual_in_fp32, double weight_offset) {
-  static const auto op = find_op<Tensor2(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
-                                    const OptTensor&, std::optional<double>, bool, double)>(
-      "fastln::fused_add_rms_norm");
-  check_strided("fastln.fused_add_rms_norm", {{"input", &input}, {"residual", &residual}, {"weight", &get(weight)}});
-  py::gil_scoped_release no_gil;
-  return op.call(input, residual, c10::fromIntArrayRefSlow(normalized_shape), weight, eps,
-                 residual_in_fp32, weight_offset);
+// fused_add_layer_norm (bias given) and fused_add_rms_norm (no bias argument, eps optional).
+template <bool kRms>
+py::object fused_add_norm(py::handle input_, py::handle residual_, py::handle shape_, py::handle weight_,
+                          py::handle bias_, py::handle eps_, py::handle residual_in_fp32_, py::handle weight_offset_) {
+  OptTensor input, residual, weight, bias;
+  std::vector<int64_t> shape;
+  std::optional<double> eps;
+  double eps_value = 0, weight_offset;
+  bool residual_in_fp32;
+  const bool eps_ok = kRms ? opt_float_arg(eps_, eps) : float_arg(eps_, eps_value);
+  if (!tensor_arg(input_, input) || !input || !tensor_arg(residual_, residual) || !residual ||
+      !shape_arg(shape_, shape) || !tensor_arg(weight_, weight) || (!kRms && !tensor_arg(bias_, bias)) || !eps_ok ||
+      !bool_arg(residual_in_fp32_, residual_in_fp32) || !float_arg(weight_offset_, weight_offset))
+    return py::int_(int(kOps));
+  if (transformed({&input, &residual, &weight, &bias})) return py::int_(int(kComposite));
+  const char* name = kRms ? "fastln.fused_add_rms_norm" : "fastln.fused_add_layer_norm";
+  check_strided(name, {{"input", &input}, {"residual", &residual}, {"weight", &weight}, {"bias", &bias}});
+  Tensor2 out;
+  {
+    py::gil_scoped_release no_gil;
+    if constexpr (kRms) {
+      static const auto op = find_op<Tensor2(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
+                                             const OptTensor&, std::optional<double>, bool, double)>(
+          "fastln::fused_add_rms_norm");
+      out = op.call(*input, *residual, c10::fromIntArrayRefSlow(shape), weight, eps, residual_in_fp32, weight_offset);
+    } else {
+      static const auto op = find_op<Tensor2(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
+                                             const OptTensor&, const OptTensor&, double, bool, double)>(
+          "fastln::fused_add_layer_norm");
+      out = op.call(*input, *residual, c10::fromIntArrayRefSlow(shape), weight, bias, eps_value, residual_in_fp32,
+                    weight_offset);
+    }
+  }
+  return py::make_tuple(std::get<0>(out), std::get<1>(out));
 }
 
 }  // namespace
@@ -158,17 +247,12 @@ PYBIND11_MODULE(_C, m) {
   }, "The CPU output cache: idle bytes kept, its limit, allocations served from it and not.");
   m.def("empty_output_cache", &fastln::empty_output_cache,
         "Return the CPU output cache's idle blocks to the system; returns the bytes.");
-  // eps and the flags without conversion: True is no eps, as for torch.ops.
-  const auto eps = py::arg("eps").noconvert(), offset = py::arg("weight_offset").noconvert();
-  m.def("layer_norm", &layer_norm, "torch.ops.fastln.layer_norm (or _memory_efficient), eager",
-        py::arg("input"), py::arg("normalized_shape"), py::arg("weight"), py::arg("bias"), eps,
-        py::arg("memory_efficient").noconvert(), offset);
-  m.def("rms_norm", &rms_norm, "torch.ops.fastln.rms_norm, eager", py::arg("input"),
-        py::arg("normalized_shape"), py::arg("weight"), eps, offset);
-  m.def("fused_add_layer_norm", &fused_add_layer_norm, "torch.ops.fastln.fused_add_layer_norm, eager",
-        py::arg("input"), py::arg("residual"), py::arg("normalized_shape"), py::arg("weight"),
-        py::arg("bias"), eps, py::arg("residual_in_fp32").noconvert(), offset);
-  m.def("fused_add_rms_norm", &fused_add_rms_norm, "torch.ops.fastln.fused_add_rms_norm, eager",
-        py::arg("input"), py::arg("residual"), py::arg("normalized_shape"), py::arg("weight"), eps,
-        py::arg("residual_in_fp32").noconvert(), offset);
+  // The eager entries (above): the op's result, or kOps / kComposite for fastln.functional.
+  m.attr("ROUTE_OPS") = int(kOps);
+  m.attr("ROUTE_COMPOSITE") = int(kComposite);
+  m.def("layer_norm", &layer_norm, "torch.ops.fastln.layer_norm (or _memory_efficient), eager");
+  m.def("rms_norm", &rms_norm, "torch.ops.fastln.rms_norm, eager");
+  m.def("fused_add_layer_norm", &fused_add_norm<false>, "torch.ops.fastln.fused_add_layer_norm, eager");
+  m.def("fused_add_rms_norm", &fused_add_norm<true>, "torch.ops.fastln.fused_add_rms_norm, eager "
+        "(bias: None)");
 }

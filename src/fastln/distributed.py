@@ -42,7 +42,7 @@ def _fwd_rules(n_stats: int, n_params: int) -> Callable[..., _Strategies]:
     def rules(input: Any, normalized_shape: Sequence[int], *rest: Any) -> _Strategies:
         # rest: the parameters (weight, bias / weight), then eps and weight_offset
         params = [_opt(p, Replicate()) for p in rest[:n_params]]
-        scalars = [None] * (len(rest) - n_params)
+        scalars: list[Optional[Placement]] = [None] * (len(rest) - n_params)
         out: _Strategies = [([Replicate()] * (1 + n_stats), [Replicate(), None, *params, *scalars])]
         for d in _row_dims(input, normalized_shape):
             out.append(([Shard(d)] * (1 + n_stats), [Shard(d), None, *params, *scalars]))
@@ -54,7 +54,7 @@ def _bwd_rules(n_stats: int, n_params: int) -> Callable[..., _Strategies]:
     def rules(grad_out: Any, input: Any, normalized_shape: Sequence[int], *rest: Any) -> _Strategies:
         # rest: the stats (mean, rstd / rstd), the parameters, then output_mask and weight_offset
         params = [_opt(p, Replicate()) for p in rest[n_stats:n_stats + n_params]]
-        scalars = [None] * (len(rest) - n_stats - n_params)
+        scalars: list[Optional[Placement]] = [None] * (len(rest) - n_stats - n_params)
         n_grads = 1 + n_params
         out: _Strategies = [([Replicate()] * n_grads,
                              [Replicate(), Replicate(), None] + [Replicate()] * n_stats + params + scalars)]

@@ -19,7 +19,7 @@ Each function takes one of three routes, decided before anything runs, and never
 """
 import numbers
 import operator
-from typing import Any, Callable, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Optional, Sequence, Tuple, Union, cast
 
 import torch
 import torch.autograd.forward_ad as _forward_ad
@@ -178,15 +178,15 @@ def layer_norm(input: Tensor, normalized_shape: _Shape, weight: Optional[Tensor]
         route = _traced_route()
     else:
         out = _C.layer_norm(input, normalized_shape, weight, bias, eps, memory_efficient, weight_offset)
-        if out.__class__ is not int:
-            return out  # type: ignore[no-any-return]
+        if not isinstance(out, int):
+            return out
         route = out
     normalized_shape = _shape(normalized_shape)
     if route == COMPOSITE:
         return _norm_composite(False, input, normalized_shape, weight, bias, eps, weight_offset)
-    return _call_ops("fastln.layer_norm", _layer_norm_me if memory_efficient else _layer_norm,
+    return cast(Tensor, _call_ops("fastln.layer_norm", _layer_norm_me if memory_efficient else _layer_norm,
                      (input, normalized_shape, weight, bias, eps), eps, weight_offset,
-                     {"weight": weight, "bias": bias})
+                     {"weight": weight, "bias": bias}))
 
 
 def rms_norm(input: Tensor, normalized_shape: _Shape, weight: Optional[Tensor] = None,
@@ -202,14 +202,14 @@ def rms_norm(input: Tensor, normalized_shape: _Shape, weight: Optional[Tensor] =
         route = _traced_route()
     else:
         out = _C.rms_norm(input, normalized_shape, weight, eps, weight_offset)
-        if out.__class__ is not int:
-            return out  # type: ignore[no-any-return]
+        if not isinstance(out, int):
+            return out
         route = out
     normalized_shape = _shape(normalized_shape)
     if route == COMPOSITE:
         return _norm_composite(True, input, normalized_shape, weight, None, eps, weight_offset)
-    return _call_ops("fastln.rms_norm", _rms_norm, (input, normalized_shape, weight, eps), eps, weight_offset,
-                     {"weight": weight})
+    return cast(Tensor, _call_ops("fastln.rms_norm", _rms_norm, (input, normalized_shape, weight, eps), eps,
+                                  weight_offset, {"weight": weight}))
 
 
 def fused_add_layer_norm(input: Tensor, residual: Tensor, normalized_shape: _Shape,
@@ -227,16 +227,16 @@ def fused_add_layer_norm(input: Tensor, residual: Tensor, normalized_shape: _Sha
     else:
         out = _C.fused_add_layer_norm(input, residual, normalized_shape, weight, bias, eps, residual_in_fp32,
                                       weight_offset)
-        if out.__class__ is not int:
-            return out  # type: ignore[no-any-return]
+        if not isinstance(out, int):
+            return out
         route = out
     normalized_shape = _shape(normalized_shape)
     if route == COMPOSITE:
         return _fused_composite(False, input, residual, normalized_shape, weight, bias, eps, residual_in_fp32,
                                 weight_offset)
-    return _call_ops("fastln.fused_add_layer_norm", _fused_add_layer_norm,
+    return cast(Tuple[Tensor, Tensor], _call_ops("fastln.fused_add_layer_norm", _fused_add_layer_norm,
                      (input, residual, normalized_shape, weight, bias, eps, residual_in_fp32), eps, weight_offset,
-                     {"residual": residual, "weight": weight, "bias": bias})
+                     {"residual": residual, "weight": weight, "bias": bias}))
 
 
 def fused_add_rms_norm(input: Tensor, residual: Tensor, normalized_shape: _Shape,
@@ -248,13 +248,13 @@ def fused_add_rms_norm(input: Tensor, residual: Tensor, normalized_shape: _Shape
     else:
         out = _C.fused_add_rms_norm(input, residual, normalized_shape, weight, None, eps, residual_in_fp32,
                                     weight_offset)
-        if out.__class__ is not int:
-            return out  # type: ignore[no-any-return]
+        if not isinstance(out, int):
+            return out
         route = out
     normalized_shape = _shape(normalized_shape)
     if route == COMPOSITE:
         return _fused_composite(True, input, residual, normalized_shape, weight, None, eps, residual_in_fp32,
                                 weight_offset)
-    return _call_ops("fastln.fused_add_rms_norm", _fused_add_rms_norm,
+    return cast(Tuple[Tensor, Tensor], _call_ops("fastln.fused_add_rms_norm", _fused_add_rms_norm,
                      (input, residual, normalized_shape, weight, eps, residual_in_fp32), eps, weight_offset,
-                     {"residual": residual, "weight": weight})
+                     {"residual": residual, "weight": weight}))

@@ -9,7 +9,7 @@ from .functional import layer_norm, rms_norm
 
 def _init_for_offset(module: torch.nn.Module, weight_offset: float) -> None:
     # A zero-centred weight starts at 1 - weight_offset, so that the scale starts at 1 as torch's.
-    module.weight_offset = float(weight_offset)
+    setattr(module, "weight_offset", float(weight_offset))
     weight = getattr(module, "weight", None)
     if weight_offset != 0 and weight is not None:
         with torch.no_grad():

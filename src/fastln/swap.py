@@ -205,7 +205,7 @@ class _Swapped(nn.Module):
     _fastln_spec: NormSpec
     _fastln_original: Type[nn.Module]
 
-    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(self, x: Tensor) -> Tensor:
         spec = self._fastln_spec
         w, b = _param(self, spec.weight), _param(self, spec.bias)
         dt = x.dtype
@@ -267,7 +267,7 @@ def replace_norms(model: nn.Module, *, warn: bool = True) -> int:
         cls = type(m)
         if cls in _TORCH_SWAPS:
             m.__class__ = _TORCH_SWAPS[cls]
-            m._fastln_swapped = True  # restore_norms: this one was torch's
+            object.__setattr__(m, "_fastln_swapped", True)  # restore_norms: this one was torch's
             count += 1
             continue
         if isinstance(m, (_Swapped, LayerNorm, RMSNorm)):

@@ -127,8 +127,12 @@ _OLMO = NormSpec("layer", "hf-olmo", eps=1e-5, weight=None, normalized_shape="no
 _CONVNEXT = NormSpec("layer", "hf-convnext", bias="bias", normalized_shape="normalized_shape",
                      channels_first=_is_channels_first)
 _TIMM = NormSpec("layer", "timm", bias="bias", normalized_shape="normalized_shape", swappable=_not_fast_norm)
+def _always(m: nn.Module) -> bool:
+    return True
+
+
 _TIMM_2D = NormSpec("layer", "layer-2d", bias="bias", normalized_shape="normalized_shape",
-                    channels_first=lambda m: True, swappable=_not_fast_norm)
+                    channels_first=_always, swappable=_not_fast_norm)
 
 # The fingerprints of the known forms (tests/python/test_models.py checks them against the
 # real libraries).
@@ -227,11 +231,21 @@ class _Swapped(nn.Module):
     def _get_name(self) -> str:
         return f"fastln[{self._fastln_spec.name}]:{self._fastln_original.__name__}"
 
+    def __reduce_ex__(self, protocol: Any) -> Tuple[Any, ...]:
+        # Pickled (torch.save of a whole model, deepcopy) as its original class and spec: the
+        # swapped class is made again where it is loaded.
+        return (_rebuild_swapped, (self._fastln_original, self._fastln_spec), self.__dict__.copy())
 
-_swapped_classes: Dict[type, type] = {}
+
+def _rebuild_swapped(cls: type, spec: NormSpec) -> nn.Module:
+    swapped = _swapped_class(cls, spec)
+    return swapped.__new__(swapped)
 
 
-def _swapped_class(cls: type, spec: NormSpec) -> type:
+_swapped_classes: Dict[type, Type[nn.Module]] = {}
+
+
+def _swapped_class(cls: type, spec: NormSpec) -> Type[nn.Module]:
     key = _swapped_classes.get(cls)
     if key is None or key._fastln_spec != spec:  # type: ignore[attr-defined]
         key = type(f"Fastln{cls.__name__}", (_Swapped, cls),

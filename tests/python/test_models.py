@@ -132,6 +132,19 @@ def test_swap_matches_the_original_float32(name):
     assert torch.equal(y, ref[0])  # the original computation again, bit for bit
 
 
+def test_pickle_and_deepcopy_of_a_swapped_model(tmp_path):
+    model, _ = _model("gemma")
+    inputs = _inputs("gemma")
+    n = fastln.replace_norms(model)
+    ref = _out(model, inputs).detach()
+    torch.save(model, tmp_path / "m.pt")
+    loaded = torch.load(tmp_path / "m.pt", weights_only=False)
+    for other in (loaded, copy.deepcopy(model)):
+        assert sum(1 for m in other.modules() if type(m).__module__ == "fastln.swap") == n
+        torch.testing.assert_close(_out(other, inputs), ref, rtol=0, atol=0)
+        assert fastln.restore_norms(other) == n
+
+
 def test_repr_says_fastln():
     model, _ = _model("llama")
     before = repr(model)

@@ -24,9 +24,10 @@ struct Reference {
   std::vector<double> Y, mean, rstd, dX, dgamma, dbeta;
 };
 
+// weight_offset: the weight is weight_offset + gamma (with gamma only).
 Reference reference(const std::vector<double>& X, const std::vector<double>& dY,
                     const std::vector<double>* gamma, const std::vector<double>* beta, int64_t M,
-                    int64_t N, double eps, Norm norm) {
+                    int64_t N, double eps, Norm norm, double weight_offset = 0) {
   Reference r;
   r.Y.resize(M * N), r.dX.resize(M * N), r.mean.resize(M), r.rstd.resize(M);
   r.dgamma.assign(N, 0.0), r.dbeta.assign(N, 0.0);
@@ -42,14 +43,14 @@ Reference reference(const std::vector<double>& X, const std::vector<double>& dY,
     r.mean[i] = mean, r.rstd[i] = rstd;
     double c1 = 0, c2 = 0;
     for (int64_t j = 0; j < N; ++j) {
-      const double xhat = (x[j] - mean) * rstd, g = gamma ? (*gamma)[j] : 1.0;
+      const double xhat = (x[j] - mean) * rstd, g = gamma ? weight_offset + (*gamma)[j] : 1.0;
       r.Y[i * N + j] = xhat * g + (beta ? (*beta)[j] : 0.0);
       c1 += dy[j] * g, c2 += dy[j] * g * xhat;
       r.dgamma[j] += dy[j] * xhat, r.dbeta[j] += dy[j];
     }
     if (norm == Norm::kRms) c1 = 0;
     for (int64_t j = 0; j < N; ++j) {
-      const double xhat = (x[j] - mean) * rstd, g = gamma ? (*gamma)[j] : 1.0;
+      const double xhat = (x[j] - mean) * rstd, g = gamma ? weight_offset + (*gamma)[j] : 1.0;
       r.dX[i * N + j] = rstd * (dy[j] * g - c1 / N - xhat * c2 / N);
     }
   }
@@ -89,6 +90,8 @@ struct Case {
   double offset, spread;
   bool gamma, beta;
   Norm norm;
+  double weight_offset = 0;
+  bool residual = false;  // fused residual add: X = X + R, rounded to T
 };
 
 template <class T, class P>
@@ -97,13 +100,18 @@ void run_case(const Case& c, uint32_t seed) {
   const int64_t M = c.M, N = c.N, ld = N + c.pad;
   std::mt19937 rng(seed);
   std::normal_distribution<double> normal;
-  std::vector<T> X(M * ld), dY(M * ld);
+  std::vector<T> X(M * ld), dY(M * ld), R(c.residual ? M * ld : 0), S(c.residual ? M * N : 0);
   std::vector<double> Xd(M * N), dYd(M * N);
   for (int64_t i = 0; i < M; ++i)
     for (int64_t j = 0; j < ld; ++j) {
       X[i * ld + j] = to<T>(c.offset + c.spread * normal(rng));
       dY[i * ld + j] = to<T>(normal(rng));
-      if (j < N) Xd[i * N + j] = back(X[i * ld + j]), dYd[i * N + j] = back(dY[i * ld + j]);
+      // Fused add: back(X) + back(R) is exact in double, and to<T> rounds it as the kernel's
+      // sum in A stored to T does.
+      if (c.residual) R[i * ld + j] = to<T>(c.spread * normal(rng));
+      const double x = c.residual ? back(to<T>(back(X[i * ld + j]) + back(R[i * ld + j])))
+                                  : back(X[i * ld + j]);
+      if (j < N) Xd[i * N + j] = x, dYd[i * N + j] = back(dY[i * ld + j]);
     }
   std::vector<P> gamma(N), beta(N);
   std::vector<double> gammad(N), betad(N);
@@ -113,32 +121,46 @@ void run_case(const Case& c, uint32_t seed) {
   }
   const double eps = 1e-5;
   const Reference r = reference(Xd, dYd, c.gamma ? &gammad : nullptr, c.beta ? &betad : nullptr,
-                                M, N, eps, c.norm);
+                                M, N, eps, c.norm, c.weight_offset);
 
   std::vector<T> Y(M * N);
   std::vector<A> mean(M, A(-7)), rstd(M, A(-7));
-  const ForwardArgs<T, P> fa{X.data(), ld, c.gamma ? gamma.data() : nullptr,
-                             c.beta ? beta.data() : nullptr, Y.data(), mean.data(), rstd.data(),
-                             N, eps, c.norm};
+  ForwardArgs<T, P> fa{X.data(), ld, c.gamma ? gamma.data() : nullptr,
+                       c.beta ? beta.data() : nullptr, Y.data(), mean.data(), rstd.data(),
+                       N, eps, c.norm};
+  fa.weight_offset = c.weight_offset;
+  if (c.residual) fa.R = R.data(), fa.ldr = ld, fa.S = S.data();
   forward(fa, 0, M);
+  if (c.residual) require_close("S", S, Xd, 0, 0);  // exact
   require_close("mean", mean, r.mean, std::abs(c.offset) + 1, tol<A>());
   require_close("rstd", rstd, r.rstd, 0, 1e-4);  // a one-pass variance misses this by far
-  // x - mean carries the rounding of mean to A: about ulp(offset) / std.
+  // x - mean carries the rounding of mean to A: about ulp(offset) / std. Errors grow with the
+  // weight (|weight_offset + gamma|).
   const double y_tol = tol<T>() + std::numeric_limits<A>::epsilon() * std::abs(c.offset) / c.spread;
-  require_close("Y", Y, r.Y, 1, y_tol);
+  const double w_scale = 1 + std::abs(c.weight_offset);
+  require_close("Y", Y, r.Y, w_scale, y_tol);
+  if (M > 1) {  // a row at a time: 16-bit gamma is widened per row, not once for the range
+    std::vector<T> Y1(M * N);
+    std::vector<A> mean1(M), rstd1(M);
+    ForwardArgs<T, P> f1 = fa;
+    f1.Y = Y1.data(), f1.mean = mean1.data(), f1.rstd = rstd1.data();
+    for (int64_t i = 0; i < M; ++i) forward(f1, i, i + 1);
+    REQUIRE(std::memcmp(Y1.data(), Y.data(), M * N * sizeof(T)) == 0);
+  }
 
   std::vector<T> dX(M * N);
   const BlockPlan plan = plan_blocks(M, N);
   std::vector<A> partial(plan.nblocks * 2 * N, A(-7));
-  const BackwardArgs<T, P> ba{dY.data(), ld, X.data(), ld, mean.data(), rstd.data(),
-                              c.gamma ? gamma.data() : nullptr, dX.data(), partial.data(), M, N,
-                              c.norm};
+  BackwardArgs<T, P> ba{dY.data(), ld, c.residual ? S.data() : X.data(), c.residual ? N : ld,
+                        mean.data(), rstd.data(), c.gamma ? gamma.data() : nullptr, dX.data(),
+                        partial.data(), M, N, c.norm};
+  ba.weight_offset = c.weight_offset;
   backward_blocks(ba, plan, 0, plan.nblocks);
   std::vector<P> dgamma(N), dbeta(N);
   reduce_partials<T, P>(partial.data(), plan.nblocks, N, dgamma.data(), dbeta.data(), 0, N);
   // dX's rounding error scales with rstd (short rows of near-equal values have a large one).
   const double max_rstd = *std::max_element(r.rstd.begin(), r.rstd.end());
-  require_close("dX", dX, r.dX, std::max(1.0, max_rstd), 2 * y_tol);
+  require_close("dX", dX, r.dX, std::max(1.0, max_rstd) * w_scale, 2 * y_tol);
   const double sum_scale = std::sqrt(double(M));
   require_close("dgamma", dgamma, r.dgamma, sum_scale, 2 * y_tol + tol<P>());
   require_close("dbeta", dbeta, r.dbeta, sum_scale, tol<P>());
@@ -177,6 +199,66 @@ void run_all() {
 TEMPLATE_TEST_CASE("kernels match the double reference over sizes, affine options and ISAs",
                    "[kernels]", PAIRS) {
   run_all<typename TestType::first_type, typename TestType::second_type>();
+}
+
+// Zero-centred gamma: the weight is weight_offset + gamma. 25 rows make blocks of 4 (plan_blocks),
+// so the longest rows, just over 4 KB, take the 4-row backward (with a tail of 3 elements).
+template <class T, class P>
+void run_weight_offset() {
+  const int64_t sizes[] = {1, 7, 17, 64, 1000, 4096 / int64_t(sizeof(T)) + 3};
+  uint32_t seed = 1000;
+  for (Isa isa : isas()) {
+    set_isa(isa);
+    for (int64_t N : sizes)
+      for (Norm norm : {Norm::kLayer, Norm::kRms})
+        for (double offset : {0.0, 1.0, -0.5})
+          for (int affine : {0, 1, 3})  // no weight (the offset unused), gamma, gamma and beta
+            for (bool residual : {false, true}) {
+              Case c{25, N, N % 3, 0.0, 1.0, bool(affine & 1), bool(affine & 2), norm};
+              c.weight_offset = offset, c.residual = residual;
+              INFO("isa " << isa_name(isa) << " N " << N << " affine " << affine << " rms "
+                          << (norm == Norm::kRms) << " weight_offset " << offset << " residual " << residual);
+              run_case<T, P>(c, seed++);
+            }
+  }
+  set_isa(best_isa());
+}
+
+TEMPLATE_TEST_CASE("a weight offset (zero-centred gamma) in forward, backward and the fused add",
+                   "[kernels]", PAIRS) {
+  run_weight_offset<typename TestType::first_type, typename TestType::second_type>();
+}
+
+TEMPLATE_TEST_CASE("offset 0 keeps a gamma of -0 (the bits of no offset)", "[kernels]",
+                   (std::pair<float, float>), (std::pair<double, double>), (std::pair<bf16, bf16>),
+                   (std::pair<bf16, float>), (std::pair<fp16, fp16>), (std::pair<fp16, float>)) {
+  using T = typename TestType::first_type;
+  using P = typename TestType::second_type;
+  using A = acc_t<T>;
+  // Row 0 rises, so x - mean < 0 in its first half: y = (x - mean) * rstd * (-0) is +0 there,
+  // and -0 where gamma is +0. Adding +0 to gamma would turn both into -0.
+  const int64_t M = 3, N = 37;
+  std::vector<T> X(M * N), Y(M * N);
+  std::vector<P> gamma(N);
+  std::vector<A> mean(M), rstd(M);
+  for (int64_t k = 0; k < M * N; ++k) X[k] = to<T>(double(k % N));
+  for (int64_t j = 0; j < N; ++j) gamma[j] = to<P>(j % 2 ? -0.0 : 0.0);
+  for (Isa isa : isas()) {
+    set_isa(isa);
+    INFO("isa " << isa_name(isa));
+    for (int64_t rows : {int64_t(1), M}) {  // forward one row at a time, and the whole range
+      INFO("rows per call " << rows);
+      const ForwardArgs<T, P> fa{X.data(), N, gamma.data(), nullptr, Y.data(), mean.data(),
+                                 rstd.data(), N, 1e-5, Norm::kLayer};
+      for (int64_t i = 0; i < M; i += rows) forward(fa, i, i + rows);
+      for (int64_t j = 0; j < N / 2; ++j) {
+        INFO("j " << j);
+        REQUIRE(back(Y[j]) == 0.0);
+        REQUIRE(std::signbit(back(Y[j])) == !(j % 2));
+      }
+    }
+  }
+  set_isa(best_isa());
 }
 
 TEMPLATE_TEST_CASE("rows far from zero keep their variance", "[kernels]",

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -76,16 +77,30 @@ std::array<double, K> row_sums(const T* x, int64_t N, Terms terms) {
   return total;
 }
 
-// y = (x - mean) * (rstd * gamma) + beta over one row. Arguments by value: the stores (memcpy)
-// may alias anything in memory, so pointers read through a reference would be reloaded at
-// every vector.
-template <class A, bool kStream, class T, class P>
+// f(true_type) or f(false_type): a run-time flag as a template argument.
+template <class F>
+inline void with_flag(bool b, F&& f) {
+  if (b) f(std::true_type{}); else f(std::false_type{});
+}
+
+// The weight: offset + gamma (zero-centred gamma). Where the offset is 0 the kernels take
+// kOffset = false, which adds nothing: the add cost bf16 backward 7% on rows in cache (Zen 4),
+// and +0 + -0 is +0, so an added 0 would not even keep the bits of a gamma of -0.
+template <bool kOffset, class Vt>
+inline Vt weight(Vt voffset, Vt gamma) {
+  if constexpr (kOffset) return voffset + gamma; else return gamma;
+}
+
+// y = (x - mean) * (rstd * (offset + gamma)) + beta over one row. Arguments by value: the
+// stores (memcpy) may alias anything in memory, so pointers read through a reference would be
+// reloaded at every vector.
+template <class A, bool kStream, bool kOffset, class T, class P>
 void normalize_row(const T* x, T* y, const P* gamma, const P* beta, typename V<A>::type vmean,
-                   typename V<A>::type vrstd, int64_t N) {
+                   typename V<A>::type vrstd, typename V<A>::type voffset, int64_t N) {
   using Vt = typename V<A>::type;
   for_each_vec<A>(0, N, [&](int64_t j, int64_t n) {
     Vt scale = vrstd;
-    if (gamma) scale *= ld<A>(gamma + j, n);
+    if (gamma) scale *= weight<kOffset>(voffset, ld<A>(gamma + j, n));
     Vt out = (ld<A>(x + j, n) - vmean) * scale;
     if (beta) out += ld<A>(beta + j, n);
     st<A, T, kStream>(y + j, out, n);
@@ -154,14 +169,18 @@ void forward_row(const ForwardArgs<T, P>& a, int64_t i) {
   a.mean[i] = mean;
   a.rstd[i] = rstd;
 
-  if (a.stream && stream_aligned<A>(y)) normalize_row<A, true>(x, y, a.gamma, a.beta, vmean, splat<A>(rstd), N);
-  else normalize_row<A, false>(x, y, a.gamma, a.beta, vmean, splat<A>(rstd), N);
+  const Vt voffset = splat<A>(A(a.weight_offset));
+  with_flag(a.stream && stream_aligned<A>(y), [&](auto stream) {
+    with_flag(a.gamma && a.weight_offset != 0, [&](auto offset) {
+      normalize_row<A, stream(), offset()>(x, y, a.gamma, a.beta, vmean, splat<A>(rstd), voffset, N);
+    });
+  });
 }
 
 // Rows [i0, i0 + R) of the backward. The first pass takes the R rows together, so that gamma
 // and the block's partial sums are loaded (and the partials stored) once for R rows: 3.25
 // instead of 7 loads and stores per element for R = 4.
-template <int R, class T, class P>
+template <int R, bool kOffset, class T, class P>
 void backward_rows(const BackwardArgs<T, P>& a, int64_t i0, acc_t<T>* pgamma, acc_t<T>* pbeta) {
   using A = acc_t<T>;
   using Vt = typename V<A>::type;
@@ -174,14 +193,15 @@ void backward_rows(const BackwardArgs<T, P>& a, int64_t i0, acc_t<T>* pgamma, ac
     vmean[r] = splat<A>(a.norm == Norm::kLayer ? a.mean[i0 + r] : A(0));
     vrstd[r] = splat<A>(a.rstd[i0 + r]);
   }
+  const Vt voffset = splat<A>(A(a.weight_offset));
 
-  // xhat = (x - mean) * rstd, g = dy * gamma
+  // xhat = (x - mean) * rstd, g = dy * (offset + gamma)
   // c1 = sum(g), c2 = sum(g * xhat) per row; partial dgamma += sum_r dy * xhat, dbeta += sum_r dy
   double c1[R] = {}, c2[R] = {};
   for (int64_t c = 0; c < N; c += kChunk) {
     Vt s1[R] = {}, s2[R] = {};
     for_each_vec<A>(c, std::min(N, c + kChunk), [&](int64_t j, int64_t n) {
-      const Vt vgamma = a.gamma ? ld<A>(a.gamma + j, n) : splat<A>(A(1));
+      const Vt vgamma = a.gamma ? weight<kOffset>(voffset, ld<A>(a.gamma + j, n)) : splat<A>(A(1));
       Vt dg{}, db{};
       for (int r = 0; r < R; ++r) {
         const Vt vdy = ld<A>(dy[r] + j, n);
@@ -217,7 +237,7 @@ void backward_rows(const BackwardArgs<T, P>& a, int64_t i0, acc_t<T>* pgamma, ac
     auto write = [&]<bool kStream>() {
       for_each_vec<A>(0, N, [&](int64_t j, int64_t n) {
         const Vt xhat = (ld<A>(xr + j, n) - m) * rs;
-        const Vt g = gamma ? ld<A>(dyr + j, n) * ld<A>(gamma + j, n) : ld<A>(dyr + j, n);
+        const Vt g = gamma ? ld<A>(dyr + j, n) * weight<kOffset>(voffset, ld<A>(gamma + j, n)) : ld<A>(dyr + j, n);
         st<A, T, kStream>(dx + j, rs * (g - vc1 - xhat * vc2), n);
       });
     };
@@ -233,13 +253,17 @@ void forward(const ForwardArgs<T, P>& a, int64_t row_begin, int64_t row_end) {
   if constexpr (sizeof(P) == 2) {
     // 16-bit parameters are widened to float once per range of rows, not at every row: two
     // conversions fewer per vector (bf16 forward 1.05-1.1x, docs/cpu.md). Exact: every 16-bit
-    // value is a float, and the rows are computed in float either way.
+    // value is a float, and the rows are computed in float either way. The weight offset is
+    // folded in here: the float sum the row kernel would form.
     if (row_end - row_begin > 1) {
       std::vector<float> w(a.gamma ? a.N : 0), b(a.beta ? a.N : 0);
       for (int64_t j = 0; j < int64_t(w.size()); ++j) w[j] = to_float(a.gamma[j]);
+      if (a.weight_offset != 0)
+        for (int64_t j = 0; j < int64_t(w.size()); ++j) w[j] += float(a.weight_offset);
       for (int64_t j = 0; j < int64_t(b.size()); ++j) b[j] = to_float(a.beta[j]);
       const ForwardArgs<T, float> f{a.X,    a.ldx,  a.gamma ? w.data() : nullptr, a.beta ? b.data() : nullptr,
-                                    a.Y,    a.mean, a.rstd, a.N, a.eps, a.norm, a.R, a.ldr, a.S, a.stream};
+                                    a.Y,    a.mean, a.rstd, a.N, a.eps, a.norm, a.R, a.ldr, a.S, a.stream,
+                                    /*weight_offset: in w*/ 0.0};
       for (int64_t i = row_begin; i < row_end; ++i) forward_row(f, i);
       if (a.stream) stream_fence();
       return;
@@ -253,18 +277,20 @@ template <class T, class P>
 void backward_blocks(const BackwardArgs<T, P>& a, const BlockPlan& plan, int64_t block_begin,
                      int64_t block_end) {
   using A = acc_t<T>;
-  for (int64_t b = block_begin; b < block_end; ++b) {
-    A* pgamma = a.partial ? a.partial + b * 2 * a.N : nullptr;
-    A* pbeta = pgamma ? pgamma + a.N : nullptr;
-    if (pgamma) std::fill(pgamma, pgamma + 2 * a.N, A(0));
-    const int64_t r0 = b * plan.rows_per_block, r1 = std::min(a.M, r0 + plan.rows_per_block);
-    // Rows of 4 KB and more in groups of 4; shorter rows one by one, which reads x and dy as
-    // two continuous streams: 4 rows of 1 KB interleaved defeat the prefetcher (1.6x slower).
-    int64_t i = r0;
-    if (a.N * int64_t(sizeof(T)) >= 4096)
-      for (; i + 4 <= r1; i += 4) backward_rows<4>(a, i, pgamma, pbeta);
-    for (; i < r1; ++i) backward_rows<1>(a, i, pgamma, pbeta);
-  }
+  with_flag(a.gamma && a.weight_offset != 0, [&](auto offset) {
+    for (int64_t b = block_begin; b < block_end; ++b) {
+      A* pgamma = a.partial ? a.partial + b * 2 * a.N : nullptr;
+      A* pbeta = pgamma ? pgamma + a.N : nullptr;
+      if (pgamma) std::fill(pgamma, pgamma + 2 * a.N, A(0));
+      const int64_t r0 = b * plan.rows_per_block, r1 = std::min(a.M, r0 + plan.rows_per_block);
+      // Rows of 4 KB and more in groups of 4; shorter rows one by one, which reads x and dy as
+      // two continuous streams: 4 rows of 1 KB interleaved defeat the prefetcher (1.6x slower).
+      int64_t i = r0;
+      if (a.N * int64_t(sizeof(T)) >= 4096)
+        for (; i + 4 <= r1; i += 4) backward_rows<4, offset()>(a, i, pgamma, pbeta);
+      for (; i < r1; ++i) backward_rows<1, offset()>(a, i, pgamma, pbeta);
+    }
+  });
   if (a.stream) stream_fence();
 }
 

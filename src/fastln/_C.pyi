@@ -11,7 +11,7 @@ torch_version: str
 compiler: str
 """The compiler and its version, e.g. ``gcc 12.2.0``."""
 cuda: bool
-"""Whether the CUDA kernels are built in (FASTLN_CUDA=ON)."""
+"""Whether the CUDA kernels are built in (FASTLN_CUDA=AUTO found CUDA, or ON)."""
 cuda_archs: str
 """The CUDA architectures compiled for ('' without CUDA)."""
 

@@ -224,7 +224,8 @@ const at::Tensor& or_undefined(const OptTensor& t) {
 // The gradient edges of a call's inputs, or none when no input requires grad (or grad mode is
 // off): then the forward runs alone, as building the graph node costs ~2 us, a fifth of a small
 // call (docs/cpu.md, per-call overhead). torch.func's gradient transforms and forward-mode AD
-// have no formula here and fail clearly (vmap passes the check).
+// have no formula here and fail clearly when torch.ops.fastln is called directly under them
+// (vmap passes the check); fastln.functional sends such calls to torch's own functions.
 torch::autograd::edge_list grad_edges(const char* op, std::initializer_list<const at::Tensor*> inputs) {
   if (const auto& functorch = at::functorch::functorchTLSAccessor()) functorch->checkSupportsCppAutogradFunction();
   bool grad = false;
@@ -451,7 +452,8 @@ TORCH_LIBRARY_IMPL(fastln, CompositeExplicitAutograd, m) {
 // a CUDA fallback for the whole key would catch other libraries' ops too.
 void no_cuda(const c10::OperatorHandle& op, torch::jit::Stack*) {
   TORCH_CHECK(false, op.schema().name(), ": fastln was built without CUDA kernels "
-              "(FASTLN_CUDA=OFF): rebuild with FASTLN_CUDA=ON to use CUDA tensors");
+              "(`python -m fastln info` says why): reinstall it where torch has CUDA and a matching nvcc "
+              "is found (FASTLN_CUDA=AUTO, the default), or with FASTLN_CUDA=ON to be told what is missing");
 }
 TORCH_LIBRARY_IMPL(fastln, CUDA, m) {
   for (const char* schema : kSchemas) {

@@ -7,6 +7,8 @@
 #include <ATen/autocast_mode.h>
 #include <torch/library.h>
 
+#include "op_decls.h"
+
 namespace fastln {
 namespace {
 
@@ -15,13 +17,8 @@ at::Tensor layer_norm_autocast_cuda(const at::Tensor& input, c10::SymIntArrayRef
                                     const std::optional<at::Tensor>& bias, double eps,
                                     double weight_offset) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCUDA);
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("fastln::layer_norm", "")
-                       .typed<at::Tensor(const at::Tensor&, c10::SymIntArrayRef,
-                                         const std::optional<at::Tensor>&,
-                                         const std::optional<at::Tensor>&, double, double)>();
   constexpr auto cuda = c10::DeviceType::CUDA;
-  return op.call(at::autocast::cached_cast(at::kFloat, input, cuda), normalized_shape,
+  return op::layer_norm().call(at::autocast::cached_cast(at::kFloat, input, cuda), normalized_shape,
                  at::autocast::cached_cast(at::kFloat, weight, cuda),
                  at::autocast::cached_cast(at::kFloat, bias, cuda), eps, weight_offset);
 }

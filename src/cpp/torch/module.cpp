@@ -1,5 +1,5 @@
 // The Python extension fastln._C. Importing it registers the torch ops (TORCH_LIBRARY in
-// ops.cpp). The functions here report how fastln was built and which CPU path runs, and give
+// library.cpp). The functions here report how fastln was built and which CPU path runs, and give
 // fastln.functional an eager fast path to the ops.
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/csrc/Exceptions.h>
@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "common.h"
+#include "op_decls.h"
 #include "output_cache.h"
 
 namespace py = pybind11;
@@ -38,7 +38,6 @@ fastln::Isa isa_from_name(const std::string& name) {
 //   is returned, and fastln.functional computes with torch's differentiable functions;
 // - anything else: kOps is returned, and fastln.functional calls torch.ops (which converts,
 //   or fails in torch's words).
-using fastln::find_op;
 using fastln::OptTensor;
 using fastln::Tensor2;
 
@@ -117,9 +116,6 @@ void check_strided(const char* op, std::initializer_list<std::pair<const char*, 
 
 py::object layer_norm(py::handle input_, py::handle shape_, py::handle weight_, py::handle bias_, py::handle eps_,
                       py::handle memory_efficient_, py::handle weight_offset_) {
-  using Sig = at::Tensor(const at::Tensor&, c10::SymIntArrayRef, const OptTensor&, const OptTensor&, double, double);
-  static const auto op = find_op<Sig>("fastln::layer_norm");
-  static const auto op_me = find_op<Sig>("fastln::layer_norm_memory_efficient");
   OptTensor input, weight, bias;
   std::vector<int64_t> shape;
   double eps, weight_offset;
@@ -133,15 +129,14 @@ py::object layer_norm(py::handle input_, py::handle shape_, py::handle weight_, 
   at::Tensor y;
   {
     py::gil_scoped_release no_gil;
-    y = (memory_efficient ? op_me : op).call(*input, c10::fromIntArrayRefSlow(shape), weight, bias, eps, weight_offset);
+    const auto& op = memory_efficient ? fastln::op::layer_norm_memory_efficient() : fastln::op::layer_norm();
+    y = op.call(*input, c10::fromIntArrayRefSlow(shape), weight, bias, eps, weight_offset);
   }
   return py::cast(std::move(y));
 }
 
 py::object rms_norm(py::handle input_, py::handle shape_, py::handle weight_, py::handle eps_,
                     py::handle weight_offset_) {
-  static const auto op = find_op<at::Tensor(const at::Tensor&, c10::SymIntArrayRef, const OptTensor&,
-                                            std::optional<double>, double)>("fastln::rms_norm");
   OptTensor input, weight;
   std::vector<int64_t> shape;
   std::optional<double> eps;
@@ -154,7 +149,7 @@ py::object rms_norm(py::handle input_, py::handle shape_, py::handle weight_, py
   at::Tensor y;
   {
     py::gil_scoped_release no_gil;
-    y = op.call(*input, c10::fromIntArrayRefSlow(shape), weight, eps, weight_offset);
+    y = fastln::op::rms_norm().call(*input, c10::fromIntArrayRefSlow(shape), weight, eps, weight_offset);
   }
   return py::cast(std::move(y));
 }
@@ -179,18 +174,12 @@ py::object fused_add_norm(py::handle input_, py::handle residual_, py::handle sh
   Tensor2 out;
   {
     py::gil_scoped_release no_gil;
-    if constexpr (kRms) {
-      static const auto op = find_op<Tensor2(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
-                                             const OptTensor&, std::optional<double>, bool, double)>(
-          "fastln::fused_add_rms_norm");
-      out = op.call(*input, *residual, c10::fromIntArrayRefSlow(shape), weight, eps, residual_in_fp32, weight_offset);
-    } else {
-      static const auto op = find_op<Tensor2(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
-                                             const OptTensor&, const OptTensor&, double, bool, double)>(
-          "fastln::fused_add_layer_norm");
-      out = op.call(*input, *residual, c10::fromIntArrayRefSlow(shape), weight, bias, eps_value, residual_in_fp32,
-                    weight_offset);
-    }
+    if constexpr (kRms)
+      out = fastln::op::fused_add_rms_norm().call(*input, *residual, c10::fromIntArrayRefSlow(shape), weight, eps,
+                                                  residual_in_fp32, weight_offset);
+    else
+      out = fastln::op::fused_add_layer_norm().call(*input, *residual, c10::fromIntArrayRefSlow(shape), weight,
+                                                    bias, eps_value, residual_in_fp32, weight_offset);
   }
   return py::make_tuple(std::get<0>(out), std::get<1>(out));
 }

@@ -1,4 +1,4 @@
-// The fastln op library: schemas, autograd, and the composite entry points.
+// Autograd and the composite entry points of the fastln ops (schemas: op_decls.h).
 //
 // fastln::layer_norm and fastln::rms_norm are what users call (through fastln.layer_norm and
 // fastln.rms_norm). One C++ autograd node (NormBackward) serves both, the memory-efficient
@@ -19,7 +19,7 @@
 #include <cstring>
 #include <string>
 
-#include "common.h"
+#include "op_decls.h"
 
 namespace fastln {
 namespace {
@@ -36,14 +36,10 @@ struct NormOutputs {
 NormOutputs call_fwd(bool rms, const at::Tensor& input, c10::SymIntArrayRef ns, const OptTensor& weight,
                      const OptTensor& bias, double eps, double weight_offset) {
   if (rms) {
-    static auto op = find_op<Tensor2(const at::Tensor&, c10::SymIntArrayRef, const OptTensor&, double, double)>(
-        "fastln::rms_norm_fwd");
-    auto [y, rstd] = op.call(input, ns, weight, eps, weight_offset);
+    auto [y, rstd] = op::rms_norm_fwd().call(input, ns, weight, eps, weight_offset);
     return {y, at::Tensor(), rstd};
   }
-  static auto op = find_op<Tensor3(const at::Tensor&, c10::SymIntArrayRef, const OptTensor&, const OptTensor&,
-                              double, double)>("fastln::layer_norm_fwd");
-  auto [y, mean, rstd] = op.call(input, ns, weight, bias, eps, weight_offset);
+  auto [y, mean, rstd] = op::layer_norm_fwd().call(input, ns, weight, bias, eps, weight_offset);
   return {y, mean, rstd};
 }
 
@@ -51,16 +47,10 @@ Tensor3 call_bwd(bool rms, const at::Tensor& grad_out, const at::Tensor& input, 
             const at::Tensor& mean, const at::Tensor& rstd, const OptTensor& weight, const OptTensor& bias,
             std::array<bool, 3> mask, double weight_offset) {
   if (rms) {
-    static auto op = find_op<Tensor2(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
-                                const at::Tensor&, const OptTensor&, std::array<bool, 2>, double)>(
-        "fastln::rms_norm_bwd");
-    auto [dx, dw] = op.call(grad_out, input, ns, rstd, weight, {mask[0], mask[1]}, weight_offset);
+    auto [dx, dw] = op::rms_norm_bwd().call(grad_out, input, ns, rstd, weight, {mask[0], mask[1]}, weight_offset);
     return {dx, dw, at::Tensor()};
   }
-  static auto op = find_op<Tensor3(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
-                              const at::Tensor&, const at::Tensor&, const OptTensor&, const OptTensor&,
-                              std::array<bool, 3>, double)>("fastln::layer_norm_bwd");
-  return op.call(grad_out, input, ns, mean, rstd, weight, bias, mask, weight_offset);
+  return op::layer_norm_bwd().call(grad_out, input, ns, mean, rstd, weight, bias, mask, weight_offset);
 }
 
 // x - mean recovered from the output y = (x - mean) * rstd * (weight_offset + weight) + bias
@@ -68,17 +58,13 @@ Tensor3 call_bwd(bool rms, const at::Tensor& grad_out, const at::Tensor& input, 
 // data only.
 at::Tensor call_recover(const at::Tensor& y, c10::SymIntArrayRef ns, const at::Tensor& rstd,
                         const OptTensor& weight, const OptTensor& bias, double weight_offset) {
-  static auto op = find_op<at::Tensor(const at::Tensor&, c10::SymIntArrayRef, const at::Tensor&,
-                                      const OptTensor&, const OptTensor&, double)>("fastln::recover_centered_input");
-  return op.call(y, ns, rstd, weight, bias, weight_offset);
+  return op::recover_centered_input().call(y, ns, rstd, weight, bias, weight_offset);
 }
 
 Tensor4 call_add_fwd(const at::Tensor& input, const at::Tensor& residual, c10::SymIntArrayRef ns,
                      const OptTensor& weight, const OptTensor& bias, double eps, bool rms, bool residual_in_fp32,
                      double weight_offset) {
-  static auto op = find_op<Tensor4(const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef, const OptTensor&,
-                                   const OptTensor&, double, bool, bool, double)>("fastln::add_norm_fwd");
-  return op.call(input, residual, ns, weight, bias, eps, rms, residual_in_fp32, weight_offset);
+  return op::add_norm_fwd().call(input, residual, ns, weight, bias, eps, rms, residual_in_fp32, weight_offset);
 }
 
 std::vector<int64_t> dim_range(int64_t begin, int64_t end) {
@@ -385,51 +371,6 @@ at::Tensor recover_centered_input(const at::Tensor& y, c10::SymIntArrayRef norma
 
 }  // namespace
 
-// Every op of the library, one schema each: TORCH_LIBRARY defines them all, and a build
-// without CUDA gives each the same CUDA stub (below).
-constexpr const char* kSchemas[] = {
-    // weight_offset (every op): the weight counts as weight_offset + weight (zero-centred gamma,
-    // as Gemma's 1 + weight), the sum formed in the accumulation type; it needs a weight.
-    "layer_norm(Tensor input, SymInt[] normalized_shape, Tensor? weight=None, "
-    "Tensor? bias=None, float eps=1e-05, *, float weight_offset=0.0) -> Tensor",
-    // Returns (output, mean, rstd); mean and rstd have the input's leading dims, then ones.
-    "layer_norm_fwd(Tensor input, SymInt[] normalized_shape, Tensor? weight, Tensor? bias, "
-    "float eps, float weight_offset=0.0) -> (Tensor, Tensor, Tensor)",
-    // Returns (grad_input, grad_weight, grad_bias); those not asked for in output_mask are empty.
-    "layer_norm_bwd(Tensor grad_out, Tensor input, SymInt[] normalized_shape, Tensor mean, "
-    "Tensor rstd, Tensor? weight, Tensor? bias, bool[3] output_mask, float weight_offset=0.0) "
-    "-> (Tensor, Tensor, Tensor)",
-    // layer_norm that saves its output, not its input, for backward.
-    "layer_norm_memory_efficient(Tensor input, SymInt[] normalized_shape, "
-    "Tensor? weight=None, Tensor? bias=None, float eps=1e-05, *, float weight_offset=0.0) -> Tensor",
-    // (output - bias) / (weight_offset + weight) / rstd, in the output's dtype: the input minus its mean.
-    "recover_centered_input(Tensor output, SymInt[] normalized_shape, Tensor rstd, "
-    "Tensor? weight, Tensor? bias, float weight_offset=0.0) -> Tensor",
-    // eps=None: torch.finfo of the computation type (float32 for 16-bit inputs).
-    "rms_norm(Tensor input, SymInt[] normalized_shape, Tensor? weight=None, "
-    "float? eps=None, *, float weight_offset=0.0) -> Tensor",
-    // Returns (output, rstd); rstd as layer_norm_fwd's.
-    "rms_norm_fwd(Tensor input, SymInt[] normalized_shape, Tensor? weight, float eps, "
-    "float weight_offset=0.0) -> (Tensor, Tensor)",
-    "rms_norm_bwd(Tensor grad_out, Tensor input, SymInt[] normalized_shape, Tensor rstd, "
-    "Tensor? weight, bool[2] output_mask, float weight_offset=0.0) -> (Tensor, Tensor)",
-    // Residual add fused with the norm: (norm(input + residual), input + residual).
-    "fused_add_layer_norm(Tensor input, Tensor residual, SymInt[] normalized_shape, "
-    "Tensor? weight=None, Tensor? bias=None, float eps=1e-05, bool residual_in_fp32=False, *, "
-    "float weight_offset=0.0) -> (Tensor, Tensor)",
-    "fused_add_rms_norm(Tensor input, Tensor residual, SymInt[] normalized_shape, "
-    "Tensor? weight=None, float? eps=None, bool residual_in_fp32=False, *, "
-    "float weight_offset=0.0) -> (Tensor, Tensor)",
-    // Returns (output, input + residual, mean, rstd); rms: mean is zeros, bias must be None.
-    "add_norm_fwd(Tensor input, Tensor residual, SymInt[] normalized_shape, Tensor? weight, "
-    "Tensor? bias, float eps, bool rms, bool residual_in_fp32, float weight_offset=0.0) "
-    "-> (Tensor, Tensor, Tensor, Tensor)",
-};
-
-TORCH_LIBRARY(fastln, m) {
-  for (const char* schema : kSchemas) m.def(schema);
-}
-
 TORCH_LIBRARY_IMPL(fastln, Autograd, m) {
   m.impl("fused_add_layer_norm", &fused_add_layer_norm_autograd);
   m.impl("fused_add_rms_norm", &fused_add_rms_norm_autograd);
@@ -445,22 +386,5 @@ TORCH_LIBRARY_IMPL(fastln, CompositeExplicitAutograd, m) {
   m.impl("fused_add_layer_norm", &fused_add_layer_norm_composite);
   m.impl("fused_add_rms_norm", &fused_add_rms_norm_composite);
 }
-
-#ifndef FASTLN_WITH_CUDA
-// Without this, a CUDA tensor would meet the dispatcher's generic "could not run" message. One
-// boxed kernel serves every op (any signature), registered for each op of this library only:
-// a CUDA fallback for the whole key would catch other libraries' ops too.
-void no_cuda(const c10::OperatorHandle& op, torch::jit::Stack*) {
-  TORCH_CHECK(false, op.schema().name(), ": fastln was built without CUDA kernels "
-              "(`python -m fastln info` says why): reinstall it where torch has CUDA and a matching nvcc "
-              "is found (FASTLN_CUDA=AUTO, the default), or with FASTLN_CUDA=ON to be told what is missing");
-}
-TORCH_LIBRARY_IMPL(fastln, CUDA, m) {
-  for (const char* schema : kSchemas) {
-    const std::string name(schema, std::strchr(schema, '('));
-    m.impl(name.c_str(), torch::CppFunction::makeFromBoxedFunction<&no_cuda>());
-  }
-}
-#endif
 
 }  // namespace fastln

@@ -3,9 +3,12 @@
 # Usage (repo root on the device): STAGES="build test sanitize bench" bash bench/device_run.sh
 # Stages: build, smoke (an error path), cpuonly (a FASTLN_CUDA=OFF build beside it: its error
 # and packaging tests, with CUDA tensors), test, huge (FASTLN_TEST_HUGE=1 test_huge.py, ~35 GB
-# of GPU memory), sanitize (memcheck and racecheck side by side), bench, opsbench, sweep
-# (bench/cluster_sweep.py: fastln alone under each cluster size; SWEEP_ARGS), ktimes
-# (bench/cuda_kernel_times.py: the backward's time per kernel; KTIMES_ARGS).
+# of GPU memory), sanitize (memcheck and racecheck side by side), bench, opsbench, ktimes
+# (the backward's time per kernel; KTIMES_ARGS). The benchmark stages run fastln.benchmark
+# (python -m fastln bench --device cuda): bench = the default CUDA suites (kernel, ops, user with
+# the peers where importable, calls, devices), opsbench = --suites ops, ktimes = --suites
+# bwd_kernels; BENCH_ARGS are more options (e.g. --quick); results in $OUT/cuda_<card>.json
+# (+ .md and plots). Cluster sizes and other launch-plan A/Bs go through plan overrides (issue 24).
 # TEST_ARGS: pytest's arguments instead of the whole suite (e.g. "tests/python/test_cuda.py").
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p $OUT
@@ -49,11 +52,9 @@ sanitize)
   done
   wait ;;
 bench)
-  python3 bench/cuda_bench.py $BENCH_ARGS --json $OUT/cuda_h100.json 2>&1 | tee $OUT/bench.log | tail -48 ;;
+  (cd /tmp && python3 -m fastln bench --device cuda --no-progress --out $OUT $BENCH_ARGS 2>&1) | tee $OUT/bench.log | tail -60 ;;
 opsbench)
-  python3 bench/cuda_ops_bench.py --json $OUT/cuda_ops_h100.json 2>&1 | tee $OUT/opsbench.log ;;
-sweep)
-  python3 bench/cluster_sweep.py $SWEEP_ARGS --json $OUT/cluster_sweep.json 2>&1 | tee $OUT/sweep.log | tail -20 ;;
+  (cd /tmp && python3 -m fastln bench --device cuda --suites ops --no-progress --out $OUT $BENCH_ARGS 2>&1) | tee $OUT/opsbench.log ;;
 ktimes)
-  python3 bench/cuda_kernel_times.py $KTIMES_ARGS 2>&1 | grep -v -i warn | tee $OUT/ktimes.log ;;
+  (cd /tmp && python3 -m fastln bench --device cuda --suites bwd_kernels --no-progress --out $OUT $KTIMES_ARGS 2>&1) | tee $OUT/ktimes.log ;;
 esac; done

@@ -1,33 +1,54 @@
-"""Benchmark suite: fastln vs torch eager, torch.compile and the textbook baseline.
+"""fastln's one benchmark harness: every suite, CPU and CUDA, from declarative definitions.
 
-    python -m fastln.benchmark [--quick] [--device cpu|cuda] [--out DIR]
+    python -m fastln bench [--quick] [--device cpu|cuda] [--suites NAME,...] [--out DIR]
+    python -m fastln bench --list                      # the suites, as data
+    python -m fastln bench --plot FILE.json ... [--out DIR]   # the plots of results files
+    python -m fastln bench --readme [--check]          # README/docs tables from bench/results
 
-Every implementation runs on the same tensors, interleaved sample by sample in one process
-(so machine noise hits them alike); each sample times a batch of calls sized to ~2 ms.
-Reports median, IQR and iteration count per (dtype, shape, mode, implementation), achieved
-GB/s (forward: x read + y written; forward+backward adds dy and x read, dx written) and the
-ratio torch eager / impl. Writes results.json, results.md and, when matplotlib is present,
-PNG plots of time and GB/s vs hidden size.
+A suite (``SUITES``) is data: ops x shapes x dtypes x modes x implementations, a level
+("user": the public functions as a user calls them, autograd included; "kernel": the forward
+and backward ops alone, ``torch.ops.fastln.*_fwd/_bwd`` against aten's) and a timer. Peers are
+taken where importable (torch.compile; on CUDA Liger-Kernel and Quack) and listed as skipped
+otherwise. One run writes one results file per device (``DIR/cpu.json``, ``DIR/cuda_h100.json``:
+the card's name in it), suites run replace that suite's rows in an existing file (``--fresh``:
+start over), so ``bench/results/`` keeps one current result per device and suite. The copy
+bandwidth is measured in the run (a device-to-device ``copy_`` on CUDA, a 64 MB ``copy_`` on the
+CPU) and every row's "% of copy" is against it.
 
-Large outputs (>= 32 MB) are measured twice: end to end (each call allocates its output,
-which the allocator maps fresh: page faults) and "warm" (glibc told to keep freed memory,
-so outputs reuse faulted pages: the kernel time). See docs/cpu.md.
+Timers. CPU ("interleaved"): every implementation on the same tensors, interleaved batch by
+batch in one process (order rotating), each batch ~2 ms, medians, IQR and minima. Large outputs
+(>= 32 MB) are measured twice: end to end ("e2e": each call allocates its output, which glibc
+maps fresh: page faults) and "warm" (glibc told to keep freed memory: the kernel time); see
+docs/cpu.md. CUDA ("device"): ``triton.testing.do_bench`` medians where Triton is importable
+(L2 flushed before every call), else CUDA events after a 256 MB memset, the same way. "host":
+back-to-back calls in a loop, synchronised once per batch, so host overhead counts (decode-size
+calls; the CPU-against-CUDA suite).
+
+Bytes counted per call (``BYTES``, in units of the input's size): forward x read + y written (2),
+backward x and dy read + dx written (3), forward+backward 5; the fused adds also read the
+residual and write the sum (forward 4, forward+backward 7). Parameters are not counted.
 """
 from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import datetime
 import gc
+import importlib
+import importlib.util
 import json
 import math
 import os
 import platform
+import re
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -36,14 +57,140 @@ from torch import Tensor
 import fastln
 from fastln import _C
 
-GRID = [(100, 512), (1000, 1024), (5000, 256), (8192, 768), (2048, 4096), (256, 16384),
-        (32768, 128)]
-QUICK_GRID = [(100, 512), (1000, 1024), (2048, 4096), (32768, 128)]
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+Shape = tuple[int, int]
+Runner = Callable[[], object]
+Row = dict[str, Any]
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 LARGE_BYTES = 32 << 20
+EPS = 1e-5
+
+# ---------------------------------------------------------------------------------------------
+# Suites, as data
 
 
-def baseline(x: Tensor, shape: Sequence[int], w: Tensor, b: Tensor, eps: float = 1e-5) -> Tensor:
+def rows_of(elements: int, ns: Iterable[int]) -> tuple[Shape, ...]:
+    """(M, N) with M * N near ``elements`` for each N."""
+    return tuple((max(1, round(elements / n)), n) for n in ns)
+
+
+CPU_GRID: tuple[Shape, ...] = ((100, 512), (1000, 1024), (5000, 256), (8192, 768), (2048, 4096),
+                               (256, 16384), (32768, 128))
+CPU_QUICK: tuple[Shape, ...] = ((100, 512), (1000, 1024), (2048, 4096), (32768, 128))
+CUDA_NS = (256, 512, 768, 1000, 1024, 2048, 4096, 5120, 8192, 12288, 16384, 20000, 32768, 65536)
+CUDA_MID: tuple[Shape, ...] = ((4096, 1024), (2048, 4096), (8192, 2048), (512, 8192), (16384, 512))
+CUDA_GRID: tuple[Shape, ...] = rows_of(2**27, CUDA_NS) + CUDA_MID
+CUDA_QUICK: tuple[Shape, ...] = rows_of(2**27, (1024, 4096, 16384, 65536)) + ((4096, 1024),)
+DECODE: tuple[Shape, ...] = ((1, 4096), (16, 4096), (128, 8192), (4096, 1024))
+# CPU against CUDA, one call as a user makes it, from one row to 2^26 elements.
+SIDE_BY_SIDE: tuple[Shape, ...] = tuple((m, n) for n in (1024, 4096) for m in (1, 8, 64, 512, 4096, 16384)
+                                        if m * n <= 2**26)
+
+BYTES = {("layer_norm", "fwd"): 2, ("layer_norm", "bwd"): 3, ("layer_norm", "fwd+bwd"): 5,
+         ("rms_norm", "fwd"): 2, ("rms_norm", "bwd"): 3, ("rms_norm", "fwd+bwd"): 5,
+         ("fused_add_layer_norm", "fwd"): 4, ("fused_add_layer_norm", "fwd+bwd"): 7,
+         ("fused_add_rms_norm", "fwd"): 4, ("fused_add_rms_norm", "fwd+bwd"): 7}
+
+
+@dataclass(frozen=True)
+class Suite:
+    """ops x shapes x dtypes x modes x impls on one device, timed one way."""
+    name: str
+    device: str  # "cpu", "cuda", or "cpu+cuda" (the same calls on both)
+    level: str  # "user" (public functions, autograd) or "kernel" (the fwd / bwd ops alone)
+    ops: tuple[str, ...]
+    shapes: tuple[Shape, ...]
+    dtypes: tuple[str, ...]
+    modes: tuple[str, ...]  # user: fwd, fwd+bwd; kernel: fwd, bwd
+    impls: tuple[str, ...]  # "torch" is the reference of speedups
+    timer: str  # "interleaved" (CPU), "device" (CUDA kernel time), "host" (calls in a loop), "profile"
+    about: str
+    quick_shapes: tuple[Shape, ...] = ()  # --quick runs these (none: the suite is left out)
+    phases: tuple[str, ...] = ("e2e",)  # CPU: "warm" too for large outputs
+    threads: Optional[int] = None  # torch.set_num_threads for the suite (restored after)
+    default: bool = True  # part of a plain run (else only by --suites)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PEERS_USER = ("torch", "compile", "liger", "quack")
+SUITES: tuple[Suite, ...] = (
+    Suite("user", "cpu", "user", ("layer_norm",), CPU_GRID, ("float32", "bfloat16"), ("fwd", "fwd+bwd"),
+          ("fastln", "torch", "compile", "baseline"), "interleaved",
+          "LayerNorm as a user calls it: fastln.layer_norm against F.layer_norm, torch.compile and the "
+          "textbook formula in primitive ops; e2e and, for outputs >= 32 MB, warm",
+          CPU_QUICK, phases=("e2e", "warm")),
+    Suite("ops", "cpu", "user", ("rms_norm", "fused_add_layer_norm", "fused_add_rms_norm"),
+          ((1000, 1024), (8192, 768), (2048, 4096)), ("float32", "bfloat16"), ("fwd", "fwd+bwd"),
+          ("fastln", "torch", "compile"), "interleaved",
+          "RMSNorm and the fused residual adds as a user calls them; torch: F.rms_norm, and x + r then the norm",
+          ((1000, 1024),)),
+    Suite("kernel", "cpu", "kernel", ("layer_norm", "rms_norm"), CPU_GRID[1:], ("float32", "bfloat16"),
+          ("fwd", "bwd"), ("fastln", "torch"), "interleaved",
+          "the forward and backward ops alone (no autograd, no Python wrapper) against aten's",
+          ((1000, 1024),)),
+    Suite("calls", "cpu", "user", ("layer_norm", "rms_norm"), ((1, 512), (100, 512), (1, 4096)), ("float32",),
+          ("fwd", "fwd+bwd"), ("fastln", "torch"), "interleaved",
+          "per-call cost of small eager calls, one thread (read min_s: a busy machine only inflates it)",
+          ((1, 512),), threads=1),
+    Suite("isa", "cpu", "user", ("layer_norm",), ((1000, 1024), (5000, 256), (256, 16384)), ("float32", "bfloat16"),
+          ("fwd", "fwd+bwd"), ("fastln@*",), "interleaved",
+          "fastln's kernel builds (every ISA this CPU runs: base, avx2, avx512, avx512bf16) against each "
+          "other, one thread", threads=1, default=False),
+    Suite("kernel", "cuda", "kernel", ("layer_norm",), CUDA_GRID, ("bfloat16", "float16", "float32"),
+          ("fwd", "bwd"), ("fastln", "torch", "liger", "quack"), "device",
+          "LayerNorm forward and backward (dX, dgamma, dbeta) alone at M*N ~ 2^27 and mid sizes, "
+          "against aten, Liger's and Quack's kernels", CUDA_QUICK),
+    Suite("ops", "cuda", "kernel", ("rms_norm", "fused_add_layer_norm", "fused_add_rms_norm"),
+          rows_of(2**27, (1024, 4096, 16384)) + ((4096, 4096),), ("bfloat16", "float32"), ("fwd", "bwd"),
+          ("fastln", "torch"), "device",
+          "RMSNorm and the fused residual adds alone; torch: aten's fused RMSNorm kernels, x + r then the norm",
+          ((4096, 4096),)),
+    Suite("user", "cuda", "user", ("layer_norm", "rms_norm"),
+          rows_of(2**27, (1024, 2048, 4096, 8192, 16384)) + CUDA_MID + ((4096, 4096),), ("bfloat16", "float32"),
+          ("fwd", "fwd+bwd"), ("fastln",) + PEERS_USER, "device",
+          "LayerNorm and RMSNorm through autograd, as a user calls them, against F.*, torch.compile, "
+          "Liger and Quack", ((4096, 1024), (4096, 4096))),
+    Suite("calls", "cuda", "user", ("layer_norm", "rms_norm"), DECODE, ("bfloat16",), ("fwd", "fwd+bwd"),
+          ("fastln", "torch"), "host",
+          "decode and small-batch eager calls: time per call in a loop of back-to-back calls (host overhead "
+          "counts)", DECODE[:2]),
+    Suite("bwd_kernels", "cuda", "kernel", ("layer_norm", "rms_norm"),
+          rows_of(2**27, (4096, 8192, 12288, 16384, 32768, 65536)) + ((4096, 1024),), ("bfloat16", "float32"),
+          ("bwd",), ("fastln",), "profile",
+          "the backward's device time per kernel (row kernel, dgamma/dbeta reduction) by torch.profiler; "
+          "on sm_90 the reduction is a programmatic dependent launch, so its time includes waiting for the rows",
+          default=False),
+    Suite("devices", "cpu+cuda", "user", ("layer_norm",), SIDE_BY_SIDE, ("float32",), ("fwd", "fwd+bwd"),
+          ("fastln", "torch"), "host",
+          "the same calls on the CPU and on the GPU, per size: where each device wins, for fastln and for torch",
+          SIDE_BY_SIDE[:4]),
+)
+
+
+def suites_for(device: str, names: Optional[Sequence[str]] = None, quick: bool = False) -> list[Suite]:
+    """The suites a run on ``device`` ("cpu" or "cuda") takes: by name, else the default ones
+    (under --quick those with quick shapes). "cpu+cuda" suites belong to CUDA runs."""
+    mine = [s for s in SUITES if s.device == device or (device == "cuda" and s.device == "cpu+cuda")]
+    if names:
+        unknown = sorted(set(names) - {s.name for s in mine})
+        if unknown:
+            raise ValueError(f"no suite {unknown[0]!r} on {device}; choose from "
+                             f"{', '.join(sorted({s.name for s in mine}))}")
+        return [s for s in mine if s.name in names]
+    return [s for s in mine if s.default and (s.quick_shapes or not quick)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Implementations: (impl, op, level, mode) -> a runner over one case's tensors
+
+
+class Skip(Exception):
+    """This implementation cannot run this case (missing package, API, dtype or device)."""
+
+
+def baseline(x: Tensor, shape: Sequence[int], w: Tensor, b: Tensor, eps: float = EPS) -> Tensor:
     """The textbook formula from torch primitive ops (computed in float32)."""
     xf = x.float()
     d = xf - xf.mean(-1, keepdim=True)
@@ -51,21 +198,176 @@ def baseline(x: Tensor, shape: Sequence[int], w: Tensor, b: Tensor, eps: float =
     return y.to(x.dtype)
 
 
-def implementations(compile_: bool) -> dict[str, Callable[..., Tensor]]:
-    impls: dict[str, Callable[..., Tensor]] = {"fastln": fastln.layer_norm, "torch": F.layer_norm, "baseline": baseline}
-    if compile_:
-        impls["compile"] = torch.compile(F.layer_norm, dynamic=False)
-    return impls
-
-
-def cpu_model() -> str:
+def _import(name: str) -> Any:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return importlib.import_module(name)
+    except Exception as e:  # ImportError, or a package that fails on import (no GPU, ...)
+        raise Skip(f"{name} not importable ({type(e).__name__})") from None
+
+
+def _attr(module: str, *names: str) -> Any:
+    mod = _import(module)
+    for n in names:
+        if hasattr(mod, n):
+            return getattr(mod, n)
+    raise Skip(f"{module} has none of {', '.join(names)}")
+
+
+_COMPILED: dict[str, Callable[..., Any]] = {}
+
+
+def _compiled(key: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    if key not in _COMPILED:
+        _COMPILED[key] = torch.compile(fn, dynamic=False)
+    return _COMPILED[key]
+
+
+def _torch_add_ln(x: Tensor, r: Tensor, ns: Sequence[int], w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    s = x + r
+    return F.layer_norm(s, ns, w, b, EPS), s
+
+
+def _torch_add_rms(x: Tensor, r: Tensor, ns: Sequence[int], w: Tensor) -> tuple[Tensor, Tensor]:
+    s = x + r
+    return F.rms_norm(s, ns, w, EPS), s
+
+
+def user_fn(impl: str, op: str) -> Callable[..., Any]:
+    """A function (x, r, w, b) -> output(s) as a user calls it."""
+    if impl == "fastln" or impl.startswith("fastln@"):
+        return {"layer_norm": lambda x, r, w, b: fastln.layer_norm(x, (x.shape[-1],), w, b, EPS),
+                "rms_norm": lambda x, r, w, b: fastln.rms_norm(x, (x.shape[-1],), w, EPS),
+                "fused_add_layer_norm": lambda x, r, w, b: fastln.fused_add_layer_norm(x, r, (x.shape[-1],), w, b, EPS),
+                "fused_add_rms_norm": lambda x, r, w, b: fastln.fused_add_rms_norm(x, r, (x.shape[-1],), w, EPS),
+                }[op]
+    if impl in ("torch", "compile"):
+        plain: dict[str, Callable[..., Any]] = {
+            "layer_norm": lambda x, r, w, b: F.layer_norm(x, (x.shape[-1],), w, b, EPS),
+            "rms_norm": lambda x, r, w, b: F.rms_norm(x, (x.shape[-1],), w, EPS),
+            "fused_add_layer_norm": lambda x, r, w, b: _torch_add_ln(x, r, (x.shape[-1],), w, b),
+            "fused_add_rms_norm": lambda x, r, w, b: _torch_add_rms(x, r, (x.shape[-1],), w)}
+        return plain[op] if impl == "torch" else _compiled(op, plain[op])
+    if impl == "baseline":
+        if op != "layer_norm":
+            raise Skip("the textbook baseline is LayerNorm's")
+        return lambda x, r, w, b: baseline(x, (x.shape[-1],), w, b)
+    if impl == "liger":
+        if op == "layer_norm":
+            f = _attr("liger_kernel.transformers.functional", "liger_layer_norm")
+            return lambda x, r, w, b: f(x, w, b, EPS)
+        if op == "rms_norm":
+            g = _attr("liger_kernel.transformers.functional", "liger_rms_norm")
+            return lambda x, r, w, b: g(x, w, EPS)
+        raise Skip(f"no Liger {op}")
+    if impl == "quack":
+        if op == "rms_norm":
+            q = _attr("quack.rmsnorm", "rmsnorm")
+            return lambda x, r, w, b: q(x, w, eps=EPS)
+        if op == "layer_norm":
+            ql = _attr("quack.rmsnorm", "layernorm")
+            return lambda x, r, w, b: ql(x, w, b, eps=EPS)
+        raise Skip(f"no Quack {op}")
+    raise Skip(f"unknown implementation {impl}")
+
+
+def kernel_runner(impl: str, op: str, mode: str, x: Tensor, r: Tensor, w: Tensor, b: Tensor,
+                  dy: Tensor) -> Runner:
+    """The forward or backward op alone; the backward's saved statistics computed once here."""
+    ns, fl, aten = [x.shape[-1]], torch.ops.fastln, torch.ops.aten
+    if op.startswith("fused_add") and mode == "bwd":
+        raise Skip("the fused adds' backward is the norm's")
+    if impl == "fastln":
+        if op == "layer_norm":
+            if mode == "fwd":
+                return lambda: fl.layer_norm_fwd(x, ns, w, b, EPS)
+            _, mean, rstd = fl.layer_norm_fwd(x, ns, w, b, EPS)
+            return lambda: fl.layer_norm_bwd(dy, x, ns, mean, rstd, w, b, [True] * 3)
+        if op == "rms_norm":
+            if mode == "fwd":
+                return lambda: fl.rms_norm_fwd(x, ns, w, EPS)
+            _, rstd = fl.rms_norm_fwd(x, ns, w, EPS)
+            return lambda: fl.rms_norm_bwd(dy, x, ns, rstd, w, [True, True])
+        rms = op == "fused_add_rms_norm"
+        return lambda: fl.add_norm_fwd(x, r, ns, w, None if rms else b, EPS, rms, False)
+    if impl == "torch":
+        if op == "layer_norm":
+            if mode == "fwd":
+                return lambda: aten.native_layer_norm(x, ns, w, b, EPS)
+            _, mean, rstd = aten.native_layer_norm(x, ns, w, b, EPS)
+            return lambda: aten.native_layer_norm_backward(dy, x, ns, mean, rstd, w, b, [True] * 3)
+        if op == "rms_norm":
+            if mode == "fwd":
+                return lambda: aten._fused_rms_norm(x, ns, w, EPS)
+            _, rstd = aten._fused_rms_norm(x, ns, w, EPS)
+            return lambda: aten._fused_rms_norm_backward(dy, x, ns, rstd, w, [True, True])
+        if op == "fused_add_rms_norm":
+            return lambda: aten._fused_rms_norm(x + r, ns, w, EPS)
+        return lambda: aten.native_layer_norm(x + r, ns, w, b, EPS)
+    if impl == "liger" and op == "layer_norm":  # ../shared/peers/device-peers.md's calls
+        lf = _attr("liger_kernel.ops.layer_norm", "layer_norm_forward")
+        if mode == "fwd":
+            return lambda: lf(x, w, b, EPS)
+        lb = _attr("liger_kernel.ops.layer_norm", "layer_norm_backward")
+        _, _, mean, rstd = lf(x, w, b, EPS)
+        return lambda: lb(dy, x, w, b, mean, rstd)
+    if impl == "quack" and op == "layer_norm":  # fp32 parameters required
+        qf = _attr("quack.rmsnorm", "layernorm_fwd")
+        w32, b32 = w.float(), b.float()
+        if mode == "fwd":
+            return lambda: qf(x, w32, b32, EPS, return_rstd=True, return_mean=True)
+        qb = _attr("quack.rmsnorm", "layernorm_bwd")
+        _, rstd, mean = qf(x, w32, b32, EPS, return_rstd=True, return_mean=True)
+        return lambda: qb(x, w32, dy, rstd, mean, has_bias=True)
+    raise Skip(f"no {impl} kernel for {op}")
+
+
+def make_runner(suite: Suite, impl: str, op: str, mode: str, x: Tensor, r: Tensor, w: Tensor, b: Tensor,
+                dy: Tensor) -> Runner:
+    """One call of ``impl`` on this case; raises Skip where it cannot run."""
+    if suite.level == "kernel":
+        run = kernel_runner(impl, op, mode, x, r, w, b, dy)
+    else:
+        fn = user_fn(impl, op)
+        if mode == "fwd":
+            def run() -> object:
+                return fn(x, r, w, b)
+        else:
+            leaves = tuple(t.detach().requires_grad_() for t in (x, r, w, b))
+            xl, rl, wl, bl = leaves
+            used = (xl, wl, bl) if op == "layer_norm" else (xl, wl) if op == "rms_norm" else \
+                (xl, rl, wl, bl) if op == "fused_add_layer_norm" else (xl, rl, wl)
+
+            def run() -> object:
+                out = fn(xl, rl, wl, bl)
+                outs = list(out) if isinstance(out, (tuple, list)) else [out]
+                return torch.autograd.grad(outs, used, [dy] * len(outs))
+    if impl.startswith("fastln@"):
+        isa, inner = impl.split("@", 1)[1], run
+
+        def run() -> object:
+            _C.set_isa(isa)
+            return inner()
+    try:
+        run()  # a first call: anything this case cannot do raises here
+    except Skip:
+        raise
+    except Exception as e:  # noqa: BLE001 - a peer's or torch's own refusal (dtype, device)
+        raise Skip(f"{type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''}") from None
+    return run
+
+
+def expand_impls(suite: Suite) -> list[str]:
+    out: list[str] = []
+    for impl in suite.impls:
+        if impl == "fastln@*":
+            out += [f"fastln@{isa}" for isa in _C.available_isas()]
+        else:
+            out.append(impl)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Timers
 
 
 def keep_freed_memory() -> bool:
@@ -79,41 +381,21 @@ def keep_freed_memory() -> bool:
     return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 40))
 
 
-class Progress:
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.done, self.enabled, self.t0 = total, 0, enabled, time.time()
-
-    def step(self, label: str) -> None:
-        self.done += 1
-        if not self.enabled:
-            return
-        frac = self.done / max(self.total, 1)
-        bar = "#" * int(30 * frac)
-        eta = (time.time() - self.t0) / frac * (1 - frac)
-        sys.stderr.write(f"\r[{bar:<30}] {self.done}/{self.total} eta {eta:4.0f}s {label:<36}")
-        sys.stderr.flush()
-        if self.done == self.total:
-            sys.stderr.write("\n")
+def _stats(samples: list[float], batch: int) -> dict[str, float]:
+    q = statistics.quantiles(samples, n=4) if len(samples) > 1 else [samples[0]] * 3
+    return {"median_s": statistics.median(samples), "iqr_s": q[2] - q[0], "min_s": min(samples),
+            "samples": len(samples), "iters": len(samples) * batch}
 
 
-def make_runner(fn: Callable[..., Tensor], x: Tensor, shape: Sequence[int], w: Tensor, b: Tensor, dy: Tensor,
-                backward: bool) -> Callable[[], object]:
-    if not backward:
-        return lambda: fn(x, shape, w, b)
-    leaves = (x, w, b)
-    return lambda: torch.autograd.grad(fn(x, shape, w, b), leaves, dy)
-
-
-def measure(runners: dict[str, Callable[[], object]], sync: Callable[[], None],
-            budget_s: float) -> dict[str, dict[str, float]]:
+def measure(runners: dict[str, Runner], sync: Callable[[], None], budget_s: float) -> dict[str, dict[str, float]]:
     """Interleaved timing: each round times one batch of each runner, in turn, the order
     rotating from round to round. Each batch follows one untimed call of its own runner.
     Both because a runner pays for the memory the one before it freed (glibc gives a large
     freed block back to the kernel, and the next output is page-faulted afresh): in a fixed
     order, fastln, timed right after the allocation-heavy baseline, looked 2-10x slower than
-    torch at (1000,1024) and (8192,768) float32."""
+    torch at (1000,1024) and (8192,768) float32. GC off while timing, as timeit."""
     gc_was_enabled = gc.isenabled()
-    gc.disable()  # as timeit: a collection of the whole heap lands in one runner's batch
+    gc.disable()
     try:
         return _measure(runners, sync, budget_s)
     finally:
@@ -121,8 +403,7 @@ def measure(runners: dict[str, Callable[[], object]], sync: Callable[[], None],
             gc.enable()
 
 
-def _measure(runners: dict[str, Callable[[], object]], sync: Callable[[], None],
-             budget_s: float) -> dict[str, dict[str, float]]:
+def _measure(runners: dict[str, Runner], sync: Callable[[], None], budget_s: float) -> dict[str, dict[str, float]]:
     batch: dict[str, int] = {}
     for name, run in runners.items():  # warm up (and compile), then size the batch
         for _ in range(3):
@@ -148,199 +429,694 @@ def _measure(runners: dict[str, Callable[[], object]], sync: Callable[[], None],
         n = len(next(iter(samples.values())))
         if n >= 7 and (time.perf_counter() > t_end or n >= 200):
             break
-    out: dict[str, dict[str, float]] = {}
-    for name, s in samples.items():
-        q = statistics.quantiles(s, n=4)
-        out[name] = {"median_s": statistics.median(s), "iqr_s": q[2] - q[0],
-                     "samples": len(s), "iters": len(s) * batch[name]}
-    return out
+    return {name: _stats(s, batch[name]) for name, s in samples.items()}
 
 
-def run_grid(device: str, grid: Sequence[tuple[int, int]], dtypes: dict[str, torch.dtype], compile_: bool,
-             budget_s: float, phases: Sequence[str], progress: Progress) -> list[dict[str, Any]]:
-    impls = implementations(compile_)
-    sync: Callable[[], None] = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    rows: list[dict[str, Any]] = []
-    gen = torch.Generator().manual_seed(0)
-    for phase in phases:
-        if phase == "warm" and device == "cpu":
-            keep_freed_memory()
-        for dname, dtype in dtypes.items():
-            for M, N in grid:
-                es = torch.empty((), dtype=dtype).element_size()
-                large = M * N * es >= LARGE_BYTES
-                for backward in (False, True):
-                    label = f"{phase} {dname} ({M},{N}) {'fwd+bwd' if backward else 'fwd'}"
+def device_time(fn: Runner, warmup_ms: float = 20, rep_ms: float = 80) -> dict[str, float]:
+    """A CUDA call's device time: triton.testing.do_bench's median where Triton is importable
+    (it flushes L2 before every call), else the same with CUDA events after a 256 MB memset."""
+    try:
+        import triton.testing as tt  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        tt = None
+    if tt is not None:
+        q = tt.do_bench(fn, warmup=warmup_ms, rep=rep_ms, quantiles=[0.25, 0.5, 0.75])
+        med = float(q[1]) * 1e-3
+        return {"median_s": med, "iqr_s": (float(q[2]) - float(q[0])) * 1e-3, "min_s": float("nan"),
+                "samples": 0, "iters": 0}
+    cache = torch.empty(256 << 18, dtype=torch.int32, device="cuda")
+    fn()
+    torch.cuda.synchronize()
+    event: Callable[..., Any] = torch.cuda.Event
+    start, end = event(enable_timing=True), event(enable_timing=True)
+    start.record()
+    for _ in range(5):
+        cache.zero_()
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    est_ms = max(start.elapsed_time(end) / 5, 1e-3)
+    n_warm, n_rep = max(1, int(warmup_ms / est_ms)), max(7, int(rep_ms / est_ms))
+    for _ in range(n_warm):
+        fn()
+    ev = [(event(enable_timing=True), event(enable_timing=True)) for _ in range(n_rep)]
+    for s, e in ev:
+        cache.zero_()
+        s.record()
+        fn()
+        e.record()
+    torch.cuda.synchronize()
+    return _stats([s.elapsed_time(e) * 1e-3 for s, e in ev], 1)
+
+
+def host_time(fn: Runner, sync: Callable[[], None], budget_s: float, calls: int = 0) -> dict[str, float]:
+    """Time a call in a loop of back-to-back calls, synchronised once a batch: what a user pays."""
+    for _ in range(3):
+        fn()
+    sync()
+    if not calls:
+        t = time.perf_counter()
+        fn()
+        sync()
+        calls = max(1, int(2e-3 / max(time.perf_counter() - t, 1e-7)))
+    samples: list[float] = []
+    t_end = time.perf_counter() + budget_s
+    while len(samples) < 7 or (time.perf_counter() < t_end and len(samples) < 200):
+        t = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        sync()
+        samples.append((time.perf_counter() - t) / calls)
+    return _stats(samples, calls)
+
+
+def kernel_times(fn: Runner, calls: int = 10) -> dict[str, Any]:
+    """Device time a call of each CUDA kernel ``fn`` launches (torch.profiler), and their sum
+    as the row's time."""
+    from torch.profiler import ProfilerActivity, profile
+    for _ in range(5):
+        fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    times: dict[str, float] = {}
+    for e in prof.events():
+        if e.device_type == torch.autograd.DeviceType.CUDA:
+            name = e.name.split("<")[0].split("::")[-1]
+            times[name] = times.get(name, 0.0) + e.device_time * 1e-6 / calls
+    total = sum(times.values())
+    return {"median_s": total, "iqr_s": None, "min_s": None, "samples": calls, "iters": calls, "kernels": times}
+
+
+def copy_bandwidth(device: str) -> tuple[float, str]:
+    """GB/s of a large copy (read + write counted) on ``device``, and how it was measured."""
+    if device == "cuda":
+        x = torch.randn(256 << 20, device="cuda")  # 1 GiB
+        y = torch.empty_like(x)
+        t = device_time(lambda: y.copy_(x))["median_s"]
+        return 2 * x.numel() * 4 / t / 1e9, "device-to-device copy_ of 1 GiB, same timer as the suites"
+    x = torch.randn(64 << 18)  # 64 MB
+    y = torch.empty_like(x)
+    ts: list[float] = []
+    for _ in range(20):
+        t0 = time.perf_counter()
+        y.copy_(x)
+        ts.append(time.perf_counter() - t0)
+    return 2 * x.numel() * 4 / statistics.median(ts) / 1e9, "torch copy_ of 64 MB (memcpy-like), median of 20"
+
+
+# ---------------------------------------------------------------------------------------------
+# Running suites
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_key(device: str) -> str:
+    """The results file's name: "cpu", or "cuda_<card>" (cuda_h100, cuda_h200, ...)."""
+    if device != "cuda":
+        return "cpu"
+    name = torch.cuda.get_device_name()
+    m = re.search(r"\b([A-Z]{1,2}\d{2,4}[A-Z]?)\b", name)
+    return "cuda_" + (m.group(1) if m else re.sub(r"\W+", "_", name)).lower()
+
+
+class Progress:
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.done, self.enabled, self.t0 = total, 0, enabled, time.time()
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        frac = self.done / max(self.total, 1)
+        eta = (time.time() - self.t0) / frac * (1 - frac)
+        sys.stderr.write(f"\r[{'#' * int(30 * frac):<30}] {self.done}/{self.total} eta {eta:4.0f}s {label[:44]:<44}")
+        sys.stderr.flush()
+        if self.done == self.total:
+            sys.stderr.write("\n")
+
+
+@dataclass
+class Plan:
+    """A suite as this run takes it: its shapes and dtypes after --quick / --shapes / --dtypes."""
+    suite: Suite
+    shapes: tuple[Shape, ...]
+    dtypes: tuple[str, ...]
+    impls: list[str]
+    budget_s: float
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def cases(self) -> list[tuple[str, str, str, Shape, str]]:
+        """(device, phase, dtype, shape, op) in order; modes are run inside a case."""
+        devices = ("cuda", "cpu") if self.suite.device == "cpu+cuda" else (self.suite.device,)
+        out = []
+        for phase in self.suite.phases:
+            for dt in self.dtypes:
+                for shape in self.shapes:
+                    large = shape[0] * shape[1] * DTYPES[dt].itemsize >= LARGE_BYTES
                     if phase == "warm" and not large:
                         continue
-                    x = torch.randn(M, N, generator=gen).to(device, dtype).requires_grad_(backward)
-                    w = torch.randn(N, generator=gen).to(device, dtype).requires_grad_(backward)
-                    b = torch.randn(N, generator=gen).to(device, dtype).requires_grad_(backward)
-                    dy = torch.randn(M, N, generator=gen).to(device, dtype)
-                    runners = {n: make_runner(f, x, (N,), w, b, dy, backward) for n, f in impls.items()}
-                    # The baseline on its own: its temporaries (several of the input's size per
-                    # call) slowed the runner after it by up to 20 ms a call (docs/cpu.md).
-                    slow = {"baseline": runners.pop("baseline")}
-                    res = {**measure(runners, sync, budget_s), **measure(slow, sync, budget_s / 2)}
-                    nbytes = M * N * es * (5 if backward else 2)
-                    t_torch = res["torch"]["median_s"]
-                    for name, r in res.items():
-                        rows.append({"phase": phase, "dtype": dname, "M": M, "N": N,
-                                     "mode": "fwd+bwd" if backward else "fwd", "impl": name, **r,
-                                     "gbps": nbytes / r["median_s"] / 1e9,
-                                     "speedup_vs_torch": t_torch / r["median_s"]})
-                    progress.step(label)
+                    for dev in devices:
+                        for op in self.suite.ops:
+                            out.append((dev, phase, dt, shape, op))
+        return out
+
+
+def run_plan(plan: Plan, progress: Progress, copy_gbps: dict[str, float]) -> list[Row]:
+    suite = plan.suite
+    rows: list[Row] = []
+    gen = torch.Generator().manual_seed(0)
+    threads = torch.get_num_threads()
+    if suite.threads:
+        torch.set_num_threads(suite.threads)
+    isa = _C.isa()
+    try:
+        for dev, phase, dt, (M, N), op in plan.cases():
+            if phase == "warm":
+                keep_freed_memory()
+            dtype = DTYPES[dt]
+            sync: Callable[[], None] = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+            x, r, dy = (torch.randn(M, N, generator=gen).to(dev, dtype) for _ in range(3))
+            w = (1 + 0.1 * torch.randn(N, generator=gen)).to(dev, dtype)
+            b = (0.1 * torch.randn(N, generator=gen)).to(dev, dtype)
+            for mode in suite.modes:
+                if (op, mode) not in BYTES:
+                    progress.step("")
+                    continue
+                runners: dict[str, Runner] = {}
+                for impl in plan.impls:
+                    try:
+                        runners[impl] = make_runner(suite, impl, op, mode, x, r, w, b, dy)
+                    except Skip as e:
+                        plan.skipped.setdefault(f"{impl} {op} {mode} {dt}", str(e))
+                if suite.timer == "device":
+                    res = {k: device_time(f) for k, f in runners.items()}
+                elif suite.timer == "profile":
+                    res = {k: kernel_times(f) for k, f in runners.items()}
+                elif suite.timer == "host":
+                    res = {k: host_time(f, sync, plan.budget_s) for k, f in runners.items()}
+                else:
+                    # The textbook baseline on its own: its temporaries (several of the input's size
+                    # a call) slowed the runner after it by up to 20 ms a call (docs/cpu.md).
+                    alone = {k: runners.pop(k) for k in ("baseline",) if k in runners}
+                    res = measure(runners, sync, plan.budget_s) if runners else {}
+                    if alone:
+                        res.update(measure(alone, sync, plan.budget_s / 2))
+                nbytes = M * N * dtype.itemsize * BYTES[(op, mode)]
+                t_ref = res["torch"]["median_s"] if "torch" in res else float("nan")
+                for impl, t in res.items():
+                    gbps = nbytes / t["median_s"] / 1e9
+                    rows.append({"suite": suite.name, "device": dev, "level": suite.level, "op": op, "impl": impl,
+                                 "dtype": dt, "M": M, "N": N, "mode": mode, "phase": phase, **t,
+                                 "gbps": gbps, "pct_copy": 100 * gbps / copy_gbps[dev],
+                                 "speedup_vs_torch": t_ref / t["median_s"]})
+                progress.step(f"{suite.name} {dev} {op} {dt} ({M},{N}) {mode}")
+    finally:
+        torch.set_num_threads(threads)
+        if isa != _C.isa():
+            _C.set_isa(isa)
     return rows
 
 
-def copy_bandwidth(device: str) -> float:
-    x = torch.randn(64 << 18, device=device)  # 64 MB
-    y = torch.empty_like(x)
-    sync: Callable[[], None] = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    ts: list[float] = []
-    for _ in range(20):
-        sync()
-        t = time.perf_counter()
-        y.copy_(x)
-        sync()
-        ts.append(time.perf_counter() - t)
-    return 2 * x.numel() * 4 / statistics.median(ts) / 1e9
-
-
 def geomean(v: Sequence[float]) -> float:
+    v = [a for a in v if a == a]
     return math.exp(sum(math.log(a) for a in v) / len(v)) if v else float("nan")
 
 
-def summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    for mode in ("fwd", "fwd+bwd"):
-        r = [x["speedup_vs_torch"] for x in rows
-             if x["impl"] == "fastln" and x["mode"] == mode and x["phase"] == "e2e"]
-        out[mode] = {"geomean_speedup_vs_torch": geomean(r), "min_speedup_vs_torch": min(r, default=float("nan"))}
-    return out
-
-
-def markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    impls = [i for i in ("fastln", "torch", "compile", "baseline") if any(r["impl"] == i for r in rows)]
-    lines = [f"torch {meta['torch']}, {meta['cpu']}, fastln ISA {meta['isa']}, "
-             f"{meta['threads']} threads, {meta['date']}. Median time per call (IQR); "
-             f"speedup = torch eager time / fastln time. Copy bandwidth {meta['copy_gbps']:.1f} GB/s.",
-             "", "| phase | dtype | shape | mode | " + " | ".join(impls) + " | fastln GB/s | speedup |",
-             "|" + "---|" * (len(impls) + 6)]
-    def key(r: dict[str, Any]) -> tuple[Any, ...]:
-        return (r["phase"], r["dtype"], r["M"], r["N"], r["mode"])
-    groups: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
+def summary(rows: Sequence[Row]) -> dict[str, dict[str, float]]:
+    """Per suite (device) and mode: fastln's geomean and minimum speedup over torch (e2e rows)."""
+    values: dict[str, list[float]] = {}
     for r in rows:
-        groups.setdefault(key(r), {})[r["impl"]] = r
-    for (phase, dt, M, N, mode), g in groups.items():
-        cells = [f"{g[i]['median_s'] * 1e6:.1f}us (±{g[i]['iqr_s'] * 1e6:.1f})" for i in impls]
-        f = g["fastln"]
-        lines.append(f"| {phase} | {dt} | ({M},{N}) | {mode} | " + " | ".join(cells) +
-                     f" | {f['gbps']:.1f} | {f['speedup_vs_torch']:.2f}x |")
-    s = meta["summary"]
-    lines += ["", f"Geometric mean speedup vs torch eager (e2e): forward "
-              f"{s['fwd']['geomean_speedup_vs_torch']:.2f}x (min {s['fwd']['min_speedup_vs_torch']:.2f}x), "
-              f"forward+backward {s['fwd+bwd']['geomean_speedup_vs_torch']:.2f}x "
-              f"(min {s['fwd+bwd']['min_speedup_vs_torch']:.2f}x)."]
-    return "\n".join(lines) + "\n"
+        if r["impl"] == "fastln" and r.get("phase", "e2e") == "e2e":
+            dev = f" {r['device']}" if r.get("device") not in (None, "cpu", "cuda") or r.get("suite") == "devices" else ""
+            values.setdefault(f"{r['suite']}{dev} {r['mode']}", []).append(r["speedup_vs_torch"])
+    return {k: {"geomean_speedup_vs_torch": geomean(v), "min_speedup_vs_torch": min(v)} for k, v in values.items()}
 
 
-def plots(rows: list[dict[str, Any]], out: Path, device: str) -> list[str]:
+def load(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(Path(path).read_text())
+    return data
+
+
+def merge(old: Optional[dict[str, Any]], new: dict[str, Any]) -> dict[str, Any]:
+    """``new``'s suites replace the same suites of ``old`` (same device); other suites stay."""
+    if not old or old.get("schema") != 2:
+        return new
+    ran = set(new["meta"]["suites"])
+    rows = [r for r in old["results"] if r["suite"] not in ran] + new["results"]
+    suites = {k: v for k, v in old["meta"]["suites"].items() if k not in ran}
+    suites.update(new["meta"]["suites"])
+    meta = {**old["meta"], **{k: v for k, v in new["meta"].items() if k != "suites"}, "suites": suites}
+    meta["summary"] = summary(rows)
+    return {"schema": 2, "meta": meta, "results": rows}
+
+
+def run(device: str, plans: Sequence[Plan], progress: Progress) -> dict[str, Any]:
+    """Every plan on ``device``; the copy bandwidth measured first, per device used."""
+    torch.manual_seed(0)
+    devices = {"cpu", device} | ({"cuda", "cpu"} if any(p.suite.device == "cpu+cuda" for p in plans) else set())
+    copies = {d: copy_bandwidth(d) for d in sorted(devices) if d in ("cpu", "cuda")}
+    copy_gbps = {d: c[0] for d, c in copies.items()}
+    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    run_meta = {"date": date, "torch": torch.__version__, "fastln": fastln.__version__,
+                "copy_gbps": copy_gbps[device], "copy_method": copies[device][1]}
+    rows: list[Row] = []
+    suites: dict[str, Any] = {}
+    for plan in plans:
+        rows += run_plan(plan, progress, copy_gbps)
+        timer = plan.suite.timer
+        if timer == "device":
+            timer += " (triton do_bench)" if importlib.util.find_spec("triton") else " (CUDA events)"
+        suites[plan.suite.name] = {"definition": plan.suite.as_dict(), "shapes": [list(s) for s in plan.shapes],
+                                   "dtypes": list(plan.dtypes), "impls": plan.impls, "budget_s": plan.budget_s,
+                                   "timer": timer, "skipped": plan.skipped, **run_meta,
+                                   "copy_gbps_by_device": copy_gbps}
+    meta: dict[str, Any] = {
+        "device": device, "device_name": torch.cuda.get_device_name() if device == "cuda" else cpu_model(),
+        "cpu": cpu_model(), "isa": _C.isa(), "threads": torch.get_num_threads(), **run_meta,
+        "cuda": torch.version.cuda, "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE"), "suites": suites}
+    meta["summary"] = summary(rows)
+    return {"schema": 2, "meta": meta, "results": rows}
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables (README and docs blocks are generated from results files: see render / update_blocks)
+
+
+def _us(t: float) -> str:
+    us = t * 1e6
+    return f"{us:.0f}" if us >= 100 else f"{us:.1f}"
+
+
+def _sel(rows: Iterable[Row], **kw: Any) -> list[Row]:
+    return [r for r in rows if all(r.get(k, "e2e" if k == "phase" else None) == v for k, v in kw.items())]
+
+
+def _shapes_in(rows: Iterable[Row]) -> list[Shape]:
+    seen: dict[Shape, None] = {}
+    for r in rows:
+        seen.setdefault((r["M"], r["N"]), None)
+    return list(seen)
+
+
+def _ordered(values: Iterable[str], order: Sequence[str]) -> list[str]:
+    vals = list(dict.fromkeys(values))
+    return sorted(vals, key=lambda v: (order.index(v) if v in order else len(order), v))
+
+
+def full_table(data: dict[str, Any]) -> str:
+    """Every row of every suite: the ``<key>.md`` file a run writes."""
+    meta, rows = data["meta"], data["results"]
+    out = [f"{meta.get('device_name', meta['device'])}, torch {meta['torch']}, fastln {meta.get('fastln', '?')}, "
+           f"{meta.get('date', '?')}. Median time per call (IQR); speedup = torch time / fastln time; "
+           f"% of the copy bandwidth measured in the run ({meta['copy_gbps']:.1f} GB/s: "
+           f"{meta.get('copy_method', '?')})."]
+    for name, s in meta["suites"].items():
+        srows = [r for r in rows if r["suite"] == name]
+        if not srows:
+            continue
+        impls = _ordered((r["impl"] for r in srows), ("fastln", "torch", "compile", "liger", "quack", "baseline"))
+        out += ["", f"### {name}: {s['definition']['about']}", f"Timer: {s.get('timer', '?')}; {s.get('date', '')}.",
+                "", "| device | phase | op | dtype | shape | mode | " + " | ".join(impls) +
+                " | fastln GB/s | % copy | speedup |", "|" + "---|" * (len(impls) + 9)]
+        groups: dict[tuple[Any, ...], dict[str, Row]] = {}
+        for r in srows:
+            k = (r.get("device", meta["device"]), r.get("phase", "e2e"), r["op"], r["dtype"], r["M"], r["N"], r["mode"])
+            groups.setdefault(k, {})[r["impl"]] = r
+        for (dev, ph, op, dt, M, N, mode), g in groups.items():
+            cells = [f"{_us(g[i]['median_s'])} (±{_us(g[i]['iqr_s'])})" if i in g and g[i].get("iqr_s") is not None
+                     else (_us(g[i]["median_s"]) if i in g else "–") for i in impls]
+            f = g.get("fastln") or next(iter(g.values()))
+            out.append(f"| {dev} | {ph} | {op} | {dt} | ({M},{N}) | {mode} | " + " | ".join(cells) +
+                       f" | {f['gbps']:.1f} | {f['pct_copy']:.1f} | " +
+                       (f"{f['speedup_vs_torch']:.2f}x |" if f["speedup_vs_torch"] == f["speedup_vs_torch"] else "– |"))
+        if s.get("skipped"):
+            out += ["", "Skipped: " + "; ".join(f"{k}: {v}" for k, v in sorted(s["skipped"].items())[:20])]
+    out += ["", "Geometric mean speedup of fastln over torch: " + "; ".join(
+        f"{k} {v['geomean_speedup_vs_torch']:.2f}x (min {v['min_speedup_vs_torch']:.2f}x)"
+        for k, v in meta.get("summary", {}).items()) + "."]
+    return "\n".join(out) + "\n"
+
+
+def view_user(data: dict[str, Any], suite: str = "user", op: str = "layer_norm") -> str:
+    """fastln / torch per shape and mode, as the README's CPU table."""
+    rows = _sel(data["results"], suite=suite, op=op, phase="e2e")
+    modes = _ordered((r["mode"] for r in rows), ("fwd", "fwd+bwd", "bwd"))
+    lines = ["| dtype | shape | " + " | ".join(f"{m}: fastln / torch (µs) | speedup" for m in modes) + " |",
+             "|---|---|" + "---|---|" * len(modes)]
+    for dt in _ordered((r["dtype"] for r in rows), list(DTYPES)):
+        for M, N in _shapes_in(_sel(rows, dtype=dt)):
+            cells = []
+            for m in modes:
+                g = {r["impl"]: r for r in _sel(rows, dtype=dt, M=M, N=N, mode=m)}
+                f, t = g.get("fastln"), g.get("torch")
+                cells.append(f"{_us(f['median_s'])} / {_us(t['median_s'])} | {f['speedup_vs_torch']:.2f}x"
+                             if f and t else "– | –")
+            lines.append(f"| {dt} | ({M}, {N}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def view_summary(data: dict[str, Any], suite: str = "user") -> str:
+    """One sentence: fastln's geomean speedups over torch eager (e2e) and torch.compile."""
+    parts = []
+    for mode in ("fwd", "fwd+bwd", "bwd"):
+        v = [r["speedup_vs_torch"] for r in _sel(data["results"], suite=suite, impl="fastln", mode=mode, phase="e2e")]
+        if v:
+            parts.append(f"{'forward' if mode == 'fwd' else 'backward' if mode == 'bwd' else 'forward+backward'} "
+                         f"{geomean(v):.2f}x (min {min(v):.2f}x)")
+    vs_compile = []
+    for mode in ("fwd", "fwd+bwd"):
+        f = {(r["dtype"], r["M"], r["N"]): r["median_s"] for r in
+             _sel(data["results"], suite=suite, impl="fastln", mode=mode, phase="e2e")}
+        c = {(r["dtype"], r["M"], r["N"]): r["median_s"] for r in
+             _sel(data["results"], suite=suite, impl="compile", mode=mode, phase="e2e")}
+        if c:
+            vs_compile.append(f"{geomean([c[k] / f[k] for k in c if k in f]):.2f}x")
+    text = f"Geometric mean speedup of fastln over torch eager: **{', '.join(parts)}**"
+    if vs_compile:
+        text += f"; over torch.compile {' / '.join(vs_compile)}"
+    return text + "."
+
+
+def view_bandwidth(data: dict[str, Any], suite: str = "kernel", op: str = "layer_norm") -> str:
+    """% of copy bandwidth per N (rows of the suite's largest M*N) and dtype, forward / backward,
+    with bf16 times and torch's; smaller shapes in µs below. The README's CUDA table."""
+    rows = _sel(data["results"], suite=suite, op=op)
+    big = max((r["M"] * r["N"] for r in rows), default=0)
+    dts = _ordered((r["dtype"] for r in rows), ("bfloat16", "float16", "float32"))
+    short = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+    first = dts[0] if dts else "bfloat16"
+    lines = ["| N | " + " | ".join(f"{short.get(d, d)} fwd / bwd %copy" for d in dts) +
+             f" | {short.get(first, first)} µs fwd / bwd (torch) |", "|---|" + "---|" * (len(dts) + 1)]
+
+    def get(dt: str, M: int, N: int, mode: str, impl: str = "fastln") -> Optional[Row]:
+        g = _sel(rows, dtype=dt, M=M, N=N, mode=mode, impl=impl)
+        return g[0] if g else None
+
+    shapes = _shapes_in(rows)
+    for M, N in sorted((s for s in shapes if s[0] * s[1] > big // 2), key=lambda s: s[1]):
+        cells = []
+        for dt in dts:
+            f, b = get(dt, M, N, "fwd"), get(dt, M, N, "bwd")
+            cells.append(f"{f['pct_copy']:.1f} / {b['pct_copy']:.1f}" if f and b else "–")
+        f, b, tf, tb = (get(first, M, N, m, i) for i, m in
+                        (("fastln", "fwd"), ("fastln", "bwd"), ("torch", "fwd"), ("torch", "bwd")))
+        us = (f"{_us(f['median_s'])} / {_us(b['median_s'])} ({_us(tf['median_s'])} / {_us(tb['median_s'])})"
+              if f and b and tf and tb else "–")
+        lines.append(f"| {N} | " + " | ".join(cells) + f" | {us} |")
+    for M, N in (s for s in shapes if s[0] * s[1] <= big // 2):
+        cells = []
+        for dt in dts:
+            f, b = get(dt, M, N, "fwd"), get(dt, M, N, "bwd")
+            cells.append(f"{_us(f['median_s'])} / {_us(b['median_s'])} µs" if f and b else "–")
+        tf, tb = get(first, M, N, "fwd", "torch"), get(first, M, N, "bwd", "torch")
+        lines.append(f"| ({M}, {N}) | " + " | ".join(cells) +
+                     (f" | torch {_us(tf['median_s'])} / {_us(tb['median_s'])} µs |" if tf and tb else " | – |"))
+    geo = []
+    for mode in ("fwd", "bwd"):
+        v = [r["speedup_vs_torch"] for r in _sel(rows, impl="fastln", mode=mode)]
+        geo.append(f"{geomean(v):.2f}x {'forward' if mode == 'fwd' else 'backward'}")
+    n = len({(r["dtype"], r["M"], r["N"]) for r in rows})
+    return "\n".join(lines) + f"\n\nGeometric mean over torch ({n} shapes): {', '.join(geo)}."
+
+
+def view_kernel(data: dict[str, Any], suite: str = "kernel", op: str = "layer_norm") -> str:
+    """Every shape: fastln's times and % of copy, torch's times, and the best peer of the same run."""
+    rows = _sel(data["results"], suite=suite, op=op)
+    peers = [i for i in _ordered((r["impl"] for r in rows), ("torch", "compile", "liger", "quack")) if i != "fastln"]
+    with_peers = any(p != "torch" for p in peers)  # the best of torch and the peers, where peers ran
+    lines = ["| dtype | M×N | fwd µs | fwd %copy | bwd µs | bwd %copy | torch fwd / bwd µs |" +
+             (" best of torch and peers fwd / bwd | fastln vs it fwd / bwd |" if with_peers else ""),
+             "|---|---|---|---|---|---|---|" + ("---|---|" if with_peers else "")]
+    for dt in _ordered((r["dtype"] for r in rows), ("bfloat16", "float16", "float32")):
+        for M, N in _shapes_in(_sel(rows, dtype=dt)):
+            g = {(r["impl"], r["mode"]): r for r in _sel(rows, dtype=dt, M=M, N=N)}
+            f, b = g.get(("fastln", "fwd")), g.get(("fastln", "bwd"))
+            tf, tb = g.get(("torch", "fwd")), g.get(("torch", "bwd"))
+            if not (f and b):
+                continue
+            best = []
+            for mode, mine in (("fwd", f), ("bwd", b)):
+                cand = [(g[(p, mode)]["median_s"], p) for p in peers if (p, mode) in g]
+                best.append(min(cand) if cand else None)
+            peer_cell = " / ".join(f"{_us(c[0])} ({c[1]})" if c else "–" for c in best)
+            ratio = " / ".join(f"{c[0] / m['median_s']:.2f}x" if c else "–" for c, m in zip(best, (f, b)))
+            torch_cell = f"{_us(tf['median_s'])} / {_us(tb['median_s'])}" if tf and tb else "–"
+            lines.append(f"| {dt} | {M}×{N} | {_us(f['median_s'])} | {f['pct_copy']:.1f} | {_us(b['median_s'])} | "
+                         f"{b['pct_copy']:.1f} | {torch_cell} |" + (f" {peer_cell} | {ratio} |" if with_peers else ""))
+    return "\n".join(lines)
+
+
+def view_run(data: dict[str, Any], suite: str) -> str:
+    """Where a suite's numbers come from: date, device, torch, commit, command, timer, copy."""
+    meta = data["meta"]
+    s = meta["suites"][suite]
+    bits = [f"{meta.get('device_name', meta['device'])}", f"torch {s.get('torch', meta['torch'])}"]
+    if s.get("commit"):
+        bits.append(f"fastln at {s['commit']}")
+    bits.append(f"run of {s.get('date', '?')[:10]}")
+    text = ", ".join(bits) + f"; timer: {s.get('timer', '?')}; copy bandwidth {s.get('copy_gbps', meta['copy_gbps']):.1f} GB/s"
+    if s.get("copy_method"):
+        text += f" ({s['copy_method']})"
+    if s.get("command"):
+        text += f"; command: `{s['command']}`"
+    return text + "."
+
+
+VIEWS: dict[str, Callable[..., str]] = {"user": view_user, "summary": view_summary, "bandwidth": view_bandwidth,
+                                        "kernel": view_kernel, "run": view_run}
+BLOCK = re.compile(r"(<!-- table:(?P<name>[\w.:+-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+
+
+def render(name: str, results_dir: Path) -> str:
+    """A block's contents from its name: ``FILE:VIEW[:SUITE[:OP]]``, FILE a results file's stem
+    in ``results_dir`` (cpu, cuda_h100), VIEW one of ``VIEWS``."""
+    parts = name.split(":")
+    data = load(Path(results_dir) / f"{parts[0]}.json")
+    return VIEWS[parts[1]](data, *parts[2:]).rstrip("\n") + "\n"
+
+
+def update_blocks(path: Path, results_dir: Path, check: bool = False) -> list[str]:
+    """Rewrite every ``<!-- table:NAME -->...<!-- /table -->`` block of ``path`` from the
+    results files; returns the names of blocks that were out of date (not written if check)."""
+    text = Path(path).read_text()
+    stale: list[str] = []
+
+    def sub(m: re.Match[str]) -> str:
+        body = render(m.group("name"), results_dir)
+        if body != m.group("body"):
+            stale.append(m.group("name"))
+        return m.group(1) + body + m.group(4)
+
+    new = BLOCK.sub(sub, text)
+    if stale and not check:
+        Path(path).write_text(new)
+    return stale
+
+
+def doc_files(root: Path) -> list[Path]:
+    return [root / "README.md"] + sorted((root / "docs").glob("*.md"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots
+
+
+def plots(data: dict[str, Any], out: Path, key: str) -> list[str]:
+    """PNG plots of a results file: per suite, time and % of copy against N (one panel per
+    dtype and mode, a line per implementation); for the CPU-against-CUDA suite, where each
+    device wins. Returns the paths written."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print(f"matplotlib is not installed: no PNG plots ({out}/{device}.md and {device}.json "
-              "are written). For the plots: pip install 'fastln[bench]' (or pip install "
-              "matplotlib), then run the benchmark again.", file=sys.stderr)
+        print(f"matplotlib is not installed: no PNG plots ({out}/{key}.md and {key}.json are written). "
+              "For the plots: pip install 'fastln[bench]' (or pip install matplotlib), then run the "
+              "benchmark again (or python -m fastln bench --plot FILE).", file=sys.stderr)
         return []
-    written = []
-    dtypes = [dt for dt in DTYPES if any(r["dtype"] == dt for r in rows)]
-    for metric, ylabel in (("median_s", "time per call (us)"), ("gbps", "GB/s")):
-        fig, axes = plt.subplots(len(dtypes), 2, figsize=(10, 3.5 * len(dtypes)), squeeze=False)
-        for i, dt in enumerate(dtypes):
-            for j, mode in enumerate(("fwd", "fwd+bwd")):
-                ax = axes[i][j]
-                for impl in ("fastln", "torch", "compile", "baseline"):
-                    pts = sorted((r["N"], r[metric] * (1e6 if metric == "median_s" else 1), r["M"])
-                                 for r in rows if r["impl"] == impl and r["dtype"] == dt
-                                 and r["mode"] == mode and r["phase"] == "e2e")
-                    if pts:
-                        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=impl)
-                ax.set_xscale("log", base=2)
-                ax.set_yscale("log")
-                ax.set_title(f"{dt} {mode}", fontsize=9)
-                ax.set_xlabel("hidden size N (M varies with N: see table)", fontsize=8)
-                ax.set_ylabel(ylabel, fontsize=8)
-                ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = out / f"{device}_{'time' if metric == 'median_s' else 'gbps'}.png"
-        fig.savefig(path, dpi=70)
-        plt.close(fig)
-        written.append(str(path))
+    rows = data["results"]
+    written: list[str] = []
+    for suite in dict.fromkeys(r["suite"] for r in rows):
+        srows = [r for r in rows if r["suite"] == suite and r.get("phase", "e2e") == "e2e"]
+        if suite == "devices":
+            written += _plot_devices(plt, srows, out, key)
+            continue
+        panels = sorted({(r["op"], r["dtype"]) for r in srows})
+        modes = _ordered((r["mode"] for r in srows), ("fwd", "bwd", "fwd+bwd"))
+        for metric, label in (("median_s", "time per call (µs)"), ("pct_copy", "% of copy bandwidth")):
+            fig, axes = plt.subplots(len(panels), len(modes), figsize=(5 * len(modes), 3.2 * len(panels)),
+                                     squeeze=False)
+            for i, (op, dt) in enumerate(panels):
+                for j, mode in enumerate(modes):
+                    ax = axes[i][j]
+                    for impl in _ordered((r["impl"] for r in srows), ("fastln", "torch", "compile", "liger", "quack")):
+                        pts = sorted((r["N"], r[metric] * (1e6 if metric == "median_s" else 1), r["M"] * r["N"])
+                                     for r in srows
+                                     if r["impl"] == impl and r["op"] == op and r["dtype"] == dt and r["mode"] == mode)
+                        if not pts:
+                            continue
+                        # a line through the largest problems (M*N alike), other shapes as crosses
+                        big = max(p[2] for p in pts)
+                        line = [p for p in pts if 2 * p[2] > big]
+                        rest = [p for p in pts if 2 * p[2] <= big]
+                        if len(line) < 4:  # no common problem size (the CPU grid): one line through all
+                            line, rest = pts, []
+                        (h,) = ax.plot([p[0] for p in line], [p[1] for p in line], "o-", label=impl, markersize=3)
+                        if rest:
+                            ax.plot([p[0] for p in rest], [p[1] for p in rest], "x", color=h.get_color(), markersize=5)
+                    ax.set_xscale("log", base=2)
+                    if metric == "median_s":
+                        ax.set_yscale("log")
+                    ax.set_title(f"{suite}: {op} {dt} {mode}", fontsize=9)
+                    ax.set_xlabel("N (M varies: see the table; crosses: smaller problems)", fontsize=8)
+                    ax.set_ylabel(label, fontsize=8)
+                    ax.legend(fontsize=7)
+            fig.tight_layout()
+            path = out / f"{key}_{suite}_{'time' if metric == 'median_s' else 'copy'}.png"
+            fig.savefig(path, dpi=70)
+            plt.close(fig)
+            written.append(str(path))
     return written
 
 
-def _shapes(text: str) -> list[tuple[int, int]]:
+def _plot_devices(plt: Any, rows: list[Row], out: Path, key: str) -> list[str]:
+    """CPU time / GPU time per size (M*N), for fastln and for torch: above 1 the GPU wins."""
+    modes = _ordered((r["mode"] for r in rows), ("fwd", "fwd+bwd"))
+    fig, axes = plt.subplots(1, len(modes), figsize=(5.5 * len(modes), 3.8), squeeze=False)
+    for j, mode in enumerate(modes):
+        ax = axes[0][j]
+        for impl in ("fastln", "torch"):
+            for N in sorted({r["N"] for r in rows}):
+                t = {(r["device"], r["M"]): r["median_s"] for r in rows
+                     if r["impl"] == impl and r["mode"] == mode and r["N"] == N}
+                ms = sorted(m for d, m in t if d == "cpu" and ("cuda", m) in t)
+                if ms:
+                    ax.plot([m * N for m in ms], [t[("cpu", m)] / t[("cuda", m)] for m in ms], "o-",
+                            label=f"{impl}, N={N}", markersize=3)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(f"CPU time / GPU time, {mode} (> 1: the GPU wins)", fontsize=9)
+        ax.set_xlabel("elements M·N", fontsize=8)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / f"{key}_devices.png"
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
+    return [str(path)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def _shapes(text: str) -> tuple[Shape, ...]:
     try:
         shapes = [tuple(int(v) for v in item.lower().split("x")) for item in text.split(",")]
     except ValueError:
         shapes = []
     if not shapes or any(len(sh) != 2 or min(sh) < 1 for sh in shapes):
         raise argparse.ArgumentTypeError(f"expected shapes like 100x512,2048x4096, got {text!r}")
-    return [(sh[0], sh[1]) for sh in shapes]
+    return tuple((sh[0], sh[1]) for sh in shapes)
 
 
-def _dtypes(text: str) -> dict[str, torch.dtype]:
+def _dtypes(text: str) -> tuple[str, ...]:
     names = text.split(",")
     unknown = [n for n in names if n not in DTYPES]
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown dtype {unknown[0]!r}; choose from {', '.join(DTYPES)}")
-    return {n: DTYPES[n] for n in names}
+    return tuple(names)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="fastln bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer shapes, shorter runs, no torch.compile")
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fastln bench", description=(__doc__ or "").split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="the suites' quick shapes, short runs, no torch.compile")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--out", default="bench/results", help="directory for JSON, markdown and PNG")
+    p.add_argument("--suites", default=None, metavar="NAME,...", help="these suites of the device (see --list)")
+    p.add_argument("--out", default="bench/results", help="directory of the results file, its table and plots")
+    p.add_argument("--fresh", action="store_true", help="replace the results file instead of merging suites into it")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
-    p.add_argument("--budget", type=float, default=None, help="seconds per measurement")
+    p.add_argument("--budget", type=float, default=None, help="seconds per measurement (interleaved and host timers)")
     p.add_argument("--shapes", type=_shapes, default=None, metavar="MxN,...",
-                   help="these shapes instead of the grid, e.g. 100x512,2048x4096")
-    p.add_argument("--dtypes", type=_dtypes, default=None, metavar="NAME,...",
-                   help=f"a subset of {','.join(DTYPES)}")
+                   help="these shapes instead of the suites' (alone: the main 'user' suite only)")
+    p.add_argument("--dtypes", type=_dtypes, default=None, metavar="NAME,...", help=f"a subset of {','.join(DTYPES)}")
     p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("no CUDA device", file=sys.stderr)
-        return 2
-    grid = args.shapes or (QUICK_GRID if args.quick else GRID)
-    dtypes = args.dtypes or DTYPES
-    compile_ = not (args.quick or args.no_compile)
-    budget = args.budget if args.budget is not None else (0.15 if args.quick else 0.6)
-    phases = ("e2e",) if args.device == "cuda" else ("e2e", "warm")
-    n_large = sum(1 for M, N in grid for dt in dtypes.values()
-                  if M * N * torch.empty((), dtype=dt).element_size() >= LARGE_BYTES)
-    total = len(grid) * len(dtypes) * 2 + (2 * n_large if "warm" in phases else 0)
-    progress = Progress(total, not args.no_progress)
-    torch.manual_seed(0)
-    copy = copy_bandwidth(args.device)
-    rows = run_grid(args.device, grid, dtypes, compile_, budget, phases, progress)
-    meta: dict[str, Any] = {"torch": torch.__version__, "fastln": fastln.__version__, "device": args.device,
-            "cpu": cpu_model(), "isa": _C.isa(), "threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name() if args.device == "cuda" else None,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "copy_gbps": copy, "quick": args.quick, "budget_s": budget,
-            "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE")}
-    meta["summary"] = summary(rows)
+    p.add_argument("--list", action="store_true", help="print the suites (as data) and exit")
+    p.add_argument("--plot", nargs="+", metavar="FILE", help="draw the plots of these results files into --out")
+    p.add_argument("--readme", action="store_true",
+                   help="rewrite the generated table blocks of README.md and docs/*.md from bench/results")
+    p.add_argument("--check", action="store_true", help="with --readme: only report blocks out of date (exit 1)")
+    p.add_argument("--root", default=".", help="with --readme: the repository root")
+    return p
+
+
+def make_plans(args: argparse.Namespace) -> list[Plan]:
+    names = args.suites.split(",") if args.suites else (["user"] if args.shapes else None)
+    plans = []
+    for s in suites_for(args.device, names, args.quick):
+        shapes = args.shapes or (s.quick_shapes if args.quick and s.quick_shapes else s.shapes)
+        dtypes = tuple(args.dtypes or s.dtypes)
+        impls = [i for i in expand_impls(s) if not (i == "compile" and (args.quick or args.no_compile))]
+        budget = args.budget if args.budget is not None else (0.15 if args.quick else 0.6)
+        plans.append(Plan(s, tuple(shapes), dtypes, impls, budget))
+    return plans
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    if args.list:
+        for s in SUITES:
+            print(json.dumps(s.as_dict()))
+        return 0
+    if args.readme:
+        root = Path(args.root)
+        stale = []
+        for path in doc_files(root):
+            stale += [f"{path.relative_to(root)}: {n}" for n in update_blocks(path, root / "bench" / "results", args.check)]
+        print("\n".join(stale) if stale else "generated tables up to date")
+        return 1 if stale and args.check else 0
     out = Path(args.out)
+    if args.plot:
+        out.mkdir(parents=True, exist_ok=True)
+        for f in args.plot:
+            print("\n".join(plots(load(Path(f)), out, Path(f).stem)))
+        return 0
+    if args.device == "cuda" and not (torch.cuda.is_available() and _C.cuda):
+        print("fastln bench: no CUDA device, or fastln built without CUDA kernels", file=sys.stderr)
+        return 2
+    try:
+        plans = make_plans(args)
+    except ValueError as e:
+        print(f"fastln bench: {e}", file=sys.stderr)
+        return 2
+    progress = Progress(sum(len(p.cases()) * len(p.suite.modes) for p in plans), not args.no_progress)
+    data = run(args.device, plans, progress)
+    for p in plans:
+        data["meta"]["suites"][p.suite.name]["quick"] = args.quick
+    key = device_key(args.device)
     out.mkdir(parents=True, exist_ok=True)
-    md = markdown(meta, rows)
-    (out / f"{args.device}.md").write_text(md)
-    meta["plots"] = plots(rows, out, args.device)
-    (out / f"{args.device}.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
+    path = out / f"{key}.json"
+    if not args.fresh and path.exists():
+        try:
+            data = merge(load(path), data)
+        except (ValueError, KeyError):
+            pass
+    data["meta"]["plots"] = plots(data, out, key)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    md = full_table(data)
+    (out / f"{key}.md").write_text(md)
     print(md)
     return 0
 

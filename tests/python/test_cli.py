@@ -102,12 +102,30 @@ def test_bench_runs_the_shapes_and_dtypes_asked_for(tmp_path):
             "--no-progress", "--out", str(tmp_path))
     assert p.returncode == 0, p.stderr
     rows = json.loads((tmp_path / "cpu.json").read_text())["results"]
+    assert {(r["suite"], r["op"]) for r in rows} == {("user", "layer_norm")}  # --shapes alone: the main suite
     assert {(r["dtype"], r["M"], r["N"], r["phase"]) for r in rows} == {("float32", 8, 64, "e2e")}
     assert {(r["impl"], r["mode"]) for r in rows} == {(i, m) for i in ("fastln", "torch", "baseline")
                                                        for m in ("fwd", "fwd+bwd")}
     for bad in (["--shapes", "8y64"], ["--shapes", "0x64"], ["--dtypes", "float64"]):
         p = run("bench", *bad)
         assert p.returncode == 2 and "error: argument" in p.stderr, (bad, p.stderr)
+    p = run("bench", "--suites", "nope")
+    assert p.returncode == 2 and "no suite 'nope' on cpu" in p.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("fastln.benchmark") is None, reason="no benchmark suite")
+def test_bench_quick_writes_table_json_and_plots(tmp_path):
+    # README Quick start line 1 runs `bench --quick --out DIR`; one quick suite here (the whole
+    # --quick takes ~40 s on 2 cores), into a folder that does not exist yet.
+    import json
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "fastln-bench"
+    p = run("bench", "--quick", "--suites", "calls", "--budget", "0.01", "--no-progress", "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    data = json.loads((out / "cpu.json").read_text())
+    assert data["meta"]["suites"]["calls"]["quick"] is True and data["meta"]["copy_gbps"] > 0
+    assert "| calls" not in p.stdout and "### calls" in (out / "cpu.md").read_text()
+    assert {x.name for x in out.glob("*.png")} == {"cpu_calls_time.png", "cpu_calls_copy.png"}
 
 
 @pytest.mark.skipif(importlib.util.find_spec("fastln.benchmark") is None, reason="no benchmark suite")

@@ -1,15 +1,15 @@
 """The (4096, 1024) forward kernels as do_bench sees them: each right after a 256 MB memset (do_bench's
 L2 flush, which leaves L2 full of dirty lines), for ncu to time without touching the caches.
 
-fastln, the best Triton shape of bench/small_fwd_triton.py (float32: 4 rows a 128-thread program;
+fastln, the best Triton shape of docs/journal/scripts/small_fwd_triton.py (float32: 4 rows a 128-thread program;
 bfloat16: 2 rows a 64-thread program) and torch.compile, float32 and bfloat16. First prints each
 one's host + GPU time a call (2000 back-to-back calls), then runs each 3 times after a memset inside
 cudaProfilerStart/Stop. The host times mean something only without ncu (which intercepts every
-call): run it once alone for them. docs/cuda.md, Session 11, has what it showed.
+call): run it once alone for them. docs/journal/cuda.md, Session 11, has what it showed.
 
 Usage (H100): ncu --profile-from-start off --cache-control none --clock-control none \
     --kernel-name regex:"fwd_reg|ln_rows|triton_per" \
-    --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum python3 bench/small_fwd_dirty_l2.py
+    --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum python3 docs/journal/scripts/small_fwd_dirty_l2.py
 """
 import time
 

@@ -2,11 +2,11 @@
 
 fastln, torch.compile and `ln_rows` (a Triton layer norm written here: ROWS rows a program, num_warps
 warps, optionally a persistent grid of per_sm programs a SM with a pipelined row loop) at
-(4096, 1024), float32 and bfloat16, timed as bench/cuda_bench.py times (do_bench median, L2
+(4096, 1024), float32 and bfloat16, timed as bench/cuda_bench.py then timed (do_bench median, L2
 flushed). Prints the best Triton shapes, then fastln, torch.compile and the four best interleaved
-over 5 rounds (medians). Writes JSON to argv[1]. docs/cuda.md, Session 11, has what it showed.
+over 5 rounds (medians). Writes JSON to argv[1]. docs/journal/cuda.md, Session 11, has what it showed.
 
-Usage: python3 bench/small_fwd_triton.py out.json   (needs a CUDA build of fastln and Triton)
+Usage: python3 docs/journal/scripts/small_fwd_triton.py out.json   (needs a CUDA build of fastln and Triton)
 """
 import json
 import sys

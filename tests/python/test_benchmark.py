@@ -1,0 +1,184 @@
+"""fastln.benchmark: the suite definitions (data), a tiny run of every CPU suite, the results
+file (schema, merge by suite, measured copy bandwidth), the plots, and the README / docs tables,
+which must equal what the generator makes of the committed results files."""
+import argparse
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastln import benchmark as B
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "bench" / "results"
+
+
+def tiny_args(**kw):
+    base = dict(device="cpu", suites=None, quick=True, shapes=((8, 64),), dtypes=None, no_compile=True,
+                budget=0.002)
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def test_suites_are_well_formed():
+    names = set()
+    for s in B.SUITES:
+        assert (s.device, s.name) not in names, "one suite of a name per device"
+        names.add((s.device, s.name))
+        assert s.device in ("cpu", "cuda", "cpu+cuda") and s.level in ("user", "kernel")
+        assert s.timer in ("interleaved", "device", "host", "profile")
+        assert set(s.dtypes) <= set(B.DTYPES) and s.shapes and s.about
+        assert set(s.quick_shapes) <= set(s.shapes)
+        modes = {"user": {"fwd", "fwd+bwd"}, "kernel": {"fwd", "bwd"}}[s.level]
+        assert set(s.modes) <= modes, s
+        assert any((op, m) in B.BYTES for op in s.ops for m in s.modes)
+        assert s.impls[0].startswith("fastln"), "fastln first"
+        if s.name not in ("isa", "bwd_kernels"):  # fastln against itself
+            assert "torch" in s.impls, "torch is the reference of speedups"
+    # CUDA runs take the peers where importable, and the CPU-against-CUDA suite
+    cuda = {s.name: s for s in B.suites_for("cuda")}
+    assert {"liger", "quack"} <= set(cuda["kernel"].impls) and {"compile", "liger", "quack"} <= set(cuda["user"].impls)
+    assert "devices" in cuda
+    assert {s.name for s in B.suites_for("cpu")} == {"user", "ops", "kernel", "calls"}
+    assert {s.name for s in B.suites_for("cpu", ["isa"])} == {"isa"}
+    with pytest.raises(ValueError, match="no suite"):
+        B.suites_for("cpu", ["nope"])
+
+
+def test_every_cpu_suite_runs_on_tiny_shapes():
+    plans = []
+    for s in B.SUITES:
+        if s.device == "cpu":
+            plans += B.make_plans(tiny_args(suites=s.name, dtypes=("float32", "bfloat16")))
+    data = B.run("cpu", plans, B.Progress(0, False))
+    rows = data["results"]
+    assert data["schema"] == 2 and data["meta"]["copy_gbps"] > 0
+    assert "copy_" in data["meta"]["copy_method"]
+    for p in plans:
+        s = p.suite
+        mine = [r for r in rows if r["suite"] == s.name]
+        for op in s.ops:
+            for mode in s.modes:
+                if (op, mode) not in B.BYTES:
+                    continue
+                got = {r["impl"] for r in mine if r["op"] == op and r["mode"] == mode and r["dtype"] == "float32"}
+                assert {i for i in p.impls if i.startswith("fastln")} <= got, (s.name, op, mode, got)
+        for r in mine:
+            assert r["median_s"] > 0 and r["gbps"] > 0
+            assert math.isclose(r["pct_copy"], 100 * r["gbps"] / data["meta"]["copy_gbps"])
+        assert data["meta"]["suites"][s.name]["definition"]["name"] == s.name
+    # torch has no CPU kernel for the RMSNorm backward: skipped with its reason, fastln still timed
+    assert any("rms_norm bwd" in k for k in data["meta"]["suites"]["kernel"]["skipped"])
+    isa = {r["impl"] for r in rows if r["suite"] == "isa"}
+    assert isa == {f"fastln@{i}" for i in B._C.available_isas()}
+    # every view of the tables renders from a fresh run
+    md = B.full_table(data)
+    assert "### user" in md and "### kernel" in md
+    assert B.view_user(data).count("\n") >= 3 and "Geometric mean" in B.view_summary(data)
+    assert "(8, 64)" in B.view_user(data, "ops", "rms_norm")
+
+
+def test_merge_replaces_the_suites_run_and_keeps_the_others():
+    def fake(suite, t):
+        row = {"suite": suite, "impl": "fastln", "mode": "fwd", "phase": "e2e", "speedup_vs_torch": t}
+        return {"schema": 2, "meta": {"device": "cpu", "suites": {suite: {"date": str(t)}}}, "results": [row]}
+
+    old = B.merge(fake("user", 1.0), fake("kernel", 2.0))
+    new = B.merge(old, fake("user", 3.0))
+    assert sorted((r["suite"], r["speedup_vs_torch"]) for r in new["results"]) == [("kernel", 2.0), ("user", 3.0)]
+    assert new["meta"]["suites"]["user"]["date"] == "3.0" and "kernel" in new["meta"]["suites"]
+
+
+def test_copy_bandwidth_is_measured_never_hard_coded():
+    gbps, how = B.copy_bandwidth("cpu")
+    assert gbps > 0 and how
+    for path in [*ROOT.glob("bench/*.py"), *ROOT.glob("bench/*.sh"), *ROOT.glob("src/fastln/*.py")]:
+        assert not re.search(r"\b2970\b", path.read_text()), path
+
+
+def test_plots_of_every_suite_and_of_cpu_against_cuda(tmp_path):
+    pytest.importorskip("matplotlib")
+    rows = []
+    for dev, scale in (("cpu", 1.0), ("cuda", 0.1)):
+        for impl in ("fastln", "torch"):
+            for M in (1, 64, 4096):
+                for mode in ("fwd", "fwd+bwd"):
+                    rows.append({"suite": "devices", "device": dev, "op": "layer_norm", "impl": impl,
+                                 "dtype": "float32", "M": M, "N": 1024, "mode": mode, "phase": "e2e",
+                                 "median_s": scale * M * 1e-6 + 1e-5, "pct_copy": 1.0})
+    data = {"schema": 2, "meta": {"device": "cuda", "suites": {}}, "results": rows}
+    assert [Path(p).name for p in B.plots(data, tmp_path, "cuda_x")] == ["cuda_x_devices.png"]
+    written = B.plots(B.load(RESULTS / "cuda_h100.json"), tmp_path, "cuda_h100")
+    assert {Path(p).name for p in written} == {"cuda_h100_kernel_time.png", "cuda_h100_kernel_copy.png"}
+
+
+def test_results_files_have_one_schema_and_render():
+    for path in RESULTS.glob("*.json"):
+        if path.name.startswith("models_"):
+            continue  # fastln.model_bench's files
+        data = B.load(path)
+        assert data["schema"] == 2, path
+        meta = data["meta"]
+        assert meta["copy_gbps"] > 0 and meta["copy_method"]
+        for name, s in meta["suites"].items():
+            assert s["date"] and s["torch"] and s["definition"]["name"] == name
+            assert B.view_run(data, name)
+        assert {r["suite"] for r in data["results"]} <= set(meta["suites"])
+        assert B.full_table(data)
+
+
+def test_generated_tables_equal_the_results_files():
+    """README.md and docs/*.md: every generated block is what `python -m fastln bench --readme`
+    makes of bench/results now (run it after a benchmark run, commit both)."""
+    blocks = 0
+    for path in B.doc_files(ROOT):
+        text = path.read_text()
+        assert text.count("<!-- table:") == text.count("<!-- /table -->"), path
+        blocks += len(B.BLOCK.findall(text))
+        assert B.update_blocks(path, RESULTS, check=True) == [], (
+            f"{path.name}: generated tables out of date: run python -m fastln bench --readme")
+    assert blocks >= 5
+    readme = (ROOT / "README.md").read_text()
+    for name in ("cpu:user", "cpu:summary", "cuda_h100:bandwidth"):
+        assert f"<!-- table:{name} -->" in readme
+
+
+def test_update_blocks_rewrites_only_the_blocks(tmp_path):
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n<!-- table:cpu:summary -->\nstale\n<!-- /table -->\noutro\n")
+    assert B.update_blocks(doc, RESULTS, check=True) == ["cpu:summary"]
+    assert "stale" in doc.read_text()
+    assert B.update_blocks(doc, RESULTS) == ["cpu:summary"]
+    text = doc.read_text()
+    assert text.startswith("intro\n") and text.endswith("<!-- /table -->\noutro\n")
+    assert B.render("cpu:summary", RESULTS) in text and B.update_blocks(doc, RESULTS, check=True) == []
+
+
+def test_readme_check_from_the_command_line(tmp_path, capsys):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "bench" / "results").mkdir(parents=True)
+    (tmp_path / "bench" / "results" / "cpu.json").write_text((RESULTS / "cpu.json").read_text())
+    (tmp_path / "README.md").write_text("<!-- table:cpu:user -->\nold\n<!-- /table -->\n")
+    assert B.main(["--readme", "--check", "--root", str(tmp_path)]) == 1
+    assert B.main(["--readme", "--root", str(tmp_path)]) == 0
+    assert B.main(["--readme", "--check", "--root", str(tmp_path)]) == 0
+    assert "| float32 | (100, 512) |" in (tmp_path / "README.md").read_text()
+
+
+def test_list_prints_the_suites_as_data(capsys):
+    assert B.main(["--list"]) == 0
+    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    assert len(lines) == len(B.SUITES) and all({"name", "ops", "shapes", "dtypes", "modes"} <= set(l) for l in lines)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA suites need a GPU")
+def test_cuda_suites_run_on_tiny_shapes():
+    plans = []
+    for s in B.suites_for("cuda"):
+        plans += B.make_plans(tiny_args(device="cuda", suites=s.name, shapes=((8, 256),), budget=0.002))
+    data = B.run("cuda", plans, B.Progress(0, False))
+    assert {r["suite"] for r in data["results"]} == {p.suite.name for p in plans}
+    assert {r["device"] for r in data["results"] if r["suite"] == "devices"} == {"cpu", "cuda"}

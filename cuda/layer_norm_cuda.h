@@ -1,4 +1,4 @@
-// Torch-free interface of the CUDA kernels (cuda/layer_norm.cu), used by the torch glue
+// Torch-free interface of the CUDA kernels (cuda/launch.cu), used by the torch glue
 // (cuda/ops_cuda.cpp). Pointers are device pointers; launches go to `stream`.
 #pragma once
 

@@ -1,6 +1,6 @@
 // CUDA implementations of the fastln device ops (NormOps, src/cpp/torch/norm_ops.h): checks,
 // allocation, the input's device and current stream, then the torch-free launchers of
-// layer_norm.cu. LayerNorm, RMSNorm and the fused residual add share norm_fwd_cuda /
+// launch.cu. LayerNorm, RMSNorm and the fused residual add share norm_fwd_cuda /
 // norm_bwd_cuda, as the CPU ops share norm_fwd_cpu / norm_bwd_cpu.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>

@@ -1,0 +1,376 @@
+// Launch plans of the CUDA kernels (launch_plan.h): the heuristics, host-only. The numbers in
+// the comments are H100 measurements (docs/cuda.md has them in full).
+#include "launch_plan.h"
+
+#include <algorithm>
+#include <atomic>
+#include <initializer_list>
+#include <mutex>
+#include <sstream>
+
+namespace fastln {
+namespace cuda_impl {
+namespace {
+
+int round_up(int v, int m) { return (v + m - 1) / m * m; }
+int pow2_ceil(int v) {
+  int p = 1;
+  while (p < v) p <<= 1;
+  return p;
+}
+int nv_class(int nv) { return nv <= 1 ? 1 : nv <= 2 ? 2 : nv <= 4 ? 4 : nv <= 8 ? 8 : 16; }
+int valid_cluster(int cl) { return cl == 1 || cl == 2 || cl == 4 || cl == 8 ? cl : 0; }
+
+// A row configuration: threads per row (tpr), 16-byte vectors per thread (nv), block, and the
+// CTAs a row is split over (cl > 1: a thread-block cluster, each CTA a slice of the row).
+struct Config {
+  bool reg = false;  // false: fallback path
+  int tpr = 0, nv = 0, block = 0, cl = 1;
+};
+
+// Rows of nvec 16-byte vectors. Small rows (nvec <= 128): tpr <= 32, a power of two giving
+// up to 4 vectors a thread, several rows to a CTA of small_block threads. Larger rows: one row
+// (or, cl > 1, one slice of ceil(nvec / cl) vectors) per CTA, the first nv of `nvs` for which
+// <= max_threads threads suffice.
+Config row_config(int nvec, int small_block, std::initializer_list<int> nvs, int cl = 1,
+                  int max_threads = kMaxRowThreads) {
+  Config c;
+  if (cl == 1 && nvec <= 128) {
+    c.tpr = pow2_ceil((nvec + 3) / 4);
+    c.nv = nv_class((nvec + c.tpr - 1) / c.tpr);
+    c.block = std::max(small_block, c.tpr);
+    c.reg = true;
+    return c;
+  }
+  const int slice = (nvec + cl - 1) / cl;
+  for (int nv : nvs) {
+    if ((slice + nv - 1) / nv <= max_threads) {
+      c.tpr = round_up((slice + nv - 1) / nv, 32);
+      c.nv = nv_class((slice + c.tpr - 1) / c.tpr);
+      c.block = c.tpr;
+      c.cl = cl;
+      c.reg = true;
+      return c;
+    }
+  }
+  return c;
+}
+
+// Forward: small rows 256 threads a CTA; larger rows 4 vectors a thread, then 8, then 16.
+// Where clusters run, rows that would need 16 vectors a thread (one CTA of 512 threads per SM:
+// loads and stores of consecutive rows never overlapped; bf16 N = 65536 at 55% of copy
+// bandwidth) are split over the fewest CTAs of 8 vectors a thread: fewer, larger CTAs wait
+// less on each other (H100, bench/cluster_sweep.py: bf16 65536 over 2 CTAs 77%, over 4 of 4
+// vectors 75%; fp32 65536 over 4 86%, over 8 of 4 vectors 79%). Rows longer than a cluster of
+// 8 can hold take the fallback. fwd_plan may then trade 4 vectors a thread for 8 where the
+// kernels' registers leave more warps resident that way. forced: PlanOverrides::cluster_fwd.
+constexpr int kFwdCtaVectors = 8 * kMaxRowThreads;  // a cluster CTA's slice, at most
+Config fwd_config(int nvec, bool clusters, int forced) {
+  int cl = 1;
+  if (clusters && nvec > 128) {
+    cl = forced;
+    if (!cl && nvec > 8 * kMaxRowThreads) {
+      cl = 2;
+      while (cl < kMaxCluster && (nvec + cl - 1) / cl > kFwdCtaVectors) cl *= 2;
+    }
+    cl = std::max(cl, 1);
+  }
+  return cl == 1 ? row_config(nvec, 256, {4, 8, 16}) : row_config(nvec, 256, {8}, cl);
+}
+
+// Backward: small rows keep column sums in registers; larger rows keep them in shared memory
+// [2][the CTA's columns]. Small CTAs for small rows: a CTA's row groups add their column sums
+// in group order at the end, so that step grows with the groups a CTA holds. H100, bf16
+// backward: (4096, 1024) 55 -> 32 us with 128 threads instead of 512, (131072, 1024) 324 ->
+// 305 us, (524288, 256) 375 -> 310 us with 64 (docs/cuda.md). 16-bit rows: 2 vectors (16
+// elements) a thread first, for more warps in flight per SM. Where clusters run, rows are split
+// over the fewest CTAs whose sums fit kBwdCtaSmem: 32-bit rows whose sums pass it (fp32 16384:
+// 90% of copy bandwidth in one CTA, 94% over 2), 16-bit rows that one CTA would hold only once
+// a SM (N > 12288), their clusters taking two rows an iteration (bwd_reg_plan; H100, bf16 /
+// fp16: 16384 over 2 87.8 / 89.1% against 82.4 / 83.8 in one CTA; 32768 over 4 82.1 / 83.7,
+// over 8 77.8 / 79.9; 65536 over 8 80.2 / 82.1; 12288 stays in one CTA: 86.0%, over 2 82.9).
+// Without clusters, rows whose sums do not fit take the fallback (it reads x and dy twice: ~40%).
+constexpr size_t kBwdCtaSmem = 64 * 1024;
+constexpr size_t kBwdMaxSmem = 200 * 1024;
+Config bwd_config(int nvec, int vec, size_t acc_size, bool half_width, bool clusters, size_t max_smem,
+                  int forced) {
+  const int nv0 = half_width ? 2 : 4;
+  if (nvec <= 128) return row_config(nvec, nvec <= 32 ? 64 : 128, {nv0, 4, 8});
+  const size_t fits = std::min(kBwdMaxSmem, max_smem);
+  const auto smem = [&](int cl) { return size_t(2) * ((nvec + cl - 1) / cl) * vec * acc_size; };
+  int cl = 1;
+  if (clusters) {
+    cl = forced;
+    if (!cl && (!half_width || nvec > 4 * kBwdTwoCtaThreads)) {
+      cl = 1;
+      while (cl < kMaxCluster && smem(cl) > kBwdCtaSmem) cl *= 2;
+    }
+    cl = std::max(cl, 1);
+  }
+  if (smem(cl) > fits) return Config{};
+  if (cl == 1) return row_config(nvec, 128, {nv0, 4, 8});
+  // 4 vectors a thread, not 2: a bf16 slice of 1024 vectors in 512 threads of 2 vectors took
+  // 98 registers (one CTA per SM).
+  return row_config(nvec, 128, {4}, cl, bwd_max_threads(cl, half_width ? 2 : 4));
+}
+
+// The fallback kernels: one CTA per row (grid-stride over rows), VEC-wide loads when vec_ok.
+int fallback_block(int n) { return n >= 4096 ? 512 : n >= 512 ? 128 : 32; }
+Launch fallback_rows(KernelKind kind, const Problem& pb, int vec) {
+  Launch l;
+  l.kernel.kind = kind;
+  l.kernel.nv = pb.vec_ok ? vec : 1;
+  l.block = fallback_block(pb.vec_ok ? pb.n / vec : pb.n);
+  l.grid = std::min<int64_t>(pb.m, int64_t(1) << 30);
+  return l;
+}
+
+size_t staged_smem(int nvec, int cl) { return size_t(kRowStages) * ((nvec + cl - 1) / cl) * 16; }
+
+// The staged forward's cluster size: the config's (the fewest CTAs of <= 4096 vectors), or twice
+// that where its clusters would leave SMs idle. Clusters live inside a GPC: H100 places 30
+// clusters of 4 CTAs of 128 KB (one a SM), 120 of its 132 SMs: fp32 N = 65536 81.7% of copy
+// bandwidth over 4, 89.8% over 8 (two buffers then; one CTA a SM by its 98 registers). Clusters
+// of 2 fill all 132.
+int staged_cluster(int cl, int nvec, const DeviceProps& dev, const Occupancy& occ) {
+  if (cl >= kMaxCluster) return cl;
+  const KernelId k{KernelKind::kFwdStaged, 0, cl};
+  const int64_t ctas = occ.resident(k, kStagedThreads, staged_smem(nvec, cl), cl) * cl;
+  return ctas < dev.sm_count ? 2 * cl : cl;
+}
+
+// CTAs with a row each and a partial each: where the partials (16 N bytes a CTA, written then
+// read) would pass 1/8 of the rows' bytes (3 M N sizeof(T)), at most 16 warps a SM. H100, fp32
+// (bwd_reg_kernel, 64-thread CTAs, 32 a SM): (4096, 1024) 40.8 -> 37.7 us, (8192, 768) 48.9 ->
+// 45.3, (16384, 1024) 96.9 -> 94.2; rows of 2^27 elements, where it does not apply, moved by
+// -0.9 (N = 1000) to +2.8% (768) under the same cap (docs/cuda.md).
+int64_t cap_partials(int64_t grid, int64_t M, int block, int elem_size, const DeviceProps& dev) {
+  if (grid * 128 <= 3 * M * elem_size) return grid;
+  return std::min<int64_t>(grid, std::max(1, 16 * dev.sm_count / std::max(1, block / 32)));
+}
+
+// The staged backward (bwd_staged_kernel) on sm_90, for 32-bit rows of at least kBwdStagedFrom
+// vectors (past the several-rows-a-CTA configs of row_config): slices of at most
+// kBwdStagedThreads * kBwdStagedVectors vectors over the fewest CTAs, or twice as many where
+// those clusters would leave SMs idle (as staged_cluster). H100, % of copy bandwidth against
+// bwd_reg_kernel: fp32 768 92.4 -> 93.5, 1000 88.2 -> 93.4, 8192 93.8 -> 96.3, 12288 93.5 -> 99.0,
+// 65536 90.0 -> 93.1; (4096, 1024) 37.7 -> 32.4 us. 16-bit rows keep bwd_reg_kernel: twice the
+// elements a byte, the staged kernel is bound by its instructions there (bf16 16384: 77 against
+// 89%; docs/cuda.md). PlanOverrides::bwd_staged = 0 keeps bwd_reg_kernel everywhere, = V > 0
+// takes rows of at least V vectors, 16-bit ones too. Launch::kernel kNone: not this kernel.
+constexpr int kBwdStagedFrom = 129;
+Launch bwd_staged_launch(const Config& c, const Problem& pb, const DeviceProps& dev, const Occupancy& occ,
+                         const PlanOverrides& ov) {
+  constexpr int kSlice = kBwdStagedThreads * kBwdStagedVectors;
+  const int forced = valid_cluster(ov.cluster_bwd);
+  Launch l;
+  const int nvec = pb.n / (16 / pb.elem_size);
+  const int from = ov.bwd_staged >= 0 ? ov.bwd_staged : pb.elem_size == 4 ? kBwdStagedFrom : 0;
+  if (!cluster_type(pb.elem_size)) return l;  // not built
+  if (!from || nvec < from || !c.reg || !dev.clusters) return l;
+  int cl = std::max(forced, 1);
+  while (cl < kMaxCluster && (nvec + cl - 1) / cl > kSlice) cl *= 2;
+  const auto plan = [&](int cl) -> int64_t {
+    const int per = (nvec + cl - 1) / cl;
+    l.cluster = cl;
+    l.block = round_up((per + kBwdStagedVectors - 1) / kBwdStagedVectors, 32);
+    l.smem = size_t(kRowStages) * 2 * per * 16;
+    l.kernel = KernelId{KernelKind::kBwdStaged, 0, cl};
+    return occ.resident(l.kernel, l.block, l.smem, cl);
+  };
+  int64_t clusters = plan(cl);
+  if (!forced && cl < kMaxCluster && clusters * cl < dev.sm_count) clusters = plan(2 * cl);
+  if (l.block > kBwdStagedThreads || l.smem > dev.max_dyn_smem) return Launch{};
+  l.grid = std::min<int64_t>(pb.m, clusters) * l.cluster;
+  if (l.cluster == 1) l.grid = cap_partials(l.grid, pb.m, l.block, pb.elem_size, dev);
+  return l;
+}
+
+// CTAs a cluster for a one-CTA-per-row backward kernel (cl = 1), whose clusters share one
+// partial: the largest of 8, 4, 2 that leaves as many CTAs resident as without clusters
+// (clusters live inside a GPC: 1 CTA a SM in clusters of 8 would leave SMs idle). H100, bf16
+// backward: 2048-16384 gain 1-2.5% of copy bandwidth (12288: 83.7 -> 86.2%). Not for CTAs of
+// several short rows (bwd_reg_launch): the cluster's wait at the end cost them about what the
+// smaller reduction saved (524288 x 256: +4.7 us in the kernel; (4096, 1024): +1.9 us).
+int partial_cluster(const KernelId& k, int block, size_t smem, const Occupancy& occ, const PlanOverrides& ov) {
+  if (const int forced = valid_cluster(ov.partial_cluster)) return forced;
+  const int64_t resident = occ.resident(k, block, smem, 1);
+  for (int pc : {8, 4, 2})
+    if (occ.resident(k, block, smem, pc) * pc >= resident) return pc;
+  return 1;
+}
+
+// The backward register kernel of a config (bwd_reg_kernel's template arguments), its grid
+// (persistent: as many CTAs, or clusters, as are resident at once, at most one per row group),
+// its clusters and its dynamic shared memory.
+Launch bwd_reg_launch(const Config& c, const Problem& pb, const DeviceProps& dev, const Occupancy& occ,
+                      const PlanOverrides& ov) {
+  if (Launch st = bwd_staged_launch(c, pb, dev, occ, ov); st.kernel.kind != KernelKind::kNone) return st;
+  const int vec = 16 / pb.elem_size, acc_size = pb.elem_size == 8 ? 8 : 4;
+  Launch l;
+  l.block = c.block;
+  KernelId& k = l.kernel;
+  // Two rows an iteration for a cluster's slices of 16-bit rows.
+  k.rows = bwd_two_rows(pb.elem_size, c.nv, c.cl) && ov.bwd_two_rows ? 2 : 1;
+  k.nv = c.nv;
+  k.cl = c.cl;
+  k.acc_smem = true;
+  if (c.cl > 1) {
+    if (!cluster_type(pb.elem_size) || !bwd_cluster_nv(c.nv)) return Launch{};  // not built, and bwd_config never picks it
+  } else if (c.nv == 8) {
+    // 8 vectors a thread: rows fill a CTA
+  } else if (c.nv == 4 && pb.elem_size == 2 && c.tpr > 32 && c.tpr <= kBwdTwoCtaThreads) {
+    k.minb = 2;
+  } else {
+    k.acc_smem = c.tpr > 32;
+  }
+  k.kind = KernelKind::kBwdReg;
+  l.smem = size_t(2) * ((pb.n / vec + c.cl - 1) / c.cl) * vec * acc_size;
+  const int G = c.block / c.tpr;
+  const int64_t ngroups = (pb.m + G * k.rows - 1) / (G * k.rows);  // row groups, or pairs of them
+  l.cluster = c.cl;
+  if (c.cl == 1 && c.tpr == c.block && cluster_type(pb.elem_size) && dev.clusters)
+    l.cluster = partial_cluster(k, c.block, l.smem, occ, ov);
+  // Clusters wanted: one per iteration's rows for row slices, else a CTA per iteration's rows.
+  const int64_t wanted = c.cl > 1 ? ngroups : (ngroups + l.cluster - 1) / l.cluster;
+  l.grid = std::min<int64_t>(wanted, occ.resident(k, c.block, l.smem, l.cluster)) * l.cluster;
+  // A row a CTA and a partial each (no partial clusters).
+  if (l.cluster == 1 && c.cl == 1 && c.tpr == c.block) l.grid = cap_partials(l.grid, pb.m, c.block, pb.elem_size, dev);
+  return l;
+}
+
+}  // namespace
+
+int64_t occupancy_resident(int occ, int sm_count, int cl, int64_t clusters) {
+  int64_t n = int64_t(std::max(occ, 1)) * sm_count / cl;
+  if (cl > 1 && clusters > 0) n = std::min<int64_t>(n, clusters);
+  return std::max<int64_t>(n, 1);
+}
+
+FwdPlan fwd_plan(const Problem& pb, const DeviceProps& dev, const Occupancy& occ, const PlanOverrides& ov) {
+  const int vec = 16 / pb.elem_size, nvec = pb.n / vec;
+  const bool clusters = cluster_type(pb.elem_size) && dev.clusters;
+  const int forced = valid_cluster(ov.cluster_fwd);
+  Config c = pb.vec_ok ? fwd_config(nvec, clusters, forced) : Config{};
+  const auto reg = [&](int nv, int cl) { return KernelId{KernelKind::kFwdReg, nv, cl}; };
+  if (c.reg && c.cl == 1 && c.nv == 4 && c.tpr == c.block) {
+    // A row a CTA at 4 vectors a thread can leave a SM fewer resident warps than 8 vectors a
+    // thread in CTAs half the size: bf16 N = 12288 takes 384 threads of 58 registers, 2 CTAs a
+    // SM (24 warps), against 192 threads of 64 registers, 5 CTAs (30 warps). Take the one
+    // with more.
+    const Config c8 = row_config(nvec, 256, {8});
+    if (c8.reg && occ.resident(reg(8, 1), c8.block, 0, 1) * c8.block > occ.resident(reg(4, 1), c.block, 0, 1) * c.block)
+      c = c8;
+  }
+  if (cluster_type(pb.elem_size) && !pb.residual && c.reg && c.cl > 1 && ov.fwd_staged && !forced)
+    c.cl = staged_cluster(c.cl, nvec, dev, occ);
+  FwdPlan plan;
+  if (!c.reg) {
+    plan.main = fallback_rows(KernelKind::kFwdFallback, pb, vec);
+    plan.tpr = plan.main.block;
+    return plan;
+  }
+  plan.tpr = c.tpr;
+  if (c.cl > 1 && !fwd_cluster_nv(c.nv)) return plan;  // not built (a forced cluster size): no kernel
+  Launch& l = plan.main;
+  l.cluster = c.cl;
+  if (c.cl > 1 && !pb.residual && ov.fwd_staged) {
+    // Rows split over a cluster, staged in shared memory (the fused add keeps the register kernel).
+    l.kernel = KernelId{KernelKind::kFwdStaged, 0, c.cl};
+    l.block = kStagedThreads;
+    l.smem = staged_smem(nvec, c.cl);
+    l.grid = std::min(pb.m, occ.resident(l.kernel, l.block, l.smem, c.cl)) * c.cl;
+    return plan;
+  }
+  // CL = 1: a CTA per row group. Clusters: persistent (launching a cluster per row cost ~20% of
+  // copy bandwidth at bf16 N = 16384 against one CTA per row).
+  const int G = c.block / c.tpr;
+  const int64_t ngroups = (pb.m + G - 1) / G;
+  l.kernel = reg(c.nv, c.cl);
+  l.block = c.block;
+  l.grid = c.cl == 1 ? ngroups : std::min(ngroups, occ.resident(l.kernel, c.block, 0, c.cl)) * c.cl;
+  return plan;
+}
+
+BwdPlan bwd_plan(const Problem& pb, const DeviceProps& dev, const Occupancy& occ, const PlanOverrides& ov) {
+  const int vec = 16 / pb.elem_size, acc_size = pb.elem_size == 8 ? 8 : 4;
+  const bool clusters = cluster_type(pb.elem_size) && dev.clusters;
+  const Config c = pb.vec_ok ? bwd_config(pb.n / vec, vec, size_t(acc_size), pb.elem_size == 2, clusters,
+                                          dev.max_dyn_smem, valid_cluster(ov.cluster_bwd))
+                             : Config{};
+  BwdPlan plan;
+  if (c.reg) {
+    plan.tpr = c.tpr;
+    plan.main = bwd_reg_launch(c, pb, dev, occ, ov);
+    plan.nparts = plan.main.grid / plan.main.cluster;
+  } else {
+    plan.main = fallback_rows(KernelKind::kBwdFallbackDx, pb, vec);
+    plan.tpr = plan.main.block;
+    const int64_t tiles = (pb.n + 255) / 256;
+    plan.nparts = std::max<int64_t>(1, std::min<int64_t>(pb.m, std::max<int64_t>(1, 8 * dev.sm_count / tiles)));
+    plan.cols.kernel.kind = KernelKind::kBwdFallbackCols;
+    plan.cols.grid = tiles;
+    plan.cols.grid_y = int(plan.nparts);
+    plan.cols.block = 256;
+  }
+  // dgamma / dbeta from the partials: a programmatic dependent of the kernel before (sm_90),
+  // launched while that one's last CTAs run, not after its end (H100: (4096, 1024) backward 32.0
+  // -> 31.0 us, fp32 and fp16; 16-bit 32768 / 65536 +0.1-0.4 points). PlanOverrides::pdl = false
+  // launches it after (bench/cuda_kernel_times.py, whose profile would otherwise count the wait
+  // as its time).
+  Launch& r = plan.reduce;
+  r.kernel.kind = KernelKind::kReducePartials;
+  r.pdl = ov.pdl && dev.clusters;
+  r.grid = (pb.n + 31) / 32;
+  r.block = 32;
+  if (plan.nparts >= kManyPartials) {
+    r.block_y = 32;
+    r.kernel.ry = 32, r.kernel.w = 1;
+    return plan;
+  }
+  r.block_y = 8;
+  r.kernel.ry = 8, r.kernel.w = 1;
+  // 4 float columns a thread (16-byte loads) where that still leaves a CTA a SM (N >= 16896 on
+  // an H100): bf16 65536 (30 partials) 7.1 -> 5.1 us, fp16 32768 7.1 -> 6.2, fp32 65536 4.5 -> 3.9.
+  if (acc_size == 4 && pb.n % 4 == 0 && pb.n / 128 >= dev.sm_count) {
+    r.grid = (pb.n + 127) / 128;
+    r.kernel.w = 4;
+  }
+  return plan;
+}
+
+// Overrides: read by every launch, set rarely (tests, benchmarks), so the default case reads one
+// atomic flag and takes no lock.
+namespace {
+std::mutex overrides_mu;
+PlanOverrides overrides_value;
+std::atomic<bool> overrides_set{false};
+}  // namespace
+
+PlanOverrides plan_overrides() {
+  if (!overrides_set.load(std::memory_order_acquire)) return PlanOverrides{};
+  const std::lock_guard<std::mutex> lock(overrides_mu);
+  return overrides_value;
+}
+
+void set_plan_overrides(const PlanOverrides& ov) {
+  const std::lock_guard<std::mutex> lock(overrides_mu);
+  overrides_value = ov;
+  overrides_set.store(!(ov == PlanOverrides{}), std::memory_order_release);
+}
+
+std::string describe(const Launch& l) {
+  static const char* const kNames[] = {"none",    "fwd_reg",         "fwd_staged",        "fwd_fallback", "bwd_reg",
+                                       "bwd_staged", "bwd_fallback_dx", "bwd_fallback_cols", "reduce_partials"};
+  const KernelId& k = l.kernel;
+  std::ostringstream s;
+  s << kNames[int(k.kind)];
+  if (k.kind == KernelKind::kNone) return s.str();
+  s << " nv" << k.nv << " cl" << k.cl << " acc" << k.acc_smem << " minb" << k.minb << " rows" << k.rows << " ry" << k.ry
+    << " w" << k.w << " grid " << l.grid << "x" << l.grid_y << " block " << l.block << "x" << l.block_y << " smem "
+    << l.smem << " cluster " << l.cluster << " pdl " << l.pdl;
+  return s.str();
+}
+
+}  // namespace cuda_impl
+}  // namespace fastln

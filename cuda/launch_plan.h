@@ -1,0 +1,155 @@
+// Launch plans of the CUDA kernels: which kernel, grid, block, clusters and shared memory a
+// problem gets, as a value. Host-only C++ without CUDA headers, so that the Catch2 tests compute
+// the plans of every benchmark shape without a GPU (tests/cpp/test_launch_plan.cpp); launch.cu
+// executes a plan, and its kernels are built with the constants below.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace fastln {
+namespace cuda_impl {
+
+// ---------------------------------------------------------------- what the kernels are built for
+constexpr int kMaxRowThreads = 512;  // a row's (or slice's) threads in the register kernels
+constexpr int kMaxCluster = 8;       // the portable cluster size
+// Buffers of the rows staged in shared memory (StagedRows): rows k, k + 1 in use, k + 2 loading.
+constexpr int kRowStages = 3;
+// The staged forward (fwd_staged_kernel): slices of <= kFwdCtaVectors (fwd_config).
+constexpr int kStagedThreads = 512, kStagedVectors = 8;
+// The staged backward (bwd_staged_kernel): vectors a thread, threads a CTA at most.
+constexpr int kBwdStagedVectors = 2, kBwdStagedThreads = 1024;
+// reduce_partials_kernel takes 32 rows of threads from this many partials on, else 8.
+constexpr int64_t kManyPartials = 256;
+
+// Cluster CTAs of the register forward (512 threads, 8 vectors a thread): 2 resident a SM (<= 64
+// registers; 16-bit spills 8-40 bytes, fp32 with the fused add 16-24, 16-bit input with float32
+// parameters up to 240: docs/cuda.md). CL = 1: no minimum (0: as if none given).
+constexpr int fwd_min_ctas(int cl) { return cl == 1 ? 0 : 2; }
+
+// Threads and resident CTAs a backward CTA is built for. Clusters: 16-bit slices of <= 1024
+// vectors in <= 256 threads, 3 CTAs a SM (<= 80 registers: 81, allocated as 88, allowed 2),
+// or 2 with ROWS = 2 (<= 128); 32-bit in <= 512 threads, 2 a SM. CL = 1: 512 threads, no
+// minimum (0: as if none given), or, MINB = 2, 384 threads twice a SM (16-bit rows of 4
+// vectors a thread whose column sums fit twice: N = 12288 took 91 registers, one CTA a SM).
+constexpr int kBwdTwoCtaThreads = 384;
+constexpr int bwd_max_threads(int cl, int elem_size, int minb = 0) {
+  return minb == 2 ? kBwdTwoCtaThreads : cl > 1 && elem_size == 2 ? 256 : 512;
+}
+constexpr int bwd_min_ctas(int cl, int elem_size, int minb, int rows) {
+  return cl == 1 ? minb : elem_size == 2 ? (rows == 2 ? 2 : 3) : 2;
+}
+// The backward kernels built with ROWS = 2 (two rows an iteration): 16-bit cluster slices of 4
+// vectors a thread.
+constexpr bool bwd_two_rows(int elem_size, int nv, int cl) { return elem_size == 2 && nv == 4 && cl > 1; }
+
+// The cluster kernels built (so the only ones a plan may pick): 16- and 32-bit types, forward 8
+// vectors a thread, backward 4.
+constexpr bool cluster_type(int elem_size) { return elem_size <= 4; }
+constexpr bool fwd_cluster_nv(int nv) { return nv == 8; }
+constexpr bool bwd_cluster_nv(int nv) { return nv == 4; }
+
+// ---------------------------------------------------------------- inputs of a plan
+// What a plan needs of the device, read once per device by launch.cu (cudaDeviceGetAttribute).
+struct DeviceProps {
+  int sm_count = 132;
+  size_t max_dyn_smem = 47 * 1024;  // a CTA's dynamic shared memory: the opt-in limit - 1 KB
+  bool clusters = false;            // cluster launch, on this build's sm_90 (or newer) image
+};
+
+// The problem: rows of n elements of elem_size bytes (the kernels' T), m of them. vec_ok: n, the
+// row strides and every pointer allow 16-byte vectors. residual: the forward's fused add.
+struct Problem {
+  int n = 0;
+  int64_t m = 0;
+  int elem_size = 4;
+  bool residual = false;
+  bool vec_ok = true;
+};
+
+// Overrides of the heuristics for experiments and tests (fastln._C.cuda_plan_overrides); the
+// defaults change nothing.
+struct PlanOverrides {
+  int cluster_fwd = 0;      // CTAs a row for forward rows of > 128 vectors where clusters run: 1, 2, 4, 8 (0: heuristics)
+  int cluster_bwd = 0;      // the same for the backward
+  int partial_cluster = 0;  // CTAs sharing a partial in one-row-a-CTA backward kernels: 1, 2, 4, 8 (0: heuristics)
+  bool fwd_staged = true;   // false: the register kernel on cluster rows instead of the staged one
+  int bwd_staged = -1;      // the staged backward: -1 heuristics (fp32 rows from kBwdStagedFrom vectors), 0 never, V > 0 rows of >= V vectors (16-bit too)
+  bool bwd_two_rows = true; // false: 16-bit cluster slices take one row an iteration
+  bool pdl = true;          // false: reduce_partials_kernel launched after the backward, not as its programmatic dependent
+  bool operator==(const PlanOverrides&) const = default;
+};
+
+// ---------------------------------------------------------------- a plan
+enum class KernelKind : uint8_t {
+  kNone,  // nothing to launch (a plan that found no kernel: the launch fails)
+  kFwdReg, kFwdStaged, kFwdFallback,
+  kBwdReg, kBwdStaged, kBwdFallbackDx, kBwdFallbackCols,
+  kReducePartials,
+};
+
+// A kernel of the problem's types and norm: its other template arguments as values.
+struct KernelId {
+  KernelKind kind = KernelKind::kNone;
+  int nv = 0;             // fwd_reg, bwd_reg: NV; fallback kernels: VEC (1 or 16 / elem_size)
+  int cl = 1;             // CL: CTAs a row (fwd/bwd reg and staged)
+  bool acc_smem = false;  // bwd_reg: ACC_SMEM
+  int minb = 0;           // bwd_reg: MINB
+  int rows = 1;           // bwd_reg: ROWS
+  int ry = 0, w = 0;      // reduce_partials: RY, W
+  bool operator==(const KernelId&) const = default;
+};
+
+// One kernel launch: grid x (CTAs, a multiple of cluster) and y, block x and y, dynamic shared
+// memory, CTAs a cluster along x, and the programmatic-serialization attribute.
+struct Launch {
+  KernelId kernel;
+  int64_t grid = 0;
+  int grid_y = 1;
+  int block = 0, block_y = 1;
+  size_t smem = 0;
+  int cluster = 1;
+  bool pdl = false;
+};
+
+struct FwdPlan {
+  int tpr = 0;  // threads a row (FwdParams::tpr)
+  Launch main;
+};
+
+// The backward: main (register or staged kernel, or the fallback's dX), cols (the fallback's
+// column sums) and reduce (the partials' sum) when the launch has partials.
+struct BwdPlan {
+  int tpr = 0;         // BwdParams::tpr
+  int64_t nparts = 0;  // [2][N] partials the launch writes
+  Launch main, cols, reduce;
+};
+
+// Resident clusters of cl CTAs (cl = 1: CTAs) of a kernel of the problem at once, for a block
+// and dynamic shared memory: launch.cu asks the CUDA runtime (occupancy_resident), tests a model.
+struct Occupancy {
+  virtual int64_t resident(const KernelId& k, int block, size_t smem, int cl) const = 0;
+
+ protected:
+  ~Occupancy() = default;
+};
+// The persistent grid from the runtime's answers: CTAs resident a SM (occ, < 1 as 1) over the
+// SMs in clusters of cl, at most the clusters resident at once (clusters live inside a GPC: H100,
+// 256 threads, 64 KB, 3 CTAs a SM: 45 clusters of 8, not 49; <= 0: not known).
+int64_t occupancy_resident(int occ, int sm_count, int cl, int64_t clusters);
+
+FwdPlan fwd_plan(const Problem& pb, const DeviceProps& dev, const Occupancy& occ, const PlanOverrides& ov = {});
+BwdPlan bwd_plan(const Problem& pb, const DeviceProps& dev, const Occupancy& occ, const PlanOverrides& ov = {});
+
+// The overrides the launchers use: process-wide, for experiments and tests (set them while no
+// other thread launches fastln kernels; autograd's backward runs on another thread, so a
+// thread-local value would miss it).
+PlanOverrides plan_overrides();
+void set_plan_overrides(const PlanOverrides& ov);
+
+// One line per launch, for tests and benchmarks: "kind nv cl ... | grid ...".
+std::string describe(const Launch& l);
+
+}  // namespace cuda_impl
+}  // namespace fastln

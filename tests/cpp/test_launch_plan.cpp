@@ -1,0 +1,174 @@
+// The CUDA launch plans (cuda/launch_plan.cpp), without a GPU: every problem of
+// launch_plans.txt, the launches that the launch code before the split made for the benchmark
+// grid (cuda_check/gen_old.py), must come out of fwd_plan / bwd_plan launch for launch, with the
+// same occupancy answers (plan_model.h) and the same knobs (PlanOverrides).
+#define CATCH_CONFIG_MAIN
+#include <catch2/catch.hpp>
+
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "../../cuda/launch_plan.h"
+#include "plan_model.h"
+
+namespace {
+
+using namespace fastln::cuda_impl;
+namespace pm = fastln_plan_model;
+
+int elem_size(const std::string& t) { return t == "double" ? 8 : t == "float" ? 4 : 2; }
+
+struct Case {
+  std::string dev, t, p;
+  int norm = 0;  // 0 layer, 1 rms
+  bool bwd = false;
+  Problem pb;
+  PlanOverrides ov;
+};
+
+// The knobs of a line ("-" or e.g. "cf=2,fs=0") as overrides.
+PlanOverrides overrides(const std::string& knobs) {
+  PlanOverrides ov;
+  if (knobs == "-") return ov;
+  std::istringstream s(knobs);
+  std::string kv;
+  while (std::getline(s, kv, ',')) {
+    const std::string k = kv.substr(0, kv.find('='));
+    const int v = std::stoi(kv.substr(kv.find('=') + 1));
+    if (k == "cf") ov.cluster_fwd = v;
+    else if (k == "cb") ov.cluster_bwd = v;
+    else if (k == "pc") ov.partial_cluster = v;
+    else if (k == "fs") ov.fwd_staged = v != 0;
+    else if (k == "bs") ov.bwd_staged = v;
+    else if (k == "r2") ov.bwd_two_rows = v != 0;
+    else if (k == "pdl") ov.pdl = v != 0;
+    else FAIL("unknown knob " << k);
+  }
+  return ov;
+}
+
+// The canonical name of a plan's kernel for the problem's types and norm (plan_model.h).
+std::string kernel_name(const Case& c, const KernelId& k) {
+  const std::string tp = c.t + "," + c.p + ",", nrm = std::to_string(c.norm), res = c.pb.residual ? "1" : "0";
+  const auto i = [](int v) { return std::to_string(v); };
+  switch (k.kind) {
+    case KernelKind::kFwdReg: return "fwd_reg_kernel<" + tp + i(k.nv) + "," + nrm + "," + res + "," + i(k.cl) + ">";
+    case KernelKind::kFwdStaged: return "fwd_staged_kernel<" + tp + nrm + "," + i(k.cl) + ">";
+    case KernelKind::kFwdFallback: return "fwd_fallback_kernel<" + tp + i(k.nv) + "," + nrm + "," + res + ">";
+    case KernelKind::kBwdReg:
+      return "bwd_reg_kernel<" + tp + i(k.nv) + "," + nrm + "," + i(k.acc_smem) + "," + i(k.cl) + "," + i(k.minb) + "," +
+             i(k.rows) + ">";
+    case KernelKind::kBwdStaged: return "bwd_staged_kernel<" + tp + nrm + "," + i(k.cl) + ">";
+    case KernelKind::kBwdFallbackDx: return "bwd_fallback_dx_kernel<" + tp + i(k.nv) + "," + nrm + ">";
+    case KernelKind::kBwdFallbackCols: return "bwd_fallback_cols_kernel<" + tp + nrm + ">";
+    case KernelKind::kReducePartials:
+      return "reduce_partials_kernel<" + std::string(c.t == "double" ? "double" : "float") + "," + c.p + "," + i(k.ry) +
+             "," + i(k.w) + ">";
+    default: return "none";
+  }
+}
+
+// The occupancy answers of the model, as launch.cu forms them from the runtime's.
+struct ModelOccupancy final : Occupancy {
+  const Case& c;
+  const pm::DeviceModel& d;
+  ModelOccupancy(const Case& c_, const pm::DeviceModel& d_) : c(c_), d(d_) {}
+  int64_t resident(const KernelId& k, int block, size_t smem, int cl) const override {
+    const std::string name = kernel_name(c, k);
+    return occupancy_resident(pm::blocks_per_sm(d, name, block, smem), d.sms, cl,
+                              cl > 1 ? pm::active_clusters(d, name, block, smem, cl) : 0);
+  }
+};
+
+DeviceProps props(const pm::DeviceModel& d) {
+  DeviceProps p;
+  p.sm_count = d.sms;
+  p.max_dyn_smem = size_t(d.smem_optin) - 1024;
+  p.clusters = d.clusters && d.ptx_version >= 90;
+  return p;
+}
+
+std::string line(const Case& c, const Launch& l) {
+  return pm::launch_line(kernel_name(c, l.kernel), l.grid, l.grid_y, l.block, l.block_y, l.smem, l.cluster, l.pdl);
+}
+
+// What the launchers of launch.cu launch for a plan, in the table's form.
+std::string result(const Case& c) {
+  const pm::DeviceModel& d = pm::device_model(c.dev);
+  const ModelOccupancy occ(c, d);
+  std::vector<std::string> launches;
+  int tpr = -1, ret = 0;
+  int64_t nparts = 0;
+  if (!c.bwd) {
+    const FwdPlan plan = fwd_plan(c.pb, props(d), occ, c.ov);
+    if (plan.main.kernel.kind == KernelKind::kNone) {
+      ret = 9;  // cudaErrorInvalidConfiguration
+    } else {
+      tpr = plan.tpr;
+      launches.push_back(line(c, plan.main));
+    }
+  } else {
+    const BwdPlan plan = bwd_plan(c.pb, props(d), occ, c.ov);
+    nparts = plan.nparts;
+    if (plan.main.kernel.kind == KernelKind::kNone) {
+      ret = 1;  // cudaErrorInvalidValue
+    } else {
+      tpr = plan.tpr;
+      launches.push_back(line(c, plan.main));  // dX wanted
+      if (plan.cols.kernel.kind != KernelKind::kNone) launches.push_back(line(c, plan.cols));
+      launches.push_back(line(c, plan.reduce));  // partials wanted
+    }
+  }
+  std::ostringstream s;
+  s << "tpr" << tpr << " np" << nparts << " ret" << ret << " |";
+  for (size_t i = 0; i < launches.size(); ++i) s << (i ? " ; " : " ") << launches[i];
+  return s.str();
+}
+
+}  // namespace
+
+TEST_CASE("launch plans: every problem of the table made before the split", "[cuda][plan]") {
+  std::ifstream in(FASTLN_PLAN_TABLE);
+  REQUIRE(in.good());
+  std::string text;
+  int rows = 0, knob_rows = 0;
+  while (std::getline(in, text)) {
+    if (text.empty() || text[0] == '#') continue;
+    const size_t bar = text.find(" | ");
+    std::istringstream key(text.substr(0, bar));
+    Case c;
+    std::string types, norm, dir, res, vec, knobs;
+    int64_t n = 0;
+    key >> c.dev >> types >> norm >> dir >> res >> vec >> n >> c.pb.m >> knobs;
+    c.t = types.substr(0, types.find(','));
+    c.p = types.substr(types.find(',') + 1);
+    c.norm = norm == "rms";
+    c.bwd = dir == "bwd";
+    c.pb.n = int(n);
+    c.pb.elem_size = elem_size(c.t);
+    c.pb.residual = res == "r1";
+    c.pb.vec_ok = vec == "v1";
+    c.ov = overrides(knobs);
+    INFO(text.substr(0, bar));
+    REQUIRE(result(c) == text.substr(bar + 3));
+    ++rows;
+    knob_rows += knobs != "-";
+  }
+  // Both devices, six type pairs, two norms, three directions over the grid, the fallback on the
+  // extra shapes, and the knobs (gen_old.py).
+  CHECK(rows == 4936);
+  CHECK(knob_rows == 2200);
+}
+
+TEST_CASE("launch plans: the defaults of the overrides change nothing", "[cuda][plan]") {
+  set_plan_overrides(PlanOverrides{});
+  CHECK(plan_overrides() == PlanOverrides{});
+  PlanOverrides ov;
+  ov.cluster_fwd = 2;
+  set_plan_overrides(ov);
+  CHECK(plan_overrides().cluster_fwd == 2);
+  set_plan_overrides(PlanOverrides{});
+  CHECK(plan_overrides() == PlanOverrides{});
+}

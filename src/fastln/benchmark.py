@@ -308,7 +308,8 @@ def kernel_runner(impl: str, op: str, mode: str, x: Tensor, r: Tensor, w: Tensor
         if mode == "fwd":
             return lambda: lf(x, w, b, EPS)
         lb = _attr("liger_kernel.ops.layer_norm", "layer_norm_backward")
-        _, _, mean, rstd = lf(x, w, b, EPS)
+        out = lf(x, w, b, EPS)  # (Y, X, Mean, RSTD, ...): the tail's length differs between versions
+        mean, rstd = out[2], out[3]
         return lambda: lb(dy, x, w, b, mean, rstd)
     if impl == "quack" and op == "layer_norm":  # fp32 parameters required
         qf = _attr("quack.rmsnorm", "layernorm_fwd")
@@ -316,7 +317,7 @@ def kernel_runner(impl: str, op: str, mode: str, x: Tensor, r: Tensor, w: Tensor
         if mode == "fwd":
             return lambda: qf(x, w32, b32, EPS, return_rstd=True, return_mean=True)
         qb = _attr("quack.rmsnorm", "layernorm_bwd")
-        _, rstd, mean = qf(x, w32, b32, EPS, return_rstd=True, return_mean=True)
+        _, rstd, mean = qf(x, w32, b32, EPS, return_rstd=True, return_mean=True)[:3]
         return lambda: qb(x, w32, dy, rstd, mean, has_bias=True)
     raise Skip(f"no {impl} kernel for {op}")
 
@@ -503,7 +504,7 @@ def kernel_times(fn: Runner, calls: int = 10) -> dict[str, Any]:
         torch.cuda.synchronize()
     times: dict[str, float] = {}
     for e in prof.events():
-        if e.device_type == torch.autograd.DeviceType.CUDA:
+        if getattr(e.device_type, "name", "") == "CUDA":
             name = e.name.split("<")[0].split("::")[-1]
             times[name] = times.get(name, 0.0) + e.device_time * 1e-6 / calls
     total = sum(times.values())
@@ -890,6 +891,9 @@ def view_run(data: dict[str, Any], suite: str) -> str:
         text += f" ({s['copy_method']})"
     if s.get("command"):
         text += f"; command: `{s['command']}`"
+    if s.get("converted"):
+        text += f" (converted {s['converted']}; today `python -m fastln bench"
+        text += (" --device cuda" if meta["device"] == "cuda" else "") + f" --suites {suite}`)"
     return text + "."
 
 

@@ -182,3 +182,16 @@ def test_cuda_suites_run_on_tiny_shapes():
     data = B.run("cuda", plans, B.Progress(0, False))
     assert {r["suite"] for r in data["results"]} == {p.suite.name for p in plans}
     assert {r["device"] for r in data["results"] if r["suite"] == "devices"} == {"cpu", "cuda"}
+
+
+def test_relative_links_in_readme_and_docs_resolve():
+    """Files moved with the harness and the journal (bench/results -> docs/journal/data, ...):
+    every relative link of README.md and docs/**/*.md points at a file that exists."""
+    broken = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", path.read_text()):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            if not (path.parent / target).exists():
+                broken.append(f"{path.relative_to(ROOT)}: {target}")
+    assert not broken, broken

@@ -5,11 +5,14 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <pybind11/pybind11.h>
 #include <torch/library.h>
 
 #include <cmath>
+#include <string>
 
 #include "../src/cpp/torch/norm_ops.h"
+#include "launch_plan.h"
 #include "layer_norm_cuda.h"
 
 namespace fastln {
@@ -149,5 +152,41 @@ Tensor3 norm_bwd_cuda(const char* op, Norm norm, const at::Tensor& grad_out,
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastln, CUDA, m) { NormOps<norm_fwd_cuda, norm_bwd_cuda>::register_impls(m); }
+
+// _C.cuda_plan_overrides(overrides=None): the launch plans' overrides (cuda/launch_plan.h) for
+// tests and benchmarks, in place of environment knobs. Returns those in force before the call as
+// a dict of every key; a dict sets the keys it names, the others to their defaults.
+void def_cuda_plan_overrides(pybind11::module_& m) {
+  namespace py = pybind11;
+  m.def(
+      "cuda_plan_overrides",
+      [](const py::object& set) {
+        const cuda_impl::PlanOverrides before = cuda_impl::plan_overrides();
+        py::dict d;
+        d["cluster_fwd"] = before.cluster_fwd, d["cluster_bwd"] = before.cluster_bwd;
+        d["partial_cluster"] = before.partial_cluster, d["fwd_staged"] = before.fwd_staged;
+        d["bwd_staged"] = before.bwd_staged, d["bwd_two_rows"] = before.bwd_two_rows, d["pdl"] = before.pdl;
+        if (!set.is_none()) {
+          cuda_impl::PlanOverrides ov;
+          for (const auto& [key, value] : py::cast<py::dict>(set)) {
+            const std::string k = py::cast<std::string>(key);
+            if (k == "cluster_fwd") ov.cluster_fwd = py::cast<int>(value);
+            else if (k == "cluster_bwd") ov.cluster_bwd = py::cast<int>(value);
+            else if (k == "partial_cluster") ov.partial_cluster = py::cast<int>(value);
+            else if (k == "fwd_staged") ov.fwd_staged = py::cast<bool>(value);
+            else if (k == "bwd_staged") ov.bwd_staged = py::cast<int>(value);
+            else if (k == "bwd_two_rows") ov.bwd_two_rows = py::cast<bool>(value);
+            else if (k == "pdl") ov.pdl = py::cast<bool>(value);
+            else throw py::key_error("cuda_plan_overrides: no override " + k);
+          }
+          cuda_impl::set_plan_overrides(ov);
+        }
+        return d;
+      },
+      py::arg("overrides") = py::none(),
+      "The CUDA launch plans' overrides, process-wide, for experiments and tests (cuda/launch_plan.h: "
+      "cluster_fwd, cluster_bwd, partial_cluster, fwd_staged, bwd_staged, bwd_two_rows, pdl). Returns "
+      "those in force before; a dict sets the keys it names and the others to their defaults.");
+}
 
 }  // namespace fastln

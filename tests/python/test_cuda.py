@@ -2,6 +2,9 @@
 LayerNorm, and the statistics of empty rows as the CPU op gives them. Parity on CUDA is in
 test_layer_norm / test_rms_norm / test_fused_add (DEVICES), determinism in test_determinism,
 more than 2^32 elements in test_huge."""
+
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -102,7 +105,7 @@ def test_current_stream_and_device_guard():
     torch.testing.assert_close(y, expected, rtol=1e-2, atol=2e-2)
 
 
-# Long rows: on sm_90 each row is split over a thread-block cluster (cuda/layer_norm.cu,
+# Long rows: on sm_90 each row is split over a thread-block cluster (cuda/launch_plan.cpp,
 # fwd_config / bwd_config): forward above 16384 elements, backward where a row's column sums
 # pass 64 KB. 36872 = 8 * 4609: slices of unequal size (e.g. bf16 backward, 8 CTAs of 577 and
 # 570 vectors). 96 rows: the persistent backward grid gives some clusters several rows.
@@ -182,88 +185,103 @@ def test_cluster_rows_bitwise_repeat(n, dtype, op):
         _assert_bitwise(first, _run(x, (n,), w, b, dy, op), f"{op} run {rep}")
 
 
-def _assert_knob_keeps_bits(tmp_path, script, knob, what):
-    """Runs `script` (which saves {key: [tensors]} to argv[1]) in a fresh process with the
-    environment knob set to 0 and to 1 (read once a process), and asserts the two runs' tensors
-    equal bit for bit."""
-    import os
-    import subprocess
-    import sys
+@contextlib.contextmanager
+def plan_overrides(**overrides):
+    """The CUDA launch plans' overrides (cuda/launch_plan.h, process-wide) for the block."""
+    before = fastln._C.cuda_plan_overrides(overrides)
+    try:
+        yield
+    finally:
+        fastln._C.cuda_plan_overrides(before)
 
+
+def _assert_override_keeps_bits(run, what, **overrides):
+    """Runs `run` (which returns {key: [tensors]}) with the plans' defaults and with `overrides`,
+    and asserts the two runs' tensors equal bit for bit."""
     res = {}
-    for value in ("0", "1"):
-        path = tmp_path / f"{knob}{value}.pt"
-        subprocess.run([sys.executable, "-c", script, str(path)], env=dict(os.environ, **{knob: value}), check=True)
-        res[value] = torch.load(path)
-    assert res["0"].keys() == res["1"].keys()
-    for key, outs in res["0"].items():
-        assert len(outs) == len(res["1"][key]), key
-        for i, (a, b) in enumerate(zip(outs, res["1"][key])):
-            assert torch.equal(a, b), f"{key} output {i}: {what} with {knob}=0 and 1"
+    for name in ("default", "override"):
+        with plan_overrides(**(overrides if name == "override" else {})):
+            res[name] = run()
+        torch.cuda.synchronize()
+    assert res["default"].keys() == res["override"].keys()
+    for key, outs in res["default"].items():
+        assert len(outs) == len(res["override"][key]), key
+        for i, (a, b) in enumerate(zip(outs, res["override"][key])):
+            assert torch.equal(a, b), f"{key} output {i}: {what} with {overrides}"
 
 
-_STAGED_SCRIPT = r"""
-import sys, torch, fastln
-out = {}
-for name in ("bfloat16", "float16", "float32"):
-    dt = getattr(torch, name)
-    # Rows split over 2 CTAs of 512 threads by both kernels (16-bit 32768 is one CTA a row: not
-    # staged; fp32 65536 is staged over 8 CTAs, the register kernel's over 4).
-    for n in (65536,) if name != "float32" else (32768,):
-        g = torch.Generator(device="cuda").manual_seed(n)
-        x = (torch.randn(300, n, device="cuda", generator=g) + 4).to(dt)
-        w, b = (torch.randn(n, device="cuda", generator=g).to(dt) for _ in range(2))
-        out[f"{name} {n} layer"] = torch.ops.fastln.layer_norm_fwd(x, (n,), w, b, 1e-5)
-        out[f"{name} {n} rms"] = torch.ops.fastln.rms_norm_fwd(x, (n,), w, 1e-6)
-torch.save({k: [t.cpu() for t in v] for k, v in out.items()}, sys.argv[1])
-"""
+def _staged_outputs():
+    out = {}
+    for name in ("bfloat16", "float16", "float32"):
+        dt = getattr(torch, name)
+        # Rows split over 2 CTAs of 512 threads by both kernels (16-bit 32768 is one CTA a row: not
+        # staged; fp32 65536 is staged over 8 CTAs, the register kernel's over 4).
+        for n in (65536,) if name != "float32" else (32768,):
+            g = torch.Generator(device="cuda").manual_seed(n)
+            x = (torch.randn(300, n, device="cuda", generator=g) + 4).to(dt)
+            w, b = (torch.randn(n, device="cuda", generator=g).to(dt) for _ in range(2))
+            out[f"{name} {n} layer"] = list(torch.ops.fastln.layer_norm_fwd(x, (n,), w, b, 1e-5))
+            out[f"{name} {n} rms"] = list(torch.ops.fastln.rms_norm_fwd(x, (n,), w, 1e-6))
+    return out
 
 
-def test_staged_forward_matches_register_kernel(tmp_path):
+def test_staged_forward_matches_register_kernel():
     """Long rows' forward on sm_90 stages each CTA's slice in shared memory, loaded by the TMA unit
     into buffers used in turn (fwd_staged_kernel); its threads add in fwd_reg_kernel's order, so
-    output, mean and rstd are the register kernel's bit for bit (FASTLN_CUDA_FWD_STAGED=0 runs
-    that one). 300 rows: every cluster of the persistent grid takes several, so each buffer is
+    output, mean and rstd are the register kernel's bit for bit (the override fwd_staged=False
+    runs that one). 300 rows: every cluster of the persistent grid takes several, so each buffer is
     refilled. Rows whose slices differ between the two add in another order (fp32 65536: 8 staged
     CTAs, 4 register ones; N = 36872: 512 against 320 threads): test_long_rows_parity judges them."""
     if torch.cuda.get_device_capability() < (9, 0):
         pytest.skip("thread-block clusters need sm_90")
-    _assert_knob_keeps_bits(tmp_path, _STAGED_SCRIPT, "FASTLN_CUDA_FWD_STAGED", "the forward differs")
+    _assert_override_keeps_bits(_staged_outputs, "the forward differs", fwd_staged=False)
 
 
-_PDL_SCRIPT = r"""
-import sys, torch, fastln
-out = {}
-masks = ([True] * 3, [True, True, False], [False, False, True])
-for name, m, n in (("bfloat16", 301, 65536), ("float16", 4096, 1024), ("float32", 700, 8192), ("bfloat16", 3000, 256),
-                   ("float16", 2000, 12288)):
-    dt = getattr(torch, name)
-    g = torch.Generator(device="cuda").manual_seed(n)
-    x, dy = ((torch.randn(m, n, device="cuda", generator=g) + 2).to(dt) for _ in range(2))
-    w, b = (torch.randn(n, device="cuda", generator=g).to(dt) for _ in range(2))
-    _, mean, rstd = torch.ops.fastln.layer_norm_fwd(x, (n,), w, b, 1e-5)
-    for mask in masks:
-        grads = torch.ops.fastln.layer_norm_bwd(dy, x, (n,), mean, rstd, w, b, mask)
-        out[f"{name} {m}x{n} {mask}"] = [t for t in grads if t is not None]
-    out[f"{name} {m}x{n} rms"] = torch.ops.fastln.rms_norm_bwd(dy, x, (n,), rstd, w, [True] * 2)
-torch.save({k: [t.cpu() for t in v] for k, v in out.items()}, sys.argv[1])
-"""
+def _pdl_outputs():
+    out = {}
+    masks = ([True] * 3, [True, True, False], [False, False, True])
+    for name, m, n in (("bfloat16", 301, 65536), ("float16", 4096, 1024), ("float32", 700, 8192),
+                       ("bfloat16", 3000, 256), ("float16", 2000, 12288)):
+        dt = getattr(torch, name)
+        g = torch.Generator(device="cuda").manual_seed(n)
+        x, dy = ((torch.randn(m, n, device="cuda", generator=g) + 2).to(dt) for _ in range(2))
+        w, b = (torch.randn(n, device="cuda", generator=g).to(dt) for _ in range(2))
+        _, mean, rstd = torch.ops.fastln.layer_norm_fwd(x, (n,), w, b, 1e-5)
+        for mask in masks:
+            grads = torch.ops.fastln.layer_norm_bwd(dy, x, (n,), mean, rstd, w, b, mask)
+            out[f"{name} {m}x{n} {mask}"] = [t for t in grads if t is not None]
+        out[f"{name} {m}x{n} rms"] = list(torch.ops.fastln.rms_norm_bwd(dy, x, (n,), rstd, w, [True] * 2))
+    return out
 
 
-def test_early_partial_reduction_matches_serial(tmp_path):
+def test_early_partial_reduction_matches_serial():
     """On sm_90 the dgamma/dbeta reduction is launched while the backward's row kernel still runs
-    (programmatic dependent launch) and waits on the device for the partials; FASTLN_CUDA_PDL=0
-    launches it after that kernel. Both must give the same bits: a reduction that did not wait
-    would read partials not yet written. Rows over clusters (bf16 65536, fp16 12288), a small
-    problem (4096 x 1024), the staged fp32 backward (8192), several rows a CTA (256); with dgamma
-    or dbeta alone, and RMSNorm."""
+    (programmatic dependent launch) and waits on the device for the partials; the override
+    pdl=False launches it after that kernel. Both must give the same bits: a reduction that did
+    not wait would read partials not yet written. Rows over clusters (bf16 65536, fp16 12288), a
+    small problem (4096 x 1024), the staged fp32 backward (8192), several rows a CTA (256); with
+    dgamma or dbeta alone, and RMSNorm."""
     if torch.cuda.get_device_capability() < (9, 0):
         pytest.skip("programmatic dependent launch needs sm_90")
-    _assert_knob_keeps_bits(tmp_path, _PDL_SCRIPT, "FASTLN_CUDA_PDL", "the backward differs")
+    _assert_override_keeps_bits(_pdl_outputs, "the backward differs", pdl=False)
 
 
-# 16-bit rows whose backward clusters take two rows an iteration (cuda/layer_norm.cu, bwd_config
-# and bwd_launch_plan: clusters of 2, 4 and 8 at 16384, 32768 and 65536). 301 rows: odd (the
+def test_plan_overrides_round_trip():
+    """_C.cuda_plan_overrides sets the keys it names (the others to their defaults), returns those
+    in force before, and refuses unknown keys."""
+    defaults = fastln._C.cuda_plan_overrides()
+    assert defaults == {"cluster_fwd": 0, "cluster_bwd": 0, "partial_cluster": 0, "fwd_staged": True,
+                        "bwd_staged": -1, "bwd_two_rows": True, "pdl": True}
+    with plan_overrides(cluster_bwd=2, pdl=False):
+        assert fastln._C.cuda_plan_overrides() == {**defaults, "cluster_bwd": 2, "pdl": False}
+    assert fastln._C.cuda_plan_overrides() == defaults
+    with pytest.raises(KeyError):
+        fastln._C.cuda_plan_overrides({"cluster": 2})
+    assert fastln._C.cuda_plan_overrides() == defaults
+
+
+# 16-bit rows whose backward clusters take two rows an iteration (cuda/launch_plan.cpp, bwd_config
+# and bwd_reg_launch: clusters of 2, 4 and 8 at 16384, 32768 and 65536). 301 rows: odd (the
 # last iteration has one row), and more than one iteration for some clusters on an H100.
 TWO_ROW_NS = [16384, 32768, 65536]
 
@@ -292,8 +310,8 @@ def test_two_rows_an_iteration(n, dtype, norm, affine):
         assert torch.equal(first[1][i:i + 1], alone), f"grad_input of row {i}"
 
 
-# fp32 rows whose backward is staged in shared memory on sm_90 (cuda/layer_norm.cu,
-# bwd_staged_plan): one CTA a row at 1024 and 8192 (the first capped to 16 warps a SM for this M),
+# fp32 rows whose backward is staged in shared memory on sm_90 (cuda/launch_plan.cpp,
+# bwd_staged_launch): one CTA a row at 1024 and 8192 (the first capped to 16 warps a SM for this M),
 # clusters of 2 at 12288 and 8 at 65536. M gives every CTA (cluster) of an H100 seven rows or
 # more, so each of the three buffers and four exchange slots is reused.
 STAGED_BWD_SHAPES = [(4000, 1024), (1000, 8192), (500, 12288), (301, 65536)]

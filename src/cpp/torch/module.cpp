@@ -186,6 +186,12 @@ py::object fused_add_norm(py::handle input_, py::handle residual_, py::handle sh
 
 }  // namespace
 
+#ifdef FASTLN_WITH_CUDA
+namespace fastln {
+void def_cuda_plan_overrides(pybind11::module_& m);
+}
+#endif
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fastln native extension: registers torch.ops.fastln and reports build facts";
   // The ops' errors reach Python as torch.ops raises them (c10::NotImplementedError as
@@ -213,6 +219,7 @@ PYBIND11_MODULE(_C, m) {
 #ifdef FASTLN_WITH_CUDA
   m.attr("cuda") = true;
   m.attr("cuda_archs") = FASTLN_CUDA_ARCHS;
+  fastln::def_cuda_plan_overrides(m);  // cuda/ops_cuda.cpp
 #else
   m.attr("cuda") = false;
   m.attr("cuda_archs") = "";

@@ -3,12 +3,13 @@
 # Usage (repo root on the device): STAGES="build test sanitize bench" bash bench/device_run.sh
 # Stages: build, smoke (an error path), cpuonly (a FASTLN_CUDA=OFF build beside it: its error
 # and packaging tests, with CUDA tensors), test, huge (FASTLN_TEST_HUGE=1 test_huge.py, ~35 GB
-# of GPU memory), sanitize (memcheck and racecheck side by side), bench, opsbench, ktimes
+# of GPU memory), sanitize (memcheck and racecheck side by side), bench, opsbench, sweep
+# (launch-plan A/Bs: --suites plans --plans "$SWEEP_PLANS", e.g. SWEEP_PLANS=cluster_fwd=2,cluster_fwd=4), ktimes
 # (the backward's time per kernel; KTIMES_ARGS). The benchmark stages run fastln.benchmark
 # (python -m fastln bench --device cuda): bench = the default CUDA suites (kernel, ops, user with
 # the peers where importable, calls, devices), opsbench = --suites ops, ktimes = --suites
 # bwd_kernels; BENCH_ARGS are more options (e.g. --quick); results in $OUT/cuda_<card>.json
-# (+ .md and plots). Cluster sizes and other launch-plan A/Bs go through plan overrides (issue 24).
+# (+ .md and plots).
 # TEST_ARGS: pytest's arguments instead of the whole suite (e.g. "tests/python/test_cuda.py").
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p $OUT
@@ -55,6 +56,8 @@ bench)
   (cd /tmp && python3 -m fastln bench --device cuda --no-progress --out $OUT $BENCH_ARGS 2>&1) | tee $OUT/bench.log | tail -60 ;;
 opsbench)
   (cd /tmp && python3 -m fastln bench --device cuda --suites ops --no-progress --out $OUT $BENCH_ARGS 2>&1) | tee $OUT/opsbench.log ;;
+sweep)
+  (cd /tmp && python3 -m fastln bench --device cuda --suites plans --plans "$SWEEP_PLANS" --no-progress --out $OUT/sweep $BENCH_ARGS 2>&1) | tee $OUT/sweep.log | tail -40 ;;
 ktimes)
   (cd /tmp && python3 -m fastln bench --device cuda --suites bwd_kernels --no-progress --out $OUT $KTIMES_ARGS 2>&1) | tee $OUT/ktimes.log ;;
 esac; done

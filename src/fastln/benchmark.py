@@ -158,9 +158,14 @@ SUITES: tuple[Suite, ...] = (
           "counts)", DECODE[:2]),
     Suite("bwd_kernels", "cuda", "kernel", ("layer_norm", "rms_norm"),
           rows_of(2**27, (4096, 8192, 12288, 16384, 32768, 65536)) + ((4096, 1024),), ("bfloat16", "float32"),
-          ("bwd",), ("fastln",), "profile",
-          "the backward's device time per kernel (row kernel, dgamma/dbeta reduction) by torch.profiler; "
-          "on sm_90 the reduction is a programmatic dependent launch, so its time includes waiting for the rows",
+          ("bwd",), ("fastln+pdl=0",), "profile",
+          "the backward's device time per kernel (row kernel, dgamma/dbeta reduction) by torch.profiler, the "
+          "reduction launched after the row kernel (plan override pdl=0: launched early, it would wait on the SMs "
+          "and the profile would count the wait)", default=False),
+    Suite("plans", "cuda", "kernel", ("layer_norm",), rows_of(2**27, (12288, 16384, 32768, 65536)),
+          ("bfloat16", "float16", "float32"), ("fwd", "bwd"), ("fastln",), "device",
+          "launch-plan A/B: fastln's own plans against the overrides given by --plans (cluster sizes, staged "
+          "kernels, rows an iteration, PDL: fastln._C.cuda_plan_overrides), interleaved in one process",
           default=False),
     Suite("devices", "cpu+cuda", "user", ("layer_norm",), SIDE_BY_SIDE, ("float32",), ("fwd", "fwd+bwd"),
           ("fastln", "torch"), "host",
@@ -234,7 +239,7 @@ def _torch_add_rms(x: Tensor, r: Tensor, ns: Sequence[int], w: Tensor) -> tuple[
 
 def user_fn(impl: str, op: str) -> Callable[..., Any]:
     """A function (x, r, w, b) -> output(s) as a user calls it."""
-    if impl == "fastln" or impl.startswith("fastln@"):
+    if impl == "fastln" or impl.startswith(("fastln@", "fastln+")):
         return {"layer_norm": lambda x, r, w, b: fastln.layer_norm(x, (x.shape[-1],), w, b, EPS),
                 "rms_norm": lambda x, r, w, b: fastln.rms_norm(x, (x.shape[-1],), w, EPS),
                 "fused_add_layer_norm": lambda x, r, w, b: fastln.fused_add_layer_norm(x, r, (x.shape[-1],), w, b, EPS),
@@ -276,7 +281,7 @@ def kernel_runner(impl: str, op: str, mode: str, x: Tensor, r: Tensor, w: Tensor
     ns, fl, aten = [x.shape[-1]], torch.ops.fastln, torch.ops.aten
     if op.startswith("fused_add") and mode == "bwd":
         raise Skip("the fused adds' backward is the norm's")
-    if impl == "fastln":
+    if impl == "fastln" or impl.startswith(("fastln@", "fastln+")):
         if op == "layer_norm":
             if mode == "fwd":
                 return lambda: fl.layer_norm_fwd(x, ns, w, b, EPS)
@@ -322,9 +327,31 @@ def kernel_runner(impl: str, op: str, mode: str, x: Tensor, r: Tensor, w: Tensor
     raise Skip(f"no {impl} kernel for {op}")
 
 
+PLAN_BOOLS = ("fwd_staged", "bwd_two_rows", "pdl")
+
+
+def plan_overrides(impl: str) -> dict[str, Any]:
+    """``fastln+cluster_fwd=2+pdl=0`` -> {"cluster_fwd": 2, "pdl": False}: CUDA launch-plan
+    overrides (fastln._C.cuda_plan_overrides; cuda/launch_plan.h names the keys)."""
+    out: dict[str, Any] = {}
+    for kv in impl.split("+")[1:]:
+        k, _, v = kv.partition("=")
+        if not v.lstrip("-").isdigit():
+            raise ValueError(f"plan override {kv!r}: expected KEY=INTEGER")
+        out[k] = bool(int(v)) if k in PLAN_BOOLS else int(v)
+    return out
+
+
 def make_runner(suite: Suite, impl: str, op: str, mode: str, x: Tensor, r: Tensor, w: Tensor, b: Tensor,
-                dy: Tensor) -> Runner:
-    """One call of ``impl`` on this case; raises Skip where it cannot run."""
+                dy: Tensor, default_plans: bool = False) -> Runner:
+    """One call of ``impl`` on this case; raises Skip where it cannot run. ``default_plans``:
+    plain fastln resets the plan overrides before each call (variants run beside it)."""
+    overrides = plan_overrides(impl) if impl.startswith("fastln+") else None
+    set_overrides: Callable[..., Any] = getattr(_C, "cuda_plan_overrides", None) or (lambda o=None: {})
+    if overrides is not None:
+        if x.device.type != "cuda" or not hasattr(_C, "cuda_plan_overrides"):
+            raise Skip("launch-plan overrides are CUDA's (fastln._C.cuda_plan_overrides)")
+        set_overrides(overrides)  # the backward's statistics are computed under the same plans
     if suite.level == "kernel":
         run = kernel_runner(impl, op, mode, x, r, w, b, dy)
     else:
@@ -348,6 +375,12 @@ def make_runner(suite: Suite, impl: str, op: str, mode: str, x: Tensor, r: Tenso
         def run() -> object:
             _C.set_isa(isa)
             return inner()
+    elif overrides is not None or (default_plans and impl == "fastln" and x.device.type == "cuda"):
+        ov, inner2 = overrides or {}, run  # each of fastln's runners sets its plans before a call
+
+        def run() -> object:
+            set_overrides(ov)
+            return inner2()
     try:
         run()  # a first call: anything this case cannot do raises here
     except Skip:
@@ -617,7 +650,8 @@ def run_plan(plan: Plan, progress: Progress, copy_gbps: dict[str, float]) -> lis
                 runners: dict[str, Runner] = {}
                 for impl in plan.impls:
                     try:
-                        runners[impl] = make_runner(suite, impl, op, mode, x, r, w, b, dy)
+                        runners[impl] = make_runner(suite, impl, op, mode, x, r, w, b, dy,
+                                                    any(i.startswith("fastln+") for i in plan.impls))
                     except Skip as e:
                         plan.skipped.setdefault(f"{impl} {op} {mode} {dt}", str(e))
                 if suite.timer == "device":
@@ -646,6 +680,8 @@ def run_plan(plan: Plan, progress: Progress, copy_gbps: dict[str, float]) -> lis
         torch.set_num_threads(threads)
         if isa != _C.isa():
             _C.set_isa(isa)
+        if hasattr(_C, "cuda_plan_overrides"):
+            _C.cuda_plan_overrides({})  # the defaults again
     return rows
 
 
@@ -1056,6 +1092,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--shapes", type=_shapes, default=None, metavar="MxN,...",
                    help="these shapes instead of the suites' (alone: the main 'user' suite only)")
     p.add_argument("--dtypes", type=_dtypes, default=None, metavar="NAME,...", help=f"a subset of {','.join(DTYPES)}")
+    p.add_argument("--plans", default=None, metavar="K=V+K=V,...",
+                   help="CUDA: fastln under these launch-plan overrides beside its own plans, e.g. "
+                        "'cluster_fwd=2+cluster_bwd=2,cluster_fwd=4' (alone: the 'plans' suite)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--list", action="store_true", help="print the suites (as data) and exit")
     p.add_argument("--plot", nargs="+", metavar="FILE", help="draw the plots of these results files into --out")
@@ -1067,12 +1106,19 @@ def parser() -> argparse.ArgumentParser:
 
 
 def make_plans(args: argparse.Namespace) -> list[Plan]:
-    names = args.suites.split(",") if args.suites else (["user"] if args.shapes else None)
+    plans_arg = getattr(args, "plans", None)
+    names = args.suites.split(",") if args.suites else (["user"] if args.shapes else ["plans"] if plans_arg else None)
+    variants = [f"fastln+{v}" for v in plans_arg.split(",")] if plans_arg else []
+    known = set(_C.cuda_plan_overrides()) if hasattr(_C, "cuda_plan_overrides") else None
+    for v in variants:
+        unknown = set(plan_overrides(v)) - known if known is not None else set()  # ValueError if malformed
+        if unknown:
+            raise ValueError(f"no plan override {sorted(unknown)[0]!r}; choose from {', '.join(sorted(known or ()))}")
     plans = []
     for s in suites_for(args.device, names, args.quick):
         shapes = args.shapes or (s.quick_shapes if args.quick and s.quick_shapes else s.shapes)
         dtypes = tuple(args.dtypes or s.dtypes)
-        impls = [i for i in expand_impls(s) if not (i == "compile" and (args.quick or args.no_compile))]
+        impls = [i for i in expand_impls(s) if not (i == "compile" and (args.quick or args.no_compile))] + variants
         budget = args.budget if args.budget is not None else (0.15 if args.quick else 0.6)
         plans.append(Plan(s, tuple(shapes), dtypes, impls, budget))
     return plans

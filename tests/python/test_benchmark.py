@@ -36,7 +36,7 @@ def test_suites_are_well_formed():
         assert set(s.modes) <= modes, s
         assert any((op, m) in B.BYTES for op in s.ops for m in s.modes)
         assert s.impls[0].startswith("fastln"), "fastln first"
-        if s.name not in ("isa", "bwd_kernels"):  # fastln against itself
+        if s.name not in ("isa", "bwd_kernels", "plans"):  # fastln against itself
             assert "torch" in s.impls, "torch is the reference of speedups"
     # CUDA runs take the peers where importable, and the CPU-against-CUDA suite
     cuda = {s.name: s for s in B.suites_for("cuda")}
@@ -195,3 +195,17 @@ def test_relative_links_in_readme_and_docs_resolve():
             if not (path.parent / target).exists():
                 broken.append(f"{path.relative_to(ROOT)}: {target}")
     assert not broken, broken
+
+
+def test_plan_overrides_are_parsed_and_cuda_only():
+    assert B.plan_overrides("fastln+cluster_fwd=2+pdl=0+bwd_staged=129") == {
+        "cluster_fwd": 2, "pdl": False, "bwd_staged": 129}
+    with pytest.raises(ValueError, match="KEY=INTEGER"):
+        B.plan_overrides("fastln+cluster_fwd")
+    # a CPU run has no 'plans' suite; the CUDA suites take --plans as variants beside fastln
+    assert B.main(["--plans", "cluster_fwd=2", "--no-progress"]) == 2
+    x = torch.randn(4, 64)
+    w, b = torch.ones(64), torch.zeros(64)
+    suite = next(s for s in B.SUITES if s.device == "cuda" and s.name == "plans")
+    with pytest.raises(B.Skip, match="CUDA"):
+        B.make_runner(suite, "fastln+pdl=0", "layer_norm", "bwd", x, x, w, b, x)

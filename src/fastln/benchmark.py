@@ -887,6 +887,22 @@ def view_bandwidth(data: dict[str, Any], suite: str = "kernel", op: str = "layer
     return "\n".join(lines) + f"\n\nGeometric mean over torch ({n} shapes): {', '.join(geo)}."
 
 
+def view_ranges(data: dict[str, Any], suite: str = "kernel", op: str = "layer_norm") -> str:
+    """fastln's range of % of copy per mode over the largest problems, and the lowest cells."""
+    rows = _sel(data["results"], suite=suite, op=op, impl="fastln")
+    big = max((r["M"] * r["N"] for r in rows), default=0)
+    rows = [r for r in rows if 2 * r["M"] * r["N"] > big]
+    parts, low = [], []
+    for mode in _ordered((r["mode"] for r in rows), ("fwd", "bwd", "fwd+bwd")):
+        v = sorted(_sel(rows, mode=mode), key=lambda r: r["pct_copy"])
+        name = {"fwd": "forward", "bwd": "backward"}.get(mode, mode)
+        parts.append(f"{name} {v[0]['pct_copy']:.1f}–{v[-1]['pct_copy']:.1f} %")
+        low.append(f"{name} " + ", ".join(f"{r['dtype']} {r['N']} {r['pct_copy']:.1f} %" for r in v[:4]))
+    size = f"2^{round(math.log2(big))}" if big else "0"
+    return (f"fastln at M·N ≈ {size}: {', '.join(parts)} of copy bandwidth; lowest: "
+            + "; ".join(low) + ".")
+
+
 def view_kernel(data: dict[str, Any], suite: str = "kernel", op: str = "layer_norm") -> str:
     """Every shape: fastln's times and % of copy, torch's times, and the best peer of the same run."""
     rows = _sel(data["results"], suite=suite, op=op)
@@ -934,7 +950,7 @@ def view_run(data: dict[str, Any], suite: str) -> str:
 
 
 VIEWS: dict[str, Callable[..., str]] = {"user": view_user, "summary": view_summary, "bandwidth": view_bandwidth,
-                                        "kernel": view_kernel, "run": view_run}
+                                        "kernel": view_kernel, "run": view_run, "ranges": view_ranges}
 BLOCK = re.compile(r"(<!-- table:(?P<name>[\w.:+-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
 
 

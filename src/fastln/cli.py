@@ -37,14 +37,8 @@ def _gpu() -> str:
 
 
 def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return f"{line.split(':', 1)[1].strip()} ({platform.machine()})"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from fastln.benchmark import cpu_model
+    return f"{cpu_model()} ({platform.machine()})"
 
 
 def info_rows() -> list[tuple[str, str]]:

@@ -47,6 +47,7 @@ import torch
 from torch import Tensor, nn
 
 import fastln
+from fastln.benchmark import cpu_model
 
 MODELS = ("bert", "gpt2", "llama", "t5", "gemma")
 DEFAULT_MODELS = ("bert", "gpt2", "llama", "t5")
@@ -566,7 +567,7 @@ def _run(args: argparse.Namespace, device: torch.device, dtype_name: str, dtype:
     meta: dict[str, Any] = {
         "torch": torch.__version__, "fastln": fastln.__version__, "device": dev_name, "dtype": dtype_name,
         "gpu": torch.cuda.get_device_name(device) if dev_name == "cuda" else None,
-        "cpu": _cpu(), "threads": torch.get_num_threads(), "preset": preset, "budget_s": budget,
+        "cpu": cpu_model(), "threads": torch.get_num_threads(), "preset": preset, "budget_s": budget,
         "min_rounds": min_rounds, "has_restore_norms": hasattr(fastln, "restore_norms"),
         "cpu_pressure_before": pressure,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -590,7 +591,9 @@ def _run(args: argparse.Namespace, device: torch.device, dtype_name: str, dtype:
             print(f"warning: {info['warning']}")
     print("speedup: torch median / fastln median (min: of minima); norm%: share of the step in norm modules "
           "(hooked passes); at most 1/(1 - share) can be gained")
-    path = Path(args.json) if args.json else Path(args.out) / f"models_{dev_name}_{dtype_name}.json"
+    # a --tiny run (a smoke test) never replaces the results file of a real run
+    name = f"models_{dev_name}_{dtype_name}{'_tiny' if args.tiny else ''}.json"
+    path = Path(args.json) if args.json else Path(args.out) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"meta": meta, "models": models, "results": [asdict(r) for r in rows]}, indent=1,
                                default=_json_default))
@@ -602,16 +605,6 @@ def _json_default(o: object) -> object:
     if isinstance(o, float) and not math.isfinite(o):
         return None
     return str(o)
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """CUDA-only behaviour: CUDA graph capture of forward and backward, the memory-efficient
-LayerNorm, and the statistics of empty rows as the CPU op gives them. Parity on CUDA is in
-test_layer_norm / test_rms_norm / test_fused_add (DEVICES), determinism in test_determinism,
-more than 2^32 elements in test_huge."""
+LayerNorm, and the statistics of empty rows as the CPU op gives them. Parity and determinism of
+every op on CUDA are in test_ops_table (the op table's samples, and the sizes of the kernels'
+plans: test_cuda_parity, test_cuda_determinism), more than 2^32 elements in test_huge."""
 
 import contextlib
 
@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 import fastln
-from conftest import assert_close_to_ref, ref_layer_norm
+import op_table
+from conftest import assert_close_to_ref, ref_layer_norm, ref_rms_norm
 
 pytestmark = pytest.mark.cuda
 
@@ -152,24 +153,16 @@ def test_cluster_rows_mixed_params(n, dtype):
 @pytest.mark.parametrize("dtype", CLUSTER_DTYPES)
 @pytest.mark.parametrize("norm", ["layer", "rms"])
 def test_cluster_rows_fused_add(n, dtype, norm):
-    """The fused residual add forward (and its backward) on long rows, against torch's x + r
-    then the norm, and the float64 reference."""
-    from test_fused_add import ours, run, unfused
+    """The fused residual add forward (and its backward) on long rows, against the float64
+    reference (the op table's: test_ops_table), and the sum bitwise x + r."""
+    from test_ops_table import _check_parity
 
-    g = torch.Generator().manual_seed(5)
-    x, r, dy, ds = (torch.randn(24, n, generator=g, dtype=torch.float64).cuda() for _ in range(4))
-    w = (1 + 0.5 * torch.randn(n, generator=g, dtype=torch.float64)).cuda()
-    b = torch.randn(n, generator=g, dtype=torch.float64).cuda() if norm == "layer" else None
-    lo = lambda t: None if t is None else t.to(dtype)  # noqa: E731
-    args = (lo(x), lo(r), (n,), lo(w), lo(b), lo(dy), lo(ds), 1e-5)
-    out = run(ours(norm, False), *args)
-    theirs = run(unfused(norm, False), *args)
-    ref = run(unfused(norm, False), x, r, (n,), w, b, dy, ds, 1e-5)
-    names = ["output", "residual_out", "grad_input", "grad_residual", "grad_weight", "grad_bias"]
-    for name, o, t, rf in zip(names, out, theirs, ref):
-        assert_close_to_ref(o, rf, t, o.dtype, name)
-    y, s = fastln.fused_add_layer_norm(*args[:5]) if norm == "layer" else fastln.fused_add_rms_norm(*args[:4])
-    assert torch.equal(s, args[0] + args[1])
+    entry = op_table.BY_NAME[f"fused_add_{norm}_norm"]
+    s = next(entry.samples("cpu", dtype, True, shapes=[((24, n), (n,))]))  # weight (and bias), offset 0
+    _check_parity(entry, s, "cuda")
+    x, r = (t.detach().cuda() for t in s.args[:2])
+    _, total = entry(s.to("cuda"))
+    assert torch.equal(total, x + r)
 
 
 @pytest.mark.parametrize("n", [65536, 36872])
@@ -177,12 +170,13 @@ def test_cluster_rows_fused_add(n, dtype, norm):
 @pytest.mark.parametrize("op", ["layer_norm", "rms_norm", "fused_add_layer_norm"])
 def test_cluster_rows_bitwise_repeat(n, dtype, op):
     """Cluster reductions add in rank order: outputs and gradients bitwise equal run to run."""
-    from test_determinism import _assert_bitwise, _inputs, _run
+    from test_ops_table import _assert_bitwise, _outputs_and_grads
 
-    x, w, b, dy = _inputs((64, n), (n,), dtype, "cuda")
-    first = _run(x, (n,), w, b, dy, op)
+    entry = op_table.BY_NAME[op]
+    s = next(entry.samples("cpu", dtype, True, shapes=[((64, n), (n,))])).to("cuda")
+    first = _outputs_and_grads(entry, s.clone())
     for rep in range(3):
-        _assert_bitwise(first, _run(x, (n,), w, b, dy, op), f"{op} run {rep}")
+        _assert_bitwise(first, _outputs_and_grads(entry, s.clone()), f"{op} run {rep}")
 
 
 @contextlib.contextmanager
@@ -338,7 +332,6 @@ def test_staged_backward(m, n, norm, affine):
         assert torch.equal(first[1][i:i + 1], alone), f"grad_input of row {i}"
 
 
-
 # Zero-centred gamma (weight_offset): y = xhat * (weight_offset + weight) + bias, the sum formed
 # in float32 (float64 for float64 inputs), in every CUDA kernel that reads the weight. N: several
 # rows a CTA (64), one CTA a row (4096), rows that sm_90 splits over clusters (20000: fp32
@@ -395,31 +388,6 @@ def _offset_run(fn, x, r, w, b, dys):
     grads = torch.autograd.grad(outs, list(leaves.values()), [d.to(o.dtype) for d, o in zip(dys, outs)])
     names = ["output", "residual_out"][:len(outs)] + [f"grad_{k}" for k in leaves]
     return names, [o.detach() for o in outs] + list(grads)
-
-
-@pytest.mark.parametrize("n", OFFSET_NS)
-@pytest.mark.parametrize("dtype,pdtype", OFFSET_DTYPES)
-@pytest.mark.parametrize("op", OFFSET_OPS)
-def test_weight_offset_parity(op, dtype, pdtype, n):
-    """Forward and the gradients of input (and residual), weight and bias with weight_offset=1
-    against the float64 reference xhat * (1 + w) + b (LayerNorm with and without bias), within
-    the tolerances of the parity tests."""
-    if op.endswith("_fp32") and dtype not in (torch.bfloat16, torch.float16):
-        pytest.skip("residual_in_fp32 is for 16-bit inputs")
-    m = (1 << 21) // n + 3
-    for affine in ("both", "weight") if "layer" in op else ("weight",):
-        x, r, w, b, dys = _offset_inputs(op, m, n, dtype, pdtype, affine, seed=n % 101)
-        ours_fn, ref_fn = _offset_fns(op, 1.0)
-        names, ours = _offset_run(ours_fn, x, r, w, b, dys)
-        up = lambda t: None if t is None else t.double()  # noqa: E731
-        _, ref = _offset_run(ref_fn, up(x), up(r), up(w), up(b), [d.double() for d in dys])
-        assert len(ours) == len(ref)
-        dtypes = {"grad_w": pdtype, "grad_b": pdtype}
-        if r is not None:
-            dtypes.update(residual_out=r.dtype, grad_r=r.dtype)
-        for name, o, rf in zip(names, ours, ref):
-            assert o.dtype == dtypes.get(name, dtype), f"{op} {affine} {name}: {o.dtype}"
-            assert_close_to_ref(o, rf, None, dtype, f"{op} {affine} {name}")
 
 
 @pytest.mark.parametrize("n", OFFSET_NS)

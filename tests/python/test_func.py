@@ -140,61 +140,13 @@ def test_no_catch_in_the_fast_path():
         assert "try:" not in inspect.getsource(f), f
 
 
-# ---- the weight offset, on the kernels (CPU) ----
-
-@pytest.mark.parametrize("dtype,pdtype", [(torch.float32, torch.float32), (torch.float64, torch.float64),
-                                          (torch.bfloat16, torch.bfloat16), (torch.bfloat16, torch.float32),
-                                          (torch.float16, torch.float16), (torch.float16, torch.float32)])
-@pytest.mark.parametrize("op", OPS)
-@pytest.mark.parametrize("n", [1, 7, 64, 1000])
-def test_weight_offset_matches_float64(op, dtype, pdtype, n):
-    g = torch.Generator().manual_seed(n)
-    x = torch.randn(5, n, generator=g).to(dtype).requires_grad_()
-    r = torch.randn(5, n, generator=g).to(dtype).requires_grad_()
-    w = (0.3 * torch.randn(n, generator=g)).to(pdtype).requires_grad_()
-    b = torch.randn(n, generator=g).to(pdtype).requires_grad_()
-    off = 1.0
-    if op == "layer_norm":
-        out = fastln.layer_norm(x, (n,), w, b, weight_offset=off)
-    elif op == "rms_norm":
-        out = fastln.rms_norm(x, (n,), w, 1e-6, weight_offset=off)
-    elif op == "fused_add_layer_norm":
-        out = fastln.fused_add_layer_norm(x, r, (n,), w, b, weight_offset=off)[0]
-    else:
-        out = fastln.fused_add_rms_norm(x, r, (n,), w, 1e-6, weight_offset=off)[0]
-    dy = torch.randn(out.shape, generator=g).to(dtype)
-    out.backward(dy)
-    xd, rd, wd, bd = (t.detach().double().requires_grad_() for t in (x, r, w, b))
-    s = xd + rd if op.startswith("fused") else xd
-    if "layer" in op:
-        ref = F.layer_norm(s, (n,), wd + off, bd)
-    else:
-        ref = F.rms_norm(s, (n,), wd + off, 1e-6)
-    ref.backward(dy.double())
-    tol = {torch.float32: 2e-5, torch.float64: 1e-10}.get(dtype, 2e-2)
-    torch.testing.assert_close(out.double(), ref.detach(), rtol=tol, atol=tol)
-    torch.testing.assert_close(x.grad.double(), xd.grad, rtol=tol, atol=tol * 10)
-    ptol = tol * n ** 0.5 * 4 if pdtype != torch.float64 else 1e-9
-    torch.testing.assert_close(w.grad.double(), wd.grad, rtol=ptol, atol=ptol)
-    if "layer" in op:
-        torch.testing.assert_close(b.grad.double(), bd.grad, rtol=ptol, atol=ptol)
-
+# ---- the weight offset (its parity, opcheck and gradcheck over every op: test_ops_table.py) ----
 
 def test_weight_offset_zero_is_bitwise_the_plain_op():
     x, w, b = torch.randn(7, 33), torch.randn(33), torch.randn(33)
     assert torch.equal(fastln.layer_norm(x, (33,), w, b, weight_offset=0.0), fastln.layer_norm(x, (33,), w, b))
     # and an offset of 1 on w - 1 is the plain op on w, to rounding
     torch.testing.assert_close(fastln.rms_norm(x, (33,), w - 1, weight_offset=1.0), fastln.rms_norm(x, (33,), w))
-
-
-def test_weight_offset_memory_efficient_and_double_backward():
-    x = torch.randn(4, 16, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(16, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(16, dtype=torch.float64, requires_grad=True)
-    f = lambda x, w, b: fastln.layer_norm(x, (16,), w, b, weight_offset=0.5, memory_efficient=True)  # noqa: E731
-    assert torch.autograd.gradcheck(f, (x, w, b))
-    g = lambda x, w: fastln.rms_norm(x, (16,), w, weight_offset=0.5)  # noqa: E731
-    assert torch.autograd.gradgradcheck(g, (x, w))
 
 
 def test_weight_offset_errors():
@@ -213,10 +165,3 @@ def test_weight_offset_modules():
     assert "weight_offset=1.0" in repr(m)
     ln = fastln.LayerNorm(8, weight_offset=1.0)
     torch.testing.assert_close(ln(x), torch.nn.LayerNorm(8)(x))
-
-
-def test_weight_offset_opcheck():
-    from torch.library import opcheck
-    x, w, b = torch.randn(3, 8), torch.randn(8, requires_grad=True), torch.randn(8, requires_grad=True)
-    opcheck(torch.ops.fastln.layer_norm.default, (x.requires_grad_(), (8,), w, b, 1e-5), {"weight_offset": 1.0})
-    opcheck(torch.ops.fastln.rms_norm.default, (x, (8,), w, None), {"weight_offset": -0.5})

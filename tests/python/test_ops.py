@@ -1,70 +1,10 @@
-"""The ops as torch sees them: opcheck, torch.compile, export, ISA paths."""
+"""The ops as torch sees them: the module under torch.compile and export, ISA paths. (opcheck and
+torch.compile of every op over its samples: test_ops_table.py.)"""
 import pytest
 import torch
 import torch.nn.functional as F
 
 import fastln
-from conftest import DEVICES
-
-
-def _samples(device):
-    g = torch.Generator().manual_seed(0)
-    for shape, nshape in [((8, 32), (32,)), ((2, 3, 4, 5), (4, 5)), ((0, 16), (16,))]:
-        for affine in (True, False):
-            for dtype in (torch.float32, torch.bfloat16):
-                x = torch.randn(shape, generator=g).to(device, dtype)
-                w = torch.randn(nshape, generator=g).to(device, dtype) if affine else None
-                b = torch.randn(nshape, generator=g).to(device, dtype) if affine else None
-                yield x, nshape, w, b
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("requires_grad", [False, True])
-def test_opcheck_layer_norm(device, requires_grad):
-    for x, nshape, w, b in _samples(device):
-        args = [t.requires_grad_(requires_grad) if t is not None else None for t in (x, w, b)]
-        torch.library.opcheck(torch.ops.fastln.layer_norm.default, (args[0], nshape, args[1], args[2], 1e-5))
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_opcheck_fwd_bwd(device):
-    for x, nshape, w, b in _samples(device):
-        torch.library.opcheck(torch.ops.fastln.layer_norm_fwd.default, (x, nshape, w, b, 1e-5))
-        _, mean, rstd = torch.ops.fastln.layer_norm_fwd(x, nshape, w, b, 1e-5)
-        dy = torch.randn_like(x)
-        for mask in ([True, True, True], [True, False, False], [False, True, True]):
-            torch.library.opcheck(torch.ops.fastln.layer_norm_bwd.default,
-                                  (dy, x, nshape, mean, rstd, w, b, mask))
-
-
-def test_stats_match_torch_layout():
-    x = torch.randn(2, 3, 4, 5)
-    y, mean, rstd = torch.ops.fastln.layer_norm_fwd(x, (4, 5), None, None, 1e-5)
-    _, tmean, trstd = torch.native_layer_norm(x, (4, 5), None, None, 1e-5)
-    assert mean.shape == tmean.shape == (2, 3, 1, 1)
-    torch.testing.assert_close(mean, tmean)
-    torch.testing.assert_close(rstd, trstd)
-
-
-@pytest.mark.parametrize("dynamic", [False, True])
-def test_compile_fullgraph_forward_backward(dynamic):
-    torch._dynamo.reset()
-
-    def f(x, w, b):
-        return fastln.layer_norm(x * 2, (32,), w, b).sin().sum()
-
-    def f_ref(x, w, b):
-        return F.layer_norm(x * 2, (32,), w, b).sin().sum()
-
-    compiled = torch.compile(f, fullgraph=True, dynamic=dynamic)
-    for rows in (8, 13):
-        x, w, b = torch.randn(rows, 32), torch.randn(32), torch.randn(32)
-        ours = [t.clone().requires_grad_() for t in (x, w, b)]
-        theirs = [t.clone().requires_grad_() for t in (x, w, b)]
-        compiled(*ours).backward()
-        f_ref(*theirs).backward()
-        for o, t in zip(ours, theirs):
-            torch.testing.assert_close(o.grad, t.grad)
 
 
 def test_compile_module_and_export():

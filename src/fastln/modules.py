@@ -8,12 +8,19 @@ from .functional import layer_norm, rms_norm
 
 
 def _init_for_offset(module: torch.nn.Module, weight_offset: float) -> None:
-    # A zero-centred weight starts at 1 - weight_offset, so that the scale starts at 1 as torch's.
+    if weight_offset != 0 and getattr(module, "weight", None) is None:
+        raise ValueError(f"fastln.{type(module).__name__}: weight_offset={weight_offset} needs a weight "
+                         f"(elementwise_affine=True)")
     setattr(module, "weight_offset", float(weight_offset))
-    weight = getattr(module, "weight", None)
-    if weight_offset != 0 and weight is not None:
+    _reset_offset_weight(module)
+
+
+def _reset_offset_weight(module: torch.nn.Module) -> None:
+    # A zero-centred weight starts at 1 - weight_offset, so that the scale starts at 1 as torch's.
+    weight, offset = getattr(module, "weight", None), getattr(module, "weight_offset", 0.0)
+    if offset != 0 and weight is not None:
         with torch.no_grad():
-            weight.fill_(1.0 - weight_offset)
+            weight.fill_(1.0 - offset)
 
 
 class LayerNorm(torch.nn.LayerNorm):
@@ -33,6 +40,10 @@ class LayerNorm(torch.nn.LayerNorm):
         super().__init__(*args, **kwargs)
         self.memory_efficient = memory_efficient
         _init_for_offset(self, weight_offset)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        _reset_offset_weight(self)
 
     def forward(self, input: Tensor) -> Tensor:
         if torch.jit.is_scripting():  # TorchScript compiles this branch alone: the op, scriptable
@@ -59,6 +70,10 @@ class RMSNorm(torch.nn.RMSNorm):
     def __init__(self, *args: Any, weight_offset: float = 0.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _init_for_offset(self, weight_offset)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        _reset_offset_weight(self)
 
     def forward(self, input: Tensor) -> Tensor:
         return rms_norm(input, self.normalized_shape, self.weight, self.eps, weight_offset=self.weight_offset)

@@ -121,7 +121,7 @@ _LLAMA = NormSpec("rms", "hf-llama", eps="variance_epsilon", float32_compute=Tru
 _RMS_CAST_AFTER = NormSpec("rms", "hf-olmo2", eps="variance_epsilon", float32_compute=True, mixed=True)
 _GEMMA = NormSpec("rms", "hf-gemma", eps="eps", weight_offset=1.0, float32_compute=True, mixed=True)
 _GEMMA3N = NormSpec("rms", "hf-gemma3n", eps="variance_epsilon", float32_compute=True, mixed=True)
-_T5 = NormSpec("rms", "hf-t5", eps="variance_epsilon")
+_T5 = NormSpec("rms", "hf-t5", eps="variance_epsilon", float32_compute=True)  # its variance in float32
 _OLMO = NormSpec("layer", "hf-olmo", eps=1e-5, weight=None, normalized_shape="normalized_shape",
                  float32_compute=True)
 _CONVNEXT = NormSpec("layer", "hf-convnext", bias="bias", normalized_shape="normalized_shape",
@@ -258,8 +258,11 @@ _TORCH_SWAPS: Dict[type, type] = {nn.LayerNorm: LayerNorm, nn.RMSNorm: RMSNorm}
 _LOOKS_LIKE_A_NORM = re.compile(r"(RMS|Rms|Layer|Simple)Norm(\d[dD])?$")
 
 
-def _looks_like_a_norm(cls: type) -> bool:
-    return issubclass(cls, (nn.LayerNorm, nn.RMSNorm)) or bool(_LOOKS_LIKE_A_NORM.search(cls.__name__))
+def _looks_like_a_norm(m: nn.Module) -> bool:
+    # a leaf: wav2vec2's EncoderStableLayerNorm and the like are layers, not norms
+    cls = type(m)
+    return issubclass(cls, (nn.LayerNorm, nn.RMSNorm)) or (
+        bool(_LOOKS_LIKE_A_NORM.search(cls.__name__)) and next(m.children(), None) is None)
 
 
 def replace_norms(model: nn.Module, *, warn: bool = True) -> int:
@@ -290,7 +293,7 @@ def replace_norms(model: nn.Module, *, warn: bool = True) -> int:
         if spec is not None and (spec.swappable is None or spec.swappable(m)):
             m.__class__ = _swapped_class(cls, spec)
             count += 1
-        elif _looks_like_a_norm(cls):
+        elif _looks_like_a_norm(m):
             name = f"{cls.__module__}.{cls.__qualname__}"
             unknown[name] = unknown.get(name, 0) + 1
     if warn and unknown:
@@ -315,21 +318,3 @@ def restore_norms(model: nn.Module) -> int:
             continue
         count += 1
     return count
-
-
-def recognised(model: nn.Module) -> Tuple[Dict[str, str], Dict[str, int]]:
-    """({class: spec name} of the norms ``replace_norms`` would swap, {class: count} of those
-    that look like norms and would be left alone)."""
-    known: Dict[str, str] = {}
-    unknown: Dict[str, int] = {}
-    for m in model.modules():
-        cls = type(m)
-        name = f"{cls.__module__}.{cls.__qualname__}"
-        spec = None if cls in _TORCH_SWAPS else spec_of(cls)
-        if cls in _TORCH_SWAPS or isinstance(m, (_Swapped, LayerNorm, RMSNorm)):
-            known[name] = "torch" if cls in _TORCH_SWAPS else "swapped"
-        elif spec is not None:
-            known[name] = spec.name
-        elif _looks_like_a_norm(cls):
-            unknown[name] = unknown.get(name, 0) + 1
-    return known, unknown

@@ -1,5 +1,6 @@
 """torch.func transforms and forward-mode AD give torch's results for every public op; an error
 raised inside an op propagates once (the op is never run twice); the weight offset."""
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -165,3 +166,36 @@ def test_weight_offset_modules():
     assert "weight_offset=1.0" in repr(m)
     ln = fastln.LayerNorm(8, weight_offset=1.0)
     torch.testing.assert_close(ln(x), torch.nn.LayerNorm(8)(x))
+
+
+@pytest.mark.parametrize("kwargs", [{"weight_offset": 1}, {"eps": 0}, {"shape": [np.int64(N)]},
+                                    {"eps": np.float64(1e-6)}])
+def test_transforms_with_arguments_of_other_types(kwargs):
+    """Arguments the eager entry does not take as they are (an int offset or eps, numpy scalars)
+    go through torch.ops eagerly; under a transform they still take torch's functions."""
+    x, _, w, _ = _args()
+    shape = kwargs.pop("shape", N)
+    ours = grad(lambda x: fastln.rms_norm(x, shape, w, **kwargs).sin().sum())(x)
+    offset, eps = float(kwargs.get("weight_offset", 0)), float(kwargs.get("eps", 1e-6)) if "eps" in kwargs else None
+    ref = grad(lambda x: F.rms_norm(x, (N,), w + offset, eps).sin().sum())(x)
+    torch.testing.assert_close(ours, ref)
+    eager = fastln.rms_norm(x, shape, w, **kwargs)  # and eagerly, through torch.ops
+    torch.testing.assert_close(eager, F.rms_norm(x, (N,), w + offset, eps))
+
+
+def test_composite_route_keeps_the_ops_dtype_rules():
+    x = torch.randn(3, N)
+    with pytest.raises(RuntimeError, match="weight"):
+        grad(lambda x: fastln.rms_norm(x, N, torch.ones(N, dtype=torch.bfloat16)).sum())(x)
+    with pytest.raises(RuntimeError, match="residual"):
+        grad(lambda x: fastln.fused_add_rms_norm(x.bfloat16(), x, N)[0].float().sum())(x)
+
+
+def test_module_weight_offset_reset_and_no_weight():
+    m = fastln.LayerNorm(8, weight_offset=1.0)
+    with torch.no_grad():
+        m.weight.fill_(3.0)
+    m.reset_parameters()
+    assert torch.equal(m.weight, torch.zeros(8))  # reset to 1 - offset: the scale starts at 1 again
+    with pytest.raises(ValueError, match="weight_offset"):
+        fastln.RMSNorm(8, elementwise_affine=False, weight_offset=1.0)

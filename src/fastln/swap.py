@@ -75,6 +75,8 @@ def _canonical(fn: Callable[..., Any]) -> str:
 
 
 def _canonical_tree(tree: ast.AST) -> str:
+    """The code as ast.unparse writes it back, without docstrings and annotations: the same
+    text on every Python version (ast.dump's is not: 3.12 added fields)."""
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             node.returns = None
@@ -84,7 +86,7 @@ def _canonical_tree(tree: ast.AST) -> str:
                 node.body = body[1:] or [ast.Pass()]
         elif isinstance(node, ast.arg):
             node.annotation = None
-    return ast.dump(tree)
+    return ast.unparse(tree)
 
 
 def _digest(bases: List[str], methods: List[str]) -> str:
@@ -135,34 +137,34 @@ _TIMM_2D = NormSpec("layer", "layer-2d", bias="bias", normalized_shape="normaliz
                     channels_first=_always, swappable=_not_fast_norm)
 
 # The fingerprints of the known forms (tests/python/test_models.py checks them against the
-# real libraries).
+# real libraries; the same on Python 3.10-3.13 and for transformers 5.17 and 5.25).
 _BY_CODE: Dict[str, NormSpec] = {
     # LlamaRMSNorm and its copies (144 classes in transformers 5.25: Mistral, Qwen2, Qwen3,
     # Phi-3, Granite, ...): weight * (x.float() * rsqrt(mean(x^2) + eps)).to(x.dtype)
-    "b9d867683d0aeec0": _LLAMA,
+    "088aec1ea38674b1": _LLAMA,
     # Olmo2, GptOss, FlexOlmo, ...: (weight * x.float() * rsqrt(...)).to(x.dtype)
-    "5f2dc98988205fc5": _RMS_CAST_AFTER,
+    "21fd551efcdc357b": _RMS_CAST_AFTER,
     # Helium, NemotronH, ...: (weight.float() * x.float() * rsqrt(...)).to(x.dtype)
-    "4efb4c7289f74744": _RMS_CAST_AFTER,
+    "15e8699431417b9d": _RMS_CAST_AFTER,
     # Gemma, Gemma2, Gemma3, Qwen3.5, ...: (_norm(x.float()) * (1 + weight.float())).type_as(x)
-    "8e8080c062d3286a": _GEMMA,
+    "0df4dd035ec83ef5": _GEMMA,
     # Gemma3n, Gemma4, ...: (_norm(x.float()) [* weight.float()]).type_as(x), weight if with_scale
-    "42abcf06858d2b0d": _GEMMA3N,
+    "b3cab3c50e2c4bf2": _GEMMA3N,
     # FalconMamba, Llama4 (weightless): _norm(x.float()).type_as(x)
-    "d74f77b3b09ac9cd": NormSpec("rms", "hf-weightless", eps="variance_epsilon", weight=None,
+    "28b1740933f0c2b8": NormSpec("rms", "hf-weightless", eps="variance_epsilon", weight=None,
                                  float32_compute=True),
     # T5LayerNorm, MT5, LongT5, Pix2Struct, Idefics, ...: weight * (x * rsqrt(mean(x.float()^2) + eps))
     # (to the weight's dtype first when it is 16-bit)
-    "2d26a89045dc0410": _T5,
+    "1f075b4850de13b7": _T5,
     # OlmoLayerNorm: layer_norm(x.float(), no weight, eps=1e-5).to(x.dtype)
-    "54b6b3d82be62a08": _OLMO,
+    "7b930ec98e4314e3": _OLMO,
     # ConvNextLayerNorm and its copies (nn.LayerNorm subclasses): channels_last or channels_first
-    "5b6f88b082647dfa": _CONVNEXT,
+    "6860a0dc0aee8ad4": _CONVNEXT,
     # EomtLayerNorm2d and its copies: layer_norm over the channels of NCHW
-    "d72be0121a84ae96": _TIMM_2D,
+    "d6f317ccbbb6b5c2": _TIMM_2D,
     # timm 1.0's timm.layers.LayerNorm and LayerNorm2d (swapped while fast_norm is off)
-    "d946a16ce4d5cd29": _TIMM,
-    "0c3a82d490d77a76": _TIMM_2D,
+    "b5f93d9cb55b381c": _TIMM,
+    "97671e0691ba0524": _TIMM_2D,
 }
 _BY_CLASS: Dict[type, NormSpec] = {}
 
@@ -282,6 +284,10 @@ def replace_norms(model: nn.Module, *, warn: bool = True) -> int:
     unknown: Dict[str, int] = {}
     for m in model.modules():
         cls = type(m)
+        if "forward" in vars(m) and _looks_like_a_norm(m):  # its own forward (kernels' kernelize), not its class's
+            name = f"{cls.__module__}.{cls.__qualname__} (instance forward)"
+            unknown[name] = unknown.get(name, 0) + 1
+            continue
         if cls in _TORCH_SWAPS:
             m.__class__ = _TORCH_SWAPS[cls]
             object.__setattr__(m, "_fastln_swapped", True)  # restore_norms: this one was torch's

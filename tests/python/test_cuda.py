@@ -394,15 +394,17 @@ def _offset_run(fn, x, r, w, b, dys):
 @pytest.mark.parametrize("dtype,pdtype", OFFSET_DTYPES)
 @pytest.mark.parametrize("op", OFFSET_OPS[:4])
 def test_weight_offset_bits(op, dtype, pdtype, n):
-    """Bit for bit, forward and backward: weight_offset=0 is the call without it (the kernels add
-    -0, so weights of -0.0 stay -0.0); an offset without a weight is ignored; and, where the
-    weight is the input's float type (fp32, fp64: the sum rounds as torch's), offset 1 with
-    weight w is weight 1 + w with no offset."""
+    """Bit for bit, forward and backward: weight_offset=0 is the call without it (weights of -0.0
+    stay -0.0); an offset without a weight is refused (ValueError); and, where the weight is the
+    input's float type (fp32, fp64: the sum rounds as torch's), offset 1 with weight w is weight
+    1 + w with no offset (the launcher forms that sum: cuda/ops_cuda.cpp)."""
     m = (1 << 20) // n + 1
     x, r, w, b, dys = _offset_inputs(op, m, n, dtype, pdtype, "both", seed=7)
     w[::3] = -0.0
     plain, _ = _offset_fns(op, None)
-    cases = [("offset 0", _offset_fns(op, 0.0)[0], w, w), ("no weight", _offset_fns(op, 1.0)[0], None, None)]
+    with pytest.raises(ValueError, match="weight_offset"):
+        _offset_run(_offset_fns(op, 1.0)[0], x, r, None, b, dys)
+    cases = [("offset 0", _offset_fns(op, 0.0)[0], w, w)]
     if dtype == pdtype and dtype in (torch.float32, torch.float64):
         cases.append(("offset 1", _offset_fns(op, 1.0)[0], w, 1.0 + w))
     for what, fn, weight, plain_weight in cases:

@@ -351,6 +351,16 @@ def test_unrecognised_norm_is_left_alone_with_a_warning():
     torch.testing.assert_close(model[0](x), ref)
 
 
+def test_a_module_with_its_own_forward_is_left_alone():
+    """HF kernels' kernelize sets a forward on the instance: the class's code no longer runs."""
+    model, _ = _model("llama")
+    norm = model.model.norm
+    norm.forward = lambda x: x
+    with pytest.warns(UserWarning, match="instance forward"):
+        assert fastln.replace_norms(model) == 4  # the other four
+    assert type(norm).__module__ != "fastln.swap"
+
+
 def test_timm_layer_norms():
     timm_norm = pytest.importorskip("timm.layers.norm", reason="timm not installed (it needs torchvision)")
     x = torch.randn(2, 8, 5, 5)

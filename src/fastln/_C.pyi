@@ -1,7 +1,7 @@
 # Stub of the compiled extension fastln._C (src/cpp/torch/module.cpp). Importing it registers
 # the torch ops torch.ops.fastln.*; these attributes report how it was built.
 
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 from torch import Tensor
 
@@ -37,6 +37,11 @@ def empty_output_cache() -> int:
 # forward-mode tangent.
 ROUTE_OPS: int
 ROUTE_COMPOSITE: int
+
+def check_args(op: str, input: Tensor, normalized_shape: list[int], weight: Optional[Tensor],
+               bias: Optional[Tensor], eps: float, residual: Optional[Tensor],
+               residual_in_fp32: bool) -> None:
+    """The ops' argument checks (shapes, dtypes, devices, eps), raising the ops' errors."""
 
 def layer_norm(input: object, normalized_shape: object, weight: object, bias: object, eps: object,
                memory_efficient: object, weight_offset: object) -> Union[Tensor, int]: ...

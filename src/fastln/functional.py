@@ -118,29 +118,25 @@ def _acc(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _check_dtypes(op: str, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
-                  residual: Optional[Tensor] = None, residual_in_fp32: bool = False) -> None:
-    """The dtype rules the kernels' glue enforces (check_norm_args, check_residual), for the
-    composite route, which would otherwise compute what the op refuses."""
-    half = x.dtype in (torch.bfloat16, torch.float16)
-    params = [p for p in (weight, bias) if p is not None]
-    for name, p in zip(("weight", "bias"), (weight, bias)):
-        if p is not None and p.dtype != x.dtype and not (half and p.dtype == torch.float32):
-            raise RuntimeError(f"{op}: expected {name} of dtype {x.dtype} (or float32 for a 16-bit input), "
-                               f"but got {p.dtype}")
-    if len(params) == 2 and params[0].dtype != params[1].dtype:
-        raise RuntimeError(f"{op}: expected weight and bias of one dtype, but got {params[0].dtype} and "
-                           f"{params[1].dtype}")
-    if residual is not None and residual.dtype != x.dtype and not (
-            residual_in_fp32 and half and residual.dtype == torch.float32):
-        raise RuntimeError(f"{op}: expected residual of dtype {x.dtype}, but got {residual.dtype}")
+def _check_args(op: str, x: Tensor, normalized_shape: Sequence[Any], weight: Optional[Tensor],
+                bias: Optional[Tensor], eps: object, residual: Optional[Tensor] = None,
+                residual_in_fp32: bool = False) -> None:
+    """The op's own argument checks (check_norm_args, check_residual), for the composite route,
+    which would otherwise compute what the op refuses. Not while tracing (ONNX export), where
+    torch.ops' fake kernels do not check either."""
+    if _is_compiling() or isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        return  # a wrong eps: torch's function raises its own error
+    _C.check_args(op, x, [operator.index(d) for d in normalized_shape], weight, bias, float(eps), residual,
+                  bool(residual_in_fp32))
 
 
 def _norm_composite(rms: bool, x: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor],
-                    bias: Optional[Tensor], eps: Optional[float], weight_offset: float) -> Tensor:
+                    bias: Optional[Tensor], eps: Optional[float], weight_offset: float, check: bool = True) -> Tensor:
     """fastln's norm in torch's functions. With a weight offset: the normalized input times
     weight_offset + weight, formed in the accumulation dtype, rounded once to the input's."""
-    _check_dtypes(f"fastln.{'rms_norm' if rms else 'layer_norm'}", x, weight, bias)
+    if check:
+        _check_args(f"fastln.{'rms_norm' if rms else 'layer_norm'}", x, normalized_shape, weight, bias,
+                    _rms_eps(x, eps) if rms else eps)
     if weight_offset == 0 and (weight is None or weight.dtype == x.dtype):
         return F.rms_norm(x, normalized_shape, weight, eps) if rms else F.layer_norm(
             x, normalized_shape, weight, bias, 1e-5 if eps is None else eps)
@@ -164,14 +160,16 @@ def _rms_eps(x: Tensor, eps: Optional[float]) -> float:
 def _fused_composite(rms: bool, input: Tensor, residual: Tensor, normalized_shape: Sequence[int],
                      weight: Optional[Tensor], bias: Optional[Tensor], eps: Optional[float],
                      residual_in_fp32: bool, weight_offset: float) -> Tuple[Tensor, Tensor]:
-    _check_dtypes(f"fastln.fused_add_{'rms' if rms else 'layer'}_norm", input, weight, bias, residual, residual_in_fp32)
+    _check_args(f"fastln.fused_add_{'rms' if rms else 'layer'}_norm", input, normalized_shape, weight, bias,
+                _rms_eps(input, eps) if rms else eps, residual, residual_in_fp32)
     if residual_in_fp32 and input.dtype in (torch.bfloat16, torch.float16):
         s = input.float() + residual.float()
         weight = None if weight is None else weight.float()
         bias = None if bias is None else bias.float()
     else:
         s = input + residual
-    y = _norm_composite(rms, s, normalized_shape, weight, bias, _rms_eps(s, eps) if rms else eps, weight_offset)
+    y = _norm_composite(rms, s, normalized_shape, weight, bias, _rms_eps(s, eps) if rms else eps, weight_offset,
+                        check=False)
     return y.to(input.dtype), s
 
 
@@ -200,7 +198,7 @@ def layer_norm(input: Tensor, normalized_shape: _Shape, weight: Optional[Tensor]
         out = _C.layer_norm(input, normalized_shape, weight, bias, eps, memory_efficient, weight_offset)
         if not isinstance(out, int):
             return out
-        route = out if out == COMPOSITE else _traced_route()  # other argument types: a transform still counts
+        route = out
     normalized_shape = _shape(normalized_shape)
     if route == COMPOSITE:
         return _norm_composite(False, input, normalized_shape, weight, bias, eps, weight_offset)
@@ -224,7 +222,7 @@ def rms_norm(input: Tensor, normalized_shape: _Shape, weight: Optional[Tensor] =
         out = _C.rms_norm(input, normalized_shape, weight, eps, weight_offset)
         if not isinstance(out, int):
             return out
-        route = out if out == COMPOSITE else _traced_route()  # other argument types: a transform still counts
+        route = out
     normalized_shape = _shape(normalized_shape)
     if route == COMPOSITE:
         return _norm_composite(True, input, normalized_shape, weight, None, eps, weight_offset)
@@ -249,7 +247,7 @@ def fused_add_layer_norm(input: Tensor, residual: Tensor, normalized_shape: _Sha
                                       weight_offset)
         if not isinstance(out, int):
             return out
-        route = out if out == COMPOSITE else _traced_route()  # other argument types: a transform still counts
+        route = out
     normalized_shape = _shape(normalized_shape)
     if route == COMPOSITE:
         return _fused_composite(False, input, residual, normalized_shape, weight, bias, eps, residual_in_fp32,
@@ -270,7 +268,7 @@ def fused_add_rms_norm(input: Tensor, residual: Tensor, normalized_shape: _Shape
                                     weight_offset)
         if not isinstance(out, int):
             return out
-        route = out if out == COMPOSITE else _traced_route()  # other argument types: a transform still counts
+        route = out
     normalized_shape = _shape(normalized_shape)
     if route == COMPOSITE:
         return _fused_composite(True, input, residual, normalized_shape, weight, None, eps, residual_in_fp32,

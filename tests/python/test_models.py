@@ -403,4 +403,6 @@ def test_sentence_transformers_encode_and_train_step(tmp_path):
     assert fastln.replace_norms(model) == n
     assert sum(1 for m in model.modules() if type(m) is fastln.LayerNorm) == n
     torch.testing.assert_close(model.encode(sentences, convert_to_tensor=True), ref_encoded, rtol=1e-5, atol=1e-6)
+    # 1e-4: the cosine loss's gradient amplifies the float32 rounding of the norms' statistics
+    # (summed in another order than torch's) to ~3e-5 relative in a few bias elements
     _assert_close_run(step(), ref, rtol=1e-4, atol=1e-4)

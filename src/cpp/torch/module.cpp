@@ -34,8 +34,9 @@ fastln::Isa isa_from_name(const std::string& name) {
 // - arguments of exactly the types below (tensors or None, normalized_shape an int or a
 //   tuple/list of ints within int64, eps and weight_offset floats, flags bools): the op runs;
 //   every error raised from here on is the op's own;
-// - a torch.func transform active, or a tangent on an input (forward-mode AD): kComposite
-//   is returned, and fastln.functional computes with torch's differentiable functions;
+// - a torch.func transform active, or a tangent on an input (forward-mode AD), whatever the
+//   other arguments' types: kComposite is returned, and fastln.functional computes with
+//   torch's differentiable functions, after check_args (below);
 // - anything else: kOps is returned, and fastln.functional calls torch.ops (which converts,
 //   or fails in torch's words).
 using fastln::OptTensor;
@@ -120,11 +121,12 @@ py::object layer_norm(py::handle input_, py::handle shape_, py::handle weight_, 
   std::vector<int64_t> shape;
   double eps, weight_offset;
   bool memory_efficient;
-  if (!tensor_arg(input_, input) || !input || !shape_arg(shape_, shape) || !tensor_arg(weight_, weight) ||
-      !tensor_arg(bias_, bias) || !float_arg(eps_, eps) || !bool_arg(memory_efficient_, memory_efficient) ||
-      !float_arg(weight_offset_, weight_offset))
+  if (!tensor_arg(input_, input) || !input || !tensor_arg(weight_, weight) || !tensor_arg(bias_, bias))
     return py::int_(int(kOps));
   if (transformed({&input, &weight, &bias})) return py::int_(int(kComposite));
+  if (!shape_arg(shape_, shape) || !float_arg(eps_, eps) || !bool_arg(memory_efficient_, memory_efficient) ||
+      !float_arg(weight_offset_, weight_offset))
+    return py::int_(int(kOps));
   check_strided("fastln.layer_norm", {{"input", &input}, {"weight", &weight}, {"bias", &bias}});
   at::Tensor y;
   {
@@ -141,10 +143,10 @@ py::object rms_norm(py::handle input_, py::handle shape_, py::handle weight_, py
   std::vector<int64_t> shape;
   std::optional<double> eps;
   double weight_offset;
-  if (!tensor_arg(input_, input) || !input || !shape_arg(shape_, shape) || !tensor_arg(weight_, weight) ||
-      !opt_float_arg(eps_, eps) || !float_arg(weight_offset_, weight_offset))
-    return py::int_(int(kOps));
+  if (!tensor_arg(input_, input) || !input || !tensor_arg(weight_, weight)) return py::int_(int(kOps));
   if (transformed({&input, &weight})) return py::int_(int(kComposite));
+  if (!shape_arg(shape_, shape) || !opt_float_arg(eps_, eps) || !float_arg(weight_offset_, weight_offset))
+    return py::int_(int(kOps));
   check_strided("fastln.rms_norm", {{"input", &input}, {"weight", &weight}});
   at::Tensor y;
   {
@@ -152,6 +154,16 @@ py::object rms_norm(py::handle input_, py::handle shape_, py::handle weight_, py
     y = fastln::op::rms_norm().call(*input, c10::fromIntArrayRefSlow(shape), weight, eps, weight_offset);
   }
   return py::cast(std::move(y));
+}
+
+// The ops' own argument checks (shapes, dtypes, devices, eps), for fastln.functional's
+// composite route, which computes with torch's functions: the errors the op would raise.
+void check_args(const std::string& op, const at::Tensor& input, const std::vector<int64_t>& normalized_shape,
+                const OptTensor& weight, const OptTensor& bias, double eps, const OptTensor& residual,
+                bool residual_in_fp32) {
+  fastln::check_norm_args(op.c_str(), input, normalized_shape, weight, bias, eps);
+  if (residual.has_value() && residual->defined())
+    fastln::check_residual(op.c_str(), input, *residual, residual_in_fp32);
 }
 
 // fused_add_layer_norm (bias given) and fused_add_rms_norm (no bias argument, eps optional).
@@ -163,12 +175,14 @@ py::object fused_add_norm(py::handle input_, py::handle residual_, py::handle sh
   std::optional<double> eps;
   double eps_value = 0, weight_offset;
   bool residual_in_fp32;
-  const bool eps_ok = kRms ? opt_float_arg(eps_, eps) : float_arg(eps_, eps_value);
   if (!tensor_arg(input_, input) || !input || !tensor_arg(residual_, residual) || !residual ||
-      !shape_arg(shape_, shape) || !tensor_arg(weight_, weight) || (!kRms && !tensor_arg(bias_, bias)) || !eps_ok ||
-      !bool_arg(residual_in_fp32_, residual_in_fp32) || !float_arg(weight_offset_, weight_offset))
+      !tensor_arg(weight_, weight) || (!kRms && !tensor_arg(bias_, bias)))
     return py::int_(int(kOps));
   if (transformed({&input, &residual, &weight, &bias})) return py::int_(int(kComposite));
+  const bool eps_ok = kRms ? opt_float_arg(eps_, eps) : float_arg(eps_, eps_value);
+  if (!shape_arg(shape_, shape) || !eps_ok || !bool_arg(residual_in_fp32_, residual_in_fp32) ||
+      !float_arg(weight_offset_, weight_offset))
+    return py::int_(int(kOps));
   const char* name = kRms ? "fastln.fused_add_rms_norm" : "fastln.fused_add_layer_norm";
   check_strided(name, {{"input", &input}, {"residual", &residual}, {"weight", &weight}, {"bias", &bias}});
   Tensor2 out;
@@ -249,6 +263,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("layer_norm", &layer_norm, "torch.ops.fastln.layer_norm (or _memory_efficient), eager");
   m.def("rms_norm", &rms_norm, "torch.ops.fastln.rms_norm, eager");
   m.def("fused_add_layer_norm", &fused_add_norm<false>, "torch.ops.fastln.fused_add_layer_norm, eager");
+  m.def("check_args", &check_args, "The ops' argument checks, for the composite route");
   m.def("fused_add_rms_norm", &fused_add_norm<true>, "torch.ops.fastln.fused_add_rms_norm, eager "
         "(bias: None)");
 }

@@ -11,13 +11,30 @@
 # bwd_kernels; BENCH_ARGS are more options (e.g. --quick); results in $OUT/cuda_<card>.json
 # (+ .md and plots).
 # TEST_ARGS: pytest's arguments instead of the whole suite (e.g. "tests/python/test_cuda.py").
+# The peers (Liger, Quack: ../shared/peers/device-peers.md) travel as wheels in two calls on one
+# warm machine: stash (carry .big/a: the first half of the cutlass-dsl cu13 wheel kept in
+# /root/stash), then peers (carry .whl and .big/b: the wheels installed into /tmp/site, which
+# every later stage and call on that machine puts on PYTHONPATH). models: bench/model_bench_gpu.sh
+# (MODELS, ARGS as there).
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p $OUT
 ARCHS=${ARCHS:-90}
 STAGES=${STAGES:-"build smoke test sanitize bench"}
 export PYTHONUNBUFFERED=1
+[ -d /tmp/site ] && export PYTHONPATH=/tmp/site:/tmp/site/nvidia_cutlass_dsl/dsl_packages
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv | tee $OUT/gpu.txt
 for st in $STAGES; do case $st in
+stash)
+  mkdir -p /root/stash && cp .big/a/* /root/stash/ && echo "stash: $(ls /root/stash)" ;;
+peers)
+  CU13=nvidia_cutlass_dsl_libs_cu13-4.8.1-cp312-cp312-manylinux_2_28_x86_64.whl
+  cat /root/stash/*_aa .big/b/*_ab > /tmp/$CU13 \
+    && python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl /tmp/$CU13 \
+    || { echo "peers: install failed"; exit 1; }
+  export PYTHONPATH=/tmp/site:/tmp/site/nvidia_cutlass_dsl/dsl_packages
+  (cd /tmp && python3 -c "import liger_kernel, quack; print('peers: liger', liger_kernel.__file__ and 'ok', 'quack', quack.__version__)") ;;
+models)
+  OUT=$OUT bash bench/model_bench_gpu.sh ;;
 build)
   t0=$(date +%s)
   FASTLN_CUDA=ON python3 -m pip install --no-build-isolation --no-deps -q \

@@ -253,7 +253,13 @@ FwdPlan fwd_plan(const Problem& pb, const DeviceProps& dev, const Occupancy& occ
   const int forced = valid_cluster(ov.cluster_fwd);
   Config c = pb.vec_ok ? fwd_config(nvec, clusters, forced) : Config{};
   const auto reg = [&](int nv, int cl) { return KernelId{KernelKind::kFwdReg, nv, cl}; };
-  if (c.reg && c.cl == 1 && c.nv == 4 && c.tpr == c.block) {
+  const bool forced_nv = c.reg && c.cl == 1 && nvec > 128 && nv_class(ov.fwd_nv) == ov.fwd_nv;
+  if (forced_nv) {
+    c = row_config(nvec, 256, {ov.fwd_nv});
+  } else if (c.reg && c.cl == 1 && nvec <= 128 && ov.fwd_block >= c.tpr && ov.fwd_block <= kMaxRowThreads &&
+             pow2_ceil(ov.fwd_block) == ov.fwd_block) {
+    c.block = ov.fwd_block;
+  } else if (c.reg && c.cl == 1 && c.nv == 4 && c.tpr == c.block) {
     // A row a CTA at 4 vectors a thread can leave a SM fewer resident warps than 8 vectors a
     // thread in CTAs half the size: bf16 N = 12288 takes 384 threads of 58 registers, 2 CTAs a
     // SM (24 warps), against 192 threads of 64 registers, 5 CTAs (30 warps). Take the one

@@ -78,6 +78,8 @@ struct PlanOverrides {
   int bwd_staged = -1;      // the staged backward: -1 heuristics (fp32 rows from kBwdStagedFrom vectors), 0 never, V > 0 rows of >= V vectors (16-bit too)
   bool bwd_two_rows = true; // false: 16-bit cluster slices take one row an iteration
   bool pdl = true;          // false: reduce_partials_kernel launched after the backward, not as its programmatic dependent
+  int fwd_nv = 0;           // one-CTA forward rows of > 128 vectors: 1, 2, 4, 8 or 16 vectors a thread (0: heuristics)
+  int fwd_block = 0;        // forward rows of <= 128 vectors: threads a CTA, 32..512, a power of two (0: heuristics)
   bool operator==(const PlanOverrides&) const = default;
 };
 

@@ -77,7 +77,8 @@ def rows_of(elements: int, ns: Iterable[int]) -> tuple[Shape, ...]:
 CPU_GRID: tuple[Shape, ...] = ((100, 512), (1000, 1024), (5000, 256), (8192, 768), (2048, 4096),
                                (256, 16384), (32768, 128))
 CPU_QUICK: tuple[Shape, ...] = ((100, 512), (1000, 1024), (2048, 4096), (32768, 128))
-CUDA_NS = (256, 512, 768, 1000, 1024, 2048, 4096, 5120, 8192, 12288, 16384, 20000, 32768, 65536)
+CUDA_NS = (256, 512, 768, 1000, 1024, 1536, 2048, 2560, 3072, 4096, 5120, 6144, 7168, 8192, 10240, 12288,
+           16384, 20000, 24576, 32768, 49152, 65536)
 CUDA_MID: tuple[Shape, ...] = ((4096, 1024), (2048, 4096), (8192, 2048), (512, 8192), (16384, 512))
 CUDA_GRID: tuple[Shape, ...] = rows_of(2**27, CUDA_NS) + CUDA_MID
 CUDA_QUICK: tuple[Shape, ...] = rows_of(2**27, (1024, 4096, 16384, 65536)) + ((4096, 1024),)
@@ -115,6 +116,7 @@ class Suite:
 
 
 PEERS_USER = ("torch", "compile", "liger", "quack")
+OFFSET = "fastln-offset"  # fastln with weight_offset=1 (Gemma's 1 + w), beside plain fastln
 SUITES: tuple[Suite, ...] = (
     Suite("user", "cpu", "user", ("layer_norm",), CPU_GRID, ("float32", "bfloat16"), ("fwd", "fwd+bwd"),
           ("fastln", "torch", "compile", "baseline"), "interleaved",
@@ -144,8 +146,9 @@ SUITES: tuple[Suite, ...] = (
           "against aten, Liger's and Quack's kernels", CUDA_QUICK),
     Suite("ops", "cuda", "kernel", ("rms_norm", "fused_add_layer_norm", "fused_add_rms_norm"),
           rows_of(2**27, (1024, 4096, 16384)) + ((4096, 4096),), ("bfloat16", "float32"), ("fwd", "bwd"),
-          ("fastln", "torch"), "device",
-          "RMSNorm and the fused residual adds alone; torch: aten's fused RMSNorm kernels, x + r then the norm",
+          ("fastln", OFFSET, "torch"), "device",
+          "RMSNorm and the fused residual adds alone; torch: aten's fused RMSNorm kernels, x + r then the norm; "
+          "fastln-offset: fastln with weight_offset=1",
           ((4096, 4096),)),
     Suite("user", "cuda", "user", ("layer_norm", "rms_norm"),
           rows_of(2**27, (1024, 2048, 4096, 8192, 16384)) + CUDA_MID + ((4096, 4096),), ("bfloat16", "float32"),
@@ -153,9 +156,9 @@ SUITES: tuple[Suite, ...] = (
           "LayerNorm and RMSNorm through autograd, as a user calls them, against F.*, torch.compile, "
           "Liger and Quack", ((4096, 1024), (4096, 4096))),
     Suite("calls", "cuda", "user", ("layer_norm", "rms_norm"), DECODE, ("bfloat16",), ("fwd", "fwd+bwd"),
-          ("fastln", "torch"), "host",
+          ("fastln", OFFSET, "torch"), "host",
           "decode and small-batch eager calls: time per call in a loop of back-to-back calls (host overhead "
-          "counts)", DECODE[:2]),
+          "counts); fastln-offset: fastln with weight_offset=1", DECODE[:2]),
     Suite("bwd_kernels", "cuda", "kernel", ("layer_norm", "rms_norm"),
           rows_of(2**27, (4096, 8192, 12288, 16384, 32768, 65536)) + ((4096, 1024),), ("bfloat16", "float32"),
           ("bwd",), ("fastln+pdl=0",), "profile",
@@ -239,6 +242,14 @@ def _torch_add_rms(x: Tensor, r: Tensor, ns: Sequence[int], w: Tensor) -> tuple[
 
 def user_fn(impl: str, op: str) -> Callable[..., Any]:
     """A function (x, r, w, b) -> output(s) as a user calls it."""
+    if impl == OFFSET:  # Gemma's 1 + w: the same calls with weight_offset=1
+        return {"layer_norm": lambda x, r, w, b: fastln.layer_norm(x, (x.shape[-1],), w, b, EPS, weight_offset=1.0),
+                "rms_norm": lambda x, r, w, b: fastln.rms_norm(x, (x.shape[-1],), w, EPS, weight_offset=1.0),
+                "fused_add_layer_norm": lambda x, r, w, b: fastln.fused_add_layer_norm(
+                    x, r, (x.shape[-1],), w, b, EPS, weight_offset=1.0),
+                "fused_add_rms_norm": lambda x, r, w, b: fastln.fused_add_rms_norm(
+                    x, r, (x.shape[-1],), w, EPS, weight_offset=1.0),
+                }[op]
     if impl == "fastln" or impl.startswith(("fastln@", "fastln+")):
         return {"layer_norm": lambda x, r, w, b: fastln.layer_norm(x, (x.shape[-1],), w, b, EPS),
                 "rms_norm": lambda x, r, w, b: fastln.rms_norm(x, (x.shape[-1],), w, EPS),
@@ -281,6 +292,20 @@ def kernel_runner(impl: str, op: str, mode: str, x: Tensor, r: Tensor, w: Tensor
     ns, fl, aten = [x.shape[-1]], torch.ops.fastln, torch.ops.aten
     if op.startswith("fused_add") and mode == "bwd":
         raise Skip("the fused adds' backward is the norm's")
+    if impl == OFFSET:
+        c = 1.0
+        if op == "layer_norm":
+            if mode == "fwd":
+                return lambda: fl.layer_norm_fwd(x, ns, w, b, EPS, c)
+            _, mean, rstd = fl.layer_norm_fwd(x, ns, w, b, EPS, c)
+            return lambda: fl.layer_norm_bwd(dy, x, ns, mean, rstd, w, b, [True] * 3, c)
+        if op == "rms_norm":
+            if mode == "fwd":
+                return lambda: fl.rms_norm_fwd(x, ns, w, EPS, c)
+            _, rstd = fl.rms_norm_fwd(x, ns, w, EPS, c)
+            return lambda: fl.rms_norm_bwd(dy, x, ns, rstd, w, [True, True], c)
+        rms = op == "fused_add_rms_norm"
+        return lambda: fl.add_norm_fwd(x, r, ns, w, None if rms else b, EPS, rms, False, c)
     if impl == "fastln" or impl.startswith(("fastln@", "fastln+")):
         if op == "layer_norm":
             if mode == "fwd":
@@ -705,17 +730,31 @@ def load(path: Path) -> dict[str, Any]:
     return data
 
 
+def _case(r: Row) -> tuple[Any, ...]:
+    return r["suite"], r.get("device"), r.get("phase", "e2e"), r["dtype"], r["M"], r["N"], r["op"]
+
+
 def merge(old: Optional[dict[str, Any]], new: dict[str, Any]) -> dict[str, Any]:
-    """``new``'s suites replace the same suites of ``old`` (same device); other suites stay."""
+    """``new``'s cases (suite, dtype, shape, op) replace the same cases of ``old`` (same device);
+    other cases stay, so a suite run in parts (--dtypes, --shapes: one device call each) adds up."""
     if not old or old.get("schema") != 2:
         return new
-    ran = set(new["meta"]["suites"])
-    rows = [r for r in old["results"] if r["suite"] not in ran] + new["results"]
-    suites = {k: v for k, v in old["meta"]["suites"].items() if k not in ran}
-    suites.update(new["meta"]["suites"])
+    ran = {_case(r) for r in new["results"]}
+    rows = [r for r in old["results"] if _case(r) not in ran] + new["results"]
+    suites = dict(old["meta"]["suites"])
+    for name, m in new["meta"]["suites"].items():
+        was = suites.get(name)
+        if was:  # shapes, dtypes and impls of both runs, in order; the newer run's other fields
+            m = {**m, "shapes": _union(was["shapes"], m["shapes"]), "dtypes": _union(was["dtypes"], m["dtypes"]),
+                 "impls": _union(was["impls"], m["impls"]), "skipped": {**was.get("skipped", {}), **m["skipped"]}}
+        suites[name] = m
     meta = {**old["meta"], **{k: v for k, v in new["meta"].items() if k != "suites"}, "suites": suites}
     meta["summary"] = summary(rows)
     return {"schema": 2, "meta": meta, "results": rows}
+
+
+def _union(a: Sequence[Any], b: Sequence[Any]) -> list[Any]:
+    return list(a) + [v for v in b if v not in a]
 
 
 def run(device: str, plans: Sequence[Plan], progress: Progress) -> dict[str, Any]:
@@ -906,7 +945,8 @@ def view_ranges(data: dict[str, Any], suite: str = "kernel", op: str = "layer_no
 def view_kernel(data: dict[str, Any], suite: str = "kernel", op: str = "layer_norm") -> str:
     """Every shape: fastln's times and % of copy, torch's times, and the best peer of the same run."""
     rows = _sel(data["results"], suite=suite, op=op)
-    peers = [i for i in _ordered((r["impl"] for r in rows), ("torch", "compile", "liger", "quack")) if i != "fastln"]
+    peers = [i for i in _ordered((r["impl"] for r in rows), ("torch", "compile", "liger", "quack"))
+             if not i.startswith("fastln")]  # not fastln's own variants (plan overrides, offset)
     with_peers = any(p != "torch" for p in peers)  # the best of torch and the peers, where peers ran
     lines = ["| dtype | M×N | fwd µs | fwd %copy | bwd µs | bwd %copy | torch fwd / bwd µs |" +
              (" best of torch and peers fwd / bwd | fastln vs it fwd / bwd |" if with_peers else ""),

@@ -44,6 +44,8 @@ PlanOverrides overrides(const std::string& knobs) {
     else if (k == "bs") ov.bwd_staged = v;
     else if (k == "r2") ov.bwd_two_rows = v != 0;
     else if (k == "pdl") ov.pdl = v != 0;
+    else if (k == "nv") ov.fwd_nv = v;
+    else if (k == "fb") ov.fwd_block = v;
     else FAIL("unknown knob " << k);
   }
   return ov;
@@ -127,6 +129,18 @@ std::string result(const Case& c) {
   return s.str();
 }
 
+// A forward problem of the table's form ("H100 bf16,bf16 layer fwd r0 v1 N M knobs") and its plan.
+std::string fwd_result(const std::string& t, int n, int64_t m, const std::string& knobs) {
+  Case c;
+  c.dev = "H100";
+  c.t = c.p = t;
+  c.pb.n = n;
+  c.pb.m = m;
+  c.pb.elem_size = elem_size(t);
+  c.ov = overrides(knobs);
+  return result(c);
+}
+
 }  // namespace
 
 TEST_CASE("launch plans: every problem of the table made before the split", "[cuda][plan]") {
@@ -160,6 +174,22 @@ TEST_CASE("launch plans: every problem of the table made before the split", "[cu
   // extra shapes, and the knobs (gen_old.py).
   CHECK(rows == 4936);
   CHECK(knob_rows == 2200);
+}
+
+TEST_CASE("launch plans: fwd_nv and fwd_block set the forward's geometry, else change nothing", "[cuda][plan]") {
+  // Rows of > 128 vectors, a CTA a row: the vectors a thread, and so the threads of the CTA.
+  CHECK(fwd_result("bf16", 4096, 2048, "-") == "tpr128 np0 ret0 | fwd_reg<bf16,bf16,4,0,0,1> g2048x1 b128x1 s0 c1 p0");
+  CHECK(fwd_result("bf16", 4096, 2048, "nv=2") == "tpr256 np0 ret0 | fwd_reg<bf16,bf16,2,0,0,1> g2048x1 b256x1 s0 c1 p0");
+  CHECK(fwd_result("bf16", 4096, 2048, "nv=1") == "tpr512 np0 ret0 | fwd_reg<bf16,bf16,1,0,0,1> g2048x1 b512x1 s0 c1 p0");
+  CHECK(fwd_result("float", 1024, 4096, "nv=8") == "tpr32 np0 ret0 | fwd_reg<float,float,8,0,0,1> g4096x1 b32x1 s0 c1 p0");
+  CHECK(fwd_result("float", 1024, 4096, "nv=3") == fwd_result("float", 1024, 4096, "-"));  // not a vector class
+  CHECK(fwd_result("float", 1024, 4096, "fb=128") == fwd_result("float", 1024, 4096, "-"));  // not a small row
+  // Rows of <= 128 vectors, several a CTA: the CTA's threads.
+  CHECK(fwd_result("bf16", 1024, 4096, "-") == "tpr32 np0 ret0 | fwd_reg<bf16,bf16,4,0,0,1> g512x1 b256x1 s0 c1 p0");
+  CHECK(fwd_result("bf16", 1024, 4096, "fb=128") == "tpr32 np0 ret0 | fwd_reg<bf16,bf16,4,0,0,1> g1024x1 b128x1 s0 c1 p0");
+  CHECK(fwd_result("bf16", 1024, 4096, "fb=16") == fwd_result("bf16", 1024, 4096, "-"));  // fewer than a row's threads
+  CHECK(fwd_result("bf16", 1024, 4096, "fb=96") == fwd_result("bf16", 1024, 4096, "-"));  // not a power of two
+  CHECK(fwd_result("bf16", 1024, 4096, "nv=2") == fwd_result("bf16", 1024, 4096, "-"));   // a small row
 }
 
 TEST_CASE("launch plans: the defaults of the overrides change nothing", "[cuda][plan]") {

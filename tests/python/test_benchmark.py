@@ -81,15 +81,25 @@ def test_every_cpu_suite_runs_on_tiny_shapes():
     assert "(8, 64)" in B.view_user(data, "ops", "rms_norm")
 
 
-def test_merge_replaces_the_suites_run_and_keeps_the_others():
-    def fake(suite, t):
-        row = {"suite": suite, "impl": "fastln", "mode": "fwd", "phase": "e2e", "speedup_vs_torch": t}
-        return {"schema": 2, "meta": {"device": "cpu", "suites": {suite: {"date": str(t)}}}, "results": [row]}
+def test_merge_replaces_the_cases_run_and_keeps_the_others():
+    """A suite run in parts (one device call per dtype, say) adds up; a case run again replaces
+    its rows; other suites stay."""
+    def fake(suite, t, dtype="float32", shape=(8, 64)):
+        row = {"suite": suite, "impl": "fastln", "mode": "fwd", "phase": "e2e", "speedup_vs_torch": t,
+               "dtype": dtype, "M": shape[0], "N": shape[1], "op": "layer_norm", "device": "cuda"}
+        meta = {"date": str(t), "shapes": [list(shape)], "dtypes": [dtype], "impls": ["fastln"], "skipped": {}}
+        return {"schema": 2, "meta": {"device": "cuda", "suites": {suite: meta}}, "results": [row]}
 
     old = B.merge(fake("user", 1.0), fake("kernel", 2.0))
     new = B.merge(old, fake("user", 3.0))
     assert sorted((r["suite"], r["speedup_vs_torch"]) for r in new["results"]) == [("kernel", 2.0), ("user", 3.0)]
     assert new["meta"]["suites"]["user"]["date"] == "3.0" and "kernel" in new["meta"]["suites"]
+    parts = B.merge(B.merge(new, fake("kernel", 4.0, "bfloat16")), fake("kernel", 5.0, "bfloat16", (16, 64)))
+    kernel = sorted((r["dtype"], r["M"], r["speedup_vs_torch"]) for r in parts["results"] if r["suite"] == "kernel")
+    assert kernel == [("bfloat16", 8, 4.0), ("bfloat16", 16, 5.0), ("float32", 8, 2.0)]
+    assert parts["meta"]["suites"]["kernel"]["dtypes"] == ["float32", "bfloat16"]
+    assert parts["meta"]["suites"]["kernel"]["shapes"] == [[8, 64], [16, 64]]
+    assert parts["meta"]["summary"]["kernel fwd"]["min_speedup_vs_torch"] == 2.0
 
 
 def test_copy_bandwidth_is_measured_never_hard_coded():

@@ -265,7 +265,7 @@ def test_plan_overrides_round_trip():
     in force before, and refuses unknown keys."""
     defaults = fastln._C.cuda_plan_overrides()
     assert defaults == {"cluster_fwd": 0, "cluster_bwd": 0, "partial_cluster": 0, "fwd_staged": True,
-                        "bwd_staged": -1, "bwd_two_rows": True, "pdl": True}
+                        "bwd_staged": -1, "bwd_two_rows": True, "pdl": True, "fwd_nv": 0, "fwd_block": 0}
     with plan_overrides(cluster_bwd=2, pdl=False):
         assert fastln._C.cuda_plan_overrides() == {**defaults, "cluster_bwd": 2, "pdl": False}
     assert fastln._C.cuda_plan_overrides() == defaults
@@ -302,6 +302,27 @@ def test_two_rows_an_iteration(n, dtype, norm, affine):
     for i in (0, 1, m - 2, m - 1):
         alone = forward_backward(fns[0], x[i:i + 1], (n,), w, b, dy[i:i + 1], eps)[1]
         assert torch.equal(first[1][i:i + 1], alone), f"grad_input of row {i}"
+
+
+# The forward's geometry overrides (fwd_nv: vectors a thread of one-CTA rows; fwd_block: the CTA of
+# several short rows), which the benchmark sweeps: every value a plan may take must stay correct.
+@pytest.mark.parametrize("overrides", [{"fwd_nv": 1}, {"fwd_nv": 2}, {"fwd_nv": 8}, {"fwd_nv": 16},
+                                       {"fwd_block": 32}, {"fwd_block": 64}, {"fwd_block": 128},
+                                       {"fwd_block": 512}])
+@pytest.mark.parametrize("dtype,m,n", [(torch.bfloat16, 300, 4096), (torch.float32, 257, 1024),
+                                       (torch.float16, 1000, 1024), (torch.bfloat16, 999, 256),
+                                       (torch.float32, 64, 8192)])
+@pytest.mark.parametrize("norm", ["layer", "rms"])
+def test_forward_geometry_overrides_parity(overrides, dtype, m, n, norm):
+    from test_layer_norm import check_parity, make_inputs
+    from test_rms_norm import RMS_FNS
+
+    x, w, b, dy = make_inputs((m, n), (n,), dtype, "cuda", "both", seed=n % 97, offset=4.0 if norm == "layer" else 0.0)
+    with plan_overrides(**overrides):
+        if norm == "layer":
+            check_parity(x, (n,), w, b, dy, dtype)
+        else:
+            check_parity(x, (n,), w, None, dy, dtype, eps=1e-6, fns=RMS_FNS)
 
 
 # fp32 rows whose backward is staged in shared memory on sm_90 (cuda/launch_plan.cpp,

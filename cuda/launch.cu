@@ -25,6 +25,9 @@
 //  * Everything is templated on Norm so RMSNorm is one more instantiation. The forward kernels
 //    also take the fused residual add (ForwardArgs::R): the row of X + R, rounded to T, is
 //    written to S and normalized in place of X's row, as the CPU kernel.
+//  * The weight offset (zero-centred gamma) is not in the norm kernels (in them it cost
+//    registers: docs/journal.md): params.cuh forms offset + gamma in the accumulation type first,
+//    and the kernels of float parameters run with it.
 //
 // Layout: blocks/ (element conversions and vectors, group sums, clusters and their PTX),
 // forward.cuh and backward.cuh (the kernels), launch_plan.h / .cpp (which kernel, grid, block,
@@ -38,6 +41,7 @@
 
 #include "backward.cuh"
 #include "forward.cuh"
+#include "params.cuh"
 #include "launch_plan.h"
 #include "layer_norm_cuda.h"
 
@@ -306,8 +310,8 @@ int64_t bwd_num_partials_norm(const BwdParams<T, P>& p, bool vec_ok, int device)
       .nparts;
 }
 
-template <class T, class P, Norm NORM>
-cudaError_t launch_bwd_norm(BwdParams<T, P> p, bool vec_ok, int64_t nparts, P* dgamma, P* dbeta, cudaStream_t s) {
+template <class T, class P, class Q, Norm NORM>
+cudaError_t launch_bwd_norm(BwdParams<T, P> p, bool vec_ok, int64_t nparts, Q* dgamma, Q* dbeta, cudaStream_t s) {
   using A = acc_t<T>;
   int device = 0;
   cudaGetDevice(&device);
@@ -329,7 +333,7 @@ cudaError_t launch_bwd_norm(BwdParams<T, P> p, bool vec_ok, int64_t nparts, P* d
   }
   if (!p.partial) return cudaGetLastError();
   const A* partial = p.partial;
-  return launch(reduce_kernel<A, P>(plan.reduce.kernel), plan.reduce, s, partial, nparts, p.n, dgamma, dbeta);
+  return launch(reduce_kernel<A, Q>(plan.reduce.kernel), plan.reduce, s, partial, nparts, p.n, dgamma, dbeta);
 }
 
 }  // namespace
@@ -353,16 +357,31 @@ int64_t bwd_num_partials(const BwdParams<T, P>& p, bool vec_ok, int device) {
                               : bwd_num_partials_norm<T, P, Norm::kLayer>(q, vec_ok, device);
 }
 
-template <class T, class P>
-cudaError_t launch_bwd(BwdParams<T, P> p, bool vec_ok, int64_t nparts, P* dgamma, P* dbeta,
+template <class T, class P, class Q>
+cudaError_t launch_bwd(BwdParams<T, P> p, bool vec_ok, int64_t nparts, Q* dgamma, Q* dbeta,
                        cudaStream_t s) {
   p.n = int(p.N);
   return p.norm == Norm::kRms
-             ? launch_bwd_norm<T, P, Norm::kRms>(p, vec_ok, nparts, dgamma, dbeta, s)
-             : launch_bwd_norm<T, P, Norm::kLayer>(p, vec_ok, nparts, dgamma, dbeta, s);
+             ? launch_bwd_norm<T, P, Q, Norm::kRms>(p, vec_ok, nparts, dgamma, dbeta, s)
+             : launch_bwd_norm<T, P, Q, Norm::kLayer>(p, vec_ok, nparts, dgamma, dbeta, s);
+}
+
+template <class P, class A>
+cudaError_t launch_offset_params(const P* gamma, const P* beta, A offset, A* out_gamma, A* out_beta,
+                                 int64_t n, cudaStream_t s) {
+  constexpr int kBlock = 256;
+  const int64_t grid = std::min<int64_t>((n + kBlock - 1) / kBlock, 1024);
+  offset_params_kernel<P, A><<<unsigned(grid), kBlock, 0, s>>>(gamma, beta, offset, out_gamma, out_beta, n);
+  return cudaGetLastError();
 }
 
 FASTLN_FOR_EACH_TYPE_PAIR(FASTLN_CUDA_INSTANTIATE)
+FASTLN_CUDA_INSTANTIATE_OFFSET(float, float)
+FASTLN_CUDA_INSTANTIATE_OFFSET(double, double)
+FASTLN_CUDA_INSTANTIATE_OFFSET(bf16, float)
+FASTLN_CUDA_INSTANTIATE_OFFSET(fp16, float)
+FASTLN_CUDA_INSTANTIATE_OFFSET_BWD(bf16)
+FASTLN_CUDA_INSTANTIATE_OFFSET_BWD(fp16)
 
 }  // namespace cuda_impl
 }  // namespace fastln

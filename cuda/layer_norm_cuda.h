@@ -37,16 +37,32 @@ cudaError_t launch_fwd(FwdParams<T, P> p, bool vec_ok, cudaStream_t stream);
 // Backward: plan first (the number of [2][N] fp32 partial rows the launch needs, fixed by
 // (M, N, norm, dtype, device)), then launch with p.partial pointing at that many rows (or null
 // when neither dgamma nor dbeta is wanted; dgamma/dbeta may each be null).
+// dgamma / dbeta are written as Q: P, or T where a weight offset made the kernels' P the
+// accumulation type (launch_offset_params) while the parameters are T.
 template <class T, class P>
 int64_t bwd_num_partials(const BwdParams<T, P>& p, bool vec_ok, int device);
-template <class T, class P>
-cudaError_t launch_bwd(BwdParams<T, P> p, bool vec_ok, int64_t nparts, P* dgamma, P* dbeta,
+template <class T, class P, class Q = P>
+cudaError_t launch_bwd(BwdParams<T, P> p, bool vec_ok, int64_t nparts, Q* dgamma, Q* dbeta,
                        cudaStream_t stream);
+
+// The weight offset (ForwardArgs::weight_offset): out_gamma = offset + gamma and, where beta and
+// out_beta are given, out_beta = beta, n elements in A (the accumulation type), by one kernel.
+// The norm kernels then run with A parameters (16-bit inputs: their mixed mode): one small
+// launch a call, and the norm kernels themselves unchanged.
+template <class P, class A>
+cudaError_t launch_offset_params(const P* gamma, const P* beta, A offset, A* out_gamma, A* out_beta,
+                                 int64_t n, cudaStream_t stream);
 
 #define FASTLN_CUDA_INSTANTIATE(T, P)                                                          \
   template cudaError_t launch_fwd<T, P>(FwdParams<T, P>, bool, cudaStream_t);                  \
   template int64_t bwd_num_partials<T, P>(const BwdParams<T, P>&, bool, int);                  \
   template cudaError_t launch_bwd<T, P>(BwdParams<T, P>, bool, int64_t, P*, P*, cudaStream_t);
+// The offset's launches, per parameter type P (float for 16-bit P) and, for 16-bit inputs and
+// parameters, the backward of float kernel parameters and 16-bit gradients.
+#define FASTLN_CUDA_INSTANTIATE_OFFSET(P, A)                                                   \
+  template cudaError_t launch_offset_params<P, A>(const P*, const P*, A, A*, A*, int64_t, cudaStream_t);
+#define FASTLN_CUDA_INSTANTIATE_OFFSET_BWD(T) \
+  template cudaError_t launch_bwd<T, float, T>(BwdParams<T, float>, bool, int64_t, T*, T*, cudaStream_t);
 
 }  // namespace cuda_impl
 }  // namespace fastln

@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <string>
+#include <type_traits>
 
 #include "../src/cpp/torch/norm_ops.h"
 #include "launch_plan.h"
@@ -37,18 +38,37 @@ void check_row_length(const char* op, int64_t N) {
               " is too large for the CUDA kernels");
 }
 
-// A weight offset reaches the kernels as a parameter of the accumulation type (float, or double
-// for double), weight_offset + weight, formed here by one N-element op: the float add the CPU
-// kernels make in registers, so the results are the same as in-kernel adds would give. 16-bit
-// inputs then take the kernels' mixed mode (float parameters). In the kernels, the add cost
-// registers and spills in 178 of 984 builds (docs/journal.md, 2026-12-06): the zero-offset
-// kernels stay as they were.
+// A weight offset reaches the kernels as parameters of the accumulation type (float, or double
+// for double): weight_offset + weight, and the bias, formed by one small kernel
+// (launch_offset_params, cuda/params.cuh) with the float add the CPU kernels make in registers,
+// so the results are those of an in-kernel add. 16-bit inputs then take the kernels' mixed mode
+// (float parameters); the backward writes dgamma and dbeta in the parameters' own dtype. In the
+// norm kernels, the add cost registers and spills in 178 of 984 builds (docs/journal.md,
+// 2026-12-06): they stay as they were.
 bool offset_applies(const OptTensor& weight, double weight_offset) {
   return weight_offset != 0 && weight.has_value() && weight->defined();
 }
-OptTensor as_acc(const OptTensor& p, at::ScalarType acc, double offset = 0) {
-  if (!p.has_value() || !p->defined()) return p;
-  return offset != 0 ? p->to(acc) + offset : p->to(acc);
+// Row 0: weight_offset + weight; row 1 (with a bias): the bias; in the accumulation type of input.
+at::Tensor offset_params(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
+                         double weight_offset) {
+  const at::ScalarType acc = acc_dtype(input.scalar_type());
+  at::Tensor out = at::empty({bias.defined() ? 2 : 1, weight.numel()}, weight.options().dtype(acc));
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const int64_t n = weight.numel();
+  const auto run = [&]<class P, class A>() {
+    const cudaError_t err = cuda_impl::launch_offset_params<P, A>(
+        ptr<const P>(weight), ptr<const P>(bias), A(weight_offset), ptr<A>(out), bias.defined() ? ptr<A>(out) + n : nullptr,
+        n, stream);
+    C10_CUDA_CHECK(err);
+  };
+  switch (weight.scalar_type()) {  // the types check_norm_args allows beside input
+    case at::kDouble: run.template operator()<double, double>(); break;
+    case at::kFloat: run.template operator()<float, float>(); break;
+    case at::kBFloat16: run.template operator()<bf16, float>(); break;
+    case at::kHalf: run.template operator()<fp16, float>(); break;
+    default: TORCH_CHECK(false, "fastln: unexpected weight dtype ", weight.scalar_type());
+  }
+  return out;
 }
 
 Tensor3 norm_fwd_cuda(const char* op, Norm norm, const at::Tensor& input,
@@ -57,12 +77,13 @@ Tensor3 norm_fwd_cuda(const char* op, Norm norm, const at::Tensor& input,
                       const at::Tensor& residual, at::Tensor* sum_out) {
   const auto s = check_norm_args(op, input, C10_AS_INTARRAYREF_SLOW(normalized_shape), weight,
                                  bias, eps);
-  if (offset_applies(weight, weight_offset)) {
-    const auto acc = acc_dtype(input.scalar_type());
-    return norm_fwd_cuda(op, norm, input, normalized_shape, as_acc(weight, acc, weight_offset),
-                         as_acc(bias, acc), eps, 0.0, residual, sum_out);
-  }
   const c10::cuda::CUDAGuard guard(input.device());
+  if (offset_applies(weight, weight_offset)) {
+    const at::Tensor acc = offset_params(input, contiguous_param(weight), contiguous_param(bias), weight_offset);
+    return norm_fwd_cuda(op, norm, input, normalized_shape, acc[0],
+                         bias.has_value() && bias->defined() ? OptTensor(acc[1]) : OptTensor(), eps, 0.0,
+                         residual, sum_out);
+  }
   const auto opts = input.options().memory_format(at::MemoryFormat::Contiguous);
   at::Tensor Y = at::empty(input.sizes(), opts);
   at::Tensor S = residual.defined() ? (*sum_out = at::empty(input.sizes(), opts)) : at::Tensor();
@@ -92,24 +113,11 @@ Tensor3 norm_fwd_cuda(const char* op, Norm norm, const at::Tensor& input,
   return {Y, mean, rstd};
 }
 
-Tensor3 norm_bwd_cuda(const char* op, Norm norm, const at::Tensor& grad_out,
-                      const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
-                      const at::Tensor& mean, const at::Tensor& rstd, const OptTensor& weight,
-                      const OptTensor& bias, double weight_offset,
-                      std::array<bool, 3> output_mask) {
-  const auto ns = C10_AS_INTARRAYREF_SLOW(normalized_shape);
-  const auto s = check_norm_args(op, input, ns, weight, bias, 0.0);
-  check_bwd_args(op, grad_out, input, s, mean, rstd);
-  if (offset_applies(weight, weight_offset)) {  // as norm_fwd_cuda; the gradients in the parameters' dtype
-    const auto acc = acc_dtype(input.scalar_type());
-    const auto pdtype = param_dtype(input, contiguous_param(weight), contiguous_param(bias));
-    auto [dx, dw, db] = norm_bwd_cuda(op, norm, grad_out, input, normalized_shape, mean, rstd,
-                                      as_acc(weight, acc, weight_offset), as_acc(bias, acc), 0.0, output_mask);
-    return {dx, dw.to(pdtype), db.to(pdtype)};
-  }
-  const c10::cuda::CUDAGuard guard(input.device());
-  const at::Tensor gamma = contiguous_param(weight);
-  const auto pdtype = param_dtype(input, gamma, contiguous_param(bias));
+// The backward of kernel parameters `gamma` (the weight, or weight_offset + weight in the
+// accumulation type), dgamma and dbeta made in `pdtype` (the parameters' dtype).
+Tensor3 bwd_impl(Norm norm, const at::Tensor& grad_out, const at::Tensor& input, at::IntArrayRef ns,
+                 const NormShape& s, const at::Tensor& mean, const at::Tensor& rstd, const at::Tensor& gamma,
+                 at::ScalarType pdtype, std::array<bool, 3> output_mask, const char* op) {
   const auto opts = input.options().memory_format(at::MemoryFormat::Contiguous);
   at::Tensor dX = output_mask[0] ? at::empty(input.sizes(), opts) : at::empty({0}, opts);
   at::Tensor dgamma = output_mask[1] ? at::empty(ns, opts.dtype(pdtype)) : at::empty({0}, opts.dtype(pdtype));
@@ -127,7 +135,8 @@ Tensor3 norm_bwd_cuda(const char* op, Norm norm, const at::Tensor& grad_out,
   const at::Tensor rstd_c = rstd.contiguous();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int device = input.get_device();
-  dispatch_types(input.scalar_type(), pdtype, [&]<class T, class P>() {
+  const at::ScalarType kernel_pdtype = gamma.defined() ? gamma.scalar_type() : pdtype;
+  dispatch_types(input.scalar_type(), kernel_pdtype, [&]<class T, class P>() {
     const bool vec_ok = vectorizable<T>(s.N, {X, dY}, {gamma, dX});
     cuda_impl::BwdParams<T, P> p{
         {ptr<const T>(dY.t), dY.ld, ptr<const T>(X.t), X.ld, ptr<const acc_t<T>>(mean_c),
@@ -141,12 +150,35 @@ Tensor3 norm_bwd_cuda(const char* op, Norm norm, const at::Tensor& grad_out,
       partial = at::empty({nparts, 2, s.N}, opts.dtype(acc_dtype(input.scalar_type())));
       p.partial = ptr<acc_t<T>>(partial);
     }
-    const cudaError_t err = cuda_impl::launch_bwd<T, P>(
-        p, vec_ok, nparts, output_mask[1] ? ptr<P>(dgamma) : nullptr,
-        output_mask[2] ? ptr<P>(dbeta) : nullptr, stream);
+    const auto launch = [&]<class Q>() {
+      return cuda_impl::launch_bwd<T, P, Q>(p, vec_ok, nparts, output_mask[1] ? ptr<Q>(dgamma) : nullptr,
+                                            output_mask[2] ? ptr<Q>(dbeta) : nullptr, stream);
+    };
+    cudaError_t err;
+    if constexpr (sizeof(T) == 2 && std::is_same_v<P, float>) {  // float kernel parameters, 16-bit gradients?
+      err = pdtype == at::kFloat ? launch.template operator()<float>() : launch.template operator()<T>();
+    } else {
+      err = launch.template operator()<P>();
+    }
     C10_CUDA_CHECK(err);
   });
   return {dX, dgamma, dbeta};
+}
+
+Tensor3 norm_bwd_cuda(const char* op, Norm norm, const at::Tensor& grad_out,
+                      const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
+                      const at::Tensor& mean, const at::Tensor& rstd, const OptTensor& weight,
+                      const OptTensor& bias, double weight_offset,
+                      std::array<bool, 3> output_mask) {
+  const auto ns = C10_AS_INTARRAYREF_SLOW(normalized_shape);
+  const auto s = check_norm_args(op, input, ns, weight, bias, 0.0);
+  check_bwd_args(op, grad_out, input, s, mean, rstd);
+  const c10::cuda::CUDAGuard guard(input.device());
+  const at::Tensor gamma = contiguous_param(weight);
+  const auto pdtype = param_dtype(input, gamma, contiguous_param(bias));
+  const at::Tensor kernel_gamma =
+      offset_applies(weight, weight_offset) ? offset_params(input, gamma, at::Tensor(), weight_offset)[0] : gamma;
+  return bwd_impl(norm, grad_out, input, ns, s, mean, rstd, kernel_gamma, pdtype, output_mask, op);
 }
 
 }  // namespace

@@ -651,9 +651,9 @@ class Plan:
         return out
 
 
-def run_plan(plan: Plan, progress: Progress, copy_gbps: dict[str, float]) -> list[Row]:
+def run_plan(plan: Plan, progress: Progress, copy_gbps: dict[str, float], rows: list[Row]) -> None:
+    """Appends the plan's rows to ``rows`` case by case (an interrupted run keeps those done)."""
     suite = plan.suite
-    rows: list[Row] = []
     gen = torch.Generator().manual_seed(0)
     threads = torch.get_num_threads()
     if suite.threads:
@@ -707,7 +707,6 @@ def run_plan(plan: Plan, progress: Progress, copy_gbps: dict[str, float]) -> lis
             _C.set_isa(isa)
         if hasattr(_C, "cuda_plan_overrides"):
             _C.cuda_plan_overrides({})  # the defaults again
-    return rows
 
 
 def geomean(v: Sequence[float]) -> float:
@@ -768,15 +767,24 @@ def run(device: str, plans: Sequence[Plan], progress: Progress) -> dict[str, Any
                 "copy_gbps": copy_gbps[device], "copy_method": copies[device][1]}
     rows: list[Row] = []
     suites: dict[str, Any] = {}
+    interrupted = None
     for plan in plans:
-        rows += run_plan(plan, progress, copy_gbps)
+        try:
+            run_plan(plan, progress, copy_gbps, rows)
+        except KeyboardInterrupt:  # Ctrl-C, or `timeout -s INT`: keep the cases done
+            interrupted = f"interrupted in suite {plan.suite.name}"
+            if not any(r["suite"] == plan.suite.name for r in rows):
+                break
         timer = plan.suite.timer
         if timer == "device":
             timer += " (triton do_bench)" if importlib.util.find_spec("triton") else " (CUDA events)"
         suites[plan.suite.name] = {"definition": plan.suite.as_dict(), "shapes": [list(s) for s in plan.shapes],
                                    "dtypes": list(plan.dtypes), "impls": plan.impls, "budget_s": plan.budget_s,
                                    "timer": timer, "skipped": plan.skipped, **run_meta,
-                                   "copy_gbps_by_device": copy_gbps}
+                                   "copy_gbps_by_device": copy_gbps,
+                                   **({"interrupted": interrupted} if interrupted else {})}
+        if interrupted:
+            break
     meta: dict[str, Any] = {
         "device": device, "device_name": torch.cuda.get_device_name() if device == "cuda" else cpu_model(),
         "cpu": cpu_model(), "isa": _C.isa(), "threads": torch.get_num_threads(), **run_meta,

@@ -219,3 +219,23 @@ def test_plan_overrides_are_parsed_and_cuda_only():
     suite = next(s for s in B.SUITES if s.device == "cuda" and s.name == "plans")
     with pytest.raises(B.Skip, match="CUDA"):
         B.make_runner(suite, "fastln+pdl=0", "layer_norm", "bwd", x, x, w, b, x)
+
+
+def test_an_interrupted_run_keeps_the_cases_done(monkeypatch):
+    """`timeout -s INT` (a device call's limit) or Ctrl-C in the middle of a suite: the rows of
+    the cases done are kept and the suite says it was interrupted."""
+    real = B.measure
+    calls = []
+
+    def measure(runners, sync, budget_s):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(runners, sync, 0.01)
+
+    monkeypatch.setattr(B, "measure", measure)
+    plans = B.make_plans(B.parser().parse_args(["--suites", "kernel", "--shapes", "8x64,16x64", "--dtypes",
+                                                "float32", "--budget", "0.01"]))
+    data = B.run("cpu", plans, B.Progress(1, False))
+    assert {(r["M"], r["mode"]) for r in data["results"]} == {(8, "fwd"), (8, "bwd")}
+    assert data["meta"]["suites"]["kernel"]["interrupted"] == "interrupted in suite kernel"

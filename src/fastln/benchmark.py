@@ -155,6 +155,10 @@ SUITES: tuple[Suite, ...] = (
           ("fwd", "fwd+bwd"), ("fastln",) + PEERS_USER, "device",
           "LayerNorm and RMSNorm through autograd, as a user calls them, against F.*, torch.compile, "
           "Liger and Quack", ((4096, 1024), (4096, 4096))),
+    Suite("offset", "cuda", "user", ("rms_norm", "layer_norm"), ((16, 4096), (4096, 4096), (32768, 4096)),
+          ("bfloat16",), ("fwd", "fwd+bwd"), ("fastln", OFFSET, "torch-offset", "quack-offset"), "device",
+          "the weight offset (Gemma's 1 + w) as a user calls it: fastln without and with weight_offset=1, "
+          "torch's norm of the weight + 1 formed first, Quack's rmsnorm(weight_offset=1)", ((4096, 4096),)),
     Suite("calls", "cuda", "user", ("layer_norm", "rms_norm"), DECODE, ("bfloat16",), ("fwd", "fwd+bwd"),
           ("fastln", OFFSET, "torch"), "host",
           "decode and small-batch eager calls: time per call in a loop of back-to-back calls (host overhead "
@@ -275,14 +279,22 @@ def user_fn(impl: str, op: str) -> Callable[..., Any]:
             g = _attr("liger_kernel.transformers.functional", "liger_rms_norm")
             return lambda x, r, w, b: g(x, w, EPS)
         raise Skip(f"no Liger {op}")
+    if impl == "torch-offset":  # what a user writes for Gemma's 1 + w with torch's own norm
+        if op == "layer_norm":
+            return lambda x, r, w, b: F.layer_norm(x, (x.shape[-1],), w + 1.0, b, EPS)
+        if op == "rms_norm":
+            return lambda x, r, w, b: F.rms_norm(x, (x.shape[-1],), w + 1.0, EPS)
+        raise Skip(f"no torch-offset {op}")
+    if impl == "quack-offset":
+        if op == "rms_norm":
+            qo = _attr("quack.rmsnorm", "rmsnorm")
+            return lambda x, r, w, b: qo(x, w, eps=EPS, weight_offset=1.0)
+        raise Skip(f"Quack has no autograd {op} with a weight offset")
     if impl == "quack":
         if op == "rms_norm":
             q = _attr("quack.rmsnorm", "rmsnorm")
             return lambda x, r, w, b: q(x, w, eps=EPS)
-        if op == "layer_norm":
-            ql = _attr("quack.rmsnorm", "layernorm")
-            return lambda x, r, w, b: ql(x, w, b, eps=EPS)
-        raise Skip(f"no Quack {op}")
+        raise Skip(f"Quack has no autograd {op} (its LayerNorm kernels: the kernel suite)")
     raise Skip(f"unknown implementation {impl}")
 
 
@@ -378,7 +390,12 @@ def make_runner(suite: Suite, impl: str, op: str, mode: str, x: Tensor, r: Tenso
             raise Skip("launch-plan overrides are CUDA's (fastln._C.cuda_plan_overrides)")
         set_overrides(overrides)  # the backward's statistics are computed under the same plans
     if suite.level == "kernel":
-        run = kernel_runner(impl, op, mode, x, r, w, b, dy)
+        try:  # the backward's statistics come from a forward call: a refusal there is a Skip too
+            run = kernel_runner(impl, op, mode, x, r, w, b, dy)
+        except Skip:
+            raise
+        except Exception as e:  # noqa: BLE001 - as the first call below
+            raise Skip(f"{type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''}") from None
     else:
         fn = user_fn(impl, op)
         if mode == "fwd":
@@ -651,8 +668,14 @@ class Plan:
         return out
 
 
-def run_plan(plan: Plan, progress: Progress, copy_gbps: dict[str, float], rows: list[Row]) -> None:
-    """Appends the plan's rows to ``rows`` case by case (an interrupted run keeps those done)."""
+class Deadline(Exception):
+    """--deadline passed: the run stops before its next case."""
+
+
+def run_plan(plan: Plan, progress: Progress, copy_gbps: dict[str, float], rows: list[Row],
+             deadline: Optional[float] = None) -> None:
+    """Appends the plan's rows to ``rows`` case by case (an interrupted run keeps those done);
+    ``deadline``: a time.monotonic() after which no case starts."""
     suite = plan.suite
     gen = torch.Generator().manual_seed(0)
     threads = torch.get_num_threads()
@@ -661,6 +684,8 @@ def run_plan(plan: Plan, progress: Progress, copy_gbps: dict[str, float], rows: 
     isa = _C.isa()
     try:
         for dev, phase, dt, (M, N), op in plan.cases():
+            if deadline is not None and time.monotonic() > deadline:
+                raise Deadline
             if phase == "warm":
                 keep_freed_memory()
             dtype = DTYPES[dt]
@@ -756,8 +781,11 @@ def _union(a: Sequence[Any], b: Sequence[Any]) -> list[Any]:
     return list(a) + [v for v in b if v not in a]
 
 
-def run(device: str, plans: Sequence[Plan], progress: Progress) -> dict[str, Any]:
-    """Every plan on ``device``; the copy bandwidth measured first, per device used."""
+def run(device: str, plans: Sequence[Plan], progress: Progress, deadline_s: Optional[float] = None,
+        command: str = "") -> dict[str, Any]:
+    """Every plan on ``device``; the copy bandwidth measured first, per device used. deadline_s:
+    no case starts after that many seconds (the rows done are kept, the suite says so)."""
+    deadline = time.monotonic() + deadline_s if deadline_s is not None else None
     torch.manual_seed(0)
     devices = {"cpu", device} | ({"cuda", "cpu"} if any(p.suite.device == "cpu+cuda" for p in plans) else set())
     copies = {d: copy_bandwidth(d) for d in sorted(devices) if d in ("cpu", "cuda")}
@@ -770,9 +798,11 @@ def run(device: str, plans: Sequence[Plan], progress: Progress) -> dict[str, Any
     interrupted = None
     for plan in plans:
         try:
-            run_plan(plan, progress, copy_gbps, rows)
+            run_plan(plan, progress, copy_gbps, rows, deadline)
         except KeyboardInterrupt:  # Ctrl-C, or `timeout -s INT`: keep the cases done
             interrupted = f"interrupted in suite {plan.suite.name}"
+        except Deadline:
+            interrupted = f"stopped by --deadline {deadline_s:g} s in suite {plan.suite.name}"
             if not any(r["suite"] == plan.suite.name for r in rows):
                 break
         timer = plan.suite.timer
@@ -781,7 +811,7 @@ def run(device: str, plans: Sequence[Plan], progress: Progress) -> dict[str, Any
         suites[plan.suite.name] = {"definition": plan.suite.as_dict(), "shapes": [list(s) for s in plan.shapes],
                                    "dtypes": list(plan.dtypes), "impls": plan.impls, "budget_s": plan.budget_s,
                                    "timer": timer, "skipped": plan.skipped, **run_meta,
-                                   "copy_gbps_by_device": copy_gbps,
+                                   "copy_gbps_by_device": copy_gbps, **({"command": command} if command else {}),
                                    **({"interrupted": interrupted} if interrupted else {})}
         if interrupted:
             break
@@ -1159,6 +1189,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--plans", default=None, metavar="K=V+K=V,...",
                    help="CUDA: fastln under these launch-plan overrides beside its own plans, e.g. "
                         "'cluster_fwd=2+cluster_bwd=2,cluster_fwd=4' (alone: the 'plans' suite)")
+    p.add_argument("--deadline", type=float, default=None, metavar="SECONDS",
+                   help="start no case after this many seconds; the results keep the cases done (a device "
+                        "call's time limit)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--list", action="store_true", help="print the suites (as data) and exit")
     p.add_argument("--plot", nargs="+", metavar="FILE", help="draw the plots of these results files into --out")
@@ -1216,9 +1249,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"fastln bench: {e}", file=sys.stderr)
         return 2
     progress = Progress(sum(len(p.cases()) * len(p.suite.modes) for p in plans), not args.no_progress)
-    data = run(args.device, plans, progress)
+    data = run(args.device, plans, progress, args.deadline,
+               "python -m fastln bench " + " ".join(argv if argv is not None else sys.argv[1:]))
     for p in plans:
-        data["meta"]["suites"][p.suite.name]["quick"] = args.quick
+        if p.suite.name in data["meta"]["suites"]:  # not a suite that --deadline left out
+            data["meta"]["suites"][p.suite.name]["quick"] = args.quick
     key = device_key(args.device)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{key}.json"

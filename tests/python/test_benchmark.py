@@ -5,6 +5,7 @@ import argparse
 import json
 import math
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -239,3 +240,24 @@ def test_an_interrupted_run_keeps_the_cases_done(monkeypatch):
     data = B.run("cpu", plans, B.Progress(1, False))
     assert {(r["M"], r["mode"]) for r in data["results"]} == {(8, "fwd"), (8, "bwd")}
     assert data["meta"]["suites"]["kernel"]["interrupted"] == "interrupted in suite kernel"
+
+
+def test_deadline_stops_before_the_next_case(monkeypatch, tmp_path):
+    """--deadline: no case starts once it has passed; the file keeps the cases done, says why it
+    stopped and records the command."""
+    real = B.measure
+
+    def slow(runners, sync, budget_s):
+        time.sleep(0.2)
+        return real(runners, sync, 0.01)
+
+    monkeypatch.setattr(B, "measure", slow)
+    monkeypatch.setattr(B, "copy_bandwidth", lambda device: (10.0, "not measured (test)"))
+    argv = ["--suites", "kernel", "--shapes", "8x64,16x64", "--dtypes", "float32", "--budget", "0.01",
+            "--deadline", "0.1", "--no-progress", "--out", str(tmp_path)]
+    assert B.main(argv) == 0
+    data = json.loads((tmp_path / "cpu.json").read_text())
+    assert {(r["M"], r["op"]) for r in data["results"]} == {(8, "layer_norm")}
+    meta = data["meta"]["suites"]["kernel"]
+    assert meta["interrupted"] == "stopped by --deadline 0.1 s in suite kernel"
+    assert meta["command"] == "python -m fastln bench " + " ".join(argv)

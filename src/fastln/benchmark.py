@@ -156,9 +156,9 @@ SUITES: tuple[Suite, ...] = (
           "LayerNorm and RMSNorm through autograd, as a user calls them, against F.*, torch.compile, "
           "Liger and Quack", ((4096, 1024), (4096, 4096))),
     Suite("offset", "cuda", "user", ("rms_norm", "layer_norm"), ((16, 4096), (4096, 4096), (32768, 4096)),
-          ("bfloat16",), ("fwd", "fwd+bwd"), ("fastln", OFFSET, "torch-offset", "quack-offset"), "device",
-          "the weight offset (Gemma's 1 + w) as a user calls it: fastln without and with weight_offset=1, "
-          "torch's norm of the weight + 1 formed first, Quack's rmsnorm(weight_offset=1)", ((4096, 4096),)),
+          ("bfloat16",), ("fwd", "fwd+bwd"), ("fastln", OFFSET, "torch", "torch-offset", "quack", "quack-offset"), "device",
+          "the weight offset (Gemma's 1 + w) as a user calls it: fastln, torch and Quack without and with it "
+          "(fastln and Quack: weight_offset=1; torch: its norm of the weight + 1 formed first)", ((4096, 4096),)),
     Suite("calls", "cuda", "user", ("layer_norm", "rms_norm"), DECODE, ("bfloat16",), ("fwd", "fwd+bwd"),
           ("fastln", OFFSET, "torch"), "host",
           "decode and small-batch eager calls: time per call in a loop of back-to-back calls (host overhead "

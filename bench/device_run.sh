@@ -57,8 +57,10 @@ cpuonly)  # the same sources built without CUDA: every op on a CUDA tensor must 
   PYTHONPATH=/tmp/cpuonly python3 -m pytest tests/python/test_errors.py tests/python/test_package.py -q \
     -p no:cacheprovider > $OUT/pytest_cpuonly.log 2>&1
   echo "cpu-only build: $(tail -1 $OUT/pytest_cpuonly.log)" ;;
-test)
-  python3 -m pytest ${TEST_ARGS:-tests/python} -q -n 8 -p no:cacheprovider 2>&1 | tee $OUT/pytest.log | tail -15 ;;
+test)  # -v: each test's outcome as it ends; SIGINT at TEST_TIMEOUT: pytest still prints its summary
+  timeout -s INT ${TEST_TIMEOUT:-480} python3 -m pytest ${TEST_ARGS:-tests/python} -v -rfE -n 12 -p no:cacheprovider \
+    > $OUT/pytest.log 2>&1
+  grep -E "^(FAILED|ERROR) |passed|failed" $OUT/pytest.log | tail -40 ;;
 huge)
   FASTLN_TEST_HUGE=1 python3 -m pytest tests/python/test_huge.py -q -p no:cacheprovider --durations=5 \
     > $OUT/pytest_huge.log 2>&1
@@ -69,7 +71,7 @@ sanitize)
      echo "sanitizer $tool rc=$? $(tail -2 $OUT/sanitize_$tool.log | tr '\n' ' ')") &
   done
   wait ;;
-bench)
+bench)  # BENCH_ARGS e.g. "--deadline 400 --suites kernel --dtypes float16": the cases done are kept
   (cd /tmp && python3 -m fastln bench --device cuda --no-progress --out $OUT $BENCH_ARGS 2>&1) | tee $OUT/bench.log | tail -60 ;;
 opsbench)
   (cd /tmp && python3 -m fastln bench --device cuda --suites ops --no-progress --out $OUT $BENCH_ARGS 2>&1) | tee $OUT/opsbench.log ;;

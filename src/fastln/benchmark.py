@@ -1008,6 +1008,32 @@ def view_kernel(data: dict[str, Any], suite: str = "kernel", op: str = "layer_no
     return "\n".join(lines)
 
 
+def view_peers(data: dict[str, Any], suite: str = "kernel", op: str = "layer_norm", dtype: str = "bfloat16",
+               ns: str = "1024+4096+16384+65536") -> str:
+    """fastln and each peer of the same run, forward / backward µs, at rows of N in ``ns`` (M*N the
+    suite's large size) and the mid sizes: the README's short comparison."""
+    rows = _sel(data["results"], suite=suite, op=op, dtype=dtype)
+    impls = _ordered((r["impl"] for r in rows), ("fastln", "torch", "compile", "liger", "quack"))
+    impls = [i for i in impls if i == "fastln" or not i.startswith("fastln")]
+    shapes = _shapes_in(rows)
+    big = max((m * n for m, n in shapes), default=0)
+    keep = [sh for sh in shapes if (sh[1] in {int(n) for n in ns.split("+")} and sh[0] * sh[1] > big // 2)
+            or sh[0] * sh[1] <= big // 8]
+    modes = _ordered((r["mode"] for r in rows), ("fwd", "bwd", "fwd+bwd"))
+    lines = [f"| {dtype} (M, N) | " + " | ".join(f"{i} {' / '.join(modes)}" for i in impls) + " |",
+             "|---|" + "---|" * len(impls)]
+    for M, N in keep:
+        g = {(r["impl"], r["mode"]): r for r in _sel(rows, M=M, N=N)}
+        cells = []
+        for i in impls:
+            ts = [g[(i, m)]["median_s"] if (i, m) in g else None for m in modes]
+            best = [min((g[(j, m)]["median_s"] for j in impls if (j, m) in g), default=None) for m in modes]
+            cells.append(" / ".join("–" if t is None else (f"**{_us(t)}**" if t == b else _us(t))
+                                    for t, b in zip(ts, best)))
+        lines.append(f"| ({M}, {N}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\nBold: the fastest of the run at that shape and mode."
+
+
 def view_run(data: dict[str, Any], suite: str) -> str:
     """Where a suite's numbers come from: date, device, torch, commit, command, timer, copy."""
     meta = data["meta"]
@@ -1028,7 +1054,8 @@ def view_run(data: dict[str, Any], suite: str) -> str:
 
 
 VIEWS: dict[str, Callable[..., str]] = {"user": view_user, "summary": view_summary, "bandwidth": view_bandwidth,
-                                        "kernel": view_kernel, "run": view_run, "ranges": view_ranges}
+                                        "kernel": view_kernel, "run": view_run, "ranges": view_ranges,
+                                        "peers": view_peers}
 BLOCK = re.compile(r"(<!-- table:(?P<name>[\w.:+-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
 
 

@@ -122,8 +122,10 @@ def test_plots_of_every_suite_and_of_cpu_against_cuda(tmp_path):
                                  "median_s": scale * M * 1e-6 + 1e-5, "pct_copy": 1.0})
     data = {"schema": 2, "meta": {"device": "cuda", "suites": {}}, "results": rows}
     assert [Path(p).name for p in B.plots(data, tmp_path, "cuda_x")] == ["cuda_x_devices.png"]
-    written = B.plots(B.load(RESULTS / "cuda_h100.json"), tmp_path, "cuda_h100")
-    assert {Path(p).name for p in written} == {"cuda_h100_kernel_time.png", "cuda_h100_kernel_copy.png"}
+    data = B.load(RESULTS / "cuda_h100.json")
+    written = B.plots(data, tmp_path, "cuda_h100")  # a time and a % of copy plot per suite of the file
+    assert {Path(p).name for p in written} == {f"cuda_h100_{s}_{k}.png" for s in data["meta"]["suites"]
+                                               for k in ("time", "copy")}
 
 
 def test_results_files_have_one_schema_and_render():

@@ -126,6 +126,26 @@ def stand_in_torch(tmp_path_factory):
     return d
 
 
+@pytest.fixture(scope="module")
+def stand_in_cuda_torch_without_toolkit(tmp_path_factory, stand_in_torch):
+    """A CUDA build of torch (torch.version.cuda set) on a machine without the CUDA toolkit: the
+    real torch's headers and libraries, and a CMake package that stops the configure as torch's
+    own does there ("Your installed Caffe2 version uses CUDA but I cannot find the CUDA
+    libraries")."""
+    d = tmp_path_factory.mktemp("cuda_torch_without_toolkit")
+    shutil.copytree(stand_in_torch / "torch", d / "torch")
+    real = pathlib.Path(torch.__file__).parent
+    for sub in ("include", "lib"):
+        (d / "torch" / sub).symlink_to(real / sub)
+    cmake = d / "torch" / "share" / "cmake"
+    (cmake / "Torch").mkdir(parents=True)
+    (cmake / "Torch" / "TorchConfig.cmake").write_text(
+        'message(FATAL_ERROR "Your installed Caffe2 version uses CUDA but I cannot find the CUDA libraries.")\n')
+    init = d / "torch" / "__init__.py"
+    init.write_text(init.read_text().replace(repr(torch.utils.cmake_prefix_path), repr(str(cmake))))
+    return d
+
+
 def configure(tmp_path, torch_dir, *defines, env=None):
     """cmake's configure step of the extension (no Catch2 tests) against the stand-in torch."""
     e = {k: v for k, v in os.environ.items()
@@ -184,6 +204,20 @@ def test_on_without_cuda_torch_is_a_clear_configure_error(tmp_path, stand_in_tor
 def test_off_is_off(tmp_path, stand_in_torch):
     p, out = configure(tmp_path, stand_in_torch, "-DFASTLN_CUDA=OFF", env={"FAKE_TORCH_CUDA": "13.0"})
     assert _decision(out) == "OFF (FASTLN_CUDA=OFF: FASTLN_CUDA=OFF)"
+
+
+@needs_cmake
+@pytest.mark.skipif(not _pybind11_importable(), reason="the configure stops at find_package(pybind11)")
+def test_cpu_build_against_a_cuda_torch_without_the_toolkit(tmp_path, stand_in_cuda_torch_without_toolkit):
+    """PyPI's torch on Linux is a CUDA build, and its CMake package requires the CUDA toolkit: a
+    build without the CUDA kernels (OFF, or AUTO finding no nvcc that matches) takes torch's
+    headers and libraries directly (tools/fastln_torch.cmake) and never asks that package."""
+    for i, (flags, env) in enumerate(((["-DFASTLN_CUDA=OFF"], {"FAKE_TORCH_CUDA": "13.0"}),
+                                      ([], {"FAKE_TORCH_CUDA": "1.0"}))):
+        p, out = configure(tmp_path / str(i), stand_in_cuda_torch_without_toolkit, *flags, env=env)
+        assert _decision(out).startswith("OFF (FASTLN_CUDA="), out
+        assert p.returncode == 0, out
+        assert "fastln: torch's headers and libraries from" in out
 
 
 @needs_cmake

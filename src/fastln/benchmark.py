@@ -803,8 +803,8 @@ def run(device: str, plans: Sequence[Plan], progress: Progress, deadline_s: Opti
             interrupted = f"interrupted in suite {plan.suite.name}"
         except Deadline:
             interrupted = f"stopped by --deadline {deadline_s:g} s in suite {plan.suite.name}"
-            if not any(r["suite"] == plan.suite.name for r in rows):
-                break
+        if interrupted and not any(r["suite"] == plan.suite.name for r in rows):
+            break  # nothing of this suite to describe
         timer = plan.suite.timer
         if timer == "device":
             timer += " (triton do_bench)" if importlib.util.find_spec("triton") else " (CUDA events)"

@@ -246,19 +246,14 @@ def _torch_add_rms(x: Tensor, r: Tensor, ns: Sequence[int], w: Tensor) -> tuple[
 
 def user_fn(impl: str, op: str) -> Callable[..., Any]:
     """A function (x, r, w, b) -> output(s) as a user calls it."""
-    if impl == OFFSET:  # Gemma's 1 + w: the same calls with weight_offset=1
-        return {"layer_norm": lambda x, r, w, b: fastln.layer_norm(x, (x.shape[-1],), w, b, EPS, weight_offset=1.0),
-                "rms_norm": lambda x, r, w, b: fastln.rms_norm(x, (x.shape[-1],), w, EPS, weight_offset=1.0),
+    if impl == OFFSET or impl == "fastln" or impl.startswith(("fastln@", "fastln+")):
+        c = 1.0 if impl == OFFSET else 0.0  # OFFSET: Gemma's 1 + w, the same calls with weight_offset=1
+        return {"layer_norm": lambda x, r, w, b: fastln.layer_norm(x, (x.shape[-1],), w, b, EPS, weight_offset=c),
+                "rms_norm": lambda x, r, w, b: fastln.rms_norm(x, (x.shape[-1],), w, EPS, weight_offset=c),
                 "fused_add_layer_norm": lambda x, r, w, b: fastln.fused_add_layer_norm(
-                    x, r, (x.shape[-1],), w, b, EPS, weight_offset=1.0),
+                    x, r, (x.shape[-1],), w, b, EPS, weight_offset=c),
                 "fused_add_rms_norm": lambda x, r, w, b: fastln.fused_add_rms_norm(
-                    x, r, (x.shape[-1],), w, EPS, weight_offset=1.0),
-                }[op]
-    if impl == "fastln" or impl.startswith(("fastln@", "fastln+")):
-        return {"layer_norm": lambda x, r, w, b: fastln.layer_norm(x, (x.shape[-1],), w, b, EPS),
-                "rms_norm": lambda x, r, w, b: fastln.rms_norm(x, (x.shape[-1],), w, EPS),
-                "fused_add_layer_norm": lambda x, r, w, b: fastln.fused_add_layer_norm(x, r, (x.shape[-1],), w, b, EPS),
-                "fused_add_rms_norm": lambda x, r, w, b: fastln.fused_add_rms_norm(x, r, (x.shape[-1],), w, EPS),
+                    x, r, (x.shape[-1],), w, EPS, weight_offset=c),
                 }[op]
     if impl in ("torch", "compile"):
         plain: dict[str, Callable[..., Any]] = {
@@ -304,8 +299,8 @@ def kernel_runner(impl: str, op: str, mode: str, x: Tensor, r: Tensor, w: Tensor
     ns, fl, aten = [x.shape[-1]], torch.ops.fastln, torch.ops.aten
     if op.startswith("fused_add") and mode == "bwd":
         raise Skip("the fused adds' backward is the norm's")
-    if impl == OFFSET:
-        c = 1.0
+    if impl == OFFSET or impl == "fastln" or impl.startswith(("fastln@", "fastln+")):
+        c = 1.0 if impl == OFFSET else 0.0  # the ops' weight_offset (OFFSET: Gemma's 1 + w)
         if op == "layer_norm":
             if mode == "fwd":
                 return lambda: fl.layer_norm_fwd(x, ns, w, b, EPS, c)
@@ -318,19 +313,6 @@ def kernel_runner(impl: str, op: str, mode: str, x: Tensor, r: Tensor, w: Tensor
             return lambda: fl.rms_norm_bwd(dy, x, ns, rstd, w, [True, True], c)
         rms = op == "fused_add_rms_norm"
         return lambda: fl.add_norm_fwd(x, r, ns, w, None if rms else b, EPS, rms, False, c)
-    if impl == "fastln" or impl.startswith(("fastln@", "fastln+")):
-        if op == "layer_norm":
-            if mode == "fwd":
-                return lambda: fl.layer_norm_fwd(x, ns, w, b, EPS)
-            _, mean, rstd = fl.layer_norm_fwd(x, ns, w, b, EPS)
-            return lambda: fl.layer_norm_bwd(dy, x, ns, mean, rstd, w, b, [True] * 3)
-        if op == "rms_norm":
-            if mode == "fwd":
-                return lambda: fl.rms_norm_fwd(x, ns, w, EPS)
-            _, rstd = fl.rms_norm_fwd(x, ns, w, EPS)
-            return lambda: fl.rms_norm_bwd(dy, x, ns, rstd, w, [True, True])
-        rms = op == "fused_add_rms_norm"
-        return lambda: fl.add_norm_fwd(x, r, ns, w, None if rms else b, EPS, rms, False)
     if impl == "torch":
         if op == "layer_norm":
             if mode == "fwd":

@@ -78,12 +78,6 @@ Tensor3 norm_fwd_cuda(const char* op, Norm norm, const at::Tensor& input,
   const auto s = check_norm_args(op, input, C10_AS_INTARRAYREF_SLOW(normalized_shape), weight,
                                  bias, eps);
   const c10::cuda::CUDAGuard guard(input.device());
-  if (offset_applies(weight, weight_offset)) {
-    const at::Tensor acc = offset_params(input, contiguous_param(weight), contiguous_param(bias), weight_offset);
-    return norm_fwd_cuda(op, norm, input, normalized_shape, acc[0],
-                         bias.has_value() && bias->defined() ? OptTensor(acc[1]) : OptTensor(), eps, 0.0,
-                         residual, sum_out);
-  }
   const auto opts = input.options().memory_format(at::MemoryFormat::Contiguous);
   at::Tensor Y = at::empty(input.sizes(), opts);
   at::Tensor S = residual.defined() ? (*sum_out = at::empty(input.sizes(), opts)) : at::Tensor();
@@ -98,7 +92,12 @@ Tensor3 norm_fwd_cuda(const char* op, Norm norm, const at::Tensor& input,
   check_row_length(op, s.N);
   const Rows X = as_rows(input, s.M, s.N);
   const Rows R = residual.defined() ? as_rows(residual, s.M, s.N) : Rows{at::Tensor(), 0};
-  const at::Tensor gamma = contiguous_param(weight), beta = contiguous_param(bias);
+  at::Tensor gamma = contiguous_param(weight), beta = contiguous_param(bias);
+  if (offset_applies(weight, weight_offset)) {  // the kernels read gamma and beta as flat rows
+    const at::Tensor acc = offset_params(input, gamma, beta, weight_offset);
+    gamma = acc[0];
+    beta = beta.defined() ? acc[1] : at::Tensor();
+  }
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   dispatch_types(input.scalar_type(), param_dtype(input, gamma, beta), [&]<class T, class P>() {
     const bool vec_ok = vectorizable<T>(s.N, {X, R}, {gamma, beta, Y, S});

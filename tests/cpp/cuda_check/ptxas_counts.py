@@ -10,7 +10,7 @@ import re
 import subprocess
 import sys
 
-ENTRY = re.compile(r"Compiling entry function '(\w+)' for '(sm_\d+)'")
+ENTRY = re.compile(r"Compiling entry function '(\w+)' for '(sm_\d+a?)'")
 FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
 USED = re.compile(r"Used (\d+) registers(?:.*?, (\d+) bytes smem)?")
 

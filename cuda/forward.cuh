@@ -51,14 +51,6 @@ __global__ void __launch_bounds__(512, fwd_min_ctas(CL)) fwd_reg_kernel(FwdParam
           r[i] = add_rn_vec(r[i], ld_pack(p.R + row * p.ldr + c0 + int64_t(v) * VEC));
           st_pack<(CL > 1)>(p.S + row * N + c0 + int64_t(v) * VEC, r[i]);
         }
-        // gamma and beta are read once the row's sums are done; after an L2 flush (or a model's
-        // other layers) that first read goes to DRAM, and where all CTAs run in one wave each
-        // waited for it at its end. Ask for them now, beside the row's loads (CL > 1: persistent
-        // CTAs, whose later rows find them cached).
-        if constexpr (CL == 1) {
-          if (p.prefetch && p.gamma) prefetch_l1(p.gamma + c0 + v * VEC);
-          if (p.prefetch && p.beta) prefetch_l1(p.beta + c0 + v * VEC);
-        }
       }
     }
     A mean = 0;

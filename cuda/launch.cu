@@ -301,7 +301,6 @@ cudaError_t launch_fwd_norm(FwdParams<T, P> p, bool vec_ok, cudaStream_t s) {
   const auto kernel = fwd_kernel<T, P, NORM, RES>(plan.main.kernel);
   if (!kernel) return cudaErrorInvalidConfiguration;  // not built, and no plan picks it
   p.tpr = plan.tpr;
-  p.prefetch = plan.prefetch;
   return launch(kernel, plan.main, s, p);
 }
 

@@ -294,7 +294,6 @@ FwdPlan fwd_plan(const Problem& pb, const DeviceProps& dev, const Occupancy& occ
   const int64_t ngroups = (pb.m + G - 1) / G;
   l.kernel = reg(c.nv, c.cl);
   l.block = c.block;
-  plan.prefetch = c.cl == 1 && ov.fwd_prefetch;
   l.grid = c.cl == 1 ? ngroups : std::min(ngroups, occ.resident(l.kernel, c.block, 0, c.cl)) * c.cl;
   return plan;
 }

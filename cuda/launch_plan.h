@@ -80,7 +80,6 @@ struct PlanOverrides {
   bool pdl = true;          // false: reduce_partials_kernel launched after the backward, not as its programmatic dependent
   int fwd_nv = 0;           // one-CTA forward rows of > 128 vectors: 1, 2, 4, 8 or 16 vectors a thread (0: heuristics)
   int fwd_block = 0;        // forward rows of <= 128 vectors: threads a CTA, 32..512, a power of two (0: heuristics)
-  bool fwd_prefetch = true; // false: one-CTA forward kernels read gamma and beta only when they need them
   bool operator==(const PlanOverrides&) const = default;
 };
 
@@ -117,8 +116,7 @@ struct Launch {
 };
 
 struct FwdPlan {
-  int tpr = 0;            // threads a row (FwdParams::tpr)
-  bool prefetch = false;  // FwdParams::prefetch
+  int tpr = 0;  // threads a row (FwdParams::tpr)
   Launch main;
 };
 

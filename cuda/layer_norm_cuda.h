@@ -20,7 +20,6 @@ struct FwdParams : ForwardArgs<T, P> {
   int64_t M;
   int n = 0;
   int tpr = 0;
-  bool prefetch = false;  // fwd_reg_kernel, CL = 1: gamma and beta prefetched beside the row's loads
 };
 
 // BackwardArgs::partial is [nparts][2][N] here (nparts from bwd_num_partials) or null.

@@ -116,11 +116,6 @@ __device__ __forceinline__ Pack<T> ld_pack(const T* p) {
   return *reinterpret_cast<const Pack<T>*>(p);
 }
 
-// Brings the line of p toward this SM's L1 without waiting for it (no register holds the value).
-__device__ __forceinline__ void prefetch_l1(const void* p) {
-  asm volatile("prefetch.global.L1 [%0];" ::"l"(__cvta_generic_to_global(p)));
-}
-
 // A vector's store. Cluster kernels (kPtx) with 16-bit T: one 16-byte store in PTX, as nvcc
 // split the plain struct store (and a uint4 one) there into 2-byte stores: bf16 backward of
 // 32768 had 54% of its DRAM sectors in excess (ncu), 55 -> 70% of copy bandwidth with this

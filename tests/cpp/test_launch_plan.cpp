@@ -46,7 +46,6 @@ PlanOverrides overrides(const std::string& knobs) {
     else if (k == "pdl") ov.pdl = v != 0;
     else if (k == "nv") ov.fwd_nv = v;
     else if (k == "fb") ov.fwd_block = v;
-    else if (k == "pf") ov.fwd_prefetch = v != 0;
     else FAIL("unknown knob " << k);
   }
   return ov;
@@ -191,28 +190,6 @@ TEST_CASE("launch plans: fwd_nv and fwd_block set the forward's geometry, else c
   CHECK(fwd_result("bf16", 1024, 4096, "fb=16") == fwd_result("bf16", 1024, 4096, "-"));  // fewer than a row's threads
   CHECK(fwd_result("bf16", 1024, 4096, "fb=96") == fwd_result("bf16", 1024, 4096, "-"));  // not a power of two
   CHECK(fwd_result("bf16", 1024, 4096, "nv=2") == fwd_result("bf16", 1024, 4096, "-"));   // a small row
-}
-
-TEST_CASE("launch plans: the one-CTA forward prefetches gamma and beta, unless fwd_prefetch=0", "[cuda][plan]") {
-  const auto prefetch = [](const std::string& t, int n, int64_t m, const std::string& knobs) {
-    Case c;
-    c.dev = "H100";
-    c.t = c.p = t;
-    c.pb.n = n;
-    c.pb.m = m;
-    c.pb.elem_size = elem_size(t);
-    c.ov = overrides(knobs);
-    const pm::DeviceModel& d = pm::device_model(c.dev);
-    return fwd_plan(c.pb, props(d), ModelOccupancy(c, d), c.ov).prefetch;
-  };
-  CHECK(prefetch("bf16", 4096, 2048, "-"));    // a row a CTA
-  CHECK(prefetch("bf16", 512, 16384, "-"));    // several rows a CTA
-  CHECK(prefetch("float", 8192, 512, "nv=8"));  // a forced geometry keeps it
-  CHECK_FALSE(prefetch("bf16", 4096, 2048, "pf=0"));
-  CHECK_FALSE(prefetch("bf16", 65536, 2048, "-"));  // staged rows over a cluster: persistent CTAs
-  CHECK_FALSE(prefetch("bf16", 65536, 2048, "fs=0"));  // the register kernel over a cluster
-  // The geometry is the same either way.
-  CHECK(fwd_result("bf16", 4096, 2048, "pf=0") == fwd_result("bf16", 4096, 2048, "-"));
 }
 
 TEST_CASE("launch plans: the defaults of the overrides change nothing", "[cuda][plan]") {

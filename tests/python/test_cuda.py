@@ -231,29 +231,6 @@ def test_staged_forward_matches_register_kernel():
     _assert_override_keeps_bits(_staged_outputs, "the forward differs", fwd_staged=False)
 
 
-def _prefetch_outputs():
-    out = {}
-    # One-CTA forward rows: a row a CTA (4096, 1001 without 16-byte vectors: the fallback, which
-    # ignores the flag), several rows a CTA (512), 16-bit input with float32 parameters, the fused add.
-    for name, m, n, pname in (("bfloat16", 300, 4096, "bfloat16"), ("float32", 257, 1024, "float32"),
-                              ("float16", 999, 512, "float32"), ("bfloat16", 33, 1001, "bfloat16")):
-        dt, pdt = getattr(torch, name), getattr(torch, pname)
-        g = torch.Generator(device="cuda").manual_seed(n)
-        x, r = ((torch.randn(m, n, device="cuda", generator=g) + 2).to(dt) for _ in range(2))
-        w, b = (torch.randn(n, device="cuda", generator=g).to(pdt) for _ in range(2))
-        out[f"{name} {m}x{n} layer"] = list(torch.ops.fastln.layer_norm_fwd(x, (n,), w, b, 1e-5))
-        out[f"{name} {m}x{n} rms"] = list(torch.ops.fastln.rms_norm_fwd(x, (n,), w, 1e-6))
-        out[f"{name} {m}x{n} add"] = list(fastln.fused_add_layer_norm(x, r, (n,), w, b))
-        out[f"{name} {m}x{n} offset"] = [fastln.rms_norm(x, (n,), w, weight_offset=1.0)]
-    return out
-
-
-def test_forward_prefetch_keeps_bits():
-    """The one-CTA forward kernels prefetch gamma and beta beside the row's loads (a hint to the
-    memory system, no value changes); the override fwd_prefetch=False reads them only when used."""
-    _assert_override_keeps_bits(_prefetch_outputs, "the forward differs", fwd_prefetch=False)
-
-
 def _pdl_outputs():
     out = {}
     masks = ([True] * 3, [True, True, False], [False, False, True])

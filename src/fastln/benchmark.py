@@ -750,13 +750,20 @@ def merge(old: Optional[dict[str, Any]], new: dict[str, Any]) -> dict[str, Any]:
     suites = dict(old["meta"]["suites"])
     for name, m in new["meta"]["suites"].items():
         was = suites.get(name)
-        if was:  # shapes, dtypes and impls of both runs, in order; the newer run's other fields
+        if was:  # shapes, dtypes and impls of both runs, in order; the newer run's other fields;
+            # each run's own date, command and copy bandwidth in "parts"
             m = {**m, "shapes": _union(was["shapes"], m["shapes"]), "dtypes": _union(was["dtypes"], m["dtypes"]),
-                 "impls": _union(was["impls"], m["impls"]), "skipped": {**was.get("skipped", {}), **m["skipped"]}}
+                 "impls": _union(was["impls"], m["impls"]), "skipped": {**was.get("skipped", {}), **m["skipped"]},
+                 "parts": was.get("parts", [_part(was)]) + [_part(m)]}
         suites[name] = m
     meta = {**old["meta"], **{k: v for k, v in new["meta"].items() if k != "suites"}, "suites": suites}
     meta["summary"] = summary(rows)
     return {"schema": 2, "meta": meta, "results": rows}
+
+
+def _part(suite_meta: dict[str, Any]) -> dict[str, Any]:
+    """One run's provenance within a merged suite."""
+    return {k: suite_meta[k] for k in ("date", "command", "copy_gbps", "dtypes", "commit") if k in suite_meta}
 
 
 def _union(a: Sequence[Any], b: Sequence[Any]) -> list[Any]:
@@ -1027,7 +1034,12 @@ def view_run(data: dict[str, Any], suite: str) -> str:
     text = ", ".join(bits) + f"; timer: {s.get('timer', '?')}; copy bandwidth {s.get('copy_gbps', meta['copy_gbps']):.1f} GB/s"
     if s.get("copy_method"):
         text += f" ({s['copy_method']})"
-    if s.get("command"):
+    parts = s.get("parts", [])
+    if len(parts) > 1:  # a suite run in parts: each part's date, dtypes, copy and command
+        text += "; run in parts: " + "; ".join(
+            f"{p.get('date', '?')[:16].replace('T', ' ')} ({', '.join(p.get('dtypes', []))}; copy "
+            f"{p.get('copy_gbps', 0):.0f} GB/s)" + (f" `{p['command']}`" if p.get("command") else "") for p in parts)
+    elif s.get("command"):
         text += f"; command: `{s['command']}`"
     if s.get("converted"):
         text += f" (converted {s['converted']}; today `python -m fastln bench"
@@ -1269,8 +1281,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not args.fresh and path.exists():
         try:
             data = merge(load(path), data)
-        except (ValueError, KeyError):
-            pass
+        except (ValueError, KeyError) as e:  # keep this run's results beside the file it could not join
+            side = path.with_name(f"{key}.unmerged.json")
+            side.write_text(json.dumps(data, indent=1) + "\n")
+            print(f"fastln bench: cannot merge into {path} ({type(e).__name__}: {e}); this run's results are in "
+                  f"{side} (--fresh replaces the file)", file=sys.stderr)
+            return 1
     data["meta"]["plots"] = plots(data, out, key)
     path.write_text(json.dumps(data, indent=1) + "\n")
     md = full_table(data)

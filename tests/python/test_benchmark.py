@@ -101,6 +101,11 @@ def test_merge_replaces_the_cases_run_and_keeps_the_others():
     assert parts["meta"]["suites"]["kernel"]["dtypes"] == ["float32", "bfloat16"]
     assert parts["meta"]["suites"]["kernel"]["shapes"] == [[8, 64], [16, 64]]
     assert parts["meta"]["summary"]["kernel fwd"]["min_speedup_vs_torch"] == 2.0
+    # Each part's provenance stays, and the run line names every part.
+    assert [p["date"] for p in parts["meta"]["suites"]["kernel"]["parts"]] == ["2.0", "4.0", "5.0"]
+    parts["meta"].update(device_name="a card", torch="t", copy_gbps=1.0)
+    line = B.view_run(parts, "kernel")
+    assert "run in parts: 2.0 (float32; " in line and "5.0 (bfloat16; " in line
 
 
 def test_copy_bandwidth_is_measured_never_hard_coded():
@@ -242,6 +247,21 @@ def test_an_interrupted_run_keeps_the_cases_done(monkeypatch):
     data = B.run("cpu", plans, B.Progress(1, False))
     assert {(r["M"], r["mode"]) for r in data["results"]} == {(8, "fwd"), (8, "bwd")}
     assert data["meta"]["suites"]["kernel"]["interrupted"] == "interrupted in suite kernel"
+
+
+def test_a_file_that_cannot_be_merged_keeps_the_run_beside_it(monkeypatch, tmp_path, capsys):
+    """A results file the run cannot merge into (here: a suite's metadata without its shapes) is
+    left as it was; the run's results go to a side file, and the command fails saying so."""
+    monkeypatch.setattr(B, "copy_bandwidth", lambda device: (10.0, "not measured (test)"))
+    bad = {"schema": 2, "meta": {"device": "cpu", "suites": {"kernel": {"date": "x"}}}, "results": []}
+    (tmp_path / "cpu.json").write_text(json.dumps(bad))
+    argv = ["--suites", "kernel", "--shapes", "8x64", "--dtypes", "float32", "--budget", "0.01",
+            "--no-progress", "--out", str(tmp_path)]
+    assert B.main(argv) == 1
+    assert json.loads((tmp_path / "cpu.json").read_text()) == bad
+    side = json.loads((tmp_path / "cpu.unmerged.json").read_text())
+    assert {(r["M"], r["N"]) for r in side["results"]} == {(8, 64)}
+    assert "cannot merge into" in capsys.readouterr().err
 
 
 def test_deadline_stops_before_the_next_case(monkeypatch, tmp_path):

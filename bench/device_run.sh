@@ -57,9 +57,10 @@ cpuonly)  # the same sources built without CUDA: every op on a CUDA tensor must 
   PYTHONPATH=/tmp/cpuonly python3 -m pytest tests/python/test_errors.py tests/python/test_package.py -q \
     -p no:cacheprovider > $OUT/pytest_cpuonly.log 2>&1
   echo "cpu-only build: $(tail -1 $OUT/pytest_cpuonly.log)" ;;
-test)  # -v: each test's outcome as it ends; SIGINT at TEST_TIMEOUT: pytest still prints its summary
+test)  # -v: each test's outcome as it ends; SIGINT at TEST_TIMEOUT: pytest still prints its summary;
+  # --durations: which tests take the call's time (a 140 s limit cut the op table's CUDA parity cases)
   timeout -s INT ${TEST_TIMEOUT:-480} python3 -m pytest ${TEST_ARGS:-tests/python} -v -rfE -n 12 -p no:cacheprovider \
-    > $OUT/pytest.log 2>&1
+    --durations=25 > $OUT/pytest.log 2>&1
   grep -E "^(FAILED|ERROR) |passed|failed" $OUT/pytest.log | tail -40 ;;
 huge)
   FASTLN_TEST_HUGE=1 python3 -m pytest tests/python/test_huge.py -q -p no:cacheprovider --durations=5 \

@@ -8,6 +8,7 @@ from torch.autograd import forward_ad
 from torch.func import grad, jacfwd, jacrev, jvp, vjp, vmap
 
 import fastln
+from conftest import DEVICES
 
 N = 6
 
@@ -148,6 +149,46 @@ def test_weight_offset_zero_is_bitwise_the_plain_op():
     assert torch.equal(fastln.layer_norm(x, (33,), w, b, weight_offset=0.0), fastln.layer_norm(x, (33,), w, b))
     # and an offset of 1 on w - 1 is the plain op on w, to rounding
     torch.testing.assert_close(fastln.rms_norm(x, (33,), w - 1, weight_offset=1.0), fastln.rms_norm(x, (33,), w))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("op", ["layer_norm", "rms_norm", "fused_add_rms_norm"])
+@pytest.mark.parametrize("n", [64, 1000, 4096, 20000])
+def test_weight_offset_on_16bit_weights_is_the_float32_weight(device, dtype, op, n):
+    """An offset on a 16-bit weight w is, bit for bit, the call with the float32 weight
+    (offset + w.float()) and no offset (the kernels' mixed mode): the output, the input's
+    gradients, and the weight's and bias's gradients once rounded to the weight's dtype. So the
+    offset's sum is the float add of torch's, and dgamma is the float sum rounded once; a kernel
+    that reads the offset itself (CUDA's PlusOne patch, docs/journal.md) must keep this."""
+    g = torch.Generator().manual_seed(n)
+    rnd = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    m = 37
+    x = (rnd(m, n) + (2.0 if op == "layer_norm" else 0.0)).to(device, dtype)
+    r = rnd(m, n).to(device, dtype)
+    w, b = (0.5 * rnd(n)).to(device, dtype), rnd(n).to(device, dtype)
+    dys = [rnd(m, n).to(device, dtype) for _ in range(2)]
+
+    def run(weight, bias, offset):
+        leaves = [x.clone().requires_grad_(), r.clone().requires_grad_(), weight.clone().requires_grad_()]
+        if op == "layer_norm":
+            leaves.append(bias.clone().requires_grad_())
+            outs = (fastln.layer_norm(leaves[0], (n,), leaves[2], leaves[3], 1e-5, weight_offset=offset),)
+            leaves.pop(1)
+        elif op == "rms_norm":
+            outs = (fastln.rms_norm(leaves[0], (n,), leaves[2], 1e-6, weight_offset=offset),)
+            leaves.pop(1)
+        else:
+            outs = fastln.fused_add_rms_norm(leaves[0], leaves[1], (n,), leaves[2], 1e-6, weight_offset=offset)
+        grads = torch.autograd.grad(outs, leaves, dys[:len(outs)])
+        return [o.detach() for o in outs] + list(grads)
+
+    for offset in (1.0, -0.5):
+        ours = run(w, b, offset)
+        plain = run(offset + w.float(), b.float(), 0.0)
+        assert len(ours) == len(plain)
+        for i, (a, c) in enumerate(zip(ours, plain)):
+            assert torch.equal(a, c.to(a.dtype)), f"{op} {dtype} {n} offset {offset}: result {i}"
 
 
 def test_weight_offset_errors():

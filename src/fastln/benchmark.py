@@ -754,7 +754,7 @@ def merge(old: Optional[dict[str, Any]], new: dict[str, Any]) -> dict[str, Any]:
             # each run's own date, command and copy bandwidth in "parts"
             m = {**m, "shapes": _union(was["shapes"], m["shapes"]), "dtypes": _union(was["dtypes"], m["dtypes"]),
                  "impls": _union(was["impls"], m["impls"]), "skipped": {**was.get("skipped", {}), **m["skipped"]},
-                 "parts": was.get("parts", [_part(was)]) + [_part(m)]}
+                 "parts": _parts(was.get("parts", [_part(was)]), _part(m))}
         suites[name] = m
     meta = {**old["meta"], **{k: v for k, v in new["meta"].items() if k != "suites"}, "suites": suites}
     meta["summary"] = summary(rows)
@@ -763,7 +763,16 @@ def merge(old: Optional[dict[str, Any]], new: dict[str, Any]) -> dict[str, Any]:
 
 def _part(suite_meta: dict[str, Any]) -> dict[str, Any]:
     """One run's provenance within a merged suite."""
-    return {k: suite_meta[k] for k in ("date", "command", "copy_gbps", "dtypes", "commit") if k in suite_meta}
+    return {k: suite_meta[k] for k in ("date", "command", "copy_gbps", "dtypes", "shapes", "commit") if k in suite_meta}
+
+
+def _parts(old: list[dict[str, Any]], new: dict[str, Any]) -> list[dict[str, Any]]:
+    """The parts of a suite once ``new`` has run: the older ones whose (dtype, shape) cases the new
+    one ran again no longer hold rows of the file, and are dropped."""
+    def cases(p: dict[str, Any]) -> set[tuple[Any, ...]]:
+        return {(d, tuple(s)) for d in p.get("dtypes", []) for s in p.get("shapes", [])}
+    ran = cases(new)
+    return [p for p in old if not (cases(p) and cases(p) <= ran)] + [new]
 
 
 def _union(a: Sequence[Any], b: Sequence[Any]) -> list[Any]:

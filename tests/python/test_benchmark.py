@@ -103,6 +103,9 @@ def test_merge_replaces_the_cases_run_and_keeps_the_others():
     assert parts["meta"]["summary"]["kernel fwd"]["min_speedup_vs_torch"] == 2.0
     # Each part's provenance stays, and the run line names every part.
     assert [p["date"] for p in parts["meta"]["suites"]["kernel"]["parts"]] == ["2.0", "4.0", "5.0"]
+    # a part whose cases all ran again holds no rows any more: it is no longer named
+    again = B.merge(parts, fake("kernel", 6.0, "bfloat16"))
+    assert [p["date"] for p in again["meta"]["suites"]["kernel"]["parts"]] == ["2.0", "5.0", "6.0"]
     parts["meta"].update(device_name="a card", torch="t", copy_gbps=1.0)
     line = B.view_run(parts, "kernel")
     assert "run in parts: 2.0 (float32; " in line and "5.0 (bfloat16; " in line

@@ -6,8 +6,9 @@
 # FASTLN_CUDA_REASON (why, one sentence), FASTLN_CUDA_VERSION (the toolkit built with, or ''),
 # FASTLN_CUDA_ARCHS (CMake CUDA_ARCHITECTURES list) and FASTLN_CUDA_ARCHS_SOURCE (why those).
 #
-#   AUTO  build the kernels when torch has CUDA and a CUDA compiler (nvcc) of the same major
-#         version is found and works; otherwise build without them, and say why.
+#   AUTO  build the kernels when torch has CUDA, a CUDA compiler (nvcc) of the same major
+#         version is found and works, and torch's CMake package accepts its toolkit (a probe
+#         project: tools/torch_cuda_probe); otherwise build without them, and say why.
 #   ON    the same conditions are required: a configure error says which one fails.
 #   OFF   never build them.
 #
@@ -41,6 +42,34 @@ function(_fastln_torch_arch_list text out)
     endif()
   endforeach()
   set(${out} "${archs}" PARENT_SCOPE)
+endfunction()
+
+# Configures tools/torch_cuda_probe with torch's package (prefix _torch_prefix of the caller) and
+# the CUDA compiler found; out: "" when it succeeds, else the first lines of its CMake error.
+function(_fastln_torch_cuda_probe out)
+  set(_dir "${CMAKE_BINARY_DIR}/fastln_torch_cuda_probe")
+  file(REMOVE_RECURSE "${_dir}")
+  execute_process(
+    COMMAND "${CMAKE_COMMAND}" -S "${CMAKE_CURRENT_FUNCTION_LIST_DIR}/torch_cuda_probe" -B "${_dir}"
+            -G "${CMAKE_GENERATOR}" "-DCMAKE_MAKE_PROGRAM=${CMAKE_MAKE_PROGRAM}"
+            "-DCMAKE_CXX_COMPILER=${CMAKE_CXX_COMPILER}" "-DCMAKE_CUDA_COMPILER=${CMAKE_CUDA_COMPILER}"
+            "-DCMAKE_CUDA_ARCHITECTURES=OFF" "-DCMAKE_PREFIX_PATH=${_torch_prefix}"
+    RESULT_VARIABLE _rc OUTPUT_VARIABLE _log ERROR_VARIABLE _log)
+  file(WRITE "${_dir}/probe.log" "${_log}")
+  if(_rc EQUAL 0)
+    set(${out} "" PARENT_SCOPE)
+    return()
+  endif()
+  # "CMake Error at FILE:LINE (message):" then the message's lines, indented, up to a blank line.
+  set(_msg "")
+  if(_log MATCHES "CMake Error[^\n]*\n(([ ]+[^\n]*\n)+)")
+    string(REGEX REPLACE "[ \n]+" " " _msg "${CMAKE_MATCH_1}")
+    string(STRIP "${_msg}" _msg)
+  endif()
+  if(_msg STREQUAL "")
+    set(_msg "its configure failed")
+  endif()
+  set(${out} "${_msg}" PARENT_SCOPE)
 endfunction()
 
 macro(fastln_decide_cuda)
@@ -94,7 +123,12 @@ macro(fastln_decide_cuda)
         if(NOT CMAKE_CUDA_COMPILER)
           _fastln_cuda_result(FALSE "nvcc ${FASTLN_CUDA_VERSION} (${_nvcc}) failed CMake's CUDA compiler check with this host compiler (CMakeFiles/CheckCUDA/CMakeOutput.log)")
         else()
-          _fastln_cuda_result(TRUE "torch ${FASTLN_TORCH_VERSION} has CUDA ${FASTLN_TORCH_CUDA} and nvcc ${FASTLN_CUDA_VERSION} (${_nvcc}) matches it")
+          _fastln_torch_cuda_probe(_probe_error)
+          if(_probe_error)
+            _fastln_cuda_result(FALSE "torch ${FASTLN_TORCH_VERSION}'s CMake package cannot use the CUDA toolkit of nvcc ${FASTLN_CUDA_VERSION} (${CMAKE_CUDA_COMPILER}): ${_probe_error} (set CUDA_HOME to a complete toolkit; log: ${CMAKE_BINARY_DIR}/fastln_torch_cuda_probe/probe.log)")
+          else()
+            _fastln_cuda_result(TRUE "torch ${FASTLN_TORCH_VERSION} has CUDA ${FASTLN_TORCH_CUDA} and nvcc ${FASTLN_CUDA_VERSION} (${_nvcc}) matches it")
+          endif()
         endif()
       endif()
     endif()

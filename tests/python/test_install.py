@@ -253,6 +253,29 @@ def test_auto_with_a_cuda_torch_and_a_matching_nvcc(tmp_path, stand_in_torch):
 
 
 @needs_cmake
+@pytest.mark.skipif(_nvcc_major() is None, reason="no nvcc")
+@pytest.mark.skipif(not _pybind11_importable(), reason="the configure stops at find_package(pybind11)")
+def test_a_matching_nvcc_whose_toolkit_torch_cannot_use(tmp_path, stand_in_cuda_torch_without_toolkit):
+    """nvcc compiles, but torch's CMake package cannot use its toolkit (here: a package that stops
+    as torch's own does without the CUDA libraries; for real: a wrapper script of nvcc outside the
+    toolkit, or a toolkit of nvcc and the runtime only). AUTO builds without the CUDA kernels and
+    says why; ON is a configure error saying the same."""
+    env = {"FAKE_TORCH_CUDA": f"{_nvcc_major()}.0", "CUDA_HOME": os.path.dirname(os.path.dirname(_nvcc()))}
+    p, out = configure(tmp_path / "auto", stand_in_cuda_torch_without_toolkit, env=env)
+    decision = _decision(out)
+    assert decision.startswith("OFF (FASTLN_CUDA=AUTO: torch "), out
+    assert "CMake package cannot use the CUDA toolkit of nvcc" in decision
+    assert "Your installed Caffe2 version uses CUDA but I cannot find the CUDA libraries." in decision
+    assert p.returncode == 0, out
+    assert "fastln: torch's headers and libraries from" in out
+    p, out = configure(tmp_path / "on", stand_in_cuda_torch_without_toolkit, "-DFASTLN_CUDA=ON", env=env)
+    flat = " ".join(out.split())
+    assert p.returncode != 0
+    assert "fastln: FASTLN_CUDA=ON, but the CUDA kernels cannot be built: torch" in flat
+    assert "I cannot find the CUDA libraries" in flat
+
+
+@needs_cmake
 @pytest.mark.parametrize("text, archs", [("8.0 9.0+PTX", "80-real;90"), ("7.5;8.6,9.0a", "75-real;86-real;90a-real"),
                                          ("10.0+PTX", "100")])
 def test_torch_cuda_arch_list_in_cmake_terms(tmp_path, text, archs):

@@ -3,12 +3,14 @@
 # FASTLN_TORCH_CUDA (torch.version.cuda, '' for a CPU-only torch), _torch_gpu_cap (the visible
 # GPU's compute capability as e.g. 90, '' when none is visible), FASTLN_CUDA_ARCHITECTURES.
 # Out: FASTLN_CUDA_MODE (AUTO/ON/OFF, as asked), FASTLN_CUDA_BUILD (TRUE/FALSE),
+# FASTLN_CUDA_TORCH_PACKAGE (TRUE: torch's CMake package accepts nvcc's toolkit, probed by
+# tools/torch_cuda_probe, and the build uses it; FALSE: the build takes torch's headers and
+# libraries directly, tools/fastln_torch.cmake),
 # FASTLN_CUDA_REASON (why, one sentence), FASTLN_CUDA_VERSION (the toolkit built with, or ''),
 # FASTLN_CUDA_ARCHS (CMake CUDA_ARCHITECTURES list) and FASTLN_CUDA_ARCHS_SOURCE (why those).
 #
-#   AUTO  build the kernels when torch has CUDA, a CUDA compiler (nvcc) of the same major
-#         version is found and works, and torch's CMake package accepts its toolkit (a probe
-#         project: tools/torch_cuda_probe); otherwise build without them, and say why.
+#   AUTO  build the kernels when torch has CUDA and a CUDA compiler (nvcc) of the same major
+#         version is found and works; otherwise build without them, and say why.
 #   ON    the same conditions are required: a configure error says which one fails.
 #   OFF   never build them.
 #
@@ -81,6 +83,7 @@ macro(fastln_decide_cuda)
     set(FASTLN_CUDA_MODE OFF)
   endif()
   set(FASTLN_CUDA_VERSION "")
+  set(FASTLN_CUDA_TORCH_PACKAGE TRUE)
   set(FASTLN_CUDA_ARCHS "")
   set(FASTLN_CUDA_ARCHS_SOURCE "")
   set(_nvcc "")
@@ -124,10 +127,12 @@ macro(fastln_decide_cuda)
           _fastln_cuda_result(FALSE "nvcc ${FASTLN_CUDA_VERSION} (${_nvcc}) failed CMake's CUDA compiler check with this host compiler (CMakeFiles/CheckCUDA/CMakeOutput.log)")
         else()
           _fastln_torch_cuda_probe(_probe_error)
+          set(_why "torch ${FASTLN_TORCH_VERSION} has CUDA ${FASTLN_TORCH_CUDA} and nvcc ${FASTLN_CUDA_VERSION} (${_nvcc}) matches it")
           if(_probe_error)
-            _fastln_cuda_result(FALSE "torch ${FASTLN_TORCH_VERSION}'s CMake package cannot use the CUDA toolkit of nvcc ${FASTLN_CUDA_VERSION} (${CMAKE_CUDA_COMPILER}): ${_probe_error} (set CUDA_HOME to a complete toolkit; log: ${CMAKE_BINARY_DIR}/fastln_torch_cuda_probe/probe.log)")
+            set(FASTLN_CUDA_TORCH_PACKAGE FALSE)
+            _fastln_cuda_result(TRUE "${_why}; torch's CMake package cannot use that toolkit (${_probe_error}; log: ${CMAKE_BINARY_DIR}/fastln_torch_cuda_probe/probe.log), so the build takes torch's headers and libraries directly")
           else()
-            _fastln_cuda_result(TRUE "torch ${FASTLN_TORCH_VERSION} has CUDA ${FASTLN_TORCH_CUDA} and nvcc ${FASTLN_CUDA_VERSION} (${_nvcc}) matches it")
+            _fastln_cuda_result(TRUE "${_why}")
           endif()
         endif()
       endif()

@@ -135,8 +135,14 @@ def stand_in_cuda_torch_without_toolkit(tmp_path_factory, stand_in_torch):
     d = tmp_path_factory.mktemp("cuda_torch_without_toolkit")
     shutil.copytree(stand_in_torch / "torch", d / "torch")
     real = pathlib.Path(torch.__file__).parent
-    for sub in ("include", "lib"):
-        (d / "torch" / sub).symlink_to(real / sub)
+    (d / "torch" / "include").symlink_to(real / "include")
+    # the real libraries, and placeholders of a CUDA build's (a configure only looks them up)
+    (d / "torch" / "lib").mkdir()
+    for lib in (real / "lib").iterdir():
+        (d / "torch" / "lib" / lib.name).symlink_to(lib)
+    for name in ("libc10_cuda.so", "libtorch_cuda.so"):
+        if not (d / "torch" / "lib" / name).exists():
+            (d / "torch" / "lib" / name).write_bytes(b"")
     cmake = d / "torch" / "share" / "cmake"
     (cmake / "Torch").mkdir(parents=True)
     (cmake / "Torch" / "TorchConfig.cmake").write_text(
@@ -258,21 +264,20 @@ def test_auto_with_a_cuda_torch_and_a_matching_nvcc(tmp_path, stand_in_torch):
 def test_a_matching_nvcc_whose_toolkit_torch_cannot_use(tmp_path, stand_in_cuda_torch_without_toolkit):
     """nvcc compiles, but torch's CMake package cannot use its toolkit (here: a package that stops
     as torch's own does without the CUDA libraries; for real: a wrapper script of nvcc outside the
-    toolkit, or a toolkit of nvcc and the runtime only). AUTO builds without the CUDA kernels and
-    says why; ON is a configure error saying the same."""
-    env = {"FAKE_TORCH_CUDA": f"{_nvcc_major()}.0", "CUDA_HOME": os.path.dirname(os.path.dirname(_nvcc()))}
-    p, out = configure(tmp_path / "auto", stand_in_cuda_torch_without_toolkit, env=env)
-    decision = _decision(out)
-    assert decision.startswith("OFF (FASTLN_CUDA=AUTO: torch "), out
-    assert "CMake package cannot use the CUDA toolkit of nvcc" in decision
-    assert "Your installed Caffe2 version uses CUDA but I cannot find the CUDA libraries." in decision
-    assert p.returncode == 0, out
-    assert "fastln: torch's headers and libraries from" in out
-    p, out = configure(tmp_path / "on", stand_in_cuda_torch_without_toolkit, "-DFASTLN_CUDA=ON", env=env)
-    flat = " ".join(out.split())
-    assert p.returncode != 0
-    assert "fastln: FASTLN_CUDA=ON, but the CUDA kernels cannot be built: torch" in flat
-    assert "I cannot find the CUDA libraries" in flat
+    toolkit, or a toolkit of nvcc and the runtime only, as on the machine this was found on). The
+    kernels are built all the same, from torch's headers and libraries (c10_cuda and torch_cuda
+    included), with AUTO and ON, and the decision says so."""
+    env = {"FAKE_TORCH_CUDA": f"{_nvcc_major()}.0", "CUDA_HOME": os.path.dirname(os.path.dirname(_nvcc())),
+           "FASTLN_CUDA_ARCHITECTURES": "90"}
+    for i, flags in enumerate(([], ["-DFASTLN_CUDA=ON"])):
+        p, out = configure(tmp_path / str(i), stand_in_cuda_torch_without_toolkit, *flags, env=env)
+        decision = _decision(out)
+        assert decision.startswith("ON (FASTLN_CUDA="), out
+        assert "torch's CMake package cannot use that toolkit (Your installed Caffe2 version uses CUDA but I " \
+               "cannot find the CUDA libraries." in decision
+        assert "so the build takes torch's headers and libraries directly" in decision
+        assert p.returncode == 0, out
+        assert "(c10;torch_cpu;torch;c10_cuda;torch_cuda; definitions:" in out
 
 
 @needs_cmake

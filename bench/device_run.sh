@@ -72,8 +72,10 @@ sanitize)
      echo "sanitizer $tool rc=$? $(tail -2 $OUT/sanitize_$tool.log | tr '\n' ' ')") &
   done
   wait ;;
-bench)  # BENCH_ARGS e.g. "--deadline 400 --suites kernel --dtypes float16": the cases done are kept
-  (cd /tmp && python3 -m fastln bench --device cuda --no-progress --out $OUT $BENCH_ARGS 2>&1) | tee $OUT/bench.log | tail -60 ;;
+bench)  # BENCH_ARGS e.g. "--deadline 400 --suites kernel --dtypes float16": the cases done are kept;
+  # an --out there (a folder that stays on the warm machine, merged into call by call) replaces $OUT
+  out_arg="--out $OUT"; [[ " $BENCH_ARGS" == *" --out "* ]] && out_arg=""
+  (cd /tmp && python3 -m fastln bench --device cuda --no-progress $out_arg $BENCH_ARGS 2>&1) | tee $OUT/bench.log | tail -60 ;;
 opsbench)
   (cd /tmp && python3 -m fastln bench --device cuda --suites ops --no-progress --out $OUT $BENCH_ARGS 2>&1) | tee $OUT/opsbench.log ;;
 sweep)

@@ -62,7 +62,7 @@ function(_fastln_torch_cuda_probe out)
     set(${out} "" PARENT_SCOPE)
     return()
   endif()
-  # "CMake Error at FILE:LINE (message):" then the message's lines, indented, up to a blank line.
+  # "CMake Error at FILE:LINE (message):" then the message's indented lines: the first error's text.
   set(_msg "")
   if(_log MATCHES "CMake Error[^\n]*\n(([ ]+[^\n]*\n)+)")
     string(REGEX REPLACE "[ \n]+" " " _msg "${CMAKE_MATCH_1}")

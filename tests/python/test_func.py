@@ -170,16 +170,18 @@ def test_weight_offset_on_16bit_weights_is_the_float32_weight(device, dtype, op,
     dys = [rnd(m, n).to(device, dtype) for _ in range(2)]
 
     def run(weight, bias, offset):
-        leaves = [x.clone().requires_grad_(), r.clone().requires_grad_(), weight.clone().requires_grad_()]
+        xx, ww = x.clone().requires_grad_(), weight.clone().requires_grad_()
         if op == "layer_norm":
-            leaves.append(bias.clone().requires_grad_())
-            outs = (fastln.layer_norm(leaves[0], (n,), leaves[2], leaves[3], 1e-5, weight_offset=offset),)
-            leaves.pop(1)
+            bb = bias.clone().requires_grad_()
+            leaves = [xx, ww, bb]
+            outs = (fastln.layer_norm(xx, (n,), ww, bb, 1e-5, weight_offset=offset),)
         elif op == "rms_norm":
-            outs = (fastln.rms_norm(leaves[0], (n,), leaves[2], 1e-6, weight_offset=offset),)
-            leaves.pop(1)
+            leaves = [xx, ww]
+            outs = (fastln.rms_norm(xx, (n,), ww, 1e-6, weight_offset=offset),)
         else:
-            outs = fastln.fused_add_rms_norm(leaves[0], leaves[1], (n,), leaves[2], 1e-6, weight_offset=offset)
+            rr = r.clone().requires_grad_()
+            leaves = [xx, rr, ww]
+            outs = fastln.fused_add_rms_norm(xx, rr, (n,), ww, 1e-6, weight_offset=offset)
         grads = torch.autograd.grad(outs, leaves, dys[:len(outs)])
         return [o.detach() for o in outs] + list(grads)
 

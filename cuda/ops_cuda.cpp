@@ -48,6 +48,27 @@ void check_row_length(const char* op, int64_t N) {
 bool offset_applies(const OptTensor& weight, double weight_offset) {
   return weight_offset != 0 && weight.has_value() && weight->defined();
 }
+// An offset of exactly 1 (Gemma) is read by the kernels themselves, without that kernel and its
+// buffer: RMSNorm's kernels of PlusOne<T> parameters (launch.cu), for a weight of the input's
+// dtype (float, bf16, fp16; mixed weights keep the path above) and no bias.
+bool plus_one_applies(Norm norm, const at::Tensor& input, const OptTensor& weight, const OptTensor& bias,
+                      double weight_offset) {
+  const at::ScalarType x = input.scalar_type();
+  return weight_offset == 1.0 && norm == Norm::kRms && offset_applies(weight, weight_offset) &&
+         weight->scalar_type() == x && (x == at::kFloat || x == at::kBFloat16 || x == at::kHalf) &&
+         !(bias.has_value() && bias->defined());
+}
+// dispatch_types, or (T, PlusOne<T>) where plus_one.
+template <class F>
+void dispatch_kernel_types(at::ScalarType input, at::ScalarType param, bool plus_one, F&& f) {
+  if (!plus_one) return dispatch_types(input, param, f);
+  switch (input) {
+    case at::kFloat: return f.template operator()<float, cuda_impl::PlusOne<float>>();
+    case at::kBFloat16: return f.template operator()<bf16, cuda_impl::PlusOne<bf16>>();
+    case at::kHalf: return f.template operator()<fp16, cuda_impl::PlusOne<fp16>>();
+    default: TORCH_CHECK(false, "fastln: no PlusOne kernels for ", input);  // plus_one_applies
+  }
+}
 // Row 0: weight_offset + weight; row 1 (with a bias): the bias; in the accumulation type of input.
 at::Tensor offset_params(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
                          double weight_offset) {
@@ -93,13 +114,14 @@ Tensor3 norm_fwd_cuda(const char* op, Norm norm, const at::Tensor& input,
   const Rows X = as_rows(input, s.M, s.N);
   const Rows R = residual.defined() ? as_rows(residual, s.M, s.N) : Rows{at::Tensor(), 0};
   at::Tensor gamma = contiguous_param(weight), beta = contiguous_param(bias);
-  if (offset_applies(weight, weight_offset)) {  // the kernels read gamma and beta as flat rows
+  const bool plus_one = plus_one_applies(norm, input, weight, bias, weight_offset);
+  if (!plus_one && offset_applies(weight, weight_offset)) {  // the kernels read gamma and beta as flat rows
     const at::Tensor acc = offset_params(input, gamma, beta, weight_offset);
     gamma = acc[0];
     beta = beta.defined() ? acc[1] : at::Tensor();
   }
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  dispatch_types(input.scalar_type(), param_dtype(input, gamma, beta), [&]<class T, class P>() {
+  dispatch_kernel_types(input.scalar_type(), param_dtype(input, gamma, beta), plus_one, [&]<class T, class P>() {
     const bool vec_ok = vectorizable<T>(s.N, {X, R}, {gamma, beta, Y, S});
     const cuda_impl::FwdParams<T, P> p{
         {ptr<const T>(X.t), X.ld, ptr<const P>(gamma), ptr<const P>(beta), ptr<T>(Y),
@@ -113,10 +135,11 @@ Tensor3 norm_fwd_cuda(const char* op, Norm norm, const at::Tensor& input,
 }
 
 // The backward of kernel parameters `gamma` (the weight, or weight_offset + weight in the
-// accumulation type), dgamma and dbeta made in `pdtype` (the parameters' dtype).
+// accumulation type, or the weight read as 1 + weight where plus_one), dgamma and dbeta made in
+// `pdtype` (the parameters' dtype).
 Tensor3 bwd_impl(Norm norm, const at::Tensor& grad_out, const at::Tensor& input, at::IntArrayRef ns,
                  const NormShape& s, const at::Tensor& mean, const at::Tensor& rstd, const at::Tensor& gamma,
-                 at::ScalarType pdtype, std::array<bool, 3> output_mask, const char* op) {
+                 at::ScalarType pdtype, bool plus_one, std::array<bool, 3> output_mask, const char* op) {
   const auto opts = input.options().memory_format(at::MemoryFormat::Contiguous);
   at::Tensor dX = output_mask[0] ? at::empty(input.sizes(), opts) : at::empty({0}, opts);
   at::Tensor dgamma = output_mask[1] ? at::empty(ns, opts.dtype(pdtype)) : at::empty({0}, opts.dtype(pdtype));
@@ -135,7 +158,7 @@ Tensor3 bwd_impl(Norm norm, const at::Tensor& grad_out, const at::Tensor& input,
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int device = input.get_device();
   const at::ScalarType kernel_pdtype = gamma.defined() ? gamma.scalar_type() : pdtype;
-  dispatch_types(input.scalar_type(), kernel_pdtype, [&]<class T, class P>() {
+  dispatch_kernel_types(input.scalar_type(), kernel_pdtype, plus_one, [&]<class T, class P>() {
     const bool vec_ok = vectorizable<T>(s.N, {X, dY}, {gamma, dX});
     cuda_impl::BwdParams<T, P> p{
         {ptr<const T>(dY.t), dY.ld, ptr<const T>(X.t), X.ld, ptr<const acc_t<T>>(mean_c),
@@ -156,6 +179,8 @@ Tensor3 bwd_impl(Norm norm, const at::Tensor& grad_out, const at::Tensor& input,
     cudaError_t err;
     if constexpr (sizeof(T) == 2 && std::is_same_v<P, float>) {  // float kernel parameters, 16-bit gradients?
       err = pdtype == at::kFloat ? launch.template operator()<float>() : launch.template operator()<T>();
+    } else if constexpr (cuda_impl::kPlusOne<P>) {  // the weight's dtype, the input's
+      err = launch.template operator()<T>();
     } else {
       err = launch.template operator()<P>();
     }
@@ -175,9 +200,11 @@ Tensor3 norm_bwd_cuda(const char* op, Norm norm, const at::Tensor& grad_out,
   const c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor gamma = contiguous_param(weight);
   const auto pdtype = param_dtype(input, gamma, contiguous_param(bias));
-  const at::Tensor kernel_gamma =
-      offset_applies(weight, weight_offset) ? offset_params(input, gamma, at::Tensor(), weight_offset)[0] : gamma;
-  return bwd_impl(norm, grad_out, input, ns, s, mean, rstd, kernel_gamma, pdtype, output_mask, op);
+  const bool plus_one = plus_one_applies(norm, input, weight, bias, weight_offset);
+  const at::Tensor kernel_gamma = !plus_one && offset_applies(weight, weight_offset)
+                                      ? offset_params(input, gamma, at::Tensor(), weight_offset)[0]
+                                      : gamma;
+  return bwd_impl(norm, grad_out, input, ns, s, mean, rstd, kernel_gamma, pdtype, plus_one, output_mask, op);
 }
 
 }  // namespace

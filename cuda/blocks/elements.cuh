@@ -19,6 +19,10 @@ __device__ __forceinline__ float dtof(float v) { return v; }
 __device__ __forceinline__ double dtof(double v) { return v; }
 __device__ __forceinline__ float dtof(bf16 v) { return __uint_as_float(uint32_t(v.bits) << 16); }
 __device__ __forceinline__ float dtof(fp16 v) { return __half2float(__ushort_as_half(v.bits)); }
+// PlusOne parameters (layer_norm_cuda.h): 1 + w in float, the CPU kernels' add. Every read of
+// gamma goes through dtof, dtof_row, dtof_pinned or elem, each of which adds it.
+template <class P>
+__device__ __forceinline__ float dtof(PlusOne<P> v) { return 1.0f + dtof(v.v); }
 
 // The forward's conversions of its row and parameters: bf16 -> float in an asm statement that
 // the compiler can neither merge nor hoist, so each use converts again (one instruction)
@@ -27,7 +31,9 @@ __device__ __forceinline__ float dtof(fp16 v) { return __half2float(__ushort_as_
 // where it costs registers (2 vectors: 113 instead of 61).
 template <class T>
 __device__ __forceinline__ acc_t<T> dtof_row(T v) {
-  if constexpr (std::is_same_v<T, bf16>) {
+  if constexpr (kPlusOne<T>) {
+    return 1.0f + dtof_row(v.v);
+  } else if constexpr (std::is_same_v<T, bf16>) {
     uint32_t u;
     asm volatile("mov.b32 %0, {0, %1};" : "=r"(u) : "h"(v.bits));
     return __uint_as_float(u);
@@ -40,7 +46,9 @@ __device__ __forceinline__ acc_t<T> dtof_row(T v) {
 // where used, not kept as floats (16-bit parameters: 128 registers and 64-168 bytes of spill).
 template <class T>
 __device__ __forceinline__ acc_t<T> dtof_pinned(T v) {
-  if constexpr (std::is_same_v<T, fp16>) {
+  if constexpr (kPlusOne<T>) {
+    return 1.0f + dtof_pinned(v.v);
+  } else if constexpr (std::is_same_v<T, fp16>) {
     float f;
     asm volatile("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.bits));
     return f;
@@ -49,7 +57,13 @@ __device__ __forceinline__ acc_t<T> dtof_pinned(T v) {
   }
 }
 
-template <class T> __device__ __forceinline__ T dfrom(acc_t<T> v);
+// The primary template: PlusOne<P>, the value whose 1 + w is v (bwd_staged_kernel fills
+// missing gamma with dfrom<P>(1): w = 0). The element types are specialized below.
+template <class T>
+__device__ __forceinline__ T dfrom(acc_t<T> v) {
+  static_assert(kPlusOne<T>, "dfrom: no conversion to this type");
+  return T{dfrom<decltype(T::v)>(v - 1.0f)};
+}
 template <> __device__ __forceinline__ float dfrom<float>(float v) { return v; }
 template <> __device__ __forceinline__ double dfrom<double>(double v) { return v; }
 template <> __device__ __forceinline__ bf16 dfrom<bf16>(float v) {
@@ -99,6 +113,7 @@ struct alignas(16) PPack {
 // Element e of a vector (Pack or PPack) as its accumulation type: bf16 with one shift or mask of
 // the 32-bit word holding it (dtof takes two instructions for the odd elements, a 16-bit extract
 // and a shift: bf16 backward of 65536: 3528 -> 3136 SASS instructions in bwd_reg_kernel).
+// PlusOne<bf16> (same bits as bf16): the same trick, then 1 + w.
 template <class V>
 __device__ __forceinline__ auto elem(const V& p, int e) {
   using T = std::remove_cv_t<std::remove_reference_t<decltype(p.v[0])>>;
@@ -106,6 +121,10 @@ __device__ __forceinline__ auto elem(const V& p, int e) {
     uint32_t w;
     memcpy(&w, &p.v[e & ~1], sizeof(w));
     return __uint_as_float(e & 1 ? w & 0xffff0000u : w << 16);
+  } else if constexpr (std::is_same_v<T, PlusOne<bf16>>) {
+    uint32_t w;
+    memcpy(&w, &p.v[e & ~1], sizeof(w));
+    return 1.0f + __uint_as_float(e & 1 ? w & 0xffff0000u : w << 16);
   } else {
     return acc_t<T>(dtof(p.v[e]));
   }

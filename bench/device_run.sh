@@ -58,8 +58,11 @@ cpuonly)  # the same sources built without CUDA: every op on a CUDA tensor must 
     -p no:cacheprovider > $OUT/pytest_cpuonly.log 2>&1
   echo "cpu-only build: $(tail -1 $OUT/pytest_cpuonly.log)" ;;
 test)  # -v: each test's outcome as it ends; SIGINT at TEST_TIMEOUT: pytest still prints its summary;
-  # --durations: which tests take the call's time (a 140 s limit cut the op table's CUDA parity cases)
-  timeout -s INT ${TEST_TIMEOUT:-480} python3 -m pytest ${TEST_ARGS:-tests/python} -v -rfE -n 12 -p no:cacheprovider \
+  # --durations: which tests take the call's time (a 140 s limit cut the op table's CUDA parity cases);
+  # one CPU thread a worker: 12 workers of 16 threads each on 16 cores left the op table's CUDA
+  # parity cases (their float64 references on the CPU) unfinished after 430 s; with one, all 44
+  # took 86 s and the whole suite 172 s (H100 machine, 2026-12-06)
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} timeout -s INT ${TEST_TIMEOUT:-480} python3 -m pytest ${TEST_ARGS:-tests/python} -v -rfE -n 12 -p no:cacheprovider \
     --durations=25 > $OUT/pytest.log 2>&1
   grep -E "^(FAILED|ERROR) |passed|failed" $OUT/pytest.log | tail -40 ;;
 huge)

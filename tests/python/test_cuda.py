@@ -418,7 +418,8 @@ def test_weight_offset_bits(op, dtype, pdtype, n):
     """Bit for bit, forward and backward: weight_offset=0 is the call without it (weights of -0.0
     stay -0.0); an offset without a weight is refused (ValueError); and, where the weight is the
     input's float type (fp32, fp64: the sum rounds as torch's), offset 1 with weight w is weight
-    1 + w with no offset (the launcher forms that sum: cuda/ops_cuda.cpp)."""
+    1 + w with no offset (the launcher forms that sum, or, for RMSNorm's offset of 1, the kernels:
+    cuda/ops_cuda.cpp)."""
     m = (1 << 20) // n + 1
     x, r, w, b, dys = _offset_inputs(op, m, n, dtype, pdtype, "both", seed=7)
     w[::3] = -0.0
@@ -434,3 +435,31 @@ def test_weight_offset_bits(op, dtype, pdtype, n):
         assert len(a) == len(c)
         for name, u, v in zip(names, a, c):
             assert torch.equal(u, v), f"{op} {what}: {name} differs"
+
+
+def _cuda_launches(fn):
+    """The kernels (and memsets, copies) fn() puts on the GPU, by name, in order."""
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
+@pytest.mark.parametrize("op", ["rms_norm", "fused_add_rms_norm"])
+def test_weight_offset_one_costs_no_launch(op, dtype):
+    """RMSNorm's weight_offset=1 with a weight of the input's dtype (Gemma) runs in the norm
+    kernels themselves (PlusOne parameters): forward and backward launch what the same call
+    with the weight 1 + w and no offset launches, and no offset_params_kernel."""
+    x, r, w, b, dys = _offset_inputs(op, 4096, 4096, dtype, dtype, "weight", seed=3)
+    ours, plain = _offset_fns(op, 1.0)[0], _offset_fns(op, None)[0]
+    w1 = (1.0 + w.float()).to(dtype)
+    for fn, weight in ((ours, w), (plain, w1)):
+        _offset_run(fn, x, r, weight, b, dys)  # warm: the first call's allocations and plans
+    got = _cuda_launches(lambda: _offset_run(ours, x, r, w, b, dys))
+    want = _cuda_launches(lambda: _offset_run(plain, x, r, w1, b, dys))
+    assert not any("offset_params" in k for k in got), got
+    assert any("PlusOne" in k for k in got), got
+    assert len(got) == len(want), (got, want)
+

@@ -416,8 +416,8 @@ def _offset_run(fn, x, r, w, b, dys):
 @pytest.mark.parametrize("op", OFFSET_OPS[:4])
 def test_weight_offset_bits(op, dtype, pdtype, n):
     """Bit for bit, forward and backward: weight_offset=0 is the call without it (weights of -0.0
-    stay -0.0); an offset without a weight is refused (ValueError); and, where the weight is the
-    input's float type (fp32, fp64: the sum rounds as torch's), offset 1 with weight w is weight
+    stay -0.0); an offset without a weight is refused (ValueError); and, where the weight is
+    float32 or float64 (the sum rounds as torch's; 16-bit input too), offset 1 with weight w is weight
     1 + w with no offset (the launcher forms that sum, or, for RMSNorm's offset of 1, the kernels:
     cuda/ops_cuda.cpp)."""
     m = (1 << 20) // n + 1
@@ -427,7 +427,7 @@ def test_weight_offset_bits(op, dtype, pdtype, n):
     with pytest.raises(ValueError, match="weight_offset"):
         _offset_run(_offset_fns(op, 1.0)[0], x, r, None, b, dys)
     cases = [("offset 0", _offset_fns(op, 0.0)[0], w, w)]
-    if dtype == pdtype and dtype in (torch.float32, torch.float64):
+    if pdtype in (torch.float32, torch.float64):
         cases.append(("offset 1", _offset_fns(op, 1.0)[0], w, 1.0 + w))
     for what, fn, weight, plain_weight in cases:
         names, a = _offset_run(fn, x, r, weight, b, dys)

@@ -5,7 +5,7 @@ residual_in_fp32) and dtype.
 Paths by shape: register forward with several rows per warp (256, 768) or one row per CTA
 (4096), register backward with column sums in registers (256) or shared memory (4096), rows
 split over a thread-block cluster on sm_90 (32768, 65536 forward and backward; 36872: slices
-of unequal size), fallback backward (float64 32768: the sums do not fit in shared memory),
+of unequal size; 65544: the fp32 forward's over 8 CTAs), fallback backward (float64 32768: the sums do not fit in shared memory),
 scalar fallback (17, 4099: N not a multiple of the vector width; and every float64 row of odd
 N). The cluster backward is persistent: 100 rows of 65536 give some clusters two rows. fp32
 backward rows of 1024 and more are staged in shared memory (one CTA a row: 4096, 8192; clusters:
@@ -20,7 +20,8 @@ import torch.nn.functional as F
 import fastln
 
 torch.manual_seed(0)
-SHAPES = [(7, 256), (5, 768), (3, 4096), (400, 8192), (2, 32768), (100, 65536), (3, 36872), (9, 17), (4, 4099)]
+SHAPES = [(7, 256), (5, 768), (3, 4096), (400, 8192), (2, 32768), (100, 65536), (3, 36872), (2, 65544), (9, 17),
+          (4, 4099)]
 
 
 def ops(ns, fp32):
@@ -30,7 +31,7 @@ def ops(ns, fp32):
                        lambda x, r, w, b: F.layer_norm(x, ns, w, b)),
         "rms_norm": (lambda x, r, w, b: [fastln.rms_norm(x, ns, w, 1e-5)],
                      lambda x, r, w, b: F.rms_norm(x, ns, w, 1e-5)),
-        # Gemma's weight offset: the CUDA path forms 1 + w for the kernels
+        # Gemma's weight offset: the kernels read the weight as 1 + w (PlusOne)
         "rms_norm_offset": (lambda x, r, w, b: [fastln.rms_norm(x, ns, w, 1e-5, weight_offset=1.0)],
                             lambda x, r, w, b: F.rms_norm(x, ns, 1 + w, 1e-5)),
         "fused_add_layer_norm": (lambda x, r, w, b: list(fastln.fused_add_layer_norm(x, r, ns, w, b)),

@@ -133,7 +133,7 @@ size_t staged_smem(int nvec, int cl) { return size_t(kRowStages) * ((nvec + cl -
 // bandwidth over 4, 89.8% over 8 (two buffers then; one CTA a SM by its 98 registers). Clusters
 // of 2 fill all 132.
 // Not where the doubled slices would hold fewer than 4 vectors a thread: fp32 N = 49152 (3072
-// vectors a CTA over 4, 1536 over 8) took 389 us over 4 against 414 over 8 (H100, 2026-12-06).
+// vectors a CTA over 4, 1536 over 8) took 389 us over 4 against 415 over 8 (H100, 2026-12-06).
 int staged_cluster(int cl, int nvec, const DeviceProps& dev, const Occupancy& occ) {
   if (cl >= kMaxCluster || (nvec + 2 * cl - 1) / (2 * cl) < 4 * kStagedThreads) return cl;
   const KernelId k{KernelKind::kFwdStaged, 0, cl};

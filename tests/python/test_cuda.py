@@ -109,8 +109,10 @@ def test_current_stream_and_device_guard():
 # Long rows: on sm_90 each row is split over a thread-block cluster (cuda/launch_plan.cpp,
 # fwd_config / bwd_config): forward above 16384 elements, backward where a row's column sums
 # pass 64 KB. 36872 = 8 * 4609: slices of unequal size (e.g. bf16 backward, 8 CTAs of 577 and
-# 570 vectors). 96 rows: the persistent backward grid gives some clusters several rows.
-CLUSTER_NS = [32768, 65536, 36872]
+# 570 vectors; fp32 forward, 4 CTAs of 2305 and 2304). 65544 = 8 * 8193: the fp32 forward over 8
+# CTAs of unequal slices (2049 and 2048 vectors; staged_cluster keeps 36872 at 4). 96 rows: the
+# persistent backward grid gives some clusters several rows.
+CLUSTER_NS = [32768, 65536, 36872, 65544]
 CLUSTER_DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 
 
@@ -462,4 +464,3 @@ def test_weight_offset_one_costs_no_launch(op, dtype):
     assert not any("offset_params" in k for k in got), got
     assert any("PlusOne" in k for k in got), got
     assert len(got) == len(want), (got, want)
-

@@ -6,8 +6,8 @@
 # of GPU memory), sanitize (memcheck and racecheck side by side), bench, opsbench, sweep
 # (launch-plan A/Bs: --suites plans --plans "$SWEEP_PLANS", e.g. SWEEP_PLANS=cluster_fwd=2,cluster_fwd=4), ktimes
 # (the backward's time per kernel; KTIMES_ARGS). The benchmark stages run fastln.benchmark
-# (python -m fastln bench --device cuda): bench = the default CUDA suites (kernel, ops, user with
-# the peers where importable, calls, devices), opsbench = --suites ops, ktimes = --suites
+# (python -m fastln bench --device cuda): bench = the default CUDA suites (kernel, ops, user, mixed,
+# offset with the peers where importable, calls, devices), opsbench = --suites ops, ktimes = --suites
 # bwd_kernels; BENCH_ARGS are more options (e.g. --quick); results in $OUT/cuda_<card>.json
 # (+ .md and plots).
 # TEST_ARGS: pytest's arguments instead of the whole suite (e.g. "tests/python/test_cuda.py").

@@ -62,6 +62,15 @@ Runner = Callable[[], object]
 Row = dict[str, Any]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# A case's dtype is the input's, the parameters of the same dtype, or "INPUT+PARAMS": 16-bit
+# activations with float32 weight and bias, as mixed-precision (AMP) training keeps them.
+MIXED = ("bfloat16+float32", "float16+float32")
+
+
+def dtypes_of(dt: str) -> tuple[torch.dtype, torch.dtype]:
+    """(input dtype, parameter dtype) of a case's dtype name; KeyError if unknown."""
+    x, _, p = dt.partition("+")
+    return DTYPES[x], DTYPES[p or x]
 LARGE_BYTES = 32 << 20
 EPS = 1e-5
 
@@ -159,6 +168,11 @@ SUITES: tuple[Suite, ...] = (
           ("bfloat16",), ("fwd", "fwd+bwd"), ("fastln", OFFSET, "torch", "torch-offset", "quack", "quack-offset"), "device",
           "the weight offset (Gemma's 1 + w) as a user calls it: fastln, torch and Quack without and with it "
           "(fastln and Quack: weight_offset=1; torch: its norm of the weight + 1 formed first)", ((4096, 4096),)),
+    Suite("mixed", "cuda", "user", ("rms_norm", "layer_norm"), ((4096, 1024), (2048, 4096), (4096, 4096), (32768, 4096)),
+          ("bfloat16+float32",), ("fwd", "fwd+bwd"), ("fastln", OFFSET) + PEERS_USER + ("quack-offset",), "device",
+          "mixed precision as AMP trains: bf16 activations, float32 weight and bias, through autograd, against "
+          "F.*, torch.compile, Liger and Quack where they take it; fastln-offset: weight_offset=1 (Gemma under AMP)",
+          ((4096, 4096),)),
     Suite("calls", "cuda", "user", ("layer_norm", "rms_norm"), DECODE, ("bfloat16",), ("fwd", "fwd+bwd"),
           ("fastln", OFFSET, "torch"), "host",
           "decode and small-batch eager calls: time per call in a loop of back-to-back calls (host overhead "
@@ -641,7 +655,7 @@ class Plan:
         for phase in self.suite.phases:
             for dt in self.dtypes:
                 for shape in self.shapes:
-                    large = shape[0] * shape[1] * DTYPES[dt].itemsize >= LARGE_BYTES
+                    large = shape[0] * shape[1] * dtypes_of(dt)[0].itemsize >= LARGE_BYTES
                     if phase == "warm" and not large:
                         continue
                     for dev in devices:
@@ -670,11 +684,11 @@ def run_plan(plan: Plan, progress: Progress, copy_gbps: dict[str, float], rows: 
                 raise Deadline
             if phase == "warm":
                 keep_freed_memory()
-            dtype = DTYPES[dt]
+            dtype, pdtype = dtypes_of(dt)
             sync: Callable[[], None] = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
             x, r, dy = (torch.randn(M, N, generator=gen).to(dev, dtype) for _ in range(3))
-            w = (1 + 0.1 * torch.randn(N, generator=gen)).to(dev, dtype)
-            b = (0.1 * torch.randn(N, generator=gen)).to(dev, dtype)
+            w = (1 + 0.1 * torch.randn(N, generator=gen)).to(dev, pdtype)
+            b = (0.1 * torch.randn(N, generator=gen)).to(dev, pdtype)
             for mode in suite.modes:
                 if (op, mode) not in BYTES:
                     progress.step("")
@@ -886,7 +900,7 @@ def view_user(data: dict[str, Any], suite: str = "user", op: str = "layer_norm")
     modes = _ordered((r["mode"] for r in rows), ("fwd", "fwd+bwd", "bwd"))
     lines = ["| dtype | shape | " + " | ".join(f"{m}: fastln / torch (µs) | speedup" for m in modes) + " |",
              "|---|---|" + "---|---|" * len(modes)]
-    for dt in _ordered((r["dtype"] for r in rows), list(DTYPES)):
+    for dt in _ordered((r["dtype"] for r in rows), list(DTYPES) + list(MIXED)):
         for M, N in _shapes_in(_sel(rows, dtype=dt)):
             cells = []
             for m in modes:
@@ -1197,9 +1211,10 @@ def _shapes(text: str) -> tuple[Shape, ...]:
 
 def _dtypes(text: str) -> tuple[str, ...]:
     names = text.split(",")
-    unknown = [n for n in names if n not in DTYPES]
+    unknown = [n for n in names if n not in DTYPES and n not in MIXED]
     if unknown:
-        raise argparse.ArgumentTypeError(f"unknown dtype {unknown[0]!r}; choose from {', '.join(DTYPES)}")
+        raise argparse.ArgumentTypeError(f"unknown dtype {unknown[0]!r}; choose from "
+                                         f"{', '.join(list(DTYPES) + list(MIXED))}")
     return tuple(names)
 
 
@@ -1215,7 +1230,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, default=None, help="seconds per measurement (interleaved and host timers)")
     p.add_argument("--shapes", type=_shapes, default=None, metavar="MxN,...",
                    help="these shapes instead of the suites' (alone: the main 'user' suite only)")
-    p.add_argument("--dtypes", type=_dtypes, default=None, metavar="NAME,...", help=f"a subset of {','.join(DTYPES)}")
+    p.add_argument("--dtypes", type=_dtypes, default=None, metavar="NAME,...",
+                   help=f"of {','.join(DTYPES)}, or {','.join(MIXED)} (float32 parameters on 16-bit input)")
     p.add_argument("--plans", default=None, metavar="K=V+K=V,...",
                    help="CUDA: fastln under these launch-plan overrides beside its own plans, e.g. "
                         "'cluster_fwd=2+cluster_bwd=2,cluster_fwd=4' (alone: the 'plans' suite)")

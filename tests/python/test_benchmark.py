@@ -31,7 +31,7 @@ def test_suites_are_well_formed():
         names.add((s.device, s.name))
         assert s.device in ("cpu", "cuda", "cpu+cuda") and s.level in ("user", "kernel")
         assert s.timer in ("interleaved", "device", "host", "profile")
-        assert set(s.dtypes) <= set(B.DTYPES) and s.shapes and s.about
+        assert set(s.dtypes) <= set(B.DTYPES) | set(B.MIXED) and s.shapes and s.about
         assert set(s.quick_shapes) <= set(s.shapes)
         modes = {"user": {"fwd", "fwd+bwd"}, "kernel": {"fwd", "bwd"}}[s.level]
         assert set(s.modes) <= modes, s
@@ -43,6 +43,7 @@ def test_suites_are_well_formed():
     cuda = {s.name: s for s in B.suites_for("cuda")}
     assert {"liger", "quack"} <= set(cuda["kernel"].impls) and {"compile", "liger", "quack"} <= set(cuda["user"].impls)
     assert "devices" in cuda
+    assert set(cuda["mixed"].dtypes) <= set(B.MIXED) and {"liger", "quack"} <= set(cuda["mixed"].impls)
     assert {s.name for s in B.suites_for("cpu")} == {"user", "ops", "kernel", "calls"}
     assert {s.name for s in B.suites_for("cpu", ["isa"])} == {"isa"}
     with pytest.raises(ValueError, match="no suite"):
@@ -80,6 +81,33 @@ def test_every_cpu_suite_runs_on_tiny_shapes():
     assert "### user" in md and "### kernel" in md
     assert B.view_user(data).count("\n") >= 3 and "Geometric mean" in B.view_summary(data)
     assert "(8, 64)" in B.view_user(data, "ops", "rms_norm")
+
+
+def test_mixed_precision_cases_take_float32_parameters(monkeypatch):
+    """A case's dtype "bfloat16+float32" (the CUDA 'mixed' suite's, AMP's): bf16 input, float32
+    weight and bias, for fastln and the peers alike; the rows keep the name."""
+    seen = []
+    real = B.user_fn
+
+    def spy(impl, op):
+        f = real(impl, op)
+
+        def g(x, r, w, b):
+            seen.append((impl, x.dtype, w.dtype, b.dtype))
+            return f(x, r, w, b)
+        return g
+
+    monkeypatch.setattr(B, "user_fn", spy)
+    plans = B.make_plans(tiny_args(suites="user", dtypes=B._dtypes("bfloat16+float32")))
+    data = B.run("cpu", plans, B.Progress(0, False))
+    assert {"fastln", "torch"} <= {r["impl"] for r in data["results"]}
+    assert {r["dtype"] for r in data["results"]} == {"bfloat16+float32"}
+    assert {s[0] for s in seen} >= {"fastln", "torch"}
+    assert all(s[1:] == (torch.bfloat16, torch.float32, torch.float32) for s in seen), seen
+    assert B.dtypes_of("float16+float32") == (torch.float16, torch.float32)
+    assert B.dtypes_of("float32") == (torch.float32, torch.float32)
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown dtype"):
+        B._dtypes("bfloat16+int8")
 
 
 def test_merge_replaces_the_cases_run_and_keeps_the_others():

@@ -63,7 +63,9 @@ Row = dict[str, Any]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # A case's dtype is the input's, the parameters of the same dtype, or "INPUT+PARAMS": 16-bit
-# activations with float32 weight and bias, as mixed-precision (AMP) training keeps them.
+# activations with float32 weight and bias (a 16-bit model whose norms keep float32 weights, as
+# Megatron's and Transformer Engine's mixed-precision norms take them; under torch's autocast the
+# residual stream, and so a norm's input, is float32 instead).
 MIXED = ("bfloat16+float32", "float16+float32")
 
 
@@ -170,8 +172,8 @@ SUITES: tuple[Suite, ...] = (
           "(fastln and Quack: weight_offset=1; torch: its norm of the weight + 1 formed first)", ((4096, 4096),)),
     Suite("mixed", "cuda", "user", ("rms_norm", "layer_norm"), ((4096, 1024), (2048, 4096), (4096, 4096), (32768, 4096)),
           ("bfloat16+float32",), ("fwd", "fwd+bwd"), ("fastln", OFFSET) + PEERS_USER + ("quack-offset",), "device",
-          "mixed precision as AMP trains: bf16 activations, float32 weight and bias, through autograd, against "
-          "F.*, torch.compile, Liger and Quack where they take it; fastln-offset: weight_offset=1 (Gemma under AMP)",
+          "mixed precision: bf16 activations with float32 weight and bias, through autograd, against F.*, "
+          "torch.compile, Liger and Quack where they take it; fastln-offset: weight_offset=1",
           ((4096, 4096),)),
     Suite("calls", "cuda", "user", ("layer_norm", "rms_norm"), DECODE, ("bfloat16",), ("fwd", "fwd+bwd"),
           ("fastln", OFFSET, "torch"), "host",

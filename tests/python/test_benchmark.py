@@ -84,7 +84,7 @@ def test_every_cpu_suite_runs_on_tiny_shapes():
 
 
 def test_mixed_precision_cases_take_float32_parameters(monkeypatch):
-    """A case's dtype "bfloat16+float32" (the CUDA 'mixed' suite's, AMP's): bf16 input, float32
+    """A case's dtype "bfloat16+float32" (the CUDA 'mixed' suite's): bf16 input, float32
     weight and bias, for fastln and the peers alike; the rows keep the name."""
     seen = []
     real = B.user_fn

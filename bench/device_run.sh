@@ -1,7 +1,8 @@
 #!/bin/bash
 # One device call: build (sm_90 unless ARCHS is set), tests, sanitizers, benchmark.
 # Usage (repo root on the device): STAGES="build test sanitize bench" bash bench/device_run.sh
-# Stages: build, smoke (an error path), cpuonly (a FASTLN_CUDA=OFF build beside it: its error
+# Stages: patch (git apply each file of PATCHES, e.g. a prepared diff of docs/journal, before a
+# build), build, smoke (an error path), cpuonly (a FASTLN_CUDA=OFF build beside it: its error
 # and packaging tests, with CUDA tensors), test, huge (FASTLN_TEST_HUGE=1 test_huge.py, ~35 GB
 # of GPU memory), sanitize (memcheck and racecheck side by side), bench, opsbench, sweep
 # (launch-plan A/Bs: --suites plans --plans "$SWEEP_PLANS", e.g. SWEEP_PLANS=cluster_fwd=2,cluster_fwd=4), ktimes
@@ -24,6 +25,8 @@ export PYTHONUNBUFFERED=1
 [ -d /tmp/site ] && export PYTHONPATH=/tmp/site:/tmp/site/nvidia_cutlass_dsl/dsl_packages
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv | tee $OUT/gpu.txt
 for st in $STAGES; do case $st in
+patch)
+  for d in $PATCHES; do git apply "$d" || { echo "patch: $d does not apply"; exit 1; }; echo "patch: $d"; done ;;
 stash)
   mkdir -p /root/stash && cp .big/a/* /root/stash/ && echo "stash: $(ls /root/stash)" ;;
 peers)

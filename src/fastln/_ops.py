@@ -103,6 +103,8 @@ def _add_norm_fwd_fake(input: Tensor, residual: Tensor, normalized_shape: Sequen
                        weight: Optional[Tensor], bias: Optional[Tensor], eps: float, rms: bool,
                        residual_in_fp32: bool, weight_offset: float = 0.0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     _check_devices("fastln.fused_add_norm", input, residual=residual, weight=weight, bias=bias)
+    if rms and bias is not None:  # the op's own check (norm_ops.h), while tracing too
+        raise RuntimeError("fastln.fused_add_rms_norm: RMSNorm has no bias; add_norm_fwd with rms=True takes bias=None")
     stat = _stat(input, normalized_shape)
     return (torch.empty_like(input, memory_format=torch.contiguous_format),
             torch.empty_like(input, dtype=_sum_dtype(input, residual_in_fp32), memory_format=torch.contiguous_format),

@@ -104,7 +104,16 @@ BWD_ROWS = [
      r"input of dtype Long"),
 ]
 
-ALL = ROWS + BWD_ROWS
+# The fused add's forward op, called directly: RMSNorm takes no bias (the CPU op used to add it).
+add_fwd = torch.ops.fastln.add_norm_fwd
+OP_ROWS = [
+    ("add-norm-rms-bias", lambda: add_fwd(x, x, (4,), ones, ones, 1e-5, True, False), RuntimeError,
+     r"fastln.fused_add_rms_norm: RMSNorm has no bias"),
+    ("add-norm-rms-bias-meta", lambda: add_fwd(x.to("meta"), x.to("meta"), (4,), ones.to("meta"), ones.to("meta"),
+                                               1e-5, True, False), RuntimeError, r"RMSNorm has no bias"),
+]
+
+ALL = ROWS + BWD_ROWS + OP_ROWS
 
 
 @pytest.mark.parametrize("call,error,pattern", [r[1:] for r in ALL], ids=[r[0] for r in ALL])

@@ -68,6 +68,8 @@ struct NormOps {
                               const OptTensor& bias, double eps, bool rms, bool residual_in_fp32,
                               double weight_offset) {
     const char* op = rms ? "fastln.fused_add_rms_norm" : "fastln.fused_add_layer_norm";
+    TORCH_CHECK(!(rms && bias.has_value() && bias->defined()), op,
+                ": RMSNorm has no bias; add_norm_fwd with rms=True takes bias=None");
     check_residual(op, input, residual, residual_in_fp32);
     const auto x = input.scalar_type();
     if (residual_in_fp32 && (x == at::kBFloat16 || x == at::kHalf)) {

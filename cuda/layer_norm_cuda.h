@@ -14,7 +14,8 @@ namespace cuda_impl {
 // A parameter that the kernels read as 1 + its value, formed in float (1.0f + float(w), the
 // CPU kernels' add): weight_offset = 1 (Gemma's xhat * (1 + w)) inside the tuned kernels, with
 // no prep kernel and no float copy of the weight. P's size and layout (the weight's memory read
-// as it is). RMSNorm only (launch.cu): the forward reads beta as P too, which would add 1.
+// as it is). RMSNorm only (launch.cu): LayerNorm's bias would need a plain type beside a PlusOne
+// gamma; the forward kernels compile no bias code for PlusOne parameters (kBias, forward.cuh).
 template <class P>
 struct PlusOne {
   P v;

@@ -20,7 +20,7 @@ __device__ __forceinline__ double dtof(double v) { return v; }
 __device__ __forceinline__ float dtof(bf16 v) { return __uint_as_float(uint32_t(v.bits) << 16); }
 __device__ __forceinline__ float dtof(fp16 v) { return __half2float(__ushort_as_half(v.bits)); }
 // PlusOne parameters (layer_norm_cuda.h): 1 + w in float, the CPU kernels' add. Every read of
-// gamma goes through dtof, dtof_row, dtof_pinned or elem, each of which adds it.
+// gamma goes through dtof (ptoa too), dtof_row, dtof_pinned or elem, each of which adds it.
 template <class P>
 __device__ __forceinline__ float dtof(PlusOne<P> v) { return 1.0f + dtof(v.v); }
 

@@ -73,6 +73,8 @@ def dtypes_of(dt: str) -> tuple[torch.dtype, torch.dtype]:
     """(input dtype, parameter dtype) of a case's dtype name; KeyError if unknown."""
     x, _, p = dt.partition("+")
     return DTYPES[x], DTYPES[p or x]
+
+
 LARGE_BYTES = 32 << 20
 EPS = 1e-5
 

@@ -159,8 +159,8 @@ def test_weight_offset_on_16bit_weights_is_the_float32_weight(device, dtype, op,
     """An offset on a 16-bit weight w is, bit for bit, the call with the float32 weight
     (offset + w.float()) and no offset (the kernels' mixed mode): the output, the input's
     gradients, and the weight's and bias's gradients once rounded to the weight's dtype. So the
-    offset's sum is the float add of torch's, and dgamma is the float sum rounded once; a kernel
-    that reads the offset itself (CUDA's PlusOne patch, docs/journal.md) must keep this."""
+    offset's sum is the float add of torch's, and dgamma is the float sum rounded once; CUDA's
+    kernels that read the offset themselves (PlusOne parameters, cuda/layer_norm_cuda.h) keep this."""
     g = torch.Generator().manual_seed(n)
     rnd = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
     m = 37

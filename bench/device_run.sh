@@ -36,8 +36,8 @@ peers)
     || { echo "peers: install failed"; exit 1; }
   export PYTHONPATH=/tmp/site:/tmp/site/nvidia_cutlass_dsl/dsl_packages
   (cd /tmp && python3 -c "import liger_kernel, quack; print('peers: liger', liger_kernel.__file__ and 'ok', 'quack', quack.__version__)") ;;
-models)
-  OUT=$OUT bash bench/model_bench_gpu.sh ;;
+models)  # a JSON file and a log per model: one archive, as $OUT brings back at most 8 files
+  OUT=$OUT/models bash bench/model_bench_gpu.sh; tar czf $OUT/models.tgz -C $OUT models && rm -rf $OUT/models ;;
 build)
   t0=$(date +%s)
   FASTLN_CUDA=ON python3 -m pip install --no-build-isolation --no-deps -q \

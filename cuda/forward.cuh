@@ -11,11 +11,12 @@
 namespace fastln {
 namespace cuda_impl {
 
-// Whether kernels of parameters P read a bias: not PlusOne<P> ones (RMSNorm only: launch.cu),
-// where code for a bias that is always null (it would be read as 1 + b) held registers anyway
-// (RMSNorm bf16, 4 vectors a thread: 55 against the plain kernel's 40).
-template <class P>
-inline constexpr bool kBias = !kPlusOne<P>;
+// Whether a kernel reads a bias: LayerNorm's, but not of PlusOne<P> parameters. RMSNorm has none
+// (launch.cu refuses one), and code for a bias that is always null held registers anyway (RMSNorm
+// bf16 with float parameters, 4 vectors a thread: 50 against 40; PlusOne: 55 against 40) and
+// made cluster kernels spill (bf16 with float parameters: 72 / 84 bytes against none).
+template <class P, Norm NORM>
+inline constexpr bool kBias = NORM == Norm::kLayer && !kPlusOne<P>;
 
 // ---------------------------------------------------------------- forward, register path
 
@@ -97,14 +98,14 @@ __global__ void __launch_bounds__(512, fwd_min_ctas(CL)) fwd_reg_kernel(FwdParam
       if (valid && v < nvec) {
         PPack<P, VEC> g, b;
         if (p.gamma) g = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + c0 + v * VEC);
-        if constexpr (kBias<P>)
+        if constexpr (kBias<P, NORM>)
           if (p.beta) b = *reinterpret_cast<const PPack<P, VEC>*>(p.beta + c0 + v * VEC);
         Pack<T> o;
 #pragma unroll
         for (int e = 0; e < VEC; ++e) {
           const A scale = p.gamma ? rstd * A(dtof_row(g.v[e])) : rstd;
           A out = (A(dtof_row(r[i].v[e])) - mean) * scale;
-          if constexpr (kBias<P>)
+          if constexpr (kBias<P, NORM>)
             if (p.beta) out += A(dtof_row(b.v[e]));
           o.v[e] = dfrom<T>(out);
         }
@@ -177,7 +178,7 @@ __global__ void __launch_bounds__(kStagedThreads, 1) fwd_staged_kernel(FwdParams
     for (int i = 0; i < kStagedVectors; ++i) {
       const int v = t + i * kStagedThreads;
       if (v < nvec && p.gamma) g[i] = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + c0 + v * VEC);
-      if constexpr (kBias<P>)
+      if constexpr (kBias<P, NORM>)
         if (v < nvec && p.beta) b[i] = *reinterpret_cast<const PPack<P, VEC>*>(p.beta + c0 + v * VEC);
     }
   }
@@ -240,7 +241,7 @@ __global__ void __launch_bounds__(kStagedThreads, 1) fwd_staged_kernel(FwdParams
         const Pack<T> r = buf[v];
         if constexpr (!kParamRegs) {
           if (p.gamma) g[0] = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + c0 + v * VEC);
-          if constexpr (kBias<P>)
+          if constexpr (kBias<P, NORM>)
             if (p.beta) b[0] = *reinterpret_cast<const PPack<P, VEC>*>(p.beta + c0 + v * VEC);
         }
         Pack<T> o;
@@ -248,7 +249,7 @@ __global__ void __launch_bounds__(kStagedThreads, 1) fwd_staged_kernel(FwdParams
         for (int e = 0; e < VEC; ++e) {
           const A scale = p.gamma ? rstd * A(dtof_pinned(g[kParamRegs ? i : 0].v[e])) : rstd;
           A out = (A(dtof(r.v[e])) - mean) * scale;
-          if constexpr (kBias<P>)
+          if constexpr (kBias<P, NORM>)
             if (p.beta) out += A(dtof_pinned(b[kParamRegs ? i : 0].v[e]));
           o.v[e] = dfrom<T>(out);
         }
@@ -335,7 +336,7 @@ __global__ void __launch_bounds__(512) fwd_fallback_kernel(FwdParams<T, P> p) {
         const int col = j * VEC + e;
         const A scale = p.gamma ? rstd * ptoa<A>(p.gamma[col]) : rstd;
         A out = (A(dtof(a.v[e])) - mean) * scale;
-        if constexpr (kBias<P>)
+        if constexpr (kBias<P, NORM>)
           if (p.beta) out += ptoa<A>(p.beta[col]);
         o.v[e] = dfrom<T>(out);
       }

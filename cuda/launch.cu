@@ -237,12 +237,21 @@ auto reduce_kernel(const KernelId& k) {
 }
 
 // The plans' occupancy questions, answered for the kernels of one problem's types and norm.
+// PlusOne<W> kernels are planned by their plain twin's answers (W parameters): the same grids, so
+// the same order of additions and bits as the call with the weight 1 + w. The kernel launched is
+// asked first all the same: that query sets its shared-memory limit (resident_clusters). Where a
+// PlusOne kernel holds more registers than its twin (a few, by at most 2: docs/journal's register
+// tables), a persistent grid may have a CTA more a SM than run at once: slower, not wrong (no
+// kernel waits on another CTA of its grid; PDL's dependents start once every CTA has started).
 template <class T, class P, Norm NORM, bool RES>
 struct FwdOccupancy final : Occupancy {
   int device;
   explicit FwdOccupancy(int d) : device(d) {}
   int64_t resident(const KernelId& k, int block, size_t smem, int cl) const override {
-    return resident_clusters(reinterpret_cast<const void*>(fwd_kernel<T, P, NORM, RES>(k)), block, smem, cl, device);
+    const void* own = reinterpret_cast<const void*>(fwd_kernel<T, P, NORM, RES>(k));
+    const void* twin = reinterpret_cast<const void*>(fwd_kernel<T, plain_param_t<P>, NORM, RES>(k));
+    const int64_t n = resident_clusters(own, block, smem, cl, device);
+    return own == twin ? n : resident_clusters(twin, block, smem, cl, device);
   }
 };
 template <class T, class P, Norm NORM>
@@ -250,7 +259,10 @@ struct BwdOccupancy final : Occupancy {
   int device;
   explicit BwdOccupancy(int d) : device(d) {}
   int64_t resident(const KernelId& k, int block, size_t smem, int cl) const override {
-    return resident_clusters(reinterpret_cast<const void*>(bwd_kernel<T, P, NORM>(k)), block, smem, cl, device);
+    const void* own = reinterpret_cast<const void*>(bwd_kernel<T, P, NORM>(k));
+    const void* twin = reinterpret_cast<const void*>(bwd_kernel<T, plain_param_t<P>, NORM>(k));
+    const int64_t n = resident_clusters(own, block, smem, cl, device);
+    return own == twin ? n : resident_clusters(twin, block, smem, cl, device);
   }
 };
 
@@ -350,6 +362,7 @@ cudaError_t launch_fwd(FwdParams<T, P> p, bool vec_ok, cudaStream_t s) {
     return p.R ? launch_fwd_norm<T, P, Norm::kRms, true>(p, vec_ok, s)
                : launch_fwd_norm<T, P, Norm::kRms, false>(p, vec_ok, s);
   } else {
+    if (p.norm == Norm::kRms && p.beta) return cudaErrorInvalidValue;  // RMSNorm's kernels read no bias
     if (p.R)
       return p.norm == Norm::kRms ? launch_fwd_norm<T, P, Norm::kRms, true>(p, vec_ok, s)
                                   : launch_fwd_norm<T, P, Norm::kLayer, true>(p, vec_ok, s);
@@ -399,9 +412,11 @@ FASTLN_CUDA_INSTANTIATE_OFFSET(bf16, float)
 FASTLN_CUDA_INSTANTIATE_OFFSET(fp16, float)
 FASTLN_CUDA_INSTANTIATE_OFFSET_BWD(bf16)
 FASTLN_CUDA_INSTANTIATE_OFFSET_BWD(fp16)
-FASTLN_CUDA_INSTANTIATE_PLUS_ONE(float)
-FASTLN_CUDA_INSTANTIATE_PLUS_ONE(bf16)
-FASTLN_CUDA_INSTANTIATE_PLUS_ONE(fp16)
+FASTLN_CUDA_INSTANTIATE_PLUS_ONE(float, float)
+FASTLN_CUDA_INSTANTIATE_PLUS_ONE(bf16, bf16)
+FASTLN_CUDA_INSTANTIATE_PLUS_ONE(fp16, fp16)
+FASTLN_CUDA_INSTANTIATE_PLUS_ONE(bf16, float)
+FASTLN_CUDA_INSTANTIATE_PLUS_ONE(fp16, float)
 
 }  // namespace cuda_impl
 }  // namespace fastln

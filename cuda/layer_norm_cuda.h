@@ -22,6 +22,10 @@ struct PlusOne {
 };
 template <class P> inline constexpr bool kPlusOne = false;
 template <class P> inline constexpr bool kPlusOne<PlusOne<P>> = true;
+// The plain parameter type of P: W for PlusOne<W>, else P.
+template <class P> struct PlainParam { using type = P; };
+template <class P> struct PlainParam<PlusOne<P>> { using type = P; };
+template <class P> using plain_param_t = typename PlainParam<P>::type;
 
 // The CPU kernels' arguments (layer_norm.h: the norm, the optional fused residual add), plus
 // the row count, and what the launcher fills in: n, the row length N as an int (N must be
@@ -50,8 +54,8 @@ cudaError_t launch_fwd(FwdParams<T, P> p, bool vec_ok, cudaStream_t stream);
 // (M, N, norm, dtype, device)), then launch with p.partial pointing at that many rows (or null
 // when neither dgamma nor dbeta is wanted; dgamma/dbeta may each be null).
 // dgamma / dbeta are written as Q: P, or T where a weight offset made the kernels' P the
-// accumulation type (launch_offset_params) while the parameters are T, or T for P = PlusOne<T>.
-// P = PlusOne<T>: RMSNorm only; kLayer returns cudaErrorInvalidValue (bwd_num_partials: -1).
+// accumulation type (launch_offset_params) while the parameters are T, or W for P = PlusOne<W>.
+// P = PlusOne<W>: RMSNorm only; kLayer returns cudaErrorInvalidValue (bwd_num_partials: -1).
 template <class T, class P>
 int64_t bwd_num_partials(const BwdParams<T, P>& p, bool vec_ok, int device);
 template <class T, class P, class Q = P>
@@ -76,12 +80,12 @@ cudaError_t launch_offset_params(const P* gamma, const P* beta, A offset, A* out
   template cudaError_t launch_offset_params<P, A>(const P*, const P*, A, A*, A*, int64_t, cudaStream_t);
 #define FASTLN_CUDA_INSTANTIATE_OFFSET_BWD(T) \
   template cudaError_t launch_bwd<T, float, T>(BwdParams<T, float>, bool, int64_t, T*, T*, cudaStream_t);
-// weight_offset = 1 read by the kernels (PlusOne): RMSNorm's kernels of (T, PlusOne<T>), the
-// gradients in T.
-#define FASTLN_CUDA_INSTANTIATE_PLUS_ONE(T)                                                             \
-  template cudaError_t launch_fwd<T, PlusOne<T>>(FwdParams<T, PlusOne<T>>, bool, cudaStream_t);         \
-  template int64_t bwd_num_partials<T, PlusOne<T>>(const BwdParams<T, PlusOne<T>>&, bool, int);         \
-  template cudaError_t launch_bwd<T, PlusOne<T>, T>(BwdParams<T, PlusOne<T>>, bool, int64_t, T*, T*, \
+// weight_offset = 1 read by the kernels (PlusOne): RMSNorm's kernels of (T, PlusOne<W>), the
+// weight's gradient in W (W = T, or float for 16-bit T: mixed precision).
+#define FASTLN_CUDA_INSTANTIATE_PLUS_ONE(T, W)                                                          \
+  template cudaError_t launch_fwd<T, PlusOne<W>>(FwdParams<T, PlusOne<W>>, bool, cudaStream_t);         \
+  template int64_t bwd_num_partials<T, PlusOne<W>>(const BwdParams<T, PlusOne<W>>&, bool, int);         \
+  template cudaError_t launch_bwd<T, PlusOne<W>, W>(BwdParams<T, PlusOne<W>>, bool, int64_t, W*, W*, \
                                                     cudaStream_t);
 
 }  // namespace cuda_impl

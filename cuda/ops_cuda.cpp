@@ -49,23 +49,29 @@ bool offset_applies(const OptTensor& weight, double weight_offset) {
   return weight_offset != 0 && weight.has_value() && weight->defined();
 }
 // An offset of exactly 1 (Gemma) is read by the kernels themselves, without that kernel and its
-// buffer: RMSNorm's kernels of PlusOne<T> parameters (launch.cu), for a weight of the input's
-// dtype (float, bf16, fp16; mixed weights keep the path above) and no bias.
+// buffer: RMSNorm's kernels of PlusOne<W> parameters (launch.cu), for a weight of the input's
+// dtype (float, bf16, fp16) or a float32 weight on 16-bit input (mixed precision), and no bias.
 bool plus_one_applies(Norm norm, const at::Tensor& input, const OptTensor& weight, const OptTensor& bias,
                       double weight_offset) {
   const at::ScalarType x = input.scalar_type();
-  return weight_offset == 1.0 && norm == Norm::kRms && offset_applies(weight, weight_offset) &&
-         weight->scalar_type() == x && (x == at::kFloat || x == at::kBFloat16 || x == at::kHalf) &&
-         !(bias.has_value() && bias->defined());
+  if (weight_offset != 1.0 || norm != Norm::kRms || !offset_applies(weight, weight_offset) ||
+      (bias.has_value() && bias->defined()))
+    return false;
+  const at::ScalarType w = weight->scalar_type();
+  return x == at::kFloat ? w == x : (x == at::kBFloat16 || x == at::kHalf) && (w == x || w == at::kFloat);
 }
-// dispatch_types, or (T, PlusOne<T>) where plus_one.
+// dispatch_types, or (T, PlusOne<W>) where plus_one (W: the weight's type, param).
 template <class F>
 void dispatch_kernel_types(at::ScalarType input, at::ScalarType param, bool plus_one, F&& f) {
   if (!plus_one) return dispatch_types(input, param, f);
+  using cuda_impl::PlusOne;
+  const bool mixed = param == at::kFloat && input != at::kFloat;
   switch (input) {
-    case at::kFloat: return f.template operator()<float, cuda_impl::PlusOne<float>>();
-    case at::kBFloat16: return f.template operator()<bf16, cuda_impl::PlusOne<bf16>>();
-    case at::kHalf: return f.template operator()<fp16, cuda_impl::PlusOne<fp16>>();
+    case at::kFloat: return f.template operator()<float, PlusOne<float>>();
+    case at::kBFloat16:
+      return mixed ? f.template operator()<bf16, PlusOne<float>>() : f.template operator()<bf16, PlusOne<bf16>>();
+    case at::kHalf:
+      return mixed ? f.template operator()<fp16, PlusOne<float>>() : f.template operator()<fp16, PlusOne<fp16>>();
     default: TORCH_CHECK(false, "fastln: no PlusOne kernels for ", input);  // plus_one_applies
   }
 }
@@ -179,8 +185,8 @@ Tensor3 bwd_impl(Norm norm, const at::Tensor& grad_out, const at::Tensor& input,
     cudaError_t err;
     if constexpr (sizeof(T) == 2 && std::is_same_v<P, float>) {  // float kernel parameters, 16-bit gradients?
       err = pdtype == at::kFloat ? launch.template operator()<float>() : launch.template operator()<T>();
-    } else if constexpr (cuda_impl::kPlusOne<P>) {  // the weight's dtype, the input's
-      err = launch.template operator()<T>();
+    } else if constexpr (cuda_impl::kPlusOne<P>) {  // the weight's dtype
+      err = launch.template operator()<decltype(P::v)>();
     } else {
       err = launch.template operator()<P>();
     }

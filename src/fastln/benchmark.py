@@ -618,11 +618,12 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def device_key(device: str) -> str:
-    """The results file's name: "cpu", or "cuda_<card>" (cuda_h100, cuda_h200, ...)."""
+def device_key(device: str, name: Optional[str] = None) -> str:
+    """The results file's name: "cpu", or "cuda_<card>" (cuda_h100, cuda_h200, ...); ``name``: the
+    card's (a results file's meta), else this machine's."""
     if device != "cuda":
         return "cpu"
-    name = torch.cuda.get_device_name()
+    name = name or torch.cuda.get_device_name()
     m = re.search(r"\b([A-Z]{1,2}\d{2,4}[A-Z]?)\b", name)
     return "cuda_" + (m.group(1) if m else re.sub(r"\W+", "_", name)).lower()
 
@@ -786,12 +787,16 @@ def _part(suite_meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def _parts(old: list[dict[str, Any]], new: dict[str, Any]) -> list[dict[str, Any]]:
-    """The parts of a suite once ``new`` has run: the older ones whose (dtype, shape) cases the new
-    one ran again no longer hold rows of the file, and are dropped."""
+    """The parts of a suite once ``new`` has run: an older part whose (dtype, shape) cases the
+    parts after it ran again, together, no longer holds rows of the file, and is dropped."""
     def cases(p: dict[str, Any]) -> set[tuple[Any, ...]]:
         return {(d, tuple(s)) for d in p.get("dtypes", []) for s in p.get("shapes", [])}
-    ran = cases(new)
-    return [p for p in old if not (cases(p) and cases(p) <= ran)] + [new]
+    kept, covered = [new], cases(new)
+    for p in reversed(old):
+        if not (cases(p) and cases(p) <= covered):
+            kept.append(p)
+        covered |= cases(p)
+    return kept[::-1]
 
 
 def _union(a: Sequence[Any], b: Sequence[Any]) -> list[Any]:
@@ -997,6 +1002,56 @@ def view_ranges(data: dict[str, Any], suite: str = "kernel", op: str = "layer_no
             + "; ".join(low) + ".")
 
 
+# Issue 25's bars for the kernel suite at M·N ≈ 2^27: % of copy a mode must reach, the geomean
+# over torch it must reach, and "behind" meaning slower than the best of the run by more than
+# do_bench's run-to-run spread (~0.5 %).
+TARGET_PCT = {"fwd": 92.0, "bwd": 88.0}
+TARGET_GEOMEAN = {"fwd": 1.6, "bwd": 2.0}
+LEVEL = 0.995
+
+
+def view_targets(data: dict[str, Any], suite: str = "kernel", op: str = "layer_norm") -> str:
+    """Which cells of a results file miss issue 25's targets, and by how much: % of copy at the
+    large size, geomean over torch, and every shape where a peer of the same run is faster."""
+    rows = _sel(data["results"], suite=suite, op=op)
+    mine = _sel(rows, impl="fastln")
+    big = max((r["M"] * r["N"] for r in mine), default=0)
+    short = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+    names = {"fwd": "Forward", "bwd": "Backward"}
+    dts = _ordered((r["dtype"] for r in mine), ("bfloat16", "float16", "float32"))
+    lines = []
+    for mode, bar in TARGET_PCT.items():
+        miss = []
+        for dt in dts:
+            low = [r for r in _sel(mine, mode=mode, dtype=dt) if 2 * r["M"] * r["N"] > big and r["pct_copy"] < bar]
+            if low:
+                miss.append(f"{short.get(dt, dt)} " + ", ".join(f"{r['N']} ({r['pct_copy']:.1f})"
+                                                              for r in sorted(low, key=lambda r: r["N"])))
+        lines.append(f"- **{names[mode]} ≥ {bar:g} % of copy** at M·N ≈ 2^{round(math.log2(big)) if big else 0}: "
+                     + ("met at every N." if not miss else "missed at N (%): " + "; ".join(miss) + "."))
+    geo = []
+    for mode, bar in TARGET_GEOMEAN.items():
+        g = geomean([r["speedup_vs_torch"] for r in _sel(mine, mode=mode)])
+        geo.append(f"{g:.2f}x {'forward' if mode == 'fwd' else 'backward'} ({'met' if g >= bar else 'target'} {bar:g}x)")
+    lines.append(f"- **Geomean over torch** ({len(_shapes_in(mine))} shapes × dtypes: "
+                 f"{len({(r['dtype'], r['M'], r['N']) for r in mine})} cells): " + ", ".join(geo) + ".")
+    peers = [i for i in _ordered((r["impl"] for r in rows), ("torch", "compile", "liger", "quack"))
+             if not i.startswith("fastln")]
+    for mode in ("fwd", "bwd"):
+        behind = []
+        for r in _sel(mine, mode=mode):
+            cand = [(p["median_s"], p["impl"]) for p in _sel(rows, mode=mode, dtype=r["dtype"], M=r["M"], N=r["N"])
+                    if p["impl"] in peers]
+            if cand and min(cand)[0] / r["median_s"] < LEVEL:
+                t, who = min(cand)
+                shape = str(r["N"]) if 2 * r["M"] * r["N"] > big else f"({r['M']}, {r['N']})"
+                behind.append(f"{short.get(r['dtype'], r['dtype'])} {shape} {t / r['median_s']:.2f}x {who}")
+        lines.append(f"- **{names[mode]} at least as fast as the best of {', '.join(peers)}**: "
+                     + ("met at every shape." if not behind else
+                        f"behind at {len(behind)} cells (fastln's speed relative to the fastest): " + "; ".join(behind) + "."))
+    return "\n".join(lines)
+
+
 def view_kernel(data: dict[str, Any], suite: str = "kernel", op: str = "layer_norm") -> str:
     """Every shape: fastln's times and % of copy, torch's times, and the best peer of the same run."""
     rows = _sel(data["results"], suite=suite, op=op)
@@ -1077,7 +1132,7 @@ def view_run(data: dict[str, Any], suite: str) -> str:
 
 VIEWS: dict[str, Callable[..., str]] = {"user": view_user, "summary": view_summary, "bandwidth": view_bandwidth,
                                         "kernel": view_kernel, "run": view_run, "ranges": view_ranges,
-                                        "peers": view_peers}
+                                        "peers": view_peers, "targets": view_targets}
 BLOCK = re.compile(r"(<!-- table:(?P<name>[\w.:+-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
 
 
@@ -1246,6 +1301,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--list", action="store_true", help="print the suites (as data) and exit")
     p.add_argument("--plot", nargs="+", metavar="FILE", help="draw the plots of these results files into --out")
+    p.add_argument("--merge", nargs="+", metavar="FILE",
+                   help="merge these results files (runs brought back from a device, in order) into --out's "
+                        "file of their device; its table and plots are rewritten")
     p.add_argument("--readme", action="store_true",
                    help="rewrite the generated table blocks of README.md and docs/*.md from bench/results")
     p.add_argument("--check", action="store_true", help="with --readme: only report blocks out of date (exit 1)")
@@ -1286,6 +1344,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("\n".join(stale) if stale else "generated tables up to date")
         return 1 if stale and args.check else 0
     out = Path(args.out)
+    if args.merge:
+        return merge_files([Path(f) for f in args.merge], out)
     if args.plot:
         out.mkdir(parents=True, exist_ok=True)
         for f in args.plot:
@@ -1305,10 +1365,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     for p in plans:
         if p.suite.name in data["meta"]["suites"]:  # not a suite that --deadline left out
             data["meta"]["suites"][p.suite.name]["quick"] = args.quick
-    key = device_key(args.device)
+    return write_results(data, out, device_key(args.device), fresh=args.fresh)
+
+
+def write_results(data: dict[str, Any], out: Path, key: str, fresh: bool = False, echo: bool = True) -> int:
+    """``data`` merged into ``out/<key>.json`` (unless fresh), with its table and plots beside it."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{key}.json"
-    if not args.fresh and path.exists():
+    if not fresh and path.exists():
         try:
             data = merge(load(path), data)
         except (ValueError, KeyError) as e:  # keep this run's results beside the file it could not join
@@ -1321,7 +1385,27 @@ def main(argv: Optional[list[str]] = None) -> int:
     path.write_text(json.dumps(data, indent=1) + "\n")
     md = full_table(data)
     (out / f"{key}.md").write_text(md)
-    print(md)
+    if echo:
+        print(md)
+    return 0
+
+
+def merge_files(files: Sequence[Path], out: Path) -> int:
+    """Each file, in order, merged into the results file of its device (its meta's card) in ``out``."""
+    for f in files:
+        try:
+            data = load(f)
+        except (OSError, ValueError) as e:
+            print(f"fastln bench: cannot read {f}: {e}", file=sys.stderr)
+            return 1
+        if data.get("schema") != 2:
+            print(f"fastln bench: {f} is not a results file of schema 2", file=sys.stderr)
+            return 1
+        key = device_key(data["meta"]["device"], data["meta"].get("device_name"))
+        rc = write_results(data, out, key, echo=False)
+        if rc:
+            return rc
+        print(f"merged {f} into {out / key}.json")
     return 0
 
 

@@ -5,6 +5,7 @@ import argparse
 import json
 import math
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -134,9 +135,60 @@ def test_merge_replaces_the_cases_run_and_keeps_the_others():
     # a part whose cases all ran again holds no rows any more: it is no longer named
     again = B.merge(parts, fake("kernel", 6.0, "bfloat16"))
     assert [p["date"] for p in again["meta"]["suites"]["kernel"]["parts"]] == ["2.0", "5.0", "6.0"]
+    # ... and so is one whose cases the later parts ran again between them (bf16 in one call,
+    # fp32 in another)
+    both = B.merge(fake("kernel", 7.0), fake("kernel", 8.0, "bfloat16"))
+    both["meta"]["suites"]["kernel"]["parts"][0]["dtypes"] = ["float32", "bfloat16"]  # a run of both dtypes
+    split = B.merge(B.merge(both, fake("kernel", 9.0)), fake("kernel", 10.0, "bfloat16"))
+    assert [p["date"] for p in split["meta"]["suites"]["kernel"]["parts"]] == ["9.0", "10.0"]
     parts["meta"].update(device_name="a card", torch="t", copy_gbps=1.0)
     line = B.view_run(parts, "kernel")
     assert "run in parts: 2.0 (float32; " in line and "5.0 (bfloat16; " in line
+
+
+def test_merge_files_brings_a_device_run_into_the_results_file(tmp_path, capsys):
+    """`--merge FILE`: a device call's results file (here the H100's fp32 kernel run of
+    2026-12-06) joins the committed file of its card: its cases replace theirs, the rest stay,
+    and the table is rewritten."""
+    shutil.copy(ROOT / "bench/results/cuda_h100.json", tmp_path / "cuda_h100.json")
+    run = ROOT / "docs/journal/data/2026-12-06-h100-d/k32/cuda_h100.json"
+    old, new = B.load(tmp_path / "cuda_h100.json"), B.load(run)
+    assert B.main(["--merge", str(run), "--out", str(tmp_path)]) == 0
+    merged = B.load(tmp_path / "cuda_h100.json")
+    key = lambda r: (B._case(r), r["impl"], r["mode"])  # noqa: E731
+    rows = {key(r): r for r in merged["results"]}
+    assert all(rows[key(r)] == r for r in new["results"])
+    ran = {B._case(r) for r in new["results"]}
+    assert [r for r in old["results"] if B._case(r) not in ran] == [r for r in merged["results"] if B._case(r) not in ran]
+    assert len(ran) and any(B._case(r) in ran for r in old["results"])  # it did replace rows
+    assert merged["meta"]["suites"]["kernel"]["parts"][-1]["date"] == new["meta"]["suites"]["kernel"]["date"]
+    assert "(2731,49152)" in (tmp_path / "cuda_h100.md").read_text()
+    assert "merged" in capsys.readouterr().out
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schema": 1}')
+    assert B.main(["--merge", str(bad), "--out", str(tmp_path)]) == 1
+
+
+def test_targets_view_names_every_cell_that_misses():
+    """docs/cuda.md's list of issue 25's misses comes from the file: a cell under a bar, a peer
+    faster by more than the run's spread, and a geomean short of its target are each named; a
+    peer within 0.5 % is level."""
+    def row(impl, mode, N, t, pct, dtype="bfloat16", M=None):
+        M = M or 2 ** 27 // N
+        return {"suite": "kernel", "op": "layer_norm", "impl": impl, "mode": mode, "dtype": dtype, "M": M, "N": N,
+                "phase": "e2e", "median_s": t, "pct_copy": pct, "speedup_vs_torch": 1.5}
+    rows = [row("fastln", "fwd", 1024, 1.0, 95.0), row("fastln", "bwd", 1024, 1.0, 90.0),
+            row("fastln", "fwd", 20000, 1.0, 91.0), row("fastln", "bwd", 20000, 1.0, 80.0),
+            row("quack", "fwd", 1024, 0.998, 95.2), row("liger", "fwd", 20000, 0.9, 99.0),
+            row("fastln", "fwd", 4096, 1.0, 50.0, M=2048), row("quack", "fwd", 4096, 0.5, 99.0, M=2048)]
+    text = B.view_targets({"results": rows})
+    fwd, bwd, geo, fwd_peers, bwd_peers = text.splitlines()
+    assert "bf16 20000 (91.0)" in fwd and "1024" not in fwd
+    assert "bf16 20000 (80.0)" in bwd and "1024" not in bwd
+    assert "1.50x forward (target 1.6x)" in geo and "1.50x backward (target 2x)" in geo
+    assert "behind at 2 cells" in fwd_peers and "bf16 20000 0.90x liger" in fwd_peers
+    assert "bf16 (2048, 4096) 0.50x quack" in fwd_peers and " 1024 " not in fwd_peers
+    assert "met at every shape" in bwd_peers
 
 
 def test_copy_bandwidth_is_measured_never_hard_coded():

@@ -448,15 +448,16 @@ def _cuda_launches(fn):
     return [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
+@pytest.mark.parametrize("dtype,pdtype", OFFSET_DTYPES[:5], ids=str)
 @pytest.mark.parametrize("op", ["rms_norm", "fused_add_rms_norm"])
-def test_weight_offset_one_costs_no_launch(op, dtype):
-    """RMSNorm's weight_offset=1 with a weight of the input's dtype (Gemma) runs in the norm
-    kernels themselves (PlusOne parameters): forward and backward launch what the same call
-    with the weight 1 + w and no offset launches, and no offset_params_kernel."""
-    x, r, w, b, dys = _offset_inputs(op, 4096, 4096, dtype, dtype, "weight", seed=3)
+def test_weight_offset_one_costs_no_launch(op, dtype, pdtype):
+    """RMSNorm's weight_offset=1 with a weight of the input's dtype (Gemma) or float32 on 16-bit
+    input (mixed precision) runs in the norm kernels themselves (PlusOne parameters): forward and
+    backward launch what the same call with the weight 1 + w and no offset launches, and no
+    offset_params_kernel."""
+    x, r, w, b, dys = _offset_inputs(op, 4096, 4096, dtype, pdtype, "weight", seed=3)
     ours, plain = _offset_fns(op, 1.0)[0], _offset_fns(op, None)[0]
-    w1 = (1.0 + w.float()).to(dtype)
+    w1 = (1.0 + w.float()).to(pdtype)
     for fn, weight in ((ours, w), (plain, w1)):
         _offset_run(fn, x, r, weight, b, dys)  # warm: the first call's allocations and plans
     got = _cuda_launches(lambda: _offset_run(ours, x, r, w, b, dys))

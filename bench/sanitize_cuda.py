@@ -13,7 +13,11 @@ backward rows of 1024 and more are staged in shared memory (one CTA a row: 4096,
 take a row and the exchange's four slots are reused in the clusters of 65536. The staged forward
 (cluster rows without the residual add) takes fp32 65536 in clusters of 8 CTAs, one a SM (at most
 16 on an H100's 132 SMs): 100 rows give each at least 6, so its three buffers and four slots are
-reused too."""
+reused too.
+
+Arguments: op names (keys of ops()) to run those alone, e.g. a new case under a short device call."""
+import sys
+
 import torch
 import torch.nn.functional as F
 
@@ -47,12 +51,17 @@ def ops(ns, fp32):
     }
 
 
+unknown = set(sys.argv[1:]) - set(ops((1,), False))
+if unknown:
+    sys.exit(f"sanitize_cuda.py: no op {sorted(unknown)}; choose from {sorted(ops((1,), False))}")
 for dt in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
     for m, n in SHAPES:
         x, w, b = (torch.randn(*s, device="cuda", dtype=dt) for s in ((m, n), (n,), (n,)))
         r = torch.randn(n, m, device="cuda", dtype=dt).t()  # strided residual
         dy = torch.randn(m, n, device="cuda", dtype=dt)
         for name, (ours, ref_fn) in ops((n,), dt in (torch.bfloat16, torch.float16)).items():
+            if sys.argv[1:] and name not in sys.argv[1:]:
+                continue
             leaves = [t.clone().requires_grad_() for t in (x, r, w, b)]
             outs = ours(*leaves)
             torch.autograd.grad(outs, leaves, [dy.to(o.dtype) for o in outs], allow_unused=True)

@@ -20,6 +20,7 @@ the original ``forward`` runs instead, decided before the call.
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import inspect
 import re
@@ -52,7 +53,12 @@ class NormSpec:
     then take the original forward). ``mixed``: the original returns the input's dtype for a
     float32 weight with a 16-bit input, rounding once (the kernel's mixed mode); otherwise the
     kernel runs only when the weight has the input's dtype. ``swappable``: a predicate of the
-    module (a flag that changes what it computes). ``name``: shown in ``repr``.
+    module (a flag that changes what it computes). ``offset_first``: ``weight_offset`` is added
+    to the weight as a tensor op in the weight's dtype before the norm (``weight + 1.0``:
+    Nemotron, VideoPrism; a 16-bit weight's ``1 + w`` rounds as the original's), not in float32
+    by the kernels (Gemma). ``autocast_cast``: under CUDA autocast the input and the parameters
+    are cast to autocast's dtype, and the norm runs with autocast off (Nemotron's
+    ``_cast_if_autocast_enabled``). ``name``: shown in ``repr``.
     """
     kind: str
     name: str
@@ -65,6 +71,8 @@ class NormSpec:
     float32_compute: bool = False
     mixed: bool = False
     swappable: Optional[Callable[[nn.Module], bool]] = field(default=None, compare=False)
+    offset_first: bool = False
+    autocast_cast: bool = False
 
 
 # ---- Recognising a class by its code ----
@@ -128,6 +136,8 @@ _OLMO = NormSpec("layer", "hf-olmo", eps=1e-5, weight=None, normalized_shape="no
                  float32_compute=True)
 _CONVNEXT = NormSpec("layer", "hf-convnext", bias="bias", normalized_shape="normalized_shape",
                      channels_first=_is_channels_first)
+_NEMOTRON = NormSpec("layer", "hf-nemotron", bias="bias", normalized_shape="normalized_shape", weight_offset=1.0,
+                     offset_first=True, autocast_cast=True)
 _TIMM = NormSpec("layer", "timm", bias="bias", normalized_shape="normalized_shape", swappable=_not_fast_norm)
 def _always(m: nn.Module) -> bool:
     return True
@@ -158,6 +168,13 @@ _BY_CODE: Dict[str, NormSpec] = {
     "1f075b4850de13b7": _T5,
     # OlmoLayerNorm: layer_norm(x.float(), no weight, eps=1e-5).to(x.dtype)
     "7b930ec98e4314e3": _OLMO,
+    # NemotronLayerNorm1P: layer_norm(x, weight + 1.0, bias), cast to autocast's dtype under CUDA
+    # autocast and run with autocast off (transformers 5.25; 5.17 maps an mps device to "cpu")
+    "42093733db03d1c1": _NEMOTRON,
+    "c4d5cd54e2d71c45": _NEMOTRON,
+    # VideoPrismLayerNorm: layer_norm(x, weight + 1.0, bias)
+    "7dd98928cb676986": NormSpec("layer", "hf-videoprism", bias="bias", normalized_shape="normalized_shape",
+                                 weight_offset=1.0, offset_first=True),
     # ConvNextLayerNorm and its copies (nn.LayerNorm subclasses): channels_last or channels_first
     "6860a0dc0aee8ad4": _CONVNEXT,
     # EomtLayerNorm2d and its copies: layer_norm over the channels of NCHW
@@ -205,6 +222,14 @@ def _param(m: nn.Module, name: Optional[str]) -> Optional[Tensor]:
     return None if name is None else getattr(m, name, None)
 
 
+def _cast_dtype(t: Tensor, device: str, cast: Optional[torch.dtype]) -> torch.dtype:
+    """t's dtype once autocast's cast (``torch.amp.autocast_mode._cast``) is applied: floating
+    tensors on ``device`` other than float64 take ``cast``."""
+    if cast is not None and t.is_floating_point() and t.device.type == device and t.dtype != torch.float64:
+        return cast
+    return t.dtype
+
+
 class _Swapped(nn.Module):
     """Mixed in before the original class: forward through fastln's kernels."""
 
@@ -214,20 +239,33 @@ class _Swapped(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         spec = self._fastln_spec
         w, b = _param(self, spec.weight), _param(self, spec.bias)
-        dt = x.dtype
+        # Nemotron: while CUDA's autocast is on (torch.is_autocast_enabled() with no device), the
+        # original casts x, weight + 1 and the bias on x's device to that device's autocast dtype.
+        dev = x.device.type
+        cast = torch.get_autocast_dtype(dev) if spec.autocast_cast and torch.is_autocast_enabled("cuda") else None
+        dt, wdt, bdt = (None if t is None else _cast_dtype(t, dev, cast) for t in (x, w, b))
         if not (dt in _FLOAT and (dt != torch.float64 or not spec.float32_compute)
-                and (w is None or w.dtype == dt or (spec.mixed and dt in _HALF and w.dtype == torch.float32))
-                and (b is None or w is None or b.dtype == w.dtype)):
+                and (wdt is None or wdt == dt or (spec.mixed and dt in _HALF and wdt == torch.float32))
+                and (bdt is None or wdt is None or bdt == wdt)):
             return self._fastln_original.forward(self, x)  # type: ignore[no-any-return]
+        offset = spec.weight_offset if w is not None else 0.0
+        if w is not None and spec.offset_first and offset:
+            w, offset = w + offset, 0.0
+        if cast is not None:
+            x = x.to(_cast_dtype(x, dev, cast))
+            w, b = (None if t is None else t.to(_cast_dtype(t, dev, cast)) for t in (w, b))
         channels_first = spec.channels_first is not None and spec.channels_first(self)
         if channels_first:
             x = x.movedim(1, -1)
         shape = getattr(self, spec.normalized_shape) if spec.normalized_shape else x.shape[-1:]
         eps = _eps(self, spec)
-        if spec.kind == "rms":
-            y = rms_norm(x, shape, w, eps, weight_offset=spec.weight_offset if w is not None else 0.0)
-        else:
-            y = layer_norm(x, shape, w, b, eps, weight_offset=spec.weight_offset if w is not None else 0.0)
+        # ... and runs the norm with autocast off on x's device
+        with torch.autocast(dev, enabled=False) if spec.autocast_cast and torch.is_autocast_enabled(dev) \
+                else contextlib.nullcontext():
+            if spec.kind == "rms":
+                y = rms_norm(x, shape, w, eps, weight_offset=offset)
+            else:
+                y = layer_norm(x, shape, w, b, eps, weight_offset=offset)
         return y.movedim(-1, 1) if channels_first else y
 
     def _get_name(self) -> str:

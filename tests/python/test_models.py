@@ -37,6 +37,8 @@ def _cfg(name):
         return T.GemmaForCausalLM(T.GemmaConfig(**lm, head_dim=16)), "GemmaRMSNorm"
     if name == "olmo2":
         return T.Olmo2ForCausalLM(T.Olmo2Config(**lm)), "Olmo2RMSNorm"
+    if name == "nemotron":
+        return T.NemotronForCausalLM(T.NemotronConfig(**lm, head_dim=16)), "NemotronLayerNorm1P"
     if name == "olmo":
         return T.OlmoForCausalLM(T.OlmoConfig(**lm)), "OlmoLayerNorm"
     if name == "t5":
@@ -55,7 +57,7 @@ def _cfg(name):
     raise ValueError(name)
 
 
-FAMILIES = ["llama", "qwen2", "mistral", "gemma", "olmo2", "olmo", "t5", "bert", "gpt2", "convnext"]
+FAMILIES = ["llama", "qwen2", "mistral", "gemma", "olmo2", "olmo", "nemotron", "t5", "bert", "gpt2", "convnext"]
 
 
 def _model(name, seed=0):
@@ -183,6 +185,8 @@ def test_bfloat16_error_no_worse_than_the_original(name):
     ("t5", "transformers.models.t5.modeling_t5.T5LayerNorm"),
     ("gemma", "transformers.models.gemma.modeling_gemma.GemmaRMSNorm"),
     ("olmo2", "transformers.models.olmo2.modeling_olmo2.Olmo2RMSNorm"),
+    ("nemotron", "transformers.models.nemotron.modeling_nemotron.NemotronLayerNorm1P"),
+    ("videoprism", "transformers.models.videoprism.modeling_videoprism.VideoPrismLayerNorm"),
 ])
 def test_bfloat16_norm_error_no_worse_than_the_original(name, cls_path):
     """The promise at the norm itself, without the slack of a whole model: fastln's swapped
@@ -327,6 +331,85 @@ def test_every_copy_of_the_llama_norm_is_recognised():
         assert spec_of(cls).name == "hf-llama", cls
     assert spec_of(GemmaRMSNorm).weight_offset == 1.0
     assert spec_of(T5LayerNorm).name == "hf-t5"
+
+
+def _norm_1p(cls_path, dtype=torch.float32, device="cpu"):
+    """A `weight + 1` LayerNorm of transformers (Nemotron's, VideoPrism's), weight and bias away
+    from their init, and its swapped copy."""
+    import importlib
+    mod, name = cls_path.rsplit(".", 1)
+    torch.manual_seed(0)
+    norm = getattr(importlib.import_module(mod), name)(64).to(device, dtype)
+    with torch.no_grad():
+        norm.weight.normal_(0.0, 0.5)
+        norm.bias.normal_(0.0, 0.5)
+    swapped = copy.deepcopy(norm)
+    assert fastln.replace_norms(swapped) == 1
+    return norm, swapped
+
+
+def _out_and_grads(norm, x):
+    x = x.detach().requires_grad_()
+    y = norm(x)
+    y.float().mul(torch.linspace(-1, 1, y.shape[-1], device=y.device)).square().sum().backward()
+    return y, x.grad, norm.weight.grad, norm.bias.grad
+
+
+_ONE_P = ["transformers.models.nemotron.modeling_nemotron.NemotronLayerNorm1P",
+          "transformers.models.videoprism.modeling_videoprism.VideoPrismLayerNorm"]
+
+
+@pytest.mark.parametrize("cls_path", _ONE_P)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_weight_plus_one_layer_norms(cls_path, dtype):
+    """Nemotron's and VideoPrism's LayerNorm scale by `weight + 1.0`, added in the weight's
+    dtype (a bf16 weight's 1 + w rounds to bf16): the swapped norm adds it the same way. Its
+    output and the gradients of the input, weight and bias: float32, the original's within
+    rounding; bf16, against the same norm in float64 (from the same bf16 values), no worse than
+    the original's (mean error; bf16 gradients of 32 rows differ by a rounding step or two)."""
+    norm, swapped = _norm_1p(cls_path, dtype)
+    assert type(swapped).__module__ == "fastln.swap" and spec_of(type(norm)).offset_first
+    x = 3 * torch.randn(32, 64, dtype=dtype)
+    got, ref = _out_and_grads(swapped, x), _out_and_grads(norm, x)
+    if dtype == torch.float32:
+        for a, b in zip(got, ref):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    else:
+        exact = _out_and_grads(copy.deepcopy(norm).double(), x.double())
+        for name, a, b, e in zip(("y", "dx", "dweight", "dbias"), got, ref, exact):
+            err, err_orig = ((t.double() - e).abs().mean().item() for t in (a, b))
+            assert err <= err_orig * 1.05 + 1e-6, (name, err, err_orig)
+    # the offset is the weight's own add: with the weight 1 + w and no offset, the same bits
+    plain = torch.nn.LayerNorm(64, dtype=dtype)
+    with torch.no_grad():
+        plain.weight.copy_(norm.weight + 1.0)
+        plain.bias.copy_(norm.bias)
+    fastln.replace_norms(plain)
+    assert torch.equal(swapped(x), plain(x))
+
+
+def test_nemotron_norm_under_cpu_autocast_runs_as_the_original():
+    """Nemotron's norm turns autocast off around its layer_norm: under CPU autocast a float32
+    input stays float32 (F.layer_norm would otherwise run in autocast's policy)."""
+    norm, swapped = _norm_1p(_ONE_P[0])
+    x = torch.randn(8, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref, got = norm(x), swapped(x)
+    assert got.dtype == ref.dtype == torch.float32
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and fastln._C.cuda), reason="needs CUDA and fastln's CUDA kernels")
+def test_nemotron_norm_under_cuda_autocast_casts_as_the_original():
+    """Under CUDA autocast Nemotron's norm casts the input, weight + 1 and the bias to bf16
+    first: the swapped norm returns bf16 too, with the original's values and gradients."""
+    norm, swapped = _norm_1p(_ONE_P[0], device="cuda")
+    x = 3 * torch.randn(32, 64, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        got, ref = _out_and_grads(swapped, x), _out_and_grads(norm, x)
+    assert got[0].dtype == ref[0].dtype == torch.bfloat16
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1.6e-2, atol=1e-2)
 
 
 def test_unrecognised_norm_is_left_alone_with_a_warning():

@@ -26,7 +26,7 @@ import inspect
 import re
 import textwrap
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Tuple, Type, Union
 
 import torch
@@ -136,6 +136,19 @@ _OLMO = NormSpec("layer", "hf-olmo", eps=1e-5, weight=None, normalized_shape="no
                  float32_compute=True)
 _CONVNEXT = NormSpec("layer", "hf-convnext", bias="bias", normalized_shape="normalized_shape",
                      channels_first=_is_channels_first)
+_UNWEIGHTED = {eps: NormSpec("rms", "hf-unweighted", eps=eps, weight=None, float32_compute=True)
+               for eps in ("eps", "variance_epsilon")}
+
+
+def _one_dim_weight(m: nn.Module) -> bool:
+    w = getattr(m, "weight", None)
+    return isinstance(w, Tensor) and w.dim() == 1  # not Cohere's QK norm: (heads, head_dim)
+
+
+def _no_groups(m: nn.Module) -> bool:
+    return getattr(m, "group_size", None) is None
+
+
 _NEMOTRON = NormSpec("layer", "hf-nemotron", bias="bias", normalized_shape="normalized_shape", weight_offset=1.0,
                      offset_first=True, autocast_cast=True)
 _TIMM = NormSpec("layer", "timm", bias="bias", normalized_shape="normalized_shape", swappable=_not_fast_norm)
@@ -168,6 +181,22 @@ _BY_CODE: Dict[str, NormSpec] = {
     "1f075b4850de13b7": _T5,
     # OlmoLayerNorm: layer_norm(x.float(), no weight, eps=1e-5).to(x.dtype)
     "7b930ec98e4314e3": _OLMO,
+    # Llama4TextRMSNorm: _norm(x.float()).type_as(x) * weight, hf-llama's computation (5.25; 5.17's
+    # epsilon attribute is eps)
+    "0a17ed7764ff813f": _LLAMA,
+    "00c35b922db2e63d": replace(_LLAMA, eps="eps"),
+    # Qwen4ExpTextRMSNorm: Gemma's (1 + weight.float()), or over groups of group_size (left alone)
+    "28c5ad456b4870c6": replace(_GEMMA, swappable=_no_groups),
+    # MoshiRMSNorm, KyutaiSpeechToTextRMSNorm: (_norm(x.float()) * weight.float()).type_as(x)
+    "869bf5c268b730f7": NormSpec("rms", "hf-moshi", eps="eps", float32_compute=True, mixed=True),
+    # DeepseekV4UnweightedRMSNorm, Glm5NextTextUnweightedRMSNorm: x * rsqrt(mean(x.float()²) + eps).to(x.dtype)
+    # (5.25: variance_epsilon; 5.17: eps)
+    "6b144379b58f8cab": _UNWEIGHTED["variance_epsilon"],
+    "2bc0bd21b2ddf1e1": _UNWEIGHTED["eps"],
+    # CohereLayerNorm and its copies (Cohere2, Cohere2Moe, CohereCompass): no bias, float32, the
+    # weight's product rounded once; a 2-D weight (QK norm over head_dim, a weight per head) is left alone
+    "e8bbb98ca41cab45": NormSpec("layer", "hf-cohere", eps="variance_epsilon", float32_compute=True, mixed=True,
+                                 swappable=_one_dim_weight),
     # NemotronLayerNorm1P: layer_norm(x, weight + 1.0, bias), cast to autocast's dtype under CUDA
     # autocast and run with autocast off (transformers 5.25; 5.17 maps an mps device to "cpu")
     "42093733db03d1c1": _NEMOTRON,

@@ -37,6 +37,8 @@ def _cfg(name):
         return T.GemmaForCausalLM(T.GemmaConfig(**lm, head_dim=16)), "GemmaRMSNorm"
     if name == "olmo2":
         return T.Olmo2ForCausalLM(T.Olmo2Config(**lm)), "Olmo2RMSNorm"
+    if name == "cohere":
+        return T.CohereForCausalLM(T.CohereConfig(**lm)), "CohereLayerNorm"
     if name == "nemotron":
         return T.NemotronForCausalLM(T.NemotronConfig(**lm, head_dim=16)), "NemotronLayerNorm1P"
     if name == "olmo":
@@ -57,7 +59,8 @@ def _cfg(name):
     raise ValueError(name)
 
 
-FAMILIES = ["llama", "qwen2", "mistral", "gemma", "olmo2", "olmo", "nemotron", "t5", "bert", "gpt2", "convnext"]
+FAMILIES = ["llama", "qwen2", "mistral", "gemma", "olmo2", "olmo", "nemotron", "cohere", "t5", "bert", "gpt2",
+            "convnext"]
 
 
 def _model(name, seed=0):
@@ -349,10 +352,11 @@ def _norm_1p(cls_path, dtype=torch.float32, device="cpu"):
 
 
 def _out_and_grads(norm, x):
+    """The output, and the gradients of the input and of each parameter, of a scalar loss."""
     x = x.detach().requires_grad_()
     y = norm(x)
     y.float().mul(torch.linspace(-1, 1, y.shape[-1], device=y.device)).square().sum().backward()
-    return y, x.grad, norm.weight.grad, norm.bias.grad
+    return (y, x.grad, *(p.grad for p in norm.parameters()))
 
 
 _ONE_P = ["transformers.models.nemotron.modeling_nemotron.NemotronLayerNorm1P",
@@ -410,6 +414,81 @@ def test_nemotron_norm_under_cuda_autocast_casts_as_the_original():
     assert got[0].dtype == ref[0].dtype == torch.bfloat16
     for a, b in zip(got, ref):
         torch.testing.assert_close(a, b, rtol=1.6e-2, atol=1e-2)
+
+
+# More forms of transformers 5.x: (class, constructor arguments, the spec's repr tag)
+_FORMS = [
+    ("cohere.modeling_cohere.CohereLayerNorm", dict(hidden_size=64), "hf-cohere"),
+    ("cohere2.modeling_cohere2.Cohere2LayerNorm", dict(hidden_size=64), "hf-cohere"),
+    ("llama4.modeling_llama4.Llama4TextRMSNorm", dict(hidden_size=64), "hf-llama"),
+    ("moshi.modeling_moshi.MoshiRMSNorm", dict(hidden_size=64), "hf-moshi"),
+    ("qwen4_exp.modeling_qwen4_exp.Qwen4ExpTextRMSNorm", dict(hidden_size=64), "hf-gemma"),
+    ("deepseek_v4.modeling_deepseek_v4.DeepseekV4UnweightedRMSNorm", dict(eps=1e-6), "hf-unweighted"),
+]
+
+
+def _form(path, kwargs):
+    import importlib
+    mod, name = f"transformers.models.{path}".rsplit(".", 1)
+    try:
+        cls = getattr(importlib.import_module(mod), name)
+    except (ImportError, AttributeError):
+        pytest.skip(f"{name} is not in transformers {transformers.__version__}")
+    torch.manual_seed(0)
+    norm = cls(**kwargs)
+    with torch.no_grad():
+        for p in norm.parameters():
+            p.normal_(0.2, 0.5)  # away from the init (ones / zeros): a wrong offset or weight shows
+    return norm
+
+
+@pytest.mark.parametrize("path,kwargs,tag", _FORMS, ids=[f[0].rsplit(".", 1)[1] for f in _FORMS])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_more_hf_norm_forms(path, kwargs, tag, dtype):
+    """Cohere's LayerNorm, Llama 4's, Moshi's, Qwen4Exp's and DeepSeek-V4's unweighted RMSNorm:
+    recognised by their code, and the swapped norm's output and the gradients of the input and
+    every parameter are the original's: float32, within rounding; bf16, against the float64
+    norm (from the same values) no worse than the original's (mean error), as fastln rounds
+    once where some of these round twice."""
+    norm = _form(path, kwargs).to(dtype)
+    swapped = copy.deepcopy(norm)
+    assert fastln.replace_norms(swapped) == 1
+    assert repr(swapped).startswith(f"fastln[{tag}]")
+    x = 3 * torch.randn(32, 64, dtype=dtype)
+    got, ref = _out_and_grads(swapped, x), _out_and_grads(norm, x)
+    assert got[0].dtype == ref[0].dtype
+    if dtype == torch.float32:
+        for a, b in zip(got, ref):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    else:
+        exact = _out_and_grads(copy.deepcopy(norm).double(), x.double())
+        for i, (a, b, e) in enumerate(zip(got, ref, exact)):
+            err, err_orig = ((t.double() - e).abs().mean().item() for t in (a, b))
+            assert err <= err_orig * 1.05 + 1e-6, (i, err, err_orig)
+
+
+def test_forms_left_alone_where_they_compute_something_else():
+    """Cohere's QK norm (a weight per head: (heads, head_dim)) and Qwen4Exp's grouped norm run
+    their own code."""
+    qk = _form("cohere.modeling_cohere.CohereLayerNorm", dict(hidden_size=(4, 16)))
+    grouped = _form("qwen4_exp.modeling_qwen4_exp.Qwen4ExpTextRMSNorm", dict(hidden_size=64, group_size=16))
+    for norm in (qk, grouped):
+        with pytest.warns(UserWarning, match=type(norm).__name__):
+            assert fastln.replace_norms(norm) == 0
+
+
+@pytest.mark.parametrize("name", ["cohere"])
+def test_swap_matches_the_original_bfloat16_model(name):
+    """A whole bf16 Cohere model (its LayerNorm without bias, in float32): swapped, its
+    logits are as close to the float32 model's as the original bf16 model's."""
+    model32, norm_cls = _model(name)
+    inputs = _inputs(name)
+    ref = _out(model32, inputs).double()
+    orig = copy.deepcopy(model32).to(torch.bfloat16)
+    swapped = copy.deepcopy(orig)
+    assert fastln.replace_norms(swapped) == _count_norms(orig, norm_cls) > 0
+    err_orig, err = ((_out(m, inputs).double() - ref).abs().mean().item() for m in (orig, swapped))
+    assert err <= err_orig * 1.1, (err, err_orig)
 
 
 def test_unrecognised_norm_is_left_alone_with_a_warning():

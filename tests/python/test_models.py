@@ -270,7 +270,7 @@ def test_selective_activation_checkpointing(compiled):
     assert _SAVED, "the policy never saw a fastln norm op"
 
 
-@pytest.mark.parametrize("name", ["llama", "bert"])
+@pytest.mark.parametrize("name", ["llama", "bert", "nemotron", "cohere"])
 def test_compile_fullgraph_and_export(name):
     model, _ = _model(name)
     inputs = _inputs(name)

@@ -1398,10 +1398,11 @@ def merge_files(files: Sequence[Path], out: Path) -> int:
         except (OSError, ValueError) as e:
             print(f"fastln bench: cannot read {f}: {e}", file=sys.stderr)
             return 1
-        if data.get("schema") != 2:
-            print(f"fastln bench: {f} is not a results file of schema 2", file=sys.stderr)
-            return 1
-        key = device_key(data["meta"]["device"], data["meta"].get("device_name"))
+        meta = data.get("meta", {}) if data.get("schema") == 2 else {}
+        if meta.get("device") not in ("cpu", "cuda") or (meta["device"] == "cuda" and not meta.get("device_name")):
+            print(f"fastln bench: {f} is not a results file of schema 2 naming its device (and card)", file=sys.stderr)
+            return 1  # the files before it are merged already: each merge stands alone
+        key = device_key(meta["device"], meta.get("device_name"))
         rc = write_results(data, out, key, echo=False)
         if rc:
             return rc

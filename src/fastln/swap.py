@@ -149,8 +149,12 @@ def _no_groups(m: nn.Module) -> bool:
     return getattr(m, "group_size", None) is None
 
 
+def _has_weight(m: nn.Module) -> bool:
+    return getattr(m, "weight", None) is not None  # weight + 1.0 without one: the original raises
+
+
 _NEMOTRON = NormSpec("layer", "hf-nemotron", bias="bias", normalized_shape="normalized_shape", weight_offset=1.0,
-                     offset_first=True, autocast_cast=True)
+                     offset_first=True, autocast_cast=True, swappable=_has_weight)
 _TIMM = NormSpec("layer", "timm", bias="bias", normalized_shape="normalized_shape", swappable=_not_fast_norm)
 def _always(m: nn.Module) -> bool:
     return True
@@ -203,7 +207,7 @@ _BY_CODE: Dict[str, NormSpec] = {
     "c4d5cd54e2d71c45": _NEMOTRON,
     # VideoPrismLayerNorm: layer_norm(x, weight + 1.0, bias)
     "7dd98928cb676986": NormSpec("layer", "hf-videoprism", bias="bias", normalized_shape="normalized_shape",
-                                 weight_offset=1.0, offset_first=True),
+                                 weight_offset=1.0, offset_first=True, swappable=_has_weight),
     # ConvNextLayerNorm and its copies (nn.LayerNorm subclasses): channels_last or channels_first
     "6860a0dc0aee8ad4": _CONVNEXT,
     # EomtLayerNorm2d and its copies: layer_norm over the channels of NCHW
@@ -267,6 +271,8 @@ class _Swapped(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         spec = self._fastln_spec
+        if spec.swappable is not None and not spec.swappable(self):  # a setting changed since the swap
+            return self._fastln_original.forward(self, x)  # type: ignore[no-any-return]
         w, b = _param(self, spec.weight), _param(self, spec.bias)
         # Nemotron: while CUDA's autocast is on (torch.is_autocast_enabled() with no device), the
         # original casts x, weight + 1 and the bias on x's device to that device's autocast dtype.
@@ -288,9 +294,12 @@ class _Swapped(nn.Module):
             x = x.movedim(1, -1)
         shape = getattr(self, spec.normalized_shape) if spec.normalized_shape else x.shape[-1:]
         eps = _eps(self, spec)
-        # ... and runs the norm with autocast off on x's device
-        with torch.autocast(dev, enabled=False) if spec.autocast_cast and torch.is_autocast_enabled(dev) \
-                else contextlib.nullcontext():
+        # Autocast off on x's device where the original turns it off (Nemotron) or computes in
+        # float32 and returns x's dtype whatever autocast says (Cohere, Olmo: CUDA autocast would
+        # run fastln's layer_norm in float32 and return float32). Not on meta tensors: no
+        # autocast there (transformers' maybe_autocast skips it; torch's query raises).
+        off = (spec.autocast_cast or spec.float32_compute) and dev != "meta" and torch.is_autocast_enabled(dev)
+        with torch.autocast(dev, enabled=False) if off else contextlib.nullcontext():
             if spec.kind == "rms":
                 y = rms_norm(x, shape, w, eps, weight_offset=offset)
             else:
@@ -349,6 +358,7 @@ def replace_norms(model: nn.Module, *, warn: bool = True) -> int:
     """
     count = 0
     unknown: Dict[str, int] = {}
+    unswappable: Dict[str, int] = {}  # recognised classes whose instance's settings fastln does not compute
     for m in model.modules():
         cls = type(m)
         if "forward" in vars(m) and _looks_like_a_norm(m):  # its own forward (kernels' kernelize), not its class's
@@ -363,17 +373,24 @@ def replace_norms(model: nn.Module, *, warn: bool = True) -> int:
         if isinstance(m, (_Swapped, LayerNorm, RMSNorm)):
             continue
         spec = spec_of(cls)
+        name = f"{cls.__module__}.{cls.__qualname__}"
         if spec is not None and (spec.swappable is None or spec.swappable(m)):
             m.__class__ = _swapped_class(cls, spec)
             count += 1
+        elif spec is not None:
+            unswappable[name] = unswappable.get(name, 0) + 1
         elif _looks_like_a_norm(m):
-            name = f"{cls.__module__}.{cls.__qualname__}"
             unknown[name] = unknown.get(name, 0) + 1
     if warn and unknown:
         listed = ", ".join(f"{n} ({k})" for n, k in sorted(unknown.items()))
         warnings.warn(f"fastln.replace_norms left alone modules that look like norms but whose "
                       f"computation it does not recognise: {listed}. fastln.register_norm(cls, "
                       f"NormSpec(...)) swaps a class whose semantics you know.", stacklevel=2)
+    if warn and unswappable:
+        listed = ", ".join(f"{n} ({k})" for n, k in sorted(unswappable.items()))
+        warnings.warn(f"fastln.replace_norms left alone modules of known norm classes whose settings it "
+                      f"does not compute (a weight per head, grouped statistics, timm's fast_norm, no "
+                      f"weight where the code adds 1 to it): {listed}.", stacklevel=2)
     return count
 
 

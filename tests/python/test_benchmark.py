@@ -165,8 +165,9 @@ def test_merge_files_brings_a_device_run_into_the_results_file(tmp_path, capsys)
     assert "(2731,49152)" in (tmp_path / "cuda_h100.md").read_text()
     assert "merged" in capsys.readouterr().out
     bad = tmp_path / "bad.json"
-    bad.write_text('{"schema": 1}')
-    assert B.main(["--merge", str(bad), "--out", str(tmp_path)]) == 1
+    for text in ('{"schema": 1}', '{"schema": 2, "meta": {"device": "cuda"}, "results": []}'):  # no card named
+        bad.write_text(text)
+        assert B.main(["--merge", str(bad), "--out", str(tmp_path)]) == 1
 
 
 def test_targets_view_names_every_cell_that_misses():

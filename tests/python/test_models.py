@@ -373,11 +373,11 @@ def test_weight_plus_one_layer_norms(cls_path, dtype):
     the original's (mean error; bf16 gradients of 32 rows differ by a rounding step or two)."""
     norm, swapped = _norm_1p(cls_path, dtype)
     assert type(swapped).__module__ == "fastln.swap" and spec_of(type(norm)).offset_first
-    x = 3 * torch.randn(32, 64, dtype=dtype)
+    x = _rows(dtype)
     got, ref = _out_and_grads(swapped, x), _out_and_grads(norm, x)
     if dtype == torch.float32:
-        for a, b in zip(got, ref):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        for a, b in zip(got, ref):  # the rows of scale 1e-3 give dx ~1e3 times their rounding
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * b.abs().max().item())
     else:
         exact = _out_and_grads(copy.deepcopy(norm).double(), x.double())
         for name, a, b, e in zip(("y", "dx", "dweight", "dbias"), got, ref, exact):
@@ -392,15 +392,71 @@ def test_weight_plus_one_layer_norms(cls_path, dtype):
     assert torch.equal(swapped(x), plain(x))
 
 
-def test_nemotron_norm_under_cpu_autocast_runs_as_the_original():
-    """Nemotron's norm turns autocast off around its layer_norm: under CPU autocast a float32
-    input stays float32 (F.layer_norm would otherwise run in autocast's policy)."""
+def _rows(dtype, device="cpu"):
+    """32 rows of 64 whose scales run from 1e-3 to 3: eps (1e-5 or 1e-6 here) shows in the
+    small rows' statistics, so a wrong epsilon attribute fails."""
+    torch.manual_seed(1)
+    return (torch.randn(32, 64) * torch.logspace(-3, 0.5, 32)[:, None]).to(device, dtype)
+
+
+def test_nemotron_norm_casts_as_the_original_while_cuda_autocast_is_on():
+    """Nemotron's norm casts x, weight + 1.0 and the bias to autocast's dtype while CUDA's
+    autocast is on (torch.is_autocast_enabled() asks CUDA's), for tensors on x's device, then
+    runs the norm with autocast off. Here on the CPU (CUDA's flag set by hand, CPU tensors cast
+    to the CPU's autocast dtype): the swapped norm's output is bf16 and is, bit for bit,
+    fastln's layer_norm of the cast tensors, with 1 added before the cast."""
     norm, swapped = _norm_1p(_ONE_P[0])
-    x = torch.randn(8, 64)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        ref, got = norm(x), swapped(x)
-    assert got.dtype == ref.dtype == torch.float32
-    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    x = _rows(torch.float32)
+    was = torch.is_autocast_enabled("cuda")
+    torch.set_autocast_enabled("cuda", True)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # the CPU's autocast dtype: bf16
+            got, ref = swapped(x), norm(x)
+    finally:
+        torch.set_autocast_enabled("cuda", was)
+    assert got.dtype == ref.dtype == torch.bfloat16
+    want = fastln.layer_norm(x.bfloat16(), (64,), (norm.weight + 1.0).bfloat16(), norm.bias.bfloat16(), norm.eps)
+    assert torch.equal(got, want)
+    torch.testing.assert_close(got, ref, rtol=1.6e-2, atol=1e-2)
+
+
+def test_nemotron_norm_on_meta_and_without_weight():
+    """On the meta device (no autocast there) the swapped norm gives the original's shape and
+    dtype; built without a weight (weight + 1.0 raises in the original), it is left alone."""
+    norm, swapped = _norm_1p(_ONE_P[0])
+    meta = copy.deepcopy(swapped).to("meta")
+    y = meta(torch.empty(4, 64, device="meta"))
+    assert y.device.type == "meta" and y.shape == (4, 64) and y.dtype == torch.float32
+    import importlib
+    mod, name = _ONE_P[0].rsplit(".", 1)
+    bare = getattr(importlib.import_module(mod), name)(64, elementwise_affine=False)
+    with pytest.warns(UserWarning, match="settings it does not compute"):
+        assert fastln.replace_norms(bare) == 0
+    with pytest.raises(TypeError):
+        bare(torch.randn(2, 64))
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and fastln._C.cuda), reason="needs CUDA and fastln's CUDA kernels")
+@pytest.mark.parametrize("path,kwargs", [
+    ("cohere.modeling_cohere.CohereLayerNorm", dict(hidden_size=64)),
+    ("olmo.modeling_olmo.OlmoLayerNorm", dict(hidden_size=64)),
+    ("videoprism.modeling_videoprism.VideoPrismLayerNorm", dict(normalized_shape=64)),
+    ("moshi.modeling_moshi.MoshiRMSNorm", dict(hidden_size=64)),
+])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_forms_under_cuda_autocast(path, kwargs, dtype):
+    """Under CUDA autocast (bf16) each swapped norm returns the original's dtype: Cohere and
+    Olmo compute in float32 and return the input's dtype whatever autocast says (fastln's
+    layer_norm alone would follow torch's float32 policy), VideoPrism's F.layer_norm follows
+    that policy; values within bf16 rounding of the original's."""
+    norm = _form(path, kwargs).cuda()
+    swapped = copy.deepcopy(norm)
+    assert fastln.replace_norms(swapped) == 1
+    x = _rows(dtype, "cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        got, ref = swapped(x), norm(x)
+    assert got.dtype == ref.dtype
+    torch.testing.assert_close(got.float(), ref.float(), rtol=1.6e-2, atol=1e-2)
 
 
 @pytest.mark.skipif(not (torch.cuda.is_available() and fastln._C.cuda), reason="needs CUDA and fastln's CUDA kernels")
@@ -443,23 +499,25 @@ def _form(path, kwargs):
 
 
 @pytest.mark.parametrize("path,kwargs,tag", _FORMS, ids=[f[0].rsplit(".", 1)[1] for f in _FORMS])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, "bfloat16+float32"])
 def test_more_hf_norm_forms(path, kwargs, tag, dtype):
     """Cohere's LayerNorm, Llama 4's, Moshi's, Qwen4Exp's and DeepSeek-V4's unweighted RMSNorm:
     recognised by their code, and the swapped norm's output and the gradients of the input and
     every parameter are the original's: float32, within rounding; bf16, against the float64
     norm (from the same values) no worse than the original's (mean error), as fastln rounds
     once where some of these round twice."""
-    norm = _form(path, kwargs).to(dtype)
+    mixed = dtype == "bfloat16+float32"  # a 16-bit model keeping its norm weights in float32
+    dtype = torch.bfloat16 if mixed else dtype
+    norm = _form(path, kwargs).to(torch.float32 if mixed else dtype)
     swapped = copy.deepcopy(norm)
     assert fastln.replace_norms(swapped) == 1
     assert repr(swapped).startswith(f"fastln[{tag}]")
-    x = 3 * torch.randn(32, 64, dtype=dtype)
+    x = _rows(dtype)
     got, ref = _out_and_grads(swapped, x), _out_and_grads(norm, x)
     assert got[0].dtype == ref[0].dtype
     if dtype == torch.float32:
-        for a, b in zip(got, ref):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        for a, b in zip(got, ref):  # the rows of scale 1e-3 give dx ~1e3 times their rounding
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * b.abs().max().item())
     else:
         exact = _out_and_grads(copy.deepcopy(norm).double(), x.double())
         for i, (a, b, e) in enumerate(zip(got, ref, exact)):
@@ -469,12 +527,18 @@ def test_more_hf_norm_forms(path, kwargs, tag, dtype):
 
 def test_forms_left_alone_where_they_compute_something_else():
     """Cohere's QK norm (a weight per head: (heads, head_dim)) and Qwen4Exp's grouped norm run
-    their own code."""
+    their own code, also where the setting changes after the swap."""
     qk = _form("cohere.modeling_cohere.CohereLayerNorm", dict(hidden_size=(4, 16)))
     grouped = _form("qwen4_exp.modeling_qwen4_exp.Qwen4ExpTextRMSNorm", dict(hidden_size=64, group_size=16))
     for norm in (qk, grouped):
-        with pytest.warns(UserWarning, match=type(norm).__name__):
+        with pytest.warns(UserWarning, match=type(norm).__name__ + ".*|settings it does not compute"):
             assert fastln.replace_norms(norm) == 0
+    x = _rows(torch.float32)
+    norm = _form("qwen4_exp.modeling_qwen4_exp.Qwen4ExpTextRMSNorm", dict(hidden_size=64))
+    swapped = copy.deepcopy(norm)
+    assert fastln.replace_norms(swapped) == 1
+    norm.group_size = swapped.group_size = 16
+    torch.testing.assert_close(swapped(x), norm(x), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["cohere"])

@@ -190,6 +190,12 @@ def test_targets_view_names_every_cell_that_misses():
     assert "behind at 2 cells" in fwd_peers and "bf16 20000 0.90x liger" in fwd_peers
     assert "bf16 (2048, 4096) 0.50x quack" in fwd_peers and " 1024 " not in fwd_peers
     assert "met at every shape" in bwd_peers
+    # the user suite: no bars of % of copy or geomean, a line per mode it ran
+    user = [{**r, "suite": "user", "mode": "fwd+bwd" if r["mode"] == "bwd" else r["mode"]} for r in rows]
+    lines = B.view_targets({"results": user}, "user").splitlines()
+    assert [ln.split("**")[1] for ln in lines] == [
+        "Forward at least as fast as the best of liger, quack",
+        "Forward + backward at least as fast as the best of liger, quack"]
 
 
 def test_copy_bandwidth_is_measured_never_hard_coded():

@@ -3,15 +3,16 @@
 # model, one process per model (an out-of-memory in one leaves the others), JSON under $OUT.
 # Usage (repository root on the GPU machine, fastln installed with FASTLN_CUDA=ON, or BUILD=1):
 #   OUT=/tmp/out bash bench/model_bench_gpu.sh
-# Variables: MODELS (default "bert gpt2 llama t5 gemma"), DTYPE (default bfloat16), ARGS (more
+# Variables: MODELS (default "bert gpt2 llama t5 gemma cohere nemotron"), DTYPE (default bfloat16), ARGS (more
 # options for every model, e.g. "--layers 4 --batch 4 --seq 1024 --budget 15"), BUILD=1 (build
 # and install fastln from this checkout first; ARCHS, default 90), PYTHON (default python3).
 # Sizes (fastln/model_bench.py, PRESETS["cuda"]): BERT-large / GPT-2 medium / Llama-2-7B /
-# T5-v1.1-large / Gemma-2B widths with 8 layers (t5: 6 + 6), 8 x 1024 tokens (bert 16 x 512).
+# T5-v1.1-large / Gemma-2B / Command R7B / Nemotron-Mini-4B widths with 8 layers (t5: 6 + 6), 8 x 1024
+# tokens (bert 16 x 512).
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 PYTHON=${PYTHON:-python3}
-MODELS=${MODELS:-"bert gpt2 llama t5 gemma"}
+MODELS=${MODELS:-"bert gpt2 llama t5 gemma cohere nemotron"}
 DTYPE=${DTYPE:-bfloat16}
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"

@@ -49,14 +49,15 @@ from torch import Tensor, nn
 import fastln
 from fastln.benchmark import cpu_model
 
-MODELS = ("bert", "gpt2", "llama", "t5", "gemma")
+MODELS = ("bert", "gpt2", "llama", "t5", "gemma", "cohere", "nemotron")
 DEFAULT_MODELS = ("bert", "gpt2", "llama", "t5")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MODES = ("inference", "train")
 
 # Config sizes per preset. "cpu": a realistic hidden size, 2 layers, a small vocabulary (the
 # dense embedding gradient of a 32k x 2048 table would dominate a CPU step); "cuda": sizes of
-# real models (BERT-large, GPT-2 medium, Llama-2-7B, T5-v1.1-large, Gemma-2B) with 8 layers.
+# real models (BERT-large, GPT-2 medium, Llama-2-7B, T5-v1.1-large, Gemma-2B, Command R7B,
+# Nemotron-Mini-4B) with 8 layers.
 # "tiny": for tests. Keys are the config's own argument names; "layers" and "vocab" are mapped.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "bert": {
@@ -93,7 +94,26 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "cuda": dict(hidden_size=2048, intermediate_size=16384, num_attention_heads=8, num_key_value_heads=1,
                      head_dim=256, layers=8, vocab=256000),
     },
+    "cohere": {  # CohereLayerNorm: a LayerNorm without bias, in float32
+        "tiny": dict(hidden_size=64, intermediate_size=128, num_attention_heads=2, num_key_value_heads=1,
+                     layers=2, vocab=128),
+        "cpu": dict(hidden_size=1024, intermediate_size=2816, num_attention_heads=16, num_key_value_heads=4,
+                    layers=2, vocab=8192),
+        "cuda": dict(hidden_size=4096, intermediate_size=14336, num_attention_heads=32, num_key_value_heads=8,
+                     layers=8, vocab=256000),
+    },
+    "nemotron": {  # NemotronLayerNorm1P: layer_norm with weight + 1
+        "tiny": dict(hidden_size=64, intermediate_size=128, num_attention_heads=2, num_key_value_heads=1,
+                     head_dim=32, layers=2, vocab=128),
+        "cpu": dict(hidden_size=1024, intermediate_size=4096, num_attention_heads=16, num_key_value_heads=4,
+                    head_dim=64, layers=2, vocab=8192),
+        "cuda": dict(hidden_size=3072, intermediate_size=9216, num_attention_heads=24, num_key_value_heads=8,
+                     head_dim=128, layers=8, vocab=256000),
+    },
 }
+# The causal LMs: config and model class names, and the positions they need.
+_DECODERS = {"llama": ("LlamaConfig", "LlamaModel", 4096), "gemma": ("GemmaConfig", "GemmaModel", 8192),
+             "cohere": ("CohereConfig", "CohereModel", 8192), "nemotron": ("NemotronConfig", "NemotronModel", 4096)}
 # (batch, sequence) per preset; BERT's positions stop at 512, so 16 x 512 tokens on CUDA.
 SHAPES = {"tiny": (2, 16), "cpu": (4, 128), "cuda": (8, 1024)}
 BERT_CUDA_SHAPE = (16, 512)
@@ -148,18 +168,15 @@ def build(name: str, preset: str, device: torch.device, dtype: torch.dtype, *, l
                                resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                                bos_token_id=min(50256, vocab - 1), eos_token_id=min(50256, vocab - 1), **kw)
         cls = tf.GPT2Model
-    elif name == "llama":
-        config = tf.LlamaConfig(vocab_size=vocab, num_hidden_layers=n_layers, max_position_embeddings=max(4096, s),
-                                **kw)
-        cls = tf.LlamaModel
     elif name == "t5":
         config = tf.T5Config(vocab_size=vocab, num_layers=n_layers, num_decoder_layers=n_layers, dropout_rate=0.0,
                              **kw)
         cls = tf.T5Model
     else:
-        config = tf.GemmaConfig(vocab_size=vocab, num_hidden_layers=n_layers, max_position_embeddings=max(8192, s),
-                                **kw)
-        cls = tf.GemmaModel
+        config_cls, model_cls, positions = _DECODERS[name]
+        config = getattr(tf, config_cls)(vocab_size=vocab, num_hidden_layers=n_layers,
+                                         max_position_embeddings=max(positions, s), **kw)
+        cls = getattr(tf, model_cls)
     torch.manual_seed(seed)
     with torch.device(device):
         model: nn.Module = cls(config)
@@ -475,11 +492,12 @@ def bench_model(name: str, device: torch.device, dtype: torch.dtype, preset: str
 
 
 def table(rows: Sequence[Row]) -> str:
-    head = (f"{'model':<6} {'device':<6} {'dtype':<8} {'mode':<9} {'torch ms':>9} {'fastln ms':>9} "
+    w = max([len("model")] + [len(r.model) for r in rows])
+    head = (f"{'model':<{w}} {'device':<6} {'dtype':<8} {'mode':<9} {'torch ms':>9} {'fastln ms':>9} "
             f"{'speedup':>7} {'(min)':>6} {'norm% torch':>11} {'norm% fastln':>12} {'swapped':>9}")
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r.model:<6} {r.device:<6} {r.dtype:<8} {r.mode:<9} {r.torch_ms:>9.2f} {r.fastln_ms:>9.2f} "
+        lines.append(f"{r.model:<{w}} {r.device:<6} {r.dtype:<8} {r.mode:<9} {r.torch_ms:>9.2f} {r.fastln_ms:>9.2f} "
                      f"{r.speedup:>6.3f}x {r.speedup_min:>5.3f}x {100 * r.norm_share_torch:>10.1f}% "
                      f"{100 * r.norm_share_fastln:>11.1f}% {f'{r.swapped}/{r.norms}':>9}")
     return "\n".join(lines)

@@ -53,6 +53,20 @@ def test_hf_norm_classes_are_counted_and_restored():
     assert not any(model_bench._is_fastln(m) for m in v.get("torch").modules())
 
 
+@pytest.mark.parametrize("name", ["gemma", "cohere", "nemotron"])
+def test_every_norm_of_the_decoders_is_swapped(name):
+    """Each causal LM of the benchmark builds, and replace_norms swaps all of its norms (the
+    model-level numbers would otherwise time torch against torch)."""
+    pytest.importorskip("transformers")
+    built = model_bench.build(name, "tiny", torch.device("cpu"), torch.float32)
+    v = model_bench.Variants(built.model)
+    assert v.norms == len(model_bench.norm_modules(built.model)) > 0
+    assert v.swapped == v.norms
+    out = model_bench._output(v.get("fastln")(**built.inputs))
+    ref = model_bench._output(v.get("torch")(**built.inputs))
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
 @pytest.fixture
 def one_thread():
     # 2 OpenMP threads on a busy 2-core host: a tiny step can take 100x longer

@@ -296,9 +296,11 @@ class _Swapped(nn.Module):
         eps = _eps(self, spec)
         # Autocast off on x's device where the original turns it off (Nemotron) or computes in
         # float32 and returns x's dtype whatever autocast says (Cohere, Olmo: CUDA autocast would
-        # run fastln's layer_norm in float32 and return float32). Not on meta tensors: no
-        # autocast there (transformers' maybe_autocast skips it; torch's query raises).
-        off = (spec.autocast_cast or spec.float32_compute) and dev != "meta" and torch.is_autocast_enabled(dev)
+        # run fastln's layer_norm in float32 and return float32; rms_norm has no autocast policy).
+        # Not on meta tensors: no autocast there (transformers' maybe_autocast skips it; torch's
+        # query raises).
+        off = (spec.autocast_cast or (spec.float32_compute and spec.kind == "layer")) and dev != "meta" \
+            and torch.is_autocast_enabled(dev)
         with torch.autocast(dev, enabled=False) if off else contextlib.nullcontext():
             if spec.kind == "rms":
                 y = rms_norm(x, shape, w, eps, weight_offset=offset)

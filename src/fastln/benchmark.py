@@ -944,16 +944,18 @@ def view_summary(data: dict[str, Any], suite: str = "user") -> str:
     return text + "."
 
 
+SHORT = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}  # dtype names in tables
+
+
 def view_bandwidth(data: dict[str, Any], suite: str = "kernel", op: str = "layer_norm") -> str:
     """% of copy bandwidth per N (rows of the suite's largest M*N) and dtype, forward / backward,
     with bf16 times and torch's; smaller shapes in µs below. The README's CUDA table."""
     rows = _sel(data["results"], suite=suite, op=op)
     big = max((r["M"] * r["N"] for r in rows), default=0)
     dts = _ordered((r["dtype"] for r in rows), ("bfloat16", "float16", "float32"))
-    short = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
     first = dts[0] if dts else "bfloat16"
-    lines = ["| N | " + " | ".join(f"{short.get(d, d)} fwd / bwd %copy" for d in dts) +
-             f" | {short.get(first, first)} µs fwd / bwd (torch) |", "|---|" + "---|" * (len(dts) + 1)]
+    lines = ["| N | " + " | ".join(f"{SHORT.get(d, d)} fwd / bwd %copy" for d in dts) +
+             f" | {SHORT.get(first, first)} µs fwd / bwd (torch) |", "|---|" + "---|" * (len(dts) + 1)]
 
     def get(dt: str, M: int, N: int, mode: str, impl: str = "fastln") -> Optional[Row]:
         g = _sel(rows, dtype=dt, M=M, N=N, mode=mode, impl=impl)
@@ -1016,7 +1018,6 @@ def view_targets(data: dict[str, Any], suite: str = "kernel", op: str = "layer_n
     rows = _sel(data["results"], suite=suite, op=op)
     mine = _sel(rows, impl="fastln")
     big = max((r["M"] * r["N"] for r in mine), default=0)
-    short = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
     names = {"fwd": "Forward", "bwd": "Backward", "fwd+bwd": "Forward + backward"}
     dts = _ordered((r["dtype"] for r in mine), ("bfloat16", "float16", "float32"))
     lines = []
@@ -1027,7 +1028,7 @@ def view_targets(data: dict[str, Any], suite: str = "kernel", op: str = "layer_n
         for dt in dts:
             low = [r for r in _sel(mine, mode=mode, dtype=dt) if 2 * r["M"] * r["N"] > big and r["pct_copy"] < bar]
             if low:
-                miss.append(f"{short.get(dt, dt)} " + ", ".join(f"{r['N']} ({r['pct_copy']:.1f})"
+                miss.append(f"{SHORT.get(dt, dt)} " + ", ".join(f"{r['N']} ({r['pct_copy']:.1f})"
                                                               for r in sorted(low, key=lambda r: r["N"])))
         lines.append(f"- **{names[mode]} ≥ {bar:g} % of copy** at M·N ≈ 2^{round(math.log2(big)) if big else 0}: "
                      + ("met at every N." if not miss else "missed at N (%): " + "; ".join(miss) + "."))
@@ -1048,7 +1049,7 @@ def view_targets(data: dict[str, Any], suite: str = "kernel", op: str = "layer_n
             if cand and min(cand)[0] / r["median_s"] < LEVEL:
                 t, who = min(cand)
                 shape = str(r["N"]) if 2 * r["M"] * r["N"] > big else f"({r['M']}, {r['N']})"
-                behind.append(f"{short.get(r['dtype'], r['dtype'])} {shape} {t / r['median_s']:.2f}x {who}")
+                behind.append(f"{SHORT.get(r['dtype'], r['dtype'])} {shape} {t / r['median_s']:.2f}x {who}")
         lines.append(f"- **{names[mode]} at least as fast as the best of {', '.join(peers)}**: "
                      + ("met at every shape." if not behind else
                         f"behind at {len(behind)} cells (fastln's speed relative to the fastest; N alone: M·N ≈ 2^"

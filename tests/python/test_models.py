@@ -217,7 +217,7 @@ def test_bfloat16_norm_error_no_worse_than_the_original(name, cls_path):
         assert err_swapped <= err_orig * (1 + 1e-3), (seed, err_swapped, err_orig)
 
 
-@pytest.mark.parametrize("name", ["llama", "bert", "t5"])
+@pytest.mark.parametrize("name", ["llama", "bert", "t5", "nemotron"])
 @pytest.mark.parametrize("reentrant", [False, True])
 def test_gradient_checkpointing(name, reentrant):
     model, _ = _model(name)
@@ -300,7 +300,7 @@ def test_save_pretrained_from_pretrained_then_swap_again(tmp_path):
     torch.testing.assert_close(_out(loaded, inputs), ref, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", ["llama", "gemma", "bert"])
+@pytest.mark.parametrize("name", ["llama", "gemma", "bert", "nemotron", "cohere"])
 def test_onnx_export_runs_in_onnxruntime(name, tmp_path):
     pytest.importorskip("onnxscript", reason="onnxscript not installed (pip install '.[test]')")
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install '.[test]')")

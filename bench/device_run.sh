@@ -9,8 +9,9 @@
 # (the backward's time per kernel; KTIMES_ARGS). The benchmark stages run fastln.benchmark
 # (python -m fastln bench --device cuda): bench = the default CUDA suites (kernel, ops, user, mixed,
 # offset with the peers where importable, calls, devices), opsbench = --suites ops, ktimes = --suites
-# bwd_kernels; BENCH_ARGS are more options (e.g. --quick); results in $OUT/cuda_<card>.json
-# (+ .md and plots).
+# bwd_kernels; BENCH_ARGS are more options (e.g. --quick); results in $OUT/<stage>/cuda_<card>.json
+# (+ .md and plots.tgz), its log in $OUT/<stage>.log; `python -m fastln bench --merge` takes the JSON
+# into bench/results.
 # TEST_ARGS: pytest's arguments instead of the whole suite (e.g. "tests/python/test_cuda.py").
 # The peers (Liger, Quack: ../shared/peers/device-peers.md) travel as wheels in two calls on one
 # warm machine: stash (carry .big/a: the first half of the cutlass-dsl cu13 wheel kept in
@@ -24,6 +25,18 @@ STAGES=${STAGES:-"build smoke test sanitize bench"}
 export PYTHONUNBUFFERED=1
 [ -d /tmp/site ] && export PYTHONPATH=/tmp/site:/tmp/site/nvidia_cutlass_dsl/dsl_packages
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv | tee $OUT/gpu.txt
+# $OUT brings back at most 8 files: a benchmark stage writes its results in a folder of the
+# machine (a fresh one, or an --out of BENCH_ARGS, which stays on the warm machine and is merged
+# into call by call), then copies the JSON and table into $OUT/NAME and its plots as one archive:
+# 4 files a stage with its log, so one benchmark stage a call beside build.log and gpu.txt.
+bench_into() {  # NAME LOG_LINES ARGS...: python -m fastln bench --device cuda ARGS
+  local name=$1 lines=$2 res; shift 2
+  res=$(mktemp -d /tmp/bench.XXXX)
+  [[ " $* " =~ \ --out\ ([^ ]+) ]] && res=${BASH_REMATCH[1]}
+  (cd /tmp && python3 -m fastln bench --device cuda --no-progress --out "$res" "$@" 2>&1) | tee $OUT/$name.log | tail -$lines
+  mkdir -p $OUT/$name && cp "$res"/*.json "$res"/*.md $OUT/$name/ 2>/dev/null
+  (cd "$res" && ls *.png >/dev/null 2>&1 && tar czf $OUT/$name/plots.tgz *.png)
+}
 for st in $STAGES; do case $st in
 patch)
   for d in $PATCHES; do git apply "$d" || { echo "patch: $d does not apply"; exit 1; }; echo "patch: $d"; done ;;
@@ -78,14 +91,12 @@ sanitize)
      echo "sanitizer $tool rc=$? $(tail -2 $OUT/sanitize_$tool.log | tr '\n' ' ')") &
   done
   wait ;;
-bench)  # BENCH_ARGS e.g. "--deadline 400 --suites kernel --dtypes float16": the cases done are kept;
-  # an --out there (a folder that stays on the warm machine, merged into call by call) replaces $OUT
-  out_arg="--out $OUT"; [[ " $BENCH_ARGS" == *" --out "* ]] && out_arg=""
-  (cd /tmp && python3 -m fastln bench --device cuda --no-progress $out_arg $BENCH_ARGS 2>&1) | tee $OUT/bench.log | tail -60 ;;
+bench)  # BENCH_ARGS e.g. "--deadline 400 --suites kernel --dtypes float16": the cases done are kept
+  bench_into bench 60 $BENCH_ARGS ;;
 opsbench)
-  (cd /tmp && python3 -m fastln bench --device cuda --suites ops --no-progress --out $OUT $BENCH_ARGS 2>&1) | tee $OUT/opsbench.log ;;
+  bench_into opsbench 60 --suites ops $BENCH_ARGS ;;
 sweep)
-  (cd /tmp && python3 -m fastln bench --device cuda --suites plans --plans "$SWEEP_PLANS" --no-progress --out $OUT/sweep $BENCH_ARGS 2>&1) | tee $OUT/sweep.log | tail -40 ;;
+  bench_into sweep 40 --suites plans --plans "$SWEEP_PLANS" $BENCH_ARGS ;;
 ktimes)
-  (cd /tmp && python3 -m fastln bench --device cuda --suites bwd_kernels --no-progress --out $OUT $KTIMES_ARGS 2>&1) | tee $OUT/ktimes.log ;;
+  bench_into ktimes 60 --suites bwd_kernels $KTIMES_ARGS ;;
 esac; done

@@ -201,6 +201,11 @@ _BY_CODE: Dict[str, NormSpec] = {
     # weight's product rounded once; a 2-D weight (QK norm over head_dim, a weight per head) is left alone
     "e8bbb98ca41cab45": NormSpec("layer", "hf-cohere", eps="variance_epsilon", float32_compute=True, mixed=True,
                                  swappable=_one_dim_weight),
+    # DebertaLayerNorm (DeBERTa v1): x̂ in float32 rounded to x's dtype, then weight * x̂ + bias
+    # (two roundings in 16-bit, as hf-llama's)
+    "e4f68ba52ac117d9": NormSpec("layer", "hf-deberta", eps="variance_epsilon", bias="bias", float32_compute=True),
+    # ErgoRMSNorm: F.rms_norm(x.float(), weight.float()).to(x.dtype) (transformers 5.25)
+    "f0ae9e0d0c5229d0": NormSpec("rms", "hf-ergo", eps="eps", float32_compute=True, mixed=True),
     # NemotronLayerNorm1P: layer_norm(x, weight + 1.0, bias), cast to autocast's dtype under CUDA
     # autocast and run with autocast off (transformers 5.25; 5.17 maps an mps device to "cpu")
     "42093733db03d1c1": _NEMOTRON,

@@ -50,6 +50,10 @@ def _cfg(name):
         return T.BertModel(T.BertConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                                         num_attention_heads=4, vocab_size=V, hidden_dropout_prob=0.0,
                                         attention_probs_dropout_prob=0.0)), "LayerNorm"
+    if name == "deberta":
+        return T.DebertaModel(T.DebertaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                              num_attention_heads=4, vocab_size=V, hidden_dropout_prob=0.0,
+                                              attention_probs_dropout_prob=0.0)), "DebertaLayerNorm"
     if name == "gpt2":
         return T.GPT2Model(T.GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=V, resid_pdrop=0.0,
                                         embd_pdrop=0.0, attn_pdrop=0.0)), "LayerNorm"
@@ -59,8 +63,8 @@ def _cfg(name):
     raise ValueError(name)
 
 
-FAMILIES = ["llama", "qwen2", "mistral", "gemma", "olmo2", "olmo", "nemotron", "cohere", "t5", "bert", "gpt2",
-            "convnext"]
+FAMILIES = ["llama", "qwen2", "mistral", "gemma", "olmo2", "olmo", "nemotron", "cohere", "t5", "bert", "deberta",
+            "gpt2", "convnext"]
 
 
 def _model(name, seed=0):
@@ -82,7 +86,7 @@ def _inputs(name, seed=1):
     ids = torch.randint(0, V, (2, 12), generator=g)
     if name == "t5":
         return {"input_ids": ids, "decoder_input_ids": ids}
-    if name in ("bert", "gpt2"):
+    if name in ("bert", "deberta", "gpt2"):
         return {"input_ids": ids}
     return {"input_ids": ids, "use_cache": False}  # causal LMs: no KV cache object in the outputs (export)
 
@@ -442,6 +446,8 @@ def test_nemotron_norm_on_meta_and_without_weight():
     ("olmo.modeling_olmo.OlmoLayerNorm", dict(hidden_size=64)),
     ("videoprism.modeling_videoprism.VideoPrismLayerNorm", dict(normalized_shape=64)),
     ("moshi.modeling_moshi.MoshiRMSNorm", dict(hidden_size=64)),
+    ("deberta.modeling_deberta.DebertaLayerNorm", dict(size=64)),
+    ("ergo.modeling_ergo.ErgoRMSNorm", dict(hidden_size=64, eps=1e-6)),
 ])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_forms_under_cuda_autocast(path, kwargs, dtype):
@@ -480,6 +486,8 @@ _FORMS = [
     ("moshi.modeling_moshi.MoshiRMSNorm", dict(hidden_size=64), "hf-moshi"),
     ("qwen4_exp.modeling_qwen4_exp.Qwen4ExpTextRMSNorm", dict(hidden_size=64), "hf-gemma"),
     ("deepseek_v4.modeling_deepseek_v4.DeepseekV4UnweightedRMSNorm", dict(eps=1e-6), "hf-unweighted"),
+    ("deberta.modeling_deberta.DebertaLayerNorm", dict(size=64), "hf-deberta"),
+    ("ergo.modeling_ergo.ErgoRMSNorm", dict(hidden_size=64, eps=1e-6), "hf-ergo"),
 ]
 
 
@@ -501,7 +509,8 @@ def _form(path, kwargs):
 @pytest.mark.parametrize("path,kwargs,tag", _FORMS, ids=[f[0].rsplit(".", 1)[1] for f in _FORMS])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, "bfloat16+float32"])
 def test_more_hf_norm_forms(path, kwargs, tag, dtype):
-    """Cohere's LayerNorm, Llama 4's, Moshi's, Qwen4Exp's and DeepSeek-V4's unweighted RMSNorm:
+    """Cohere's LayerNorm, Llama 4's, Moshi's, Qwen4Exp's and DeepSeek-V4's unweighted RMSNorm,
+    DeBERTa's LayerNorm and Ergo's RMSNorm:
     recognised by their code, and the swapped norm's output and the gradients of the input and
     every parameter are the original's: float32, within rounding; bf16, against the float64
     norm (from the same values) no worse than the original's (mean error), as fastln rounds

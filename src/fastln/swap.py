@@ -201,6 +201,12 @@ _BY_CODE: Dict[str, NormSpec] = {
     # weight's product rounded once; a 2-D weight (QK norm over head_dim, a weight per head) is left alone
     "e8bbb98ca41cab45": NormSpec("layer", "hf-cohere", eps="variance_epsilon", float32_compute=True, mixed=True,
                                  swappable=_one_dim_weight),
+    # SqueezeBertLayerNorm: nn.LayerNorm over dim 1 of (N, C, W) (permute, norm, permute back)
+    "1665f1030f577879": NormSpec("layer", "hf-squeezebert", bias="bias", normalized_shape="normalized_shape",
+                                 channels_first=_always),
+    # VitDetLayerNorm: a layer norm over dim 1 of NCHW in the input's dtype, by hand
+    "a928ecc9f2a7af7a": NormSpec("layer", "hf-vitdet", bias="bias", normalized_shape="normalized_shape",
+                                 channels_first=_always),
     # DebertaLayerNorm (DeBERTa v1): x̂ in float32 rounded to x's dtype, then weight * x̂ + bias
     # (two roundings in 16-bit, as hf-llama's)
     "e4f68ba52ac117d9": NormSpec("layer", "hf-deberta", eps="variance_epsilon", bias="bias", float32_compute=True),

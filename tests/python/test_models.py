@@ -448,6 +448,7 @@ def test_nemotron_norm_on_meta_and_without_weight():
     ("moshi.modeling_moshi.MoshiRMSNorm", dict(hidden_size=64)),
     ("deberta.modeling_deberta.DebertaLayerNorm", dict(size=64)),
     ("ergo.modeling_ergo.ErgoRMSNorm", dict(hidden_size=64, eps=1e-6)),
+    ("vitdet.modeling_vitdet.VitDetLayerNorm", dict(normalized_shape=64)),
 ])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_forms_under_cuda_autocast(path, kwargs, dtype):
@@ -458,7 +459,7 @@ def test_forms_under_cuda_autocast(path, kwargs, dtype):
     norm = _form(path, kwargs).cuda()
     swapped = copy.deepcopy(norm)
     assert fastln.replace_norms(swapped) == 1
-    x = _rows(dtype, "cuda")
+    x = _input_of(path, dtype, "cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):
         got, ref = swapped(x), norm(x)
     assert got.dtype == ref.dtype
@@ -488,7 +489,21 @@ _FORMS = [
     ("deepseek_v4.modeling_deepseek_v4.DeepseekV4UnweightedRMSNorm", dict(eps=1e-6), "hf-unweighted"),
     ("deberta.modeling_deberta.DebertaLayerNorm", dict(size=64), "hf-deberta"),
     ("ergo.modeling_ergo.ErgoRMSNorm", dict(hidden_size=64, eps=1e-6), "hf-ergo"),
+    ("squeezebert.modeling_squeezebert.SqueezeBertLayerNorm", dict(hidden_size=64), "hf-squeezebert"),
+    ("vitdet.modeling_vitdet.VitDetLayerNorm", dict(normalized_shape=64), "hf-vitdet"),
 ]
+_CHANNELS_FIRST = {"SqueezeBertLayerNorm": 3, "VitDetLayerNorm": 4}  # their inputs: (N, C, W), (N, C, H, W)
+
+
+def _input_of(path, dtype, device="cpu"):
+    """_rows' values in the layout the class normalizes: 64 channels in dim 1 where it wants it."""
+    x = _rows(dtype, device)
+    rank = _CHANNELS_FIRST.get(path.rsplit(".", 1)[1])
+    if rank == 3:
+        return x.reshape(2, 16, 64).transpose(1, 2)
+    if rank == 4:
+        return x.reshape(2, 4, 4, 64).permute(0, 3, 1, 2)
+    return x
 
 
 def _form(path, kwargs):
@@ -510,7 +525,7 @@ def _form(path, kwargs):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, "bfloat16+float32"])
 def test_more_hf_norm_forms(path, kwargs, tag, dtype):
     """Cohere's LayerNorm, Llama 4's, Moshi's, Qwen4Exp's and DeepSeek-V4's unweighted RMSNorm,
-    DeBERTa's LayerNorm and Ergo's RMSNorm:
+    DeBERTa's LayerNorm, Ergo's RMSNorm, SqueezeBERT's and VitDet's channels-first LayerNorms:
     recognised by their code, and the swapped norm's output and the gradients of the input and
     every parameter are the original's: float32, within rounding; bf16, against the float64
     norm (from the same values) no worse than the original's (mean error), as fastln rounds
@@ -521,7 +536,7 @@ def test_more_hf_norm_forms(path, kwargs, tag, dtype):
     swapped = copy.deepcopy(norm)
     assert fastln.replace_norms(swapped) == 1
     assert repr(swapped).startswith(f"fastln[{tag}]")
-    x = _rows(dtype)
+    x = _input_of(path, dtype)
     got, ref = _out_and_grads(swapped, x), _out_and_grads(norm, x)
     assert got[0].dtype == ref[0].dtype
     if dtype == torch.float32:

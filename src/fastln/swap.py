@@ -26,6 +26,7 @@ import inspect
 import re
 import textwrap
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Tuple, Type, Union
 
@@ -356,6 +357,10 @@ def _looks_like_a_norm(m: nn.Module) -> bool:
         bool(_LOOKS_LIKE_A_NORM.search(cls.__name__)) and next(m.children(), None) is None)
 
 
+def _listed(counts: Counter[str]) -> str:
+    return ", ".join(f"{n} ({k})" for n, k in sorted(counts.items()))
+
+
 def replace_norms(model: nn.Module, *, warn: bool = True) -> int:
     """Makes every recognised norm in ``model`` compute with fastln's kernels, in place;
     returns how many modules were swapped (already swapped ones are not counted again).
@@ -370,13 +375,12 @@ def replace_norms(model: nn.Module, *, warn: bool = True) -> int:
     optimizer already holding the parameters are all kept. :func:`restore_norms` undoes it.
     """
     count = 0
-    unknown: Dict[str, int] = {}
-    unswappable: Dict[str, int] = {}  # recognised classes whose instance's settings fastln does not compute
+    unknown: Counter[str] = Counter()
+    unswappable: Counter[str] = Counter()  # recognised classes whose instance's settings fastln does not compute
     for m in model.modules():
         cls = type(m)
         if "forward" in vars(m) and _looks_like_a_norm(m):  # its own forward (kernels' kernelize), not its class's
-            name = f"{cls.__module__}.{cls.__qualname__} (instance forward)"
-            unknown[name] = unknown.get(name, 0) + 1
+            unknown[f"{cls.__module__}.{cls.__qualname__} (instance forward)"] += 1
             continue
         if cls in _TORCH_SWAPS:
             m.__class__ = _TORCH_SWAPS[cls]
@@ -391,19 +395,17 @@ def replace_norms(model: nn.Module, *, warn: bool = True) -> int:
             m.__class__ = _swapped_class(cls, spec)
             count += 1
         elif spec is not None:
-            unswappable[name] = unswappable.get(name, 0) + 1
+            unswappable[name] += 1
         elif _looks_like_a_norm(m):
-            unknown[name] = unknown.get(name, 0) + 1
+            unknown[name] += 1
     if warn and unknown:
-        listed = ", ".join(f"{n} ({k})" for n, k in sorted(unknown.items()))
         warnings.warn(f"fastln.replace_norms left alone modules that look like norms but whose "
-                      f"computation it does not recognise: {listed}. fastln.register_norm(cls, "
+                      f"computation it does not recognise: {_listed(unknown)}. fastln.register_norm(cls, "
                       f"NormSpec(...)) swaps a class whose semantics you know.", stacklevel=2)
     if warn and unswappable:
-        listed = ", ".join(f"{n} ({k})" for n, k in sorted(unswappable.items()))
         warnings.warn(f"fastln.replace_norms left alone modules of known norm classes whose settings it "
                       f"does not compute (a weight per head, grouped statistics, timm's fast_norm, no "
-                      f"weight where the code adds 1 to it): {listed}.", stacklevel=2)
+                      f"weight where the code adds 1 to it): {_listed(unswappable)}.", stacklevel=2)
     return count
 
 

@@ -1,6 +1,6 @@
 """Small CUDA workload for compute-sanitizer (memcheck, racecheck): every kernel path once, for
 every op (LayerNorm, RMSNorm with and without a weight offset, on 16-bit input with float32
-weights too, the fused residual adds, residual_in_fp32) and dtype.
+weights too, the fused residual adds, with and without the offset, residual_in_fp32) and dtype.
 
 Paths by shape: register forward with several rows per warp (256, 768) or one row per CTA
 (4096), register backward with column sums in registers (256) or shared memory (4096), rows
@@ -42,8 +42,15 @@ def ops(ns, fp32):
         "rms_norm_offset_fp32_weight": (
             lambda x, r, w, b: [fastln.rms_norm(x, ns, w.float() if fp32 else w, 1e-5, weight_offset=1.0)],
             lambda x, r, w, b: F.rms_norm(x, ns, 1 + w, 1e-5)),
+        # LayerNorm's offset of 1: PlusOne weight, the bias read as it is
+        "layer_norm_offset": (lambda x, r, w, b: [fastln.layer_norm(x, ns, w, b, weight_offset=1.0)],
+                              lambda x, r, w, b: F.layer_norm(x, ns, 1 + w, b)),
         "fused_add_layer_norm": (lambda x, r, w, b: list(fastln.fused_add_layer_norm(x, r, ns, w, b)),
                                  lambda x, r, w, b: F.layer_norm(x + r, ns, w, b)),
+        "fused_add_layer_norm_offset_fp32_weight": (
+            lambda x, r, w, b: list(fastln.fused_add_layer_norm(
+                x, r, ns, w.float() if fp32 else w, b.float() if fp32 else b, weight_offset=1.0)),
+            lambda x, r, w, b: F.layer_norm(x + r, ns, 1 + w, b)),
         # 16-bit input: residual_in_fp32 with a float32 residual
         "fused_add_rms_norm": (lambda x, r, w, b: list(fastln.fused_add_rms_norm(
                                    x, r.float() if fp32 else r, ns, w, 1e-5, residual_in_fp32=fp32)),

@@ -11,12 +11,18 @@
 namespace fastln {
 namespace cuda_impl {
 
-// Whether a kernel reads a bias: LayerNorm's, but not of PlusOne<P> parameters. RMSNorm has none
-// (launch.cu refuses one), and code for a bias that is always null held registers anyway (RMSNorm
-// bf16 with float parameters, 4 vectors a thread: 50 against 40; PlusOne: 55 against 40) and
-// made cluster kernels spill (bf16 with float parameters: 72 / 84 bytes against none).
+// Whether a kernel reads a bias: LayerNorm's. RMSNorm has none (launch.cu refuses one), and code
+// for a bias that is always null held registers anyway (RMSNorm bf16 with float parameters, 4
+// vectors a thread: 50 against 40; PlusOne: 55 against 40) and made cluster kernels spill (bf16
+// with float parameters: 72 / 84 bytes against none).
 template <class P, Norm NORM>
-inline constexpr bool kBias = NORM == Norm::kLayer && !kPlusOne<P>;
+inline constexpr bool kBias = NORM == Norm::kLayer;
+// The bias as it is stored: with PlusOne<W> parameters the weight is read as 1 + w, the bias as
+// the plain W it is.
+template <class T, class P>
+__device__ __forceinline__ const plain_param_t<P>* bias_of(const FwdParams<T, P>& p) {
+  return reinterpret_cast<const plain_param_t<P>*>(p.beta);
+}
 
 // ---------------------------------------------------------------- forward, register path
 
@@ -96,10 +102,11 @@ __global__ void __launch_bounds__(512, fwd_min_ctas(CL)) fwd_reg_kernel(FwdParam
     for (int i = 0; i < NV; ++i) {
       const int v = i * tpr + t;
       if (valid && v < nvec) {
-        PPack<P, VEC> g, b;
+        PPack<P, VEC> g;
+        PPack<plain_param_t<P>, VEC> b;
         if (p.gamma) g = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + c0 + v * VEC);
         if constexpr (kBias<P, NORM>)
-          if (p.beta) b = *reinterpret_cast<const PPack<P, VEC>*>(p.beta + c0 + v * VEC);
+          if (p.beta) b = *reinterpret_cast<const PPack<plain_param_t<P>, VEC>*>(bias_of(p) + c0 + v * VEC);
         Pack<T> o;
 #pragma unroll
         for (int e = 0; e < VEC; ++e) {
@@ -172,14 +179,16 @@ __global__ void __launch_bounds__(kStagedThreads, 1) fwd_staged_kernel(FwdParams
   // in L1 beside the buffers (bf16, 2 x 64 KB a slice: 3.6% L1 hits, ncu). 16-byte parameter
   // vectors only (float32 parameters of 16-bit rows would take 128 registers).
   constexpr bool kParamRegs = sizeof(PPack<P, VEC>) == 16;
-  PPack<P, VEC> g[kParamRegs ? kStagedVectors : 1], b[kParamRegs ? kStagedVectors : 1];
+  using B = plain_param_t<P>;  // the bias's type (bias_of)
+  PPack<P, VEC> g[kParamRegs ? kStagedVectors : 1];
+  PPack<B, VEC> b[kParamRegs ? kStagedVectors : 1];
   if constexpr (kParamRegs) {
 #pragma unroll
     for (int i = 0; i < kStagedVectors; ++i) {
       const int v = t + i * kStagedThreads;
       if (v < nvec && p.gamma) g[i] = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + c0 + v * VEC);
       if constexpr (kBias<P, NORM>)
-        if (v < nvec && p.beta) b[i] = *reinterpret_cast<const PPack<P, VEC>*>(p.beta + c0 + v * VEC);
+        if (v < nvec && p.beta) b[i] = *reinterpret_cast<const PPack<B, VEC>*>(bias_of(p) + c0 + v * VEC);
     }
   }
   // Layer norm, row k: the CTA's sum of x - x0 (x0: the row's first element, the register
@@ -242,7 +251,7 @@ __global__ void __launch_bounds__(kStagedThreads, 1) fwd_staged_kernel(FwdParams
         if constexpr (!kParamRegs) {
           if (p.gamma) g[0] = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + c0 + v * VEC);
           if constexpr (kBias<P, NORM>)
-            if (p.beta) b[0] = *reinterpret_cast<const PPack<P, VEC>*>(p.beta + c0 + v * VEC);
+            if (p.beta) b[0] = *reinterpret_cast<const PPack<B, VEC>*>(bias_of(p) + c0 + v * VEC);
         }
         Pack<T> o;
 #pragma unroll
@@ -337,7 +346,7 @@ __global__ void __launch_bounds__(512) fwd_fallback_kernel(FwdParams<T, P> p) {
         const A scale = p.gamma ? rstd * ptoa<A>(p.gamma[col]) : rstd;
         A out = (A(dtof(a.v[e])) - mean) * scale;
         if constexpr (kBias<P, NORM>)
-          if (p.beta) out += ptoa<A>(p.beta[col]);
+          if (p.beta) out += ptoa<A>(bias_of(p)[col]);
         o.v[e] = dfrom<T>(out);
       }
       y[j] = o;

@@ -28,8 +28,8 @@
 //  * The weight offset (zero-centred gamma) is not in the norm kernels (in them it cost
 //    registers: docs/journal.md): params.cuh forms offset + gamma in the accumulation type first,
 //    and the kernels of float parameters run with it. An offset of 1 (Gemma) is a parameter
-//    type instead, PlusOne<T> (layer_norm_cuda.h), read as 1 + w: RMSNorm kernels of their own,
-//    the others' code unchanged.
+//    type instead, PlusOne<T> (layer_norm_cuda.h), read as 1 + w: kernels of their own, the
+//    others' code unchanged.
 //
 // Layout: blocks/ (element conversions and vectors, group sums, clusters and their PTX),
 // forward.cuh and backward.cuh (the kernels), launch_plan.h / .cpp (which kernel, grid, block,
@@ -240,9 +240,11 @@ auto reduce_kernel(const KernelId& k) {
 // PlusOne<W> kernels are planned by their plain twin's answers (W parameters): the same grids, so
 // the same order of additions and bits as the call with the weight 1 + w. The kernel launched is
 // asked first all the same: that query sets its shared-memory limit (resident_clusters). Where a
-// PlusOne kernel holds more registers than its twin (a few, by at most 2: docs/journal's register
-// tables), a persistent grid may have a CTA more a SM than run at once: slower, not wrong (no
-// kernel waits on another CTA of its grid; PDL's dependents start once every CTA has started).
+// PlusOne kernel holds more registers than its twin (RMSNorm's by at most 2; LayerNorm's one-CTA
+// forward kernels, which read the bias beside 1 + w, by up to 16, as many as the float-parameter
+// kernels the offset ran on before: docs/journal's register tables), a grid may have a CTA more a
+// SM than run at once: slower, not wrong (no kernel waits on another CTA of its grid; PDL's
+// dependents start once every CTA has started).
 template <class T, class P, Norm NORM, bool RES>
 struct FwdOccupancy final : Occupancy {
   int device;
@@ -353,47 +355,31 @@ cudaError_t launch_bwd_norm(BwdParams<T, P> p, bool vec_ok, int64_t nparts, Q* d
 }  // namespace
 
 // The one point where the runtime Norm (and, forward, the residual) picks the kernels'.
-// PlusOne<T> parameters: RMSNorm's kernels only (a bias would be read as 1 + b).
 template <class T, class P>
 cudaError_t launch_fwd(FwdParams<T, P> p, bool vec_ok, cudaStream_t s) {
   p.n = int(p.N);
-  if constexpr (kPlusOne<P>) {  // `else`: the kLayer kernels must not be instantiated
-    if (p.norm != Norm::kRms || p.beta) return cudaErrorInvalidValue;
-    return p.R ? launch_fwd_norm<T, P, Norm::kRms, true>(p, vec_ok, s)
-               : launch_fwd_norm<T, P, Norm::kRms, false>(p, vec_ok, s);
-  } else {
-    if (p.norm == Norm::kRms && p.beta) return cudaErrorInvalidValue;  // RMSNorm's kernels read no bias
-    if (p.R)
-      return p.norm == Norm::kRms ? launch_fwd_norm<T, P, Norm::kRms, true>(p, vec_ok, s)
-                                  : launch_fwd_norm<T, P, Norm::kLayer, true>(p, vec_ok, s);
-    return p.norm == Norm::kRms ? launch_fwd_norm<T, P, Norm::kRms, false>(p, vec_ok, s)
-                                : launch_fwd_norm<T, P, Norm::kLayer, false>(p, vec_ok, s);
-  }
+  if (p.norm == Norm::kRms && p.beta) return cudaErrorInvalidValue;  // RMSNorm's kernels read no bias
+  if (p.R)
+    return p.norm == Norm::kRms ? launch_fwd_norm<T, P, Norm::kRms, true>(p, vec_ok, s)
+                                : launch_fwd_norm<T, P, Norm::kLayer, true>(p, vec_ok, s);
+  return p.norm == Norm::kRms ? launch_fwd_norm<T, P, Norm::kRms, false>(p, vec_ok, s)
+                              : launch_fwd_norm<T, P, Norm::kLayer, false>(p, vec_ok, s);
 }
 
 template <class T, class P>
 int64_t bwd_num_partials(const BwdParams<T, P>& p, bool vec_ok, int device) {
   BwdParams<T, P> q = p;
   q.n = int(p.N);
-  if constexpr (kPlusOne<P>)
-    return q.norm == Norm::kRms ? bwd_num_partials_norm<T, P, Norm::kRms>(q, vec_ok, device) : -1;
-  else
-    return q.norm == Norm::kRms ? bwd_num_partials_norm<T, P, Norm::kRms>(q, vec_ok, device)
-                                : bwd_num_partials_norm<T, P, Norm::kLayer>(q, vec_ok, device);
+  return q.norm == Norm::kRms ? bwd_num_partials_norm<T, P, Norm::kRms>(q, vec_ok, device)
+                              : bwd_num_partials_norm<T, P, Norm::kLayer>(q, vec_ok, device);
 }
 
 template <class T, class P, class Q>
 cudaError_t launch_bwd(BwdParams<T, P> p, bool vec_ok, int64_t nparts, Q* dgamma, Q* dbeta,
                        cudaStream_t s) {
   p.n = int(p.N);
-  if constexpr (kPlusOne<P>) {
-    if (p.norm != Norm::kRms) return cudaErrorInvalidValue;
-    return launch_bwd_norm<T, P, Q, Norm::kRms>(p, vec_ok, nparts, dgamma, dbeta, s);
-  } else {
-    return p.norm == Norm::kRms
-               ? launch_bwd_norm<T, P, Q, Norm::kRms>(p, vec_ok, nparts, dgamma, dbeta, s)
-               : launch_bwd_norm<T, P, Q, Norm::kLayer>(p, vec_ok, nparts, dgamma, dbeta, s);
-  }
+  return p.norm == Norm::kRms ? launch_bwd_norm<T, P, Q, Norm::kRms>(p, vec_ok, nparts, dgamma, dbeta, s)
+                              : launch_bwd_norm<T, P, Q, Norm::kLayer>(p, vec_ok, nparts, dgamma, dbeta, s);
 }
 
 template <class P, class A>

@@ -14,8 +14,8 @@ namespace cuda_impl {
 // A parameter that the kernels read as 1 + its value, formed in float (1.0f + float(w), the
 // CPU kernels' add): weight_offset = 1 (Gemma's xhat * (1 + w)) inside the tuned kernels, with
 // no prep kernel and no float copy of the weight. P's size and layout (the weight's memory read
-// as it is). RMSNorm only (launch.cu): LayerNorm's bias would need a plain type beside a PlusOne
-// gamma; the forward kernels compile no bias code for PlusOne parameters (kBias, forward.cuh).
+// as it is). LayerNorm's bias, of the weight's dtype, is read as the plain W it is (bias_of,
+// forward.cuh).
 template <class P>
 struct PlusOne {
   P v;
@@ -55,7 +55,6 @@ cudaError_t launch_fwd(FwdParams<T, P> p, bool vec_ok, cudaStream_t stream);
 // when neither dgamma nor dbeta is wanted; dgamma/dbeta may each be null).
 // dgamma / dbeta are written as Q: P, or T where a weight offset made the kernels' P the
 // accumulation type (launch_offset_params) while the parameters are T, or W for P = PlusOne<W>.
-// P = PlusOne<W>: RMSNorm only; kLayer returns cudaErrorInvalidValue (bwd_num_partials: -1).
 template <class T, class P>
 int64_t bwd_num_partials(const BwdParams<T, P>& p, bool vec_ok, int device);
 template <class T, class P, class Q = P>
@@ -80,8 +79,8 @@ cudaError_t launch_offset_params(const P* gamma, const P* beta, A offset, A* out
   template cudaError_t launch_offset_params<P, A>(const P*, const P*, A, A*, A*, int64_t, cudaStream_t);
 #define FASTLN_CUDA_INSTANTIATE_OFFSET_BWD(T) \
   template cudaError_t launch_bwd<T, float, T>(BwdParams<T, float>, bool, int64_t, T*, T*, cudaStream_t);
-// weight_offset = 1 read by the kernels (PlusOne): RMSNorm's kernels of (T, PlusOne<W>), the
-// weight's gradient in W (W = T, or float for 16-bit T: mixed precision).
+// weight_offset = 1 read by the kernels (PlusOne): the kernels of (T, PlusOne<W>), the weight's and
+// the bias's gradients in W (W = T, or float for 16-bit T: mixed precision).
 #define FASTLN_CUDA_INSTANTIATE_PLUS_ONE(T, W)                                                          \
   template cudaError_t launch_fwd<T, PlusOne<W>>(FwdParams<T, PlusOne<W>>, bool, cudaStream_t);         \
   template int64_t bwd_num_partials<T, PlusOne<W>>(const BwdParams<T, PlusOne<W>>&, bool, int);         \

@@ -49,14 +49,12 @@ bool offset_applies(const OptTensor& weight, double weight_offset) {
   return weight_offset != 0 && weight.has_value() && weight->defined();
 }
 // An offset of exactly 1 (Gemma) is read by the kernels themselves, without that kernel and its
-// buffer: RMSNorm's kernels of PlusOne<W> parameters (launch.cu), for a weight of the input's
-// dtype (float, bf16, fp16) or a float32 weight on 16-bit input (mixed precision), and no bias.
-bool plus_one_applies(Norm norm, const at::Tensor& input, const OptTensor& weight, const OptTensor& bias,
-                      double weight_offset) {
+// buffer: the kernels of PlusOne<W> parameters (launch.cu), for a weight of the input's dtype
+// (float, bf16, fp16) or a float32 weight on 16-bit input (mixed precision); LayerNorm's bias
+// (of the weight's dtype: check_norm_args) is read as it is.
+bool plus_one_applies(const at::Tensor& input, const OptTensor& weight, double weight_offset) {
   const at::ScalarType x = input.scalar_type();
-  if (weight_offset != 1.0 || norm != Norm::kRms || !offset_applies(weight, weight_offset) ||
-      (bias.has_value() && bias->defined()))
-    return false;
+  if (weight_offset != 1.0 || !offset_applies(weight, weight_offset)) return false;
   const at::ScalarType w = weight->scalar_type();
   return x == at::kFloat ? w == x : (x == at::kBFloat16 || x == at::kHalf) && (w == x || w == at::kFloat);
 }
@@ -120,7 +118,7 @@ Tensor3 norm_fwd_cuda(const char* op, Norm norm, const at::Tensor& input,
   const Rows X = as_rows(input, s.M, s.N);
   const Rows R = residual.defined() ? as_rows(residual, s.M, s.N) : Rows{at::Tensor(), 0};
   at::Tensor gamma = contiguous_param(weight), beta = contiguous_param(bias);
-  const bool plus_one = plus_one_applies(norm, input, weight, bias, weight_offset);
+  const bool plus_one = plus_one_applies(input, weight, weight_offset);
   if (!plus_one && offset_applies(weight, weight_offset)) {  // the kernels read gamma and beta as flat rows
     const at::Tensor acc = offset_params(input, gamma, beta, weight_offset);
     gamma = acc[0];
@@ -206,7 +204,7 @@ Tensor3 norm_bwd_cuda(const char* op, Norm norm, const at::Tensor& grad_out,
   const c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor gamma = contiguous_param(weight);
   const auto pdtype = param_dtype(input, gamma, contiguous_param(bias));
-  const bool plus_one = plus_one_applies(norm, input, weight, bias, weight_offset);
+  const bool plus_one = plus_one_applies(input, weight, weight_offset);
   const at::Tensor kernel_gamma = !plus_one && offset_applies(weight, weight_offset)
                                       ? offset_params(input, gamma, at::Tensor(), weight_offset)[0]
                                       : gamma;

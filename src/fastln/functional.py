@@ -39,12 +39,16 @@ _Shape = Union[int, Sequence[int]]
 _is_compiling = torch.compiler.is_compiling
 _has_torch_function = torch._C._has_torch_function
 _peek_interpreter = torch._C._functorch.peek_interpreter_stack
+_CInterpreter = torch._C._functorch.CInterpreter
 OPS, COMPOSITE = _C.ROUTE_OPS, _C.ROUTE_COMPOSITE
 
 
 def _traced_route() -> int:
-    """The route while tracing or with __torch_function__ (the eager entry is not called)."""
-    if _peek_interpreter() is not None or _forward_ad._current_level >= 0:
+    """The route while tracing or with __torch_function__ (the eager entry is not called).
+    A torch.func transform is asked by the interpreter's type, not `is not None`: Dynamo wraps
+    peek_interpreter_stack()'s None as an object, so `is not None` read True in every compiled
+    region (torch 2.13) and took torch's ops instead of fastln's; isinstance sees the value."""
+    if isinstance(_peek_interpreter(), _CInterpreter) or _forward_ad._current_level >= 0:
         return COMPOSITE
     if _is_compiling() and torch.onnx.is_in_onnx_export():
         return COMPOSITE

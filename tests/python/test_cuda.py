@@ -449,13 +449,13 @@ def _cuda_launches(fn):
 
 
 @pytest.mark.parametrize("dtype,pdtype", OFFSET_DTYPES[:5], ids=str)
-@pytest.mark.parametrize("op", ["rms_norm", "fused_add_rms_norm"])
+@pytest.mark.parametrize("op", OFFSET_OPS[:4])
 def test_weight_offset_one_costs_no_launch(op, dtype, pdtype):
-    """RMSNorm's weight_offset=1 with a weight of the input's dtype (Gemma) or float32 on 16-bit
-    input (mixed precision) runs in the norm kernels themselves (PlusOne parameters): forward and
-    backward launch what the same call with the weight 1 + w and no offset launches, and no
-    offset_params_kernel."""
-    x, r, w, b, dys = _offset_inputs(op, 4096, 4096, dtype, pdtype, "weight", seed=3)
+    """weight_offset=1 with a weight of the input's dtype (Gemma) or float32 on 16-bit input (mixed
+    precision), and LayerNorm's bias, runs in the norm kernels themselves (PlusOne parameters):
+    forward and backward launch what the same call with the weight 1 + w and no offset launches,
+    and no offset_params_kernel."""
+    x, r, w, b, dys = _offset_inputs(op, 4096, 4096, dtype, pdtype, "both", seed=3)
     ours, plain = _offset_fns(op, 1.0)[0], _offset_fns(op, None)[0]
     w1 = (1.0 + w.float()).to(pdtype)
     for fn, weight in ((ours, w), (plain, w1)):

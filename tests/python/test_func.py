@@ -153,7 +153,7 @@ def test_weight_offset_zero_is_bitwise_the_plain_op():
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("op", ["layer_norm", "rms_norm", "fused_add_rms_norm"])
+@pytest.mark.parametrize("op", ["layer_norm", "rms_norm", "fused_add_layer_norm", "fused_add_rms_norm"])
 @pytest.mark.parametrize("n", [64, 1000, 4096, 20000])
 def test_weight_offset_on_16bit_weights_is_the_float32_weight(device, dtype, op, n):
     """An offset on a 16-bit weight w is, bit for bit, the call with the float32 weight
@@ -178,6 +178,10 @@ def test_weight_offset_on_16bit_weights_is_the_float32_weight(device, dtype, op,
         elif op == "rms_norm":
             leaves = [xx, ww]
             outs = (fastln.rms_norm(xx, (n,), ww, 1e-6, weight_offset=offset),)
+        elif op == "fused_add_layer_norm":
+            rr, bb = r.clone().requires_grad_(), bias.clone().requires_grad_()
+            leaves = [xx, rr, ww, bb]
+            outs = fastln.fused_add_layer_norm(xx, rr, (n,), ww, bb, 1e-5, weight_offset=offset)
         else:
             rr = r.clone().requires_grad_()
             leaves = [xx, rr, ww]

@@ -436,7 +436,7 @@ def test_nemotron_norm_on_meta_and_without_weight():
     ("cohere.modeling_cohere.CohereLayerNorm", dict(hidden_size=64)),
     ("olmo.modeling_olmo.OlmoLayerNorm", dict(hidden_size=64)),
     ("videoprism.modeling_videoprism.VideoPrismLayerNorm", dict(normalized_shape=64)),
-    ("moshi.modeling_moshi.MoshiRMSNorm", dict(hidden_size=64)),
+    ("moshi.modeling_moshi.MoshiRMSNorm", (64,)),
     ("deberta.modeling_deberta.DebertaLayerNorm", dict(size=64)),
     ("ergo.modeling_ergo.ErgoRMSNorm", dict(hidden_size=64, eps=1e-6)),
     ("vitdet.modeling_vitdet.VitDetLayerNorm", dict(normalized_shape=64)),
@@ -475,8 +475,8 @@ _FORMS = [
     ("cohere.modeling_cohere.CohereLayerNorm", dict(hidden_size=64), "hf-cohere"),
     ("cohere2.modeling_cohere2.Cohere2LayerNorm", dict(hidden_size=64), "hf-cohere"),
     ("llama4.modeling_llama4.Llama4TextRMSNorm", dict(hidden_size=64), "hf-llama"),
-    ("moshi.modeling_moshi.MoshiRMSNorm", dict(hidden_size=64), "hf-moshi"),
-    ("qwen4_exp.modeling_qwen4_exp.Qwen4ExpTextRMSNorm", dict(hidden_size=64), "hf-gemma"),
+    ("moshi.modeling_moshi.MoshiRMSNorm", (64,), "hf-moshi"),
+    ("qwen4_exp.modeling_qwen4_exp.Qwen4ExpTextRMSNorm", (64,), "hf-gemma"),
     ("deepseek_v4.modeling_deepseek_v4.DeepseekV4UnweightedRMSNorm", dict(eps=1e-6), "hf-unweighted"),
     ("deberta.modeling_deberta.DebertaLayerNorm", dict(size=64), "hf-deberta"),
     ("ergo.modeling_ergo.ErgoRMSNorm", dict(hidden_size=64, eps=1e-6), "hf-ergo"),
@@ -498,6 +498,8 @@ def _input_of(path, dtype, device="cpu"):
 
 
 def _form(path, kwargs):
+    """A transformers norm class built from kwargs, or from positional arguments (a tuple) where
+    versions name the size differently (Moshi's and Qwen4Exp's: 5.17 `dim`, 5.25 `hidden_size`)."""
     import importlib
     mod, name = f"transformers.models.{path}".rsplit(".", 1)
     try:
@@ -505,7 +507,7 @@ def _form(path, kwargs):
     except (ImportError, AttributeError):
         pytest.skip(f"{name} is not in transformers {transformers.__version__}")
     torch.manual_seed(0)
-    norm = cls(**kwargs)
+    norm = cls(*kwargs) if isinstance(kwargs, tuple) else cls(**kwargs)
     with torch.no_grad():
         for p in norm.parameters():
             p.normal_(0.2, 0.5)  # away from the init (ones / zeros): a wrong offset or weight shows
@@ -544,12 +546,12 @@ def test_forms_left_alone_where_they_compute_something_else():
     """Cohere's QK norm (a weight per head: (heads, head_dim)) and Qwen4Exp's grouped norm run
     their own code, also where the setting changes after the swap."""
     qk = _form("cohere.modeling_cohere.CohereLayerNorm", dict(hidden_size=(4, 16)))
-    grouped = _form("qwen4_exp.modeling_qwen4_exp.Qwen4ExpTextRMSNorm", dict(hidden_size=64, group_size=16))
+    grouped = _form("qwen4_exp.modeling_qwen4_exp.Qwen4ExpTextRMSNorm", (64, 16))
     for norm in (qk, grouped):
         with pytest.warns(UserWarning, match=type(norm).__name__):
             assert fastln.replace_norms(norm) == 0
     x = _rows(torch.float32)
-    norm = _form("qwen4_exp.modeling_qwen4_exp.Qwen4ExpTextRMSNorm", dict(hidden_size=64))
+    norm = _form("qwen4_exp.modeling_qwen4_exp.Qwen4ExpTextRMSNorm", (64,))
     swapped = copy.deepcopy(norm)
     assert fastln.replace_norms(swapped) == 1
     norm.group_size = swapped.group_size = 16

@@ -141,6 +141,38 @@ def test_compile_fullgraph(entry):
             torch.testing.assert_close(o, w, msg=lambda m: f"{entry.name} {s.desc}: {m}")
 
 
+@pytest.mark.parametrize("entry", PUBLIC, ids=ids(PUBLIC))
+def test_compiled_graph_holds_the_fastln_op(entry):
+    """What torch.compile traces is the fastln op itself (so the compiled call runs fastln's
+    kernels), not torch's composite ops; inside a torch.func transform within the compiled region
+    it is the composite (fastln's node has no functorch rules). Until 2026-12-06 every compiled
+    call took the composite: Dynamo wraps peek_interpreter_stack()'s None as an object, which an
+    `is not None` test read as a transform (functional._traced_route)."""
+    seen = []
+
+    def backend(gm, example_inputs):
+        seen.extend(n.target for n in gm.graph.nodes if n.op == "call_function")
+        return gm.forward
+
+    s = next(iter(entry.samples("cpu", torch.float32, False, small=True)))
+    torch._dynamo.reset()
+    torch.compile(lambda *a: entry.fn(*a, **s.kwargs), backend=backend, fullgraph=True)(*s.clone().args)
+    assert entry.op in seen, seen
+    x = s.args[0]
+    if x.numel() == 0 or entry.name == "layer_norm_memory_efficient":
+        return
+
+    def loss(x0):  # the gradient of the first output's sum with respect to the input
+        out = entry.fn(x0, *s.args[1:], **s.kwargs)
+        return (out[0] if isinstance(out, tuple) else out).sum()
+
+    seen.clear()
+    torch._dynamo.reset()
+    got = torch.compile(torch.func.grad(loss), backend=backend, fullgraph=True)(x.clone())
+    assert not any(str(t).startswith("fastln.") for t in seen), seen
+    torch.testing.assert_close(got, torch.func.grad(loss)(x.clone()))
+
+
 # ---- gradcheck ----
 
 @pytest.mark.parametrize("entry", PUBLIC, ids=ids(PUBLIC))

@@ -1,0 +1,22 @@
+"""The 16-bit LayerNorm backward row kernel under Nsight Compute, one shape a process: three
+warm-up calls, then the profiled one (journal.md, session 19: N = 49152 runs at 79.7 % of copy
+against 85-87 % at 40960, 57344 and 65536 with the same kernel family).
+
+    ncu --clock-control none -k regex:bwd_reg_kernel --launch-skip 3 --launch-count 1 \\
+        --section SpeedOfLight --section WarpStateStats ... python3 bwd16_ncu.py 2731 49152
+"""
+import sys
+
+import torch
+
+import fastln  # noqa: F401  (registers torch.ops.fastln)
+
+m, n = int(sys.argv[1]), int(sys.argv[2])
+dtype = getattr(torch, sys.argv[3]) if len(sys.argv) > 3 else torch.bfloat16
+x = torch.randn(m, n, device="cuda", dtype=dtype)
+w, b = torch.randn(n, device="cuda", dtype=dtype), torch.randn(n, device="cuda", dtype=dtype)
+dy = torch.randn_like(x)
+_, mean, rstd = torch.ops.fastln.layer_norm_fwd(x, (n,), w, b, 1e-5, 0.0)
+for _ in range(4):
+    torch.ops.fastln.layer_norm_bwd(dy, x, (n,), mean, rstd, w, b, [True, True, True], 0.0)
+torch.cuda.synchronize()

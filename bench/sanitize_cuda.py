@@ -13,7 +13,8 @@ backward rows of 1024 and more are staged in shared memory (one CTA a row: 4096,
 take a row and the exchange's four slots are reused in the clusters of 65536. The staged forward
 (cluster rows without the residual add) takes fp32 65536 in clusters of 8 CTAs, one a SM (at most
 16 on an H100's 132 SMs): 100 rows give each at least 6, so its three buffers and four slots are
-reused too.
+reused too. 16-bit backward rows of 49152 are staged too (clusters of 8; 70 rows: 30 clusters, some
+with three rows).
 
 Arguments: op names (keys of ops()) to run those alone, e.g. a new case under a short device call."""
 import sys
@@ -25,7 +26,7 @@ import fastln
 
 torch.manual_seed(0)
 SHAPES = [(7, 256), (5, 768), (3, 4096), (400, 8192), (2, 32768), (100, 65536), (3, 36872), (2, 65544), (9, 17),
-          (4, 4099)]
+          (4, 4099), (70, 49152)]
 
 
 def ops(ns, fp32):

@@ -158,9 +158,13 @@ int64_t cap_partials(int64_t grid, int64_t M, int block, int elem_size, const De
 // bwd_reg_kernel: fp32 768 92.4 -> 93.5, 1000 88.2 -> 93.4, 8192 93.8 -> 96.3, 12288 93.5 -> 99.0,
 // 65536 90.0 -> 93.1; (4096, 1024) 37.7 -> 32.4 us. 16-bit rows keep bwd_reg_kernel: twice the
 // elements a byte, the staged kernel is bound by its instructions there (bf16 16384: 77 against
-// 89%; docs/cuda.md). PlanOverrides::bwd_staged = 0 keeps bwd_reg_kernel everywhere, = V > 0
-// takes rows of at least V vectors, 16-bit ones too. Launch::kernel kNone: not this kernel.
+// 89%; docs/cuda.md), but where the register kernel keeps few warps a SM (bwd_reg_launch).
+// PlanOverrides::bwd_staged = 0 keeps bwd_reg_kernel everywhere, = V > 0 takes rows of at least V
+// vectors, 16-bit ones too. Launch::kernel kNone: not this kernel.
 constexpr int kBwdStagedFrom = 129;
+// 16-bit cluster slices whose register kernel keeps at most this many warps a SM take the staged
+// kernel (bwd_reg_launch).
+constexpr int kBwdStagedMaxWarps = 12;
 Launch bwd_staged_launch(const Config& c, const Problem& pb, const DeviceProps& dev, const Occupancy& occ,
                          const PlanOverrides& ov) {
   constexpr int kSlice = kBwdStagedThreads * kBwdStagedVectors;
@@ -238,6 +242,18 @@ Launch bwd_reg_launch(const Config& c, const Problem& pb, const DeviceProps& dev
   l.grid = std::min<int64_t>(wanted, occ.resident(k, c.block, l.smem, l.cluster)) * l.cluster;
   // A row a CTA and a partial each (no partial clusters).
   if (l.cluster == 1 && c.cl == 1 && c.tpr == c.block) l.grid = cap_partials(l.grid, pb.m, c.block, pb.elem_size, dev);
+  // 16-bit cluster slices with few warps a SM: the kernel waits on its loads (H100, ncu: 39 % of
+  // stalls on L1TEX, 0.67 eligible warps a scheduler at bf16 49152), and its time follows the warps
+  // in flight (bf16 row kernel 40960 / 49152 / 57344 / 65536: 15 / 12 / 14 / 16 warps, 311 / 335 /
+  // 320 / 307 us). Where it keeps at most 12 (192-thread CTAs, two a SM: N = 24576 over 4, 49152
+  // over 8), the staged kernel is faster: bf16 / fp16 49152 342-351 -> 328-334 us, 24576
+  // 319-324 -> 315-316 (journal.md, session 19). Elsewhere it lost by 1-16 %.
+  if (pb.elem_size == 2 && c.cl > 1 && ov.bwd_staged < 0 && !valid_cluster(ov.cluster_bwd) &&
+      occ.resident(k, c.block, l.smem, 1) * (c.block / 32) <= kBwdStagedMaxWarps * dev.sm_count) {
+    PlanOverrides staged = ov;
+    staged.bwd_staged = 1;
+    if (Launch st = bwd_staged_launch(c, pb, dev, occ, staged); st.kernel.kind != KernelKind::kNone) return st;
+  }
   return l;
 }
 

@@ -75,7 +75,7 @@ struct PlanOverrides {
   int cluster_bwd = 0;      // the same for the backward
   int partial_cluster = 0;  // CTAs sharing a partial in one-row-a-CTA backward kernels: 1, 2, 4, 8 (0: heuristics)
   bool fwd_staged = true;   // false: the register kernel on cluster rows instead of the staged one
-  int bwd_staged = -1;      // the staged backward: -1 heuristics (fp32 rows from kBwdStagedFrom vectors), 0 never, V > 0 rows of >= V vectors (16-bit too)
+  int bwd_staged = -1;      // the staged backward: -1 heuristics (fp32 rows from kBwdStagedFrom vectors, 16-bit cluster rows of few warps), 0 never, V > 0 rows of >= V vectors (16-bit too)
   bool bwd_two_rows = true; // false: 16-bit cluster slices take one row an iteration
   bool pdl = true;          // false: reduce_partials_kernel launched after the backward, not as its programmatic dependent
   int fwd_nv = 0;           // one-CTA forward rows of > 128 vectors: 1, 2, 4, 8 or 16 vectors a thread (0: heuristics)

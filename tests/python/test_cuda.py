@@ -140,7 +140,7 @@ def test_long_rows_parity(n, dtype, norm, affine):
         check_parity(x, (n,), w, None, dy, dtype, eps=1e-6, fns=RMS_FNS)
 
 
-@pytest.mark.parametrize("n", CLUSTER_NS)
+@pytest.mark.parametrize("n", CLUSTER_NS + [24576, 49152])  # 24576, 49152: the staged backward (below)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_cluster_rows_mixed_params(n, dtype):
     """16-bit input, float32 weight and bias (torch's CUDA kernel rejects them: the float64
@@ -327,25 +327,28 @@ def test_forward_geometry_overrides_parity(overrides, dtype, m, n, norm):
             check_parity(x, (n,), w, None, dy, dtype, eps=1e-6, fns=RMS_FNS)
 
 
-# fp32 rows whose backward is staged in shared memory on sm_90 (cuda/launch_plan.cpp,
-# bwd_staged_launch): one CTA a row at 1024 and 8192 (the first capped to 16 warps a SM for this M),
-# clusters of 2 at 12288 and 8 at 65536. M gives every CTA (cluster) of an H100 seven rows or
-# more, so each of the three buffers and four exchange slots is reused.
-STAGED_BWD_SHAPES = [(4000, 1024), (1000, 8192), (500, 12288), (301, 65536)]
+# Rows whose backward is staged in shared memory on sm_90 (cuda/launch_plan.cpp,
+# bwd_staged_launch): fp32, one CTA a row at 1024 and 8192 (the first capped to 16 warps a SM for
+# this M), clusters of 2 at 12288 and 8 at 65536; 16-bit rows where the register kernel would keep
+# 12 warps a SM (bwd_reg_launch): 24576 in clusters of 2, 49152 of 8. M gives every CTA (cluster)
+# of an H100 several rows, so each of the three buffers and four exchange slots is reused.
+STAGED_BWD_CASES = [(4000, 1024, torch.float32), (1000, 8192, torch.float32), (500, 12288, torch.float32),
+                    (301, 65536, torch.float32), (500, 24576, torch.bfloat16), (301, 49152, torch.bfloat16),
+                    (500, 24576, torch.float16), (301, 49152, torch.float16)]
 
 
-@pytest.mark.parametrize("m,n", STAGED_BWD_SHAPES)
+@pytest.mark.parametrize("m,n,dtype", STAGED_BWD_CASES, ids=str)
 @pytest.mark.parametrize("norm,affine", [("layer", "both"), ("layer", "none"), ("rms", "weight"), ("rms", "none")])
-def test_staged_backward(m, n, norm, affine):
+def test_staged_backward(m, n, dtype, norm, affine):
     """Parity against torch and the float64 reference; gradients bitwise equal run to run; a
     row's grad_input bitwise what the row alone gives (its sums are its own, pipelined or not)."""
     from test_layer_norm import check_parity, forward_backward, make_inputs
     from test_rms_norm import RMS_FNS
 
     offset = 4.0 if norm == "layer" else 0.0
-    x, w, b, dy = make_inputs((m, n), (n,), torch.float32, "cuda", affine, seed=n % 97, offset=offset)
+    x, w, b, dy = make_inputs((m, n), (n,), dtype, "cuda", affine, seed=n % 97, offset=offset)
     fns, eps = ((fastln.layer_norm, F.layer_norm, ref_layer_norm), 1e-5) if norm == "layer" else (RMS_FNS, 1e-6)
-    check_parity(x, (n,), w, b, dy, torch.float32, eps=eps, fns=fns)
+    check_parity(x, (n,), w, b, dy, dtype, eps=eps, fns=fns)
     first = forward_backward(fns[0], x, (n,), w, b, dy, eps)
     again = forward_backward(fns[0], x, (n,), w, b, dy, eps)
     for i, (f, a) in enumerate(zip(first, again)):

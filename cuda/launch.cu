@@ -268,12 +268,13 @@ struct BwdOccupancy final : Occupancy {
   }
 };
 
-template <class T>
+template <class T, class P>
 Problem problem(int n, int64_t m, bool residual, bool vec_ok) {
   Problem pb;
   pb.n = n;
   pb.m = m;
   pb.elem_size = int(sizeof(T));
+  pb.param_size = int(sizeof(plain_param_t<P>));
   pb.residual = residual;
   pb.vec_ok = vec_ok;
   return pb;
@@ -313,7 +314,7 @@ cudaError_t launch_fwd_norm(FwdParams<T, P> p, bool vec_ok, cudaStream_t s) {
   int device = 0;
   cudaGetDevice(&device);
   const FwdPlan plan =
-      fwd_plan(problem<T>(p.n, p.M, RES, vec_ok), device_props(device), FwdOccupancy<T, P, NORM, RES>(device), plan_overrides());
+      fwd_plan(problem<T, P>(p.n, p.M, RES, vec_ok), device_props(device), FwdOccupancy<T, P, NORM, RES>(device), plan_overrides());
   const auto kernel = fwd_kernel<T, P, NORM, RES>(plan.main.kernel);
   if (!kernel) return cudaErrorInvalidConfiguration;  // not built, and no plan picks it
   p.tpr = plan.tpr;
@@ -322,7 +323,7 @@ cudaError_t launch_fwd_norm(FwdParams<T, P> p, bool vec_ok, cudaStream_t s) {
 
 template <class T, class P, Norm NORM>
 int64_t bwd_num_partials_norm(const BwdParams<T, P>& p, bool vec_ok, int device) {
-  return bwd_plan(problem<T>(p.n, p.M, false, vec_ok), device_props(device), BwdOccupancy<T, P, NORM>(device), plan_overrides())
+  return bwd_plan(problem<T, P>(p.n, p.M, false, vec_ok), device_props(device), BwdOccupancy<T, P, NORM>(device), plan_overrides())
       .nparts;
 }
 
@@ -332,7 +333,7 @@ cudaError_t launch_bwd_norm(BwdParams<T, P> p, bool vec_ok, int64_t nparts, Q* d
   int device = 0;
   cudaGetDevice(&device);
   const BwdPlan plan =
-      bwd_plan(problem<T>(p.n, p.M, false, vec_ok), device_props(device), BwdOccupancy<T, P, NORM>(device), plan_overrides());
+      bwd_plan(problem<T, P>(p.n, p.M, false, vec_ok), device_props(device), BwdOccupancy<T, P, NORM>(device), plan_overrides());
   p.tpr = plan.tpr;
   const auto kernel = bwd_kernel<T, P, NORM>(plan.main.kernel);
   if (plan.main.kernel.kind != KernelKind::kBwdFallbackDx) {

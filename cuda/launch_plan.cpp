@@ -247,8 +247,9 @@ Launch bwd_reg_launch(const Config& c, const Problem& pb, const DeviceProps& dev
   // in flight (bf16 row kernel 40960 / 49152 / 57344 / 65536: 15 / 12 / 14 / 16 warps, 311 / 335 /
   // 320 / 307 us). Where it keeps at most 12 (192-thread CTAs, two a SM: N = 24576 over 4, 49152
   // over 8), the staged kernel is faster: bf16 / fp16 49152 342-351 -> 328-334 us, 24576
-  // 319-324 -> 315-316 (journal.md, session 19). Elsewhere it lost by 1-16 %.
-  if (pb.elem_size == 2 && c.cl > 1 && ov.bwd_staged < 0 && !valid_cluster(ov.cluster_bwd) &&
+  // 319-324 -> 315-316 (journal.md, session 19). Elsewhere it lost by 1-16 %, and with float32
+  // parameters on 16-bit rows everywhere (bf16 49152: 480 against 355 us).
+  if (pb.elem_size == 2 && pb.param_size == 2 && c.cl > 1 && ov.bwd_staged < 0 && !valid_cluster(ov.cluster_bwd) &&
       occ.resident(k, c.block, l.smem, 1) * (c.block / 32) <= kBwdStagedMaxWarps * dev.sm_count) {
     PlanOverrides staged = ov;
     staged.bwd_staged = 1;

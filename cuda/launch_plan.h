@@ -64,6 +64,7 @@ struct Problem {
   int n = 0;
   int64_t m = 0;
   int elem_size = 4;
+  int param_size = 4;  // bytes of a weight element (PlusOne<W>: W's)
   bool residual = false;
   bool vec_ok = true;
 };

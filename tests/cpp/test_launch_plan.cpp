@@ -136,7 +136,7 @@ std::string fwd_result(const std::string& t, int n, int64_t m, const std::string
   c.t = c.p = t;
   c.pb.n = n;
   c.pb.m = m;
-  c.pb.elem_size = elem_size(t);
+  c.pb.elem_size = c.pb.param_size = elem_size(t);
   c.ov = overrides(knobs);
   return result(c);
 }
@@ -162,6 +162,7 @@ TEST_CASE("launch plans: every problem of the table made before the split", "[cu
     c.bwd = dir == "bwd";
     c.pb.n = int(n);
     c.pb.elem_size = elem_size(c.t);
+    c.pb.param_size = elem_size(c.p);
     c.pb.residual = res == "r1";
     c.pb.vec_ok = vec == "v1";
     c.ov = overrides(knobs);

@@ -15,7 +15,7 @@ namespace cuda_impl {
 // for a bias that is always null held registers anyway (RMSNorm bf16 with float parameters, 4
 // vectors a thread: 50 against 40; PlusOne: 55 against 40) and made cluster kernels spill (bf16
 // with float parameters: 72 / 84 bytes against none).
-template <class P, Norm NORM>
+template <Norm NORM>
 inline constexpr bool kBias = NORM == Norm::kLayer;
 // The bias as it is stored: with PlusOne<W> parameters the weight is read as 1 + w, the bias as
 // the plain W it is.
@@ -105,14 +105,14 @@ __global__ void __launch_bounds__(512, fwd_min_ctas(CL)) fwd_reg_kernel(FwdParam
         PPack<P, VEC> g;
         PPack<plain_param_t<P>, VEC> b;
         if (p.gamma) g = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + c0 + v * VEC);
-        if constexpr (kBias<P, NORM>)
+        if constexpr (kBias<NORM>)
           if (p.beta) b = *reinterpret_cast<const PPack<plain_param_t<P>, VEC>*>(bias_of(p) + c0 + v * VEC);
         Pack<T> o;
 #pragma unroll
         for (int e = 0; e < VEC; ++e) {
           const A scale = p.gamma ? rstd * A(dtof_row(g.v[e])) : rstd;
           A out = (A(dtof_row(r[i].v[e])) - mean) * scale;
-          if constexpr (kBias<P, NORM>)
+          if constexpr (kBias<NORM>)
             if (p.beta) out += A(dtof_row(b.v[e]));
           o.v[e] = dfrom<T>(out);
         }
@@ -187,7 +187,7 @@ __global__ void __launch_bounds__(kStagedThreads, 1) fwd_staged_kernel(FwdParams
     for (int i = 0; i < kStagedVectors; ++i) {
       const int v = t + i * kStagedThreads;
       if (v < nvec && p.gamma) g[i] = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + c0 + v * VEC);
-      if constexpr (kBias<P, NORM>)
+      if constexpr (kBias<NORM>)
         if (v < nvec && p.beta) b[i] = *reinterpret_cast<const PPack<B, VEC>*>(bias_of(p) + c0 + v * VEC);
     }
   }
@@ -250,7 +250,7 @@ __global__ void __launch_bounds__(kStagedThreads, 1) fwd_staged_kernel(FwdParams
         const Pack<T> r = buf[v];
         if constexpr (!kParamRegs) {
           if (p.gamma) g[0] = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + c0 + v * VEC);
-          if constexpr (kBias<P, NORM>)
+          if constexpr (kBias<NORM>)
             if (p.beta) b[0] = *reinterpret_cast<const PPack<B, VEC>*>(bias_of(p) + c0 + v * VEC);
         }
         Pack<T> o;
@@ -258,7 +258,7 @@ __global__ void __launch_bounds__(kStagedThreads, 1) fwd_staged_kernel(FwdParams
         for (int e = 0; e < VEC; ++e) {
           const A scale = p.gamma ? rstd * A(dtof_pinned(g[kParamRegs ? i : 0].v[e])) : rstd;
           A out = (A(dtof(r.v[e])) - mean) * scale;
-          if constexpr (kBias<P, NORM>)
+          if constexpr (kBias<NORM>)
             if (p.beta) out += A(dtof_pinned(b[kParamRegs ? i : 0].v[e]));
           o.v[e] = dfrom<T>(out);
         }
@@ -345,7 +345,7 @@ __global__ void __launch_bounds__(512) fwd_fallback_kernel(FwdParams<T, P> p) {
         const int col = j * VEC + e;
         const A scale = p.gamma ? rstd * ptoa<A>(p.gamma[col]) : rstd;
         A out = (A(dtof(a.v[e])) - mean) * scale;
-        if constexpr (kBias<P, NORM>)
+        if constexpr (kBias<NORM>)
           if (p.beta) out += ptoa<A>(bias_of(p)[col]);
         o.v[e] = dfrom<T>(out);
       }

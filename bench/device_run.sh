@@ -30,10 +30,11 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv | tee $OUT/gpu.txt
 # into call by call), then copies the JSON and table into $OUT/NAME and its plots as one archive:
 # 4 files a stage with its log, so one benchmark stage a call beside build.log and gpu.txt.
 bench_into() {  # NAME LOG_LINES ARGS...: python -m fastln bench --device cuda ARGS
-  local name=$1 lines=$2 res; shift 2
-  res=$(mktemp -d /tmp/bench.XXXX)
-  [[ " $* " =~ \ --out\ ([^ ]+) ]] && res=${BASH_REMATCH[1]}
-  (cd /tmp && python3 -m fastln bench --device cuda --no-progress --out "$res" "$@" 2>&1) | tee $OUT/$name.log | tail -$lines
+  local name=$1 lines=$2 res out; shift 2
+  res=$(mktemp -d /tmp/bench.XXXX); out=(--out "$res")
+  # an --out of ARGS is the one folder (passed once: the results file's run line repeats it otherwise)
+  [[ " $* " =~ \ --out\ ([^ ]+) ]] && res=${BASH_REMATCH[1]} && out=()
+  (cd /tmp && python3 -m fastln bench --device cuda --no-progress "${out[@]}" "$@" 2>&1) | tee $OUT/$name.log | tail -$lines
   mkdir -p $OUT/$name && cp "$res"/*.json "$res"/*.md $OUT/$name/ 2>/dev/null
   (cd "$res" && ls *.png >/dev/null 2>&1 && tar czf $OUT/$name/plots.tgz *.png)
 }

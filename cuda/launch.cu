@@ -172,10 +172,13 @@ auto fwd_kernel(const KernelId& k) {
     case KernelKind::kFwdReg:
       return pick<1, 2, 4, 8, 16>(k.nv, [&]<int NV>() {
         return pick<1, 2, 4, 8>(k.cl, [&]<int CL>() -> Kernel {
-          if constexpr (CL > 1 && !(kClusterType<T> && fwd_cluster_nv(NV)))
+          if constexpr (CL > 1 && !(kClusterType<T> && fwd_cluster_nv(NV))) {
             return nullptr;  // not built
-          else
+          } else {
+            if constexpr (CL == 1 && NV <= 4)
+              if (k.hoist) return fwd_reg_kernel<T, P, NV, NORM, RES, 1, true>;
             return fwd_reg_kernel<T, P, NV, NORM, RES, CL>;
+          }
         });
       });
     case KernelKind::kFwdStaged:

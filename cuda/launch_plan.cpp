@@ -312,6 +312,7 @@ FwdPlan fwd_plan(const Problem& pb, const DeviceProps& dev, const Occupancy& occ
   const int G = c.block / c.tpr;
   const int64_t ngroups = (pb.m + G - 1) / G;
   l.kernel = reg(c.nv, c.cl);
+  l.kernel.hoist = ov.fwd_hoist && c.cl == 1 && c.nv <= 4;
   l.block = c.block;
   l.grid = c.cl == 1 ? ngroups : std::min(ngroups, occ.resident(l.kernel, c.block, 0, c.cl)) * c.cl;
   return plan;
@@ -392,7 +393,7 @@ std::string describe(const Launch& l) {
   s << kNames[int(k.kind)];
   if (k.kind == KernelKind::kNone) return s.str();
   s << " nv" << k.nv << " cl" << k.cl << " acc" << k.acc_smem << " minb" << k.minb << " rows" << k.rows << " ry" << k.ry
-    << " w" << k.w << " grid " << l.grid << "x" << l.grid_y << " block " << l.block << "x" << l.block_y << " smem "
+    << " w" << k.w << (k.hoist ? " hoist1" : "") << " grid " << l.grid << "x" << l.grid_y << " block " << l.block << "x" << l.block_y << " smem "
     << l.smem << " cluster " << l.cluster << " pdl " << l.pdl;
   return s.str();
 }

@@ -81,6 +81,7 @@ struct PlanOverrides {
   bool pdl = true;          // false: reduce_partials_kernel launched after the backward, not as its programmatic dependent
   int fwd_nv = 0;           // one-CTA forward rows of > 128 vectors: 1, 2, 4, 8 or 16 vectors a thread (0: heuristics)
   int fwd_block = 0;        // forward rows of <= 128 vectors: threads a CTA, 32..512, a power of two (0: heuristics)
+  bool fwd_hoist = false;   // one-CTA forward kernels of <= 4 vectors a thread load all their parameters before their stores (fwd_reg_kernel HOIST)
   bool operator==(const PlanOverrides&) const = default;
 };
 
@@ -101,6 +102,7 @@ struct KernelId {
   int minb = 0;           // bwd_reg: MINB
   int rows = 1;           // bwd_reg: ROWS
   int ry = 0, w = 0;      // reduce_partials: RY, W
+  bool hoist = false;     // fwd_reg: HOIST
   bool operator==(const KernelId&) const = default;
 };
 

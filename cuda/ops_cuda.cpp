@@ -228,7 +228,7 @@ void def_cuda_plan_overrides(pybind11::module_& m) {
         d["cluster_fwd"] = before.cluster_fwd, d["cluster_bwd"] = before.cluster_bwd;
         d["partial_cluster"] = before.partial_cluster, d["fwd_staged"] = before.fwd_staged;
         d["bwd_staged"] = before.bwd_staged, d["bwd_two_rows"] = before.bwd_two_rows, d["pdl"] = before.pdl;
-        d["fwd_nv"] = before.fwd_nv, d["fwd_block"] = before.fwd_block;
+        d["fwd_nv"] = before.fwd_nv, d["fwd_block"] = before.fwd_block, d["fwd_hoist"] = before.fwd_hoist;
         if (!set.is_none()) {
           cuda_impl::PlanOverrides ov;
           for (const auto& [key, value] : py::cast<py::dict>(set)) {
@@ -242,6 +242,7 @@ void def_cuda_plan_overrides(pybind11::module_& m) {
             else if (k == "pdl") ov.pdl = py::cast<bool>(value);
             else if (k == "fwd_nv") ov.fwd_nv = py::cast<int>(value);
             else if (k == "fwd_block") ov.fwd_block = py::cast<int>(value);
+            else if (k == "fwd_hoist") ov.fwd_hoist = py::cast<bool>(value);
             else throw py::key_error("cuda_plan_overrides: no override " + k);
           }
           cuda_impl::set_plan_overrides(ov);
@@ -250,7 +251,7 @@ void def_cuda_plan_overrides(pybind11::module_& m) {
       },
       py::arg("overrides") = py::none(),
       "The CUDA launch plans' overrides, process-wide, for experiments and tests (cuda/launch_plan.h: "
-      "cluster_fwd, cluster_bwd, partial_cluster, fwd_staged, bwd_staged, bwd_two_rows, pdl, fwd_nv, fwd_block). Returns "
+      "cluster_fwd, cluster_bwd, partial_cluster, fwd_staged, bwd_staged, bwd_two_rows, pdl, fwd_nv, fwd_block, fwd_hoist). Returns "
       "those in force before; a dict sets the keys it names and the others to their defaults.");
 }
 

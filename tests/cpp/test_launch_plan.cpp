@@ -46,6 +46,7 @@ PlanOverrides overrides(const std::string& knobs) {
     else if (k == "pdl") ov.pdl = v != 0;
     else if (k == "nv") ov.fwd_nv = v;
     else if (k == "fb") ov.fwd_block = v;
+    else if (k == "fh") ov.fwd_hoist = v != 0;
     else FAIL("unknown knob " << k);
   }
   return ov;
@@ -56,7 +57,8 @@ std::string kernel_name(const Case& c, const KernelId& k) {
   const std::string tp = c.t + "," + c.p + ",", nrm = std::to_string(c.norm), res = c.pb.residual ? "1" : "0";
   const auto i = [](int v) { return std::to_string(v); };
   switch (k.kind) {
-    case KernelKind::kFwdReg: return "fwd_reg_kernel<" + tp + i(k.nv) + "," + nrm + "," + res + "," + i(k.cl) + ">";
+    case KernelKind::kFwdReg:
+      return "fwd_reg_kernel<" + tp + i(k.nv) + "," + nrm + "," + res + "," + i(k.cl) + (k.hoist ? ",1" : "") + ">";
     case KernelKind::kFwdStaged: return "fwd_staged_kernel<" + tp + nrm + "," + i(k.cl) + ">";
     case KernelKind::kFwdFallback: return "fwd_fallback_kernel<" + tp + i(k.nv) + "," + nrm + "," + res + ">";
     case KernelKind::kBwdReg:
@@ -191,6 +193,15 @@ TEST_CASE("launch plans: fwd_nv and fwd_block set the forward's geometry, else c
   CHECK(fwd_result("bf16", 1024, 4096, "fb=16") == fwd_result("bf16", 1024, 4096, "-"));  // fewer than a row's threads
   CHECK(fwd_result("bf16", 1024, 4096, "fb=96") == fwd_result("bf16", 1024, 4096, "-"));  // not a power of two
   CHECK(fwd_result("bf16", 1024, 4096, "nv=2") == fwd_result("bf16", 1024, 4096, "-"));   // a small row
+}
+
+TEST_CASE("launch plans: fwd_hoist takes the HOIST kernel of one-CTA forwards of <= 4 vectors a thread, else changes nothing",
+          "[cuda][plan]") {
+  CHECK(fwd_result("bf16", 4096, 2048, "fh=1") == "tpr128 np0 ret0 | fwd_reg<bf16,bf16,4,0,0,1,1> g2048x1 b128x1 s0 c1 p0");
+  CHECK(fwd_result("bf16", 1024, 4096, "fh=1") == "tpr32 np0 ret0 | fwd_reg<bf16,bf16,4,0,0,1,1> g512x1 b256x1 s0 c1 p0");
+  CHECK(fwd_result("float", 4096, 2048, "fh=1,nv=2") == "tpr512 np0 ret0 | fwd_reg<float,float,2,0,0,1,1> g2048x1 b512x1 s0 c1 p0");
+  CHECK(fwd_result("float", 1024, 4096, "fh=1,nv=8") == fwd_result("float", 1024, 4096, "nv=8"));  // 8 vectors a thread
+  CHECK(fwd_result("bf16", 65536, 2048, "fh=1") == fwd_result("bf16", 65536, 2048, "-"));          // a cluster row
 }
 
 TEST_CASE("launch plans: the defaults of the overrides change nothing", "[cuda][plan]") {

@@ -233,6 +233,34 @@ def test_staged_forward_matches_register_kernel():
     _assert_override_keeps_bits(_staged_outputs, "the forward differs", fwd_staged=False)
 
 
+def _hoist_outputs():
+    out = {}
+    # One-CTA rows of 1, 2 and 4 vectors a thread (fp32 1024, 16-bit 2048 and 4096, 16-bit 8192
+    # in float32 parameters), with and without weight and bias, the weight offset, the residual adds.
+    for name, m, n in (("bfloat16", 300, 4096), ("float16", 1000, 2048), ("float32", 257, 1024),
+                       ("float32", 64, 4096), ("bfloat16", 130, 8192)):
+        dt = getattr(torch, name)
+        g = torch.Generator(device="cuda").manual_seed(n)
+        x = (torch.randn(m, n, device="cuda", generator=g) + 3).to(dt)
+        w, b = (torch.randn(n, device="cuda", generator=g).to(dt) for _ in range(2))
+        for key, (wt, bt) in {"both": (w, b), "none": (None, None), "fp32": (w.float(), b.float())}.items():
+            out[f"{name} {m}x{n} layer {key}"] = list(torch.ops.fastln.layer_norm_fwd(x, (n,), wt, bt, 1e-5))
+            out[f"{name} {m}x{n} rms {key}"] = list(torch.ops.fastln.rms_norm_fwd(x, (n,), wt, 1e-6))
+        out[f"{name} {m}x{n} layer offset"] = list(torch.ops.fastln.layer_norm_fwd(x, (n,), w, b, 1e-5, 1.0))
+        out[f"{name} {m}x{n} rms offset"] = list(torch.ops.fastln.rms_norm_fwd(x, (n,), w, 1e-6, 1.0))
+        r = torch.randn(m, n, device="cuda", generator=g).to(dt)  # the fused residual adds
+        out[f"{name} {m}x{n} add layer"] = list(fastln.fused_add_layer_norm(x, r, (n,), w, b))
+        out[f"{name} {m}x{n} add rms"] = list(fastln.fused_add_rms_norm(x, r, (n,), w, 1e-6))
+    return out
+
+
+def test_forward_hoist_keeps_bits():
+    """fwd_hoist=True loads a one-CTA row's parameters before its stores (fwd_reg_kernel HOIST):
+    only the order of loads and stores changes, so every output, mean and rstd is bit for bit the
+    default kernel's."""
+    _assert_override_keeps_bits(_hoist_outputs, "the forward differs", fwd_hoist=True)
+
+
 def _pdl_outputs():
     out = {}
     masks = ([True] * 3, [True, True, False], [False, False, True])
@@ -267,7 +295,8 @@ def test_plan_overrides_round_trip():
     in force before, and refuses unknown keys."""
     defaults = fastln._C.cuda_plan_overrides()
     assert defaults == {"cluster_fwd": 0, "cluster_bwd": 0, "partial_cluster": 0, "fwd_staged": True,
-                        "bwd_staged": -1, "bwd_two_rows": True, "pdl": True, "fwd_nv": 0, "fwd_block": 0}
+                        "bwd_staged": -1, "bwd_two_rows": True, "pdl": True, "fwd_nv": 0, "fwd_block": 0,
+                        "fwd_hoist": False}
     with plan_overrides(cluster_bwd=2, pdl=False):
         assert fastln._C.cuda_plan_overrides() == {**defaults, "cluster_bwd": 2, "pdl": False}
     assert fastln._C.cuda_plan_overrides() == defaults

@@ -305,6 +305,7 @@ FwdPlan fwd_plan(const Problem& pb, const DeviceProps& dev, const Occupancy& occ
     l.block = kStagedThreads;
     l.smem = staged_smem(nvec, c.cl);
     l.grid = std::min(pb.m, occ.resident(l.kernel, l.block, l.smem, c.cl)) * c.cl;
+    l.kernel.st16 = ov.fwd_st16 && pb.elem_size == 4;  // one CTA a SM either way (launch bounds)
     return plan;
   }
   // CL = 1: a CTA per row group. Clusters: persistent (launching a cluster per row cost ~20% of
@@ -393,7 +394,7 @@ std::string describe(const Launch& l) {
   s << kNames[int(k.kind)];
   if (k.kind == KernelKind::kNone) return s.str();
   s << " nv" << k.nv << " cl" << k.cl << " acc" << k.acc_smem << " minb" << k.minb << " rows" << k.rows << " ry" << k.ry
-    << " w" << k.w << (k.hoist ? " hoist1" : "") << " grid " << l.grid << "x" << l.grid_y << " block " << l.block << "x" << l.block_y << " smem "
+    << " w" << k.w << (k.hoist ? " hoist1" : "") << (k.st16 ? " st16" : "") << " grid " << l.grid << "x" << l.grid_y << " block " << l.block << "x" << l.block_y << " smem "
     << l.smem << " cluster " << l.cluster << " pdl " << l.pdl;
   return s.str();
 }

@@ -82,6 +82,7 @@ struct PlanOverrides {
   int fwd_nv = 0;           // one-CTA forward rows of > 128 vectors: 1, 2, 4, 8 or 16 vectors a thread (0: heuristics)
   int fwd_block = 0;        // forward rows of <= 128 vectors: threads a CTA, 32..512, a power of two (0: heuristics)
   bool fwd_hoist = false;   // one-CTA forward kernels of <= 4 vectors a thread load all their parameters before their stores (fwd_reg_kernel HOIST)
+  bool fwd_st16 = false;    // the staged forward of 32-bit types stores each vector in one 16-byte PTX store (fwd_staged_kernel ST16)
   bool operator==(const PlanOverrides&) const = default;
 };
 
@@ -103,6 +104,7 @@ struct KernelId {
   int rows = 1;           // bwd_reg: ROWS
   int ry = 0, w = 0;      // reduce_partials: RY, W
   bool hoist = false;     // fwd_reg: HOIST
+  bool st16 = false;      // fwd_staged: ST16
   bool operator==(const KernelId&) const = default;
 };
 

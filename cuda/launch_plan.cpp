@@ -302,10 +302,11 @@ FwdPlan fwd_plan(const Problem& pb, const DeviceProps& dev, const Occupancy& occ
   if (c.cl > 1 && !pb.residual && ov.fwd_staged) {
     // Rows split over a cluster, staged in shared memory (the fused add keeps the register kernel).
     l.kernel = KernelId{KernelKind::kFwdStaged, 0, c.cl};
+    l.kernel.st16 = ov.fwd_st16 && pb.elem_size == 4;
     l.block = kStagedThreads;
     l.smem = staged_smem(nvec, c.cl);
+    // (the query also sets the kernel's shared-memory limit: launch.cu, resident_clusters)
     l.grid = std::min(pb.m, occ.resident(l.kernel, l.block, l.smem, c.cl)) * c.cl;
-    l.kernel.st16 = ov.fwd_st16 && pb.elem_size == 4;  // one CTA a SM either way (launch bounds)
     return plan;
   }
   // CL = 1: a CTA per row group. Clusters: persistent (launching a cluster per row cost ~20% of

@@ -103,8 +103,9 @@ __global__ void __launch_bounds__(512, fwd_min_ctas(CL)) fwd_reg_kernel(FwdParam
       // The parameters of all NV vectors loaded, then the outputs stored. Below, a vector's gamma
       // and beta are loaded beside its store, and as a store may alias them (no __restrict__)
       // each load stays after the store before it: NV L2 round trips in a row at the CTA's end
-      // (sm_90a SASS), which launches of one or two waves wait for. An experiment
-      // (PlanOverrides::fwd_hoist); the else branch is main's code, so that its kernels stay as they were.
+      // (sm_90a SASS), which launches of one or two waves wait for. Costs registers (fp32: 40 ->
+      // 64, fewer CTAs a SM), so the plan takes it for 16-bit rows only (launch_plan.cpp,
+      // fwd_plan); the else branch keeps the other kernels' code and registers as they were.
       PPack<P, VEC> g[NV];
       PPack<plain_param_t<P>, VEC> b[NV];
 #pragma unroll

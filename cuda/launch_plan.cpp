@@ -271,6 +271,13 @@ FwdPlan fwd_plan(const Problem& pb, const DeviceProps& dev, const Occupancy& occ
   const bool clusters = cluster_type(pb.elem_size) && dev.clusters;
   const int forced = valid_cluster(ov.cluster_fwd);
   Config c = pb.vec_ok ? fwd_config(nvec, clusters, forced) : Config{};
+  // HOIST (fwd_reg_kernel): one-CTA kernels of <= 4 vectors a thread load all their parameters
+  // before their stores, one L2 round trip at the CTA's end instead of one a vector. Taken for
+  // 16-bit rows with 16-bit parameters: H100, fwd, HOIST against main's order in one run, bf16 /
+  // fp16 at 2^27 elements 0.995 / 0.997 of the time (geomean, 31 cells), mid sizes 0.990 / 0.978
+  // (24 cells, 0.941-1.051); fp32 1.000 and 1.010 (its kernels: 40 -> 64 registers, fewer CTAs
+  // a SM). journal.md, session 21. The fused residual add was not measured: the plain order.
+  const bool hoist = ov.fwd_hoist < 0 ? pb.elem_size == 2 && pb.param_size == 2 && !pb.residual : ov.fwd_hoist > 0;
   const auto reg = [&](int nv, int cl) { return KernelId{KernelKind::kFwdReg, nv, cl}; };
   const bool forced_nv = c.reg && c.cl == 1 && nvec > 128 && nv_class(ov.fwd_nv) == ov.fwd_nv;
   if (forced_nv) {
@@ -314,7 +321,7 @@ FwdPlan fwd_plan(const Problem& pb, const DeviceProps& dev, const Occupancy& occ
   const int G = c.block / c.tpr;
   const int64_t ngroups = (pb.m + G - 1) / G;
   l.kernel = reg(c.nv, c.cl);
-  l.kernel.hoist = ov.fwd_hoist && c.cl == 1 && c.nv <= 4;
+  l.kernel.hoist = hoist && c.cl == 1 && c.nv <= 4;  // after the choice of c, as measured
   l.block = c.block;
   l.grid = c.cl == 1 ? ngroups : std::min(ngroups, occ.resident(l.kernel, c.block, 0, c.cl)) * c.cl;
   return plan;

@@ -81,7 +81,7 @@ struct PlanOverrides {
   bool pdl = true;          // false: reduce_partials_kernel launched after the backward, not as its programmatic dependent
   int fwd_nv = 0;           // one-CTA forward rows of > 128 vectors: 1, 2, 4, 8 or 16 vectors a thread (0: heuristics)
   int fwd_block = 0;        // forward rows of <= 128 vectors: threads a CTA, 32..512, a power of two (0: heuristics)
-  bool fwd_hoist = false;   // one-CTA forward kernels of <= 4 vectors a thread load all their parameters before their stores (fwd_reg_kernel HOIST)
+  int fwd_hoist = -1;       // one-CTA forward kernels of <= 4 vectors a thread load all their parameters before their stores (fwd_reg_kernel HOIST): -1 heuristics (16-bit rows and parameters, no residual add), 0 never, 1 always
   bool fwd_st16 = false;    // the staged forward of 32-bit types stores each vector in one 16-byte PTX store (fwd_staged_kernel ST16)
   bool operator==(const PlanOverrides&) const = default;
 };

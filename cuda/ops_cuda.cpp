@@ -243,7 +243,7 @@ void def_cuda_plan_overrides(pybind11::module_& m) {
             else if (k == "pdl") ov.pdl = py::cast<bool>(value);
             else if (k == "fwd_nv") ov.fwd_nv = py::cast<int>(value);
             else if (k == "fwd_block") ov.fwd_block = py::cast<int>(value);
-            else if (k == "fwd_hoist") ov.fwd_hoist = py::cast<bool>(value);
+            else if (k == "fwd_hoist") ov.fwd_hoist = py::cast<int>(value);
             else if (k == "fwd_st16") ov.fwd_st16 = py::cast<bool>(value);
             else throw py::key_error("cuda_plan_overrides: no override " + k);
           }

@@ -365,7 +365,7 @@ def kernel_runner(impl: str, op: str, mode: str, x: Tensor, r: Tensor, w: Tensor
     raise Skip(f"no {impl} kernel for {op}")
 
 
-PLAN_BOOLS = ("fwd_staged", "bwd_two_rows", "pdl", "fwd_hoist", "fwd_st16")
+PLAN_BOOLS = ("fwd_staged", "bwd_two_rows", "pdl", "fwd_st16")
 
 
 def plan_overrides(impl: str) -> dict[str, Any]:

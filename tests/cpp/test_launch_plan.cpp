@@ -46,7 +46,7 @@ PlanOverrides overrides(const std::string& knobs) {
     else if (k == "pdl") ov.pdl = v != 0;
     else if (k == "nv") ov.fwd_nv = v;
     else if (k == "fb") ov.fwd_block = v;
-    else if (k == "fh") ov.fwd_hoist = v != 0;
+    else if (k == "fh") ov.fwd_hoist = v;
     else if (k == "s16") ov.fwd_st16 = v != 0;
     else FAIL("unknown knob " << k);
   }
@@ -133,13 +133,14 @@ std::string result(const Case& c) {
 }
 
 // A forward problem of the table's form ("H100 bf16,bf16 layer fwd r0 v1 N M knobs") and its plan.
-std::string fwd_result(const std::string& t, int n, int64_t m, const std::string& knobs) {
+std::string fwd_result(const std::string& t, int n, int64_t m, const std::string& knobs, bool residual = false) {
   Case c;
   c.dev = "H100";
   c.t = c.p = t;
   c.pb.n = n;
   c.pb.m = m;
   c.pb.elem_size = c.pb.param_size = elem_size(t);
+  c.pb.residual = residual;
   c.ov = overrides(knobs);
   return result(c);
 }
@@ -182,27 +183,34 @@ TEST_CASE("launch plans: every problem of the table made before the split", "[cu
 
 TEST_CASE("launch plans: fwd_nv and fwd_block set the forward's geometry, else change nothing", "[cuda][plan]") {
   // Rows of > 128 vectors, a CTA a row: the vectors a thread, and so the threads of the CTA.
-  CHECK(fwd_result("bf16", 4096, 2048, "-") == "tpr128 np0 ret0 | fwd_reg<bf16,bf16,4,0,0,1> g2048x1 b128x1 s0 c1 p0");
-  CHECK(fwd_result("bf16", 4096, 2048, "nv=2") == "tpr256 np0 ret0 | fwd_reg<bf16,bf16,2,0,0,1> g2048x1 b256x1 s0 c1 p0");
-  CHECK(fwd_result("bf16", 4096, 2048, "nv=1") == "tpr512 np0 ret0 | fwd_reg<bf16,bf16,1,0,0,1> g2048x1 b512x1 s0 c1 p0");
+  CHECK(fwd_result("bf16", 4096, 2048, "-") == "tpr128 np0 ret0 | fwd_reg<bf16,bf16,4,0,0,1,1> g2048x1 b128x1 s0 c1 p0");
+  CHECK(fwd_result("bf16", 4096, 2048, "nv=2") == "tpr256 np0 ret0 | fwd_reg<bf16,bf16,2,0,0,1,1> g2048x1 b256x1 s0 c1 p0");
+  CHECK(fwd_result("bf16", 4096, 2048, "nv=1") == "tpr512 np0 ret0 | fwd_reg<bf16,bf16,1,0,0,1,1> g2048x1 b512x1 s0 c1 p0");
   CHECK(fwd_result("float", 1024, 4096, "nv=8") == "tpr32 np0 ret0 | fwd_reg<float,float,8,0,0,1> g4096x1 b32x1 s0 c1 p0");
   CHECK(fwd_result("float", 1024, 4096, "nv=3") == fwd_result("float", 1024, 4096, "-"));  // not a vector class
   CHECK(fwd_result("float", 1024, 4096, "fb=128") == fwd_result("float", 1024, 4096, "-"));  // not a small row
   // Rows of <= 128 vectors, several a CTA: the CTA's threads.
-  CHECK(fwd_result("bf16", 1024, 4096, "-") == "tpr32 np0 ret0 | fwd_reg<bf16,bf16,4,0,0,1> g512x1 b256x1 s0 c1 p0");
-  CHECK(fwd_result("bf16", 1024, 4096, "fb=128") == "tpr32 np0 ret0 | fwd_reg<bf16,bf16,4,0,0,1> g1024x1 b128x1 s0 c1 p0");
+  CHECK(fwd_result("bf16", 1024, 4096, "-") == "tpr32 np0 ret0 | fwd_reg<bf16,bf16,4,0,0,1,1> g512x1 b256x1 s0 c1 p0");
+  CHECK(fwd_result("bf16", 1024, 4096, "fb=128") == "tpr32 np0 ret0 | fwd_reg<bf16,bf16,4,0,0,1,1> g1024x1 b128x1 s0 c1 p0");
   CHECK(fwd_result("bf16", 1024, 4096, "fb=16") == fwd_result("bf16", 1024, 4096, "-"));  // fewer than a row's threads
   CHECK(fwd_result("bf16", 1024, 4096, "fb=96") == fwd_result("bf16", 1024, 4096, "-"));  // not a power of two
   CHECK(fwd_result("bf16", 1024, 4096, "nv=2") == fwd_result("bf16", 1024, 4096, "-"));   // a small row
 }
 
-TEST_CASE("launch plans: fwd_hoist takes the HOIST kernel of one-CTA forwards of <= 4 vectors a thread, else changes nothing",
+TEST_CASE("launch plans: HOIST (fwd_hoist) for one-CTA forwards of <= 4 vectors a thread of 16-bit rows, parameters",
           "[cuda][plan]") {
-  CHECK(fwd_result("bf16", 4096, 2048, "fh=1") == "tpr128 np0 ret0 | fwd_reg<bf16,bf16,4,0,0,1,1> g2048x1 b128x1 s0 c1 p0");
-  CHECK(fwd_result("bf16", 1024, 4096, "fh=1") == "tpr32 np0 ret0 | fwd_reg<bf16,bf16,4,0,0,1,1> g512x1 b256x1 s0 c1 p0");
+  // The rule (-1): 16-bit rows with 16-bit parameters, without the residual add.
+  CHECK(fwd_result("bf16", 4096, 2048, "-") == "tpr128 np0 ret0 | fwd_reg<bf16,bf16,4,0,0,1,1> g2048x1 b128x1 s0 c1 p0");
+  CHECK(fwd_result("bf16", 4096, 2048, "fh=0") == "tpr128 np0 ret0 | fwd_reg<bf16,bf16,4,0,0,1> g2048x1 b128x1 s0 c1 p0");
+  CHECK(fwd_result("bf16", 4096, 2048, "-", true) == "tpr128 np0 ret0 | fwd_reg<bf16,bf16,4,0,1,1> g2048x1 b128x1 s0 c1 p0");
+  CHECK(fwd_result("float", 4096, 2048, "-") == "tpr256 np0 ret0 | fwd_reg<float,float,4,0,0,1> g2048x1 b256x1 s0 c1 p0");
+  // 1: every such kernel; 8 vectors a thread and cluster rows keep theirs.
+  CHECK(fwd_result("float", 4096, 2048, "fh=1") == "tpr256 np0 ret0 | fwd_reg<float,float,4,0,0,1,1> g2048x1 b256x1 s0 c1 p0");
   CHECK(fwd_result("float", 4096, 2048, "fh=1,nv=2") == "tpr512 np0 ret0 | fwd_reg<float,float,2,0,0,1,1> g2048x1 b512x1 s0 c1 p0");
-  CHECK(fwd_result("float", 1024, 4096, "fh=1,nv=8") == fwd_result("float", 1024, 4096, "nv=8"));  // 8 vectors a thread
-  CHECK(fwd_result("bf16", 65536, 2048, "fh=1") == fwd_result("bf16", 65536, 2048, "-"));          // a cluster row
+  CHECK(fwd_result("bf16", 4096, 2048, "fh=1", true) == "tpr128 np0 ret0 | fwd_reg<bf16,bf16,4,0,1,1,1> g2048x1 b128x1 s0 c1 p0");
+  CHECK(fwd_result("float", 1024, 4096, "fh=1,nv=8") == fwd_result("float", 1024, 4096, "nv=8"));
+  CHECK(fwd_result("bf16", 65536, 2048, "fh=1") == fwd_result("bf16", 65536, 2048, "-"));
+  CHECK(fwd_result("bf16", 65536, 2048, "fh=0") == fwd_result("bf16", 65536, 2048, "-"));
 }
 
 TEST_CASE("launch plans: fwd_st16 takes the ST16 kernel of the staged forward of 32-bit types, else changes nothing",

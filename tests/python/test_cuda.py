@@ -263,10 +263,11 @@ def _hoist_outputs():
 
 
 def test_forward_hoist_keeps_bits():
-    """fwd_hoist=True loads a one-CTA row's parameters before its stores (fwd_reg_kernel HOIST):
-    only the order of loads and stores changes, so every output, mean and rstd is bit for bit the
-    default kernel's."""
-    _assert_override_keeps_bits(_hoist_outputs, "the forward differs", fwd_hoist=True)
+    """HOIST loads a one-CTA row's parameters before its stores (fwd_reg_kernel; by default for
+    16-bit rows and parameters without the residual add, fwd_hoist=1 everywhere, 0 nowhere): only
+    the order of loads and stores changes, so every output, mean and rstd is the same bit for bit."""
+    _assert_override_keeps_bits(_hoist_outputs, "the forward differs", fwd_hoist=0)
+    _assert_override_keeps_bits(_hoist_outputs, "the forward differs", fwd_hoist=1)
 
 
 def _pdl_outputs():
@@ -304,7 +305,7 @@ def test_plan_overrides_round_trip():
     defaults = fastln._C.cuda_plan_overrides()
     assert defaults == {"cluster_fwd": 0, "cluster_bwd": 0, "partial_cluster": 0, "fwd_staged": True,
                         "bwd_staged": -1, "bwd_two_rows": True, "pdl": True, "fwd_nv": 0, "fwd_block": 0,
-                        "fwd_hoist": False, "fwd_st16": False}
+                        "fwd_hoist": -1, "fwd_st16": False}
     with plan_overrides(cluster_bwd=2, pdl=False):
         assert fastln._C.cuda_plan_overrides() == {**defaults, "cluster_bwd": 2, "pdl": False}
     assert fastln._C.cuda_plan_overrides() == defaults

@@ -277,7 +277,7 @@ FwdPlan fwd_plan(const Problem& pb, const DeviceProps& dev, const Occupancy& occ
   // fp16 at 2^27 elements 0.995 / 0.997 of the time (geomean, 31 cells), mid sizes 0.990 / 0.978
   // (24 cells, 0.941-1.051); fp32 1.000 and 1.010 (its kernels: 40 -> 64 registers, fewer CTAs
   // a SM). journal.md, session 21. The fused residual add was not measured: the plain order.
-  const bool hoist = ov.fwd_hoist < 0 ? pb.elem_size == 2 && pb.param_size == 2 && !pb.residual : ov.fwd_hoist > 0;
+  bool hoist = ov.fwd_hoist < 0 ? pb.elem_size == 2 && pb.param_size == 2 && !pb.residual : ov.fwd_hoist > 0;
   const auto reg = [&](int nv, int cl) { return KernelId{KernelKind::kFwdReg, nv, cl}; };
   const bool forced_nv = c.reg && c.cl == 1 && nvec > 128 && nv_class(ov.fwd_nv) == ov.fwd_nv;
   if (forced_nv) {
@@ -290,9 +290,19 @@ FwdPlan fwd_plan(const Problem& pb, const DeviceProps& dev, const Occupancy& occ
     // thread in CTAs half the size: bf16 N = 12288 takes 384 threads of 58 registers, 2 CTAs a
     // SM (24 warps), against 192 threads of 64 registers, 5 CTAs (30 warps). Take the one
     // with more.
+    // Counted with the plain kernels; where HOIST's registers would leave 4 vectors a thread
+    // fewer warps than 8, the plain kernel (H100: fp16 LayerNorm N = 2560, 3072, 7168, 12288,
+    // 50 -> 64 registers; HOIST took 0.997-1.001 of the time at the first three).
     const Config c8 = row_config(nvec, 256, {8});
-    if (c8.reg && occ.resident(reg(8, 1), c8.block, 0, 1) * c8.block > occ.resident(reg(4, 1), c.block, 0, 1) * c.block)
+    const auto threads = [&](const Config& k, bool h) {
+      KernelId id = reg(k.nv, 1);
+      id.hoist = h;
+      return occ.resident(id, k.block, 0, 1) * k.block;
+    };
+    if (c8.reg && threads(c8, false) > threads(c, false))
       c = c8;
+    else if (c8.reg && hoist && ov.fwd_hoist < 0 && threads(c8, false) > threads(c, true))
+      hoist = false;
   }
   if (cluster_type(pb.elem_size) && !pb.residual && c.reg && c.cl > 1 && ov.fwd_staged && !forced)
     c.cl = staged_cluster(c.cl, nvec, dev, occ);

@@ -191,12 +191,13 @@ def plan_overrides(**overrides):
         fastln._C.cuda_plan_overrides(before)
 
 
-def _assert_override_keeps_bits(run, what, **overrides):
-    """Runs `run` (which returns {key: [tensors]}) with the plans' defaults and with `overrides`,
-    and asserts the two runs' tensors equal bit for bit."""
+def _assert_override_keeps_bits(run, what, base=None, **overrides):
+    """Runs `run` (which returns {key: [tensors]}) with the plans' defaults (or the overrides
+    `base`) and with `overrides` added, and asserts the two runs' tensors equal bit for bit."""
     res = {}
+    base = base or {}
     for name in ("default", "override"):
-        with plan_overrides(**(overrides if name == "override" else {})):
+        with plan_overrides(**(base if name == "default" else {**base, **overrides})):
             res[name] = run()
         torch.cuda.synchronize()
     assert res["default"].keys() == res["override"].keys()
@@ -243,10 +244,12 @@ def test_staged_forward_wide_stores_keep_bits():
 
 def _hoist_outputs():
     out = {}
-    # One-CTA rows of 1, 2 and 4 vectors a thread (fp32 1024, 16-bit 2048 and 4096, 16-bit 8192
-    # in float32 parameters), with and without weight and bias, the weight offset, the residual adds.
+    # One-CTA rows of 4 vectors a thread (the plans' choice at these N; test_forward_hoist_keeps_bits
+    # forces 1 and 2), several rows a CTA (bf16 256 and fp16 1024: 999 rows leave the last CTA part
+    # empty), with and without weight and bias, the weight offset, the residual adds.
     for name, m, n in (("bfloat16", 300, 4096), ("float16", 1000, 2048), ("float32", 257, 1024),
-                       ("float32", 64, 4096), ("bfloat16", 130, 8192)):
+                       ("float32", 64, 4096), ("bfloat16", 130, 8192), ("bfloat16", 999, 256),
+                       ("float16", 999, 1024)):
         dt = getattr(torch, name)
         g = torch.Generator(device="cuda").manual_seed(n)
         x = (torch.randn(m, n, device="cuda", generator=g) + 3).to(dt)
@@ -268,6 +271,9 @@ def test_forward_hoist_keeps_bits():
     the order of loads and stores changes, so every output, mean and rstd is the same bit for bit."""
     _assert_override_keeps_bits(_hoist_outputs, "the forward differs", fwd_hoist=0)
     _assert_override_keeps_bits(_hoist_outputs, "the forward differs", fwd_hoist=1)
+    for nv in (1, 2):  # the rows a CTA of > 128 vectors at 1 and 2 vectors a thread
+        _assert_override_keeps_bits(_hoist_outputs, "the forward differs", base={"fwd_nv": nv, "fwd_hoist": 0},
+                                    fwd_hoist=1)
 
 
 def _pdl_outputs():

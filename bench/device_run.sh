@@ -3,7 +3,7 @@
 # Usage (repo root on the device): STAGES="build test sanitize bench" bash bench/device_run.sh
 # Stages: patch (git apply each file of PATCHES, e.g. a prepared diff of docs/journal, before a
 # build), build, smoke (an error path), cpuonly (a FASTLN_CUDA=OFF build beside it: its error
-# and packaging tests, with CUDA tensors), test, huge (FASTLN_TEST_HUGE=1 test_huge.py, ~35 GB
+# and packaging tests, with CUDA tensors), test, checks (test and sanitize side by side), huge (FASTLN_TEST_HUGE=1 test_huge.py, ~35 GB
 # of GPU memory), sanitize (memcheck and racecheck side by side), bench, opsbench, sweep
 # (launch-plan A/Bs: --suites plans --plans "$SWEEP_PLANS", e.g. SWEEP_PLANS=cluster_fwd=2,cluster_fwd=4), ktimes
 # (the backward's time per kernel; KTIMES_ARGS). The benchmark stages run fastln.benchmark
@@ -86,12 +86,17 @@ huge)
   FASTLN_TEST_HUGE=1 python3 -m pytest tests/python/test_huge.py -q -p no:cacheprovider --durations=5 \
     > $OUT/pytest_huge.log 2>&1
   echo "huge: $(tail -1 $OUT/pytest_huge.log)" ;;
-sanitize)
+sanitize)  # SANITIZE_TIMEOUT (s, 0: none): racecheck over the whole workload took more than 280 s
+  # (H100, session 20); rc 124 is a cut, its log says how far it came. SANITIZE_OPS: op names of
+  # sanitize_cuda.py to run alone.
   for tool in memcheck racecheck; do
-    (compute-sanitizer --tool $tool --error-exitcode 9 python3 bench/sanitize_cuda.py > $OUT/sanitize_$tool.log 2>&1
+    (timeout -s INT ${SANITIZE_TIMEOUT:-0} compute-sanitizer --tool $tool --error-exitcode 9 python3 bench/sanitize_cuda.py \
+       $SANITIZE_OPS > $OUT/sanitize_$tool.log 2>&1
      echo "sanitizer $tool rc=$? $(tail -2 $OUT/sanitize_$tool.log | tr '\n' ' ')") &
   done
   wait ;;
+checks)  # test and sanitize side by side (one GPU; session 20 ran them so): TEST_TIMEOUT, SANITIZE_TIMEOUT
+  STAGES=sanitize bash "$0" & STAGES=test bash "$0"; wait ;;
 bench)  # BENCH_ARGS e.g. "--deadline 400 --suites kernel --dtypes float16": the cases done are kept
   bench_into bench 60 $BENCH_ARGS ;;
 opsbench)

@@ -69,23 +69,7 @@ template <class P, class A>
 cudaError_t launch_offset_params(const P* gamma, const P* beta, A offset, A* out_gamma, A* out_beta,
                                  int64_t n, cudaStream_t stream);
 
-#define FASTLN_CUDA_INSTANTIATE(T, P)                                                          \
-  template cudaError_t launch_fwd<T, P>(FwdParams<T, P>, bool, cudaStream_t);                  \
-  template int64_t bwd_num_partials<T, P>(const BwdParams<T, P>&, bool, int);                  \
-  template cudaError_t launch_bwd<T, P>(BwdParams<T, P>, bool, int64_t, P*, P*, cudaStream_t);
-// The offset's launches, per parameter type P (float for 16-bit P) and, for 16-bit inputs and
-// parameters, the backward of float kernel parameters and 16-bit gradients.
-#define FASTLN_CUDA_INSTANTIATE_OFFSET(P, A)                                                   \
-  template cudaError_t launch_offset_params<P, A>(const P*, const P*, A, A*, A*, int64_t, cudaStream_t);
-#define FASTLN_CUDA_INSTANTIATE_OFFSET_BWD(T) \
-  template cudaError_t launch_bwd<T, float, T>(BwdParams<T, float>, bool, int64_t, T*, T*, cudaStream_t);
-// weight_offset = 1 read by the kernels (PlusOne): the kernels of (T, PlusOne<W>), the weight's and
-// the bias's gradients in W (W = T, or float for 16-bit T: mixed precision).
-#define FASTLN_CUDA_INSTANTIATE_PLUS_ONE(T, W)                                                          \
-  template cudaError_t launch_fwd<T, PlusOne<W>>(FwdParams<T, PlusOne<W>>, bool, cudaStream_t);         \
-  template int64_t bwd_num_partials<T, PlusOne<W>>(const BwdParams<T, PlusOne<W>>&, bool, int);         \
-  template cudaError_t launch_bwd<T, PlusOne<W>, W>(BwdParams<T, PlusOne<W>>, bool, int64_t, W*, W*, \
-                                                    cudaStream_t);
+// The instantiations: launch.cuh's parts (the launchers) and launch.cu (the offset's).
 
 }  // namespace cuda_impl
 }  // namespace fastln

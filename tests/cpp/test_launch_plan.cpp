@@ -75,7 +75,7 @@ std::string kernel_name(const Case& c, const KernelId& k) {
   }
 }
 
-// The occupancy answers of the model, as launch.cu forms them from the runtime's.
+// The occupancy answers of the model, as launch.cuh forms them from the runtime's.
 struct ModelOccupancy final : Occupancy {
   const Case& c;
   const pm::DeviceModel& d;
@@ -99,7 +99,7 @@ std::string line(const Case& c, const Launch& l) {
   return pm::launch_line(kernel_name(c, l.kernel), l.grid, l.grid_y, l.block, l.block_y, l.smem, l.cluster, l.pdl);
 }
 
-// What the launchers of launch.cu launch for a plan, in the table's form.
+// What the launchers of launch.cuh launch for a plan, in the table's form.
 std::string result(const Case& c) {
   const pm::DeviceModel& d = pm::device_model(c.dev);
   const ModelOccupancy occ(c, d);

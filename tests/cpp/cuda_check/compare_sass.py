@@ -5,6 +5,10 @@ any kernel differs or is in one build only.
 
   compare_sass.py BEFORE.fatbin AFTER.fatbin   (cuobjdump on PATH or in $CUOBJDUMP)
 
+Each side may be several files (objects or fatbins), comma-separated: the kernels compile in
+parts (cuda/parts.cu.in), an object each, e.g. AFTER = the build folder's part_*.cu.o and
+launch.cu.o. A kernel found in two files of one side counts as differing.
+
 Building the two fatbins (sm_80, sm_90), e.g. before = cuda/layer_norm.cu at ecbef91:
   nvcc -std=c++20 -O3 -DNDEBUG --expt-relaxed-constexpr -lineinfo -Xptxas=-v \
        -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -fatbin SRC -o OUT
@@ -20,7 +24,16 @@ ARCH = re.compile(r"^\s*code for (sm_\d+)")
 INSN = re.compile(r"^\s*/\*[0-9a-f]{4,}\*/\s*(.*?)\s*;?\s*/\* 0x[0-9a-f]+ \*/\s*$")
 
 
-def kernels(fatbin):
+def kernels(files):
+    out = {}
+    for f in files.split(","):
+        for name, insns in kernels_of(f).items():
+            # the same kernel in two parts: compiled twice, which the parts are built to avoid
+            out[name] = insns if name not in out else ["<in two files>"]
+    return out
+
+
+def kernels_of(fatbin):
     tool = os.environ.get("CUOBJDUMP", "cuobjdump")
     text = subprocess.run([tool, "-sass", fatbin], capture_output=True, text=True, check=True).stdout
     out, arch, name = {}, None, None

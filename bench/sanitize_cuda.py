@@ -16,13 +16,17 @@ take a row and the exchange's four slots are reused in the clusters of 65536. Th
 reused too. 16-bit backward rows of 49152 are staged too (clusters of 8; 70 rows: 30 clusters, some
 with three rows).
 
-Arguments: op names (keys of ops()) to run those alone, e.g. a new case under a short device call."""
+Arguments: op names (keys of ops()) to run those alone, e.g. a new case under a short device call;
+KEY=VALUE launch-plan overrides (fastln._C.cuda_plan_overrides, as the benchmark's --plans), e.g.
+fwd_st16=1: a variant's kernels under the sanitizer before a rule takes them."""
 import sys
 
 import torch
 import torch.nn.functional as F
 
 import fastln
+from fastln import _C
+from fastln.benchmark import plan_overrides
 
 torch.manual_seed(0)
 SHAPES = [(7, 256), (5, 768), (3, 4096), (400, 8192), (2, 32768), (100, 65536), (3, 36872), (2, 65544), (9, 17),
@@ -59,16 +63,21 @@ def ops(ns, fp32):
     }
 
 
-unknown = set(sys.argv[1:]) - set(ops((1,), False))
+names = [a for a in sys.argv[1:] if "=" not in a]
+plans = plan_overrides("+".join(["fastln"] + [a for a in sys.argv[1:] if "=" in a]))
+unknown = set(names) - set(ops((1,), False))
 if unknown:
     sys.exit(f"sanitize_cuda.py: no op {sorted(unknown)}; choose from {sorted(ops((1,), False))}")
+_C.cuda_plan_overrides(plans)  # refuses an unknown key (KeyError)
+if plans:
+    print(f"plan overrides: {plans}")
 for dt in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
     for m, n in SHAPES:
         x, w, b = (torch.randn(*s, device="cuda", dtype=dt) for s in ((m, n), (n,), (n,)))
         r = torch.randn(n, m, device="cuda", dtype=dt).t()  # strided residual
         dy = torch.randn(m, n, device="cuda", dtype=dt)
         for name, (ours, ref_fn) in ops((n,), dt in (torch.bfloat16, torch.float16)).items():
-            if sys.argv[1:] and name not in sys.argv[1:]:
+            if names and name not in names:
                 continue
             leaves = [t.clone().requires_grad_() for t in (x, r, w, b)]
             outs = ours(*leaves)

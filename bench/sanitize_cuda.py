@@ -18,7 +18,7 @@ with three rows).
 
 Arguments: op names (keys of ops()) to run those alone, e.g. a new case under a short device call;
 KEY=VALUE launch-plan overrides (fastln._C.cuda_plan_overrides, as the benchmark's --plans), e.g.
-fwd_st16=1: a variant's kernels under the sanitizer before a rule takes them."""
+fwd_hoist=1: a variant's kernels under the sanitizer before a rule takes them."""
 import sys
 
 import torch

@@ -182,7 +182,7 @@ __global__ void __launch_bounds__(512, fwd_min_ctas(CL)) fwd_reg_kernel(FwdParam
 // t + 512, ... in fwd_reg_kernel's order and adds in its order, so where that kernel also runs
 // 512 threads a slice the results are its bits (tested). Plain norms: the fused residual add
 // keeps the register kernel.
-template <class T, class P, Norm NORM, int CL, bool ST16 = false>
+template <class T, class P, Norm NORM, int CL>
 __global__ void __launch_bounds__(kStagedThreads, 1) fwd_staged_kernel(FwdParams<T, P> p) {
 #if FASTLN_CLUSTERS
   static_assert(CL > 1, "rows split over a cluster");
@@ -299,9 +299,7 @@ __global__ void __launch_bounds__(kStagedThreads, 1) fwd_staged_kernel(FwdParams
             if (p.beta) out += A(dtof_pinned(b[kParamRegs ? i : 0].v[e]));
           o.v[e] = dfrom<T>(out);
         }
-        // ST16: one 16-byte store a vector for 32-bit T (nvcc splits the plain one into four
-        // 4-byte stores here); an experiment, PlanOverrides::fwd_st16
-        st_pack<true, T, ST16>(y + int64_t(v) * VEC, o);
+        st_pack<true, T>(y + int64_t(v) * VEC, o);
       }
     }
   };

@@ -319,7 +319,6 @@ FwdPlan fwd_plan(const Problem& pb, const DeviceProps& dev, const Occupancy& occ
   if (c.cl > 1 && !pb.residual && ov.fwd_staged) {
     // Rows split over a cluster, staged in shared memory (the fused add keeps the register kernel).
     l.kernel = KernelId{KernelKind::kFwdStaged, 0, c.cl};
-    l.kernel.st16 = ov.fwd_st16 && pb.elem_size == 4;
     l.block = kStagedThreads;
     l.smem = staged_smem(nvec, c.cl);
     // (the query also sets the kernel's shared-memory limit: launch.cu, resident_clusters)
@@ -412,7 +411,7 @@ std::string describe(const Launch& l) {
   s << kNames[int(k.kind)];
   if (k.kind == KernelKind::kNone) return s.str();
   s << " nv" << k.nv << " cl" << k.cl << " acc" << k.acc_smem << " minb" << k.minb << " rows" << k.rows << " ry" << k.ry
-    << " w" << k.w << (k.hoist ? " hoist1" : "") << (k.st16 ? " st16" : "") << " grid " << l.grid << "x" << l.grid_y << " block " << l.block << "x" << l.block_y << " smem "
+    << " w" << k.w << (k.hoist ? " hoist1" : "") << " grid " << l.grid << "x" << l.grid_y << " block " << l.block << "x" << l.block_y << " smem "
     << l.smem << " cluster " << l.cluster << " pdl " << l.pdl;
   return s.str();
 }

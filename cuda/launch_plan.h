@@ -82,7 +82,6 @@ struct PlanOverrides {
   int fwd_nv = 0;           // one-CTA forward rows of > 128 vectors: 1, 2, 4, 8 or 16 vectors a thread (0: heuristics)
   int fwd_block = 0;        // forward rows of <= 128 vectors: threads a CTA, 32..512, a power of two (0: heuristics)
   int fwd_hoist = -1;       // one-CTA forward kernels of <= 4 vectors a thread load all their parameters before their stores (fwd_reg_kernel HOIST): -1 heuristics (16-bit rows and parameters, no residual add), 0 never, 1 always
-  bool fwd_st16 = false;    // the staged forward of 32-bit types stores each vector in one 16-byte PTX store (fwd_staged_kernel ST16)
   bool operator==(const PlanOverrides&) const = default;
 };
 
@@ -104,7 +103,6 @@ struct KernelId {
   int rows = 1;           // bwd_reg: ROWS
   int ry = 0, w = 0;      // reduce_partials: RY, W
   bool hoist = false;     // fwd_reg: HOIST
-  bool st16 = false;      // fwd_staged: ST16
   bool operator==(const KernelId&) const = default;
 };
 

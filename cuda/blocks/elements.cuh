@@ -141,11 +141,11 @@ __device__ __forceinline__ Pack<T> ld_pack(const T* p) {
 // store. Elsewhere the plain store: nvcc makes it one 16-byte store in the one-CTA kernels,
 // where the PTX one cost registers (fp16 forward of 4 vectors a thread: 40 -> 53), and for
 // 32-bit types in the cluster kernels its 4-byte stores measured faster than the PTX one (fp32
-// forward of 65536: 86% against 75%; not understood, docs/cuda.md). kPtx32: the PTX store for
-// 32-bit types too (the staged forward's experiment, PlanOverrides::fwd_st16).
-template <bool kPtx, class T, bool kPtx32 = false>
+// forward of 65536: 86% against 75%; not understood, docs/cuda.md; the staged fp32 forward with the
+// PTX store: 0.98-1.02 of its time, journal 2026-12-06, sessions 22-23).
+template <bool kPtx, class T>
 __device__ __forceinline__ void st_pack(T* p, const Pack<T>& v) {
-  if constexpr (kPtx && (sizeof(T) == 2 || (kPtx32 && sizeof(T) == 4))) {
+  if constexpr (kPtx && sizeof(T) == 2) {
     uint4 u;
     memcpy(&u, &v, sizeof(u));
     asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(__cvta_generic_to_global(p)), "r"(u.x),

@@ -47,7 +47,6 @@ PlanOverrides overrides(const std::string& knobs) {
     else if (k == "nv") ov.fwd_nv = v;
     else if (k == "fb") ov.fwd_block = v;
     else if (k == "fh") ov.fwd_hoist = v;
-    else if (k == "s16") ov.fwd_st16 = v != 0;
     else FAIL("unknown knob " << k);
   }
   return ov;
@@ -60,7 +59,7 @@ std::string kernel_name(const Case& c, const KernelId& k) {
   switch (k.kind) {
     case KernelKind::kFwdReg:
       return "fwd_reg_kernel<" + tp + i(k.nv) + "," + nrm + "," + res + "," + i(k.cl) + (k.hoist ? ",1" : "") + ">";
-    case KernelKind::kFwdStaged: return "fwd_staged_kernel<" + tp + nrm + "," + i(k.cl) + (k.st16 ? ",1" : "") + ">";
+    case KernelKind::kFwdStaged: return "fwd_staged_kernel<" + tp + nrm + "," + i(k.cl) + ">";
     case KernelKind::kFwdFallback: return "fwd_fallback_kernel<" + tp + i(k.nv) + "," + nrm + "," + res + ">";
     case KernelKind::kBwdReg:
       return "bwd_reg_kernel<" + tp + i(k.nv) + "," + nrm + "," + i(k.acc_smem) + "," + i(k.cl) + "," + i(k.minb) + "," +
@@ -211,16 +210,6 @@ TEST_CASE("launch plans: HOIST (fwd_hoist) for one-CTA forwards of <= 4 vectors 
   CHECK(fwd_result("float", 1024, 4096, "fh=1,nv=8") == fwd_result("float", 1024, 4096, "nv=8"));
   CHECK(fwd_result("bf16", 65536, 2048, "fh=1") == fwd_result("bf16", 65536, 2048, "-"));
   CHECK(fwd_result("bf16", 65536, 2048, "fh=0") == fwd_result("bf16", 65536, 2048, "-"));
-}
-
-TEST_CASE("launch plans: fwd_st16 takes the ST16 kernel of the staged forward of 32-bit types, else changes nothing",
-          "[cuda][plan]") {
-  const std::string f = fwd_result("float", 32768, 4096, "-"), f16 = fwd_result("float", 32768, 4096, "s16=1");
-  REQUIRE(f.find("fwd_staged<float,float,0,2>") != std::string::npos);
-  CHECK(f16.find("fwd_staged<float,float,0,2,1>") != std::string::npos);
-  CHECK(f16.substr(f16.find(" g")) == f.substr(f.find(" g")));  // the same grid, block, smem, cluster
-  CHECK(fwd_result("bf16", 65536, 2048, "s16=1") == fwd_result("bf16", 65536, 2048, "-"));  // 16-bit: no change
-  CHECK(fwd_result("float", 4096, 2048, "s16=1") == fwd_result("float", 4096, 2048, "-"));  // one CTA a row
 }
 
 TEST_CASE("launch plans: the defaults of the overrides change nothing", "[cuda][plan]") {

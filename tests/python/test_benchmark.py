@@ -2,6 +2,7 @@
 file (schema, merge by suite, measured copy bandwidth), the plots, and the README / docs tables,
 which must equal what the generator makes of the committed results files."""
 import argparse
+import dataclasses
 import json
 import math
 import re
@@ -82,6 +83,28 @@ def test_every_cpu_suite_runs_on_tiny_shapes():
     assert "### user" in md and "### kernel" in md
     assert B.view_user(data).count("\n") >= 3 and "Geometric mean" in B.view_summary(data)
     assert "(8, 64)" in B.view_user(data, "ops", "rms_norm")
+
+
+def test_host_timer_interleaves_the_implementations(monkeypatch):
+    """The "host" timer (CUDA's decode-size calls) times the implementations batch by batch in
+    turn, as the CPU's: each runner's batches alternate with the others', not one runner's whole
+    budget after another's. Run here on the CPU's calls suite with its timer set to "host"."""
+    plan = B.make_plans(tiny_args(suites="calls"))[0]
+    plan.suite = dataclasses.replace(plan.suite, timer="host", shapes=((8, 64),))
+    seen = []
+    real = B.make_runner
+
+    def recording(suite, impl, *a, **kw):
+        fn = real(suite, impl, *a, **kw)
+        return lambda: (seen.append(impl), fn())[1]
+
+    monkeypatch.setattr(B, "make_runner", recording)
+    data = B.run("cpu", [plan], B.Progress(0, False))
+    rows = [r for r in data["results"] if r["suite"] == "calls"]
+    assert {r["impl"] for r in rows} == {"fastln", "torch"} and all(r["min_s"] > 0 for r in rows)
+    # after warm-up, the calls switch implementation many times (one switch a batch)
+    switches = sum(a != b for a, b in zip(seen, seen[1:]))
+    assert switches >= 2 * 7, switches
 
 
 def test_mixed_precision_cases_take_float32_parameters(monkeypatch):

@@ -234,14 +234,6 @@ def test_staged_forward_matches_register_kernel():
     _assert_override_keeps_bits(_staged_outputs, "the forward differs", fwd_staged=False)
 
 
-def test_staged_forward_wide_stores_keep_bits():
-    """fwd_st16=True stores the staged forward's 32-bit vectors in one 16-byte store each
-    (fwd_staged_kernel ST16): the same values, bit for bit."""
-    if torch.cuda.get_device_capability() < (9, 0):
-        pytest.skip("thread-block clusters need sm_90")
-    _assert_override_keeps_bits(_staged_outputs, "the forward differs", fwd_st16=True)
-
-
 def _hoist_outputs():
     out = {}
     # One-CTA rows of 4 vectors a thread (the plans' choice at these N; test_forward_hoist_keeps_bits
@@ -311,7 +303,7 @@ def test_plan_overrides_round_trip():
     defaults = fastln._C.cuda_plan_overrides()
     assert defaults == {"cluster_fwd": 0, "cluster_bwd": 0, "partial_cluster": 0, "fwd_staged": True,
                         "bwd_staged": -1, "bwd_two_rows": True, "pdl": True, "fwd_nv": 0, "fwd_block": 0,
-                        "fwd_hoist": -1, "fwd_st16": False}
+                        "fwd_hoist": -1}
     with plan_overrides(cluster_bwd=2, pdl=False):
         assert fastln._C.cuda_plan_overrides() == {**defaults, "cluster_bwd": 2, "pdl": False}
     assert fastln._C.cuda_plan_overrides() == defaults

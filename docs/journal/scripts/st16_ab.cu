@@ -4,6 +4,8 @@
 // on the same tensors. Checks that both give the same bits (y, mean, rstd), then times them in
 // turn: 15 rounds of A then B, each round the median of 20 launches by CUDA events; reports the
 // minimum and median over rounds, and % of a device-to-device copy measured in the same run.
+// ST16 was removed after this A/B (session 23): build it at commit cb1822f, where
+// fwd_staged_kernel still takes its ST16 parameter.
 // Build (here or there; nvcc 13.0, sm_90a), repository root:
 //   nvcc -std=c++20 -O3 -arch=sm_90a --expt-relaxed-constexpr -Icuda -Isrc/cpp -Isrc/cpp/kernels \
 //     -o st16_ab docs/journal/scripts/st16_ab.cu

@@ -303,6 +303,8 @@ cudaError_t launch_bwd(BwdParams<T, P> p, bool vec_ok, int64_t nparts, Q* dgamma
 // parts.cu.in, configured once per part (cuda/CMakeLists.txt), instantiates the launchers of one
 // direction, one row type and one parameter type: the PlusOne<P> launchers beside the plain P
 // ones, whose kernels they ask about (FwdOccupancy), so no kernel is compiled by two parts.
+// The FASTLN_CUDA_PART_<name> macros below are the list of parts: cuda/CMakeLists.txt reads their
+// names from this file (one #define a line).
 #define FASTLN_CUDA_FWD(T, P) template cudaError_t launch_fwd<T, P>(FwdParams<T, P>, bool, cudaStream_t);
 #define FASTLN_CUDA_NPARTS(T, P) template int64_t bwd_num_partials<T, P>(const BwdParams<T, P>&, bool, int);
 #define FASTLN_CUDA_BWD(T, P, Q) \

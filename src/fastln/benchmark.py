@@ -20,7 +20,8 @@ batch in one process (order rotating), each batch ~2 ms, medians, IQR and minima
 (>= 32 MB) are measured twice: end to end ("e2e": each call allocates its output, which glibc
 maps fresh: page faults) and "warm" (glibc told to keep freed memory: the kernel time); see
 docs/cpu.md. CUDA ("device"): ``triton.testing.do_bench`` medians where Triton is importable
-(L2 flushed before every call), else CUDA events after a 256 MB memset, the same way. "host":
+(L2 flushed before every call), else CUDA events after a 256 MB memset, the same way; the
+implementations interleaved, five rounds of each in turn, the median of the rounds' medians. "host":
 back-to-back calls in a loop, synchronised once per batch, so host overhead counts (decode-size
 calls; the CPU-against-CUDA suite), the implementations interleaved batch by batch as on the CPU.
 
@@ -546,6 +547,25 @@ def device_time(fn: Runner, warmup_ms: float = 20, rep_ms: float = 80) -> dict[s
     return _stats([s.elapsed_time(e) * 1e-3 for s, e in ev], 1)
 
 
+DEVICE_ROUNDS = 5
+
+
+def device_times(runners: dict[str, Runner], rounds: int = DEVICE_ROUNDS, warmup_ms: float = 20, rep_ms: float = 80,
+                 one: Callable[[Runner, float, float], dict[str, float]] = device_time) -> dict[str, dict[str, float]]:
+    """Each runner's device time, interleaved: ``rounds`` rounds, each timing every runner in turn
+    (the order rotating) for rep_ms / rounds by ``one``; a runner's median, IQR and minimum are those
+    of its rounds' medians. Timed one after another, 100 ms each, cells of the same build moved by
+    more than the gaps they decide (Liger fp16 (4096, 1024) 12.2 then 25.7 µs, fastln bf16 (4096,
+    1024) 11.0 then 11.7; sessions 22-23): a stall now spoils a round, not a cell."""
+    meds: dict[str, list[float]] = {name: [] for name in runners}
+    order = list(runners.items())
+    for i in range(rounds):
+        order = order[1:] + order[:1]
+        for name, fn in order:
+            meds[name].append(one(fn, warmup_ms if i == 0 else warmup_ms / rounds, rep_ms / rounds)["median_s"])
+    return {name: _stats(m, 1) for name, m in meds.items()}
+
+
 def kernel_times(fn: Runner, calls: int = 10) -> dict[str, Any]:
     """Device time a call of each CUDA kernel ``fn`` launches (torch.profiler), and their sum
     as the row's time."""
@@ -686,7 +706,7 @@ def run_plan(plan: Plan, progress: Progress, copy_gbps: dict[str, float], rows: 
                     except Skip as e:
                         plan.skipped.setdefault(f"{impl} {op} {mode} {dt}", str(e))
                 if suite.timer == "device":
-                    res = {k: device_time(f) for k, f in runners.items()}
+                    res = device_times(runners)
                 elif suite.timer == "profile":
                     res = {k: kernel_times(f) for k, f in runners.items()}
                 elif suite.timer == "host":
@@ -810,7 +830,8 @@ def run(device: str, plans: Sequence[Plan], progress: Progress, deadline_s: Opti
             break  # nothing of this suite to describe
         timer = plan.suite.timer
         if timer == "device":
-            timer += " (triton do_bench)" if importlib.util.find_spec("triton") else " (CUDA events)"
+            timer += " (triton do_bench" if importlib.util.find_spec("triton") else " (CUDA events"
+            timer += f", {DEVICE_ROUNDS} interleaved rounds)"
         suites[plan.suite.name] = {"definition": plan.suite.as_dict(), "shapes": [list(s) for s in plan.shapes],
                                    "dtypes": list(plan.dtypes), "impls": plan.impls, "budget_s": plan.budget_s,
                                    "timer": timer, "skipped": plan.skipped, **run_meta,

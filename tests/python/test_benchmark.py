@@ -107,6 +107,28 @@ def test_host_timer_interleaves_the_implementations(monkeypatch):
     assert switches >= 2 * 7, switches
 
 
+def test_device_timer_interleaves_the_implementations():
+    """device_times (the CUDA suites' timer): rounds in which every runner is timed once, the
+    order rotating; the first round warms up, the others split the repetitions; a runner's
+    median and minimum are those of its rounds' medians (a stall spoils a round, not a cell)."""
+    calls = []
+
+    def one(fn, warmup_ms, rep_ms):
+        name = fn()
+        calls.append((name, warmup_ms, rep_ms))
+        rnd = sum(c[0] == name for c in calls) - 1
+        return {"median_s": {"a": 1.0, "b": 2.0, "c": 3.0}[name] + (100.0 if rnd == 2 else rnd)}
+
+    res = B.device_times({n: (lambda n=n: n) for n in "abc"}, rounds=5, warmup_ms=20, rep_ms=80, one=one)
+    names = [c[0] for c in calls]
+    assert len(names) == 15 and all(sorted(names[i:i + 3]) == ["a", "b", "c"] for i in range(0, 15, 3))
+    assert len({tuple(names[i:i + 3]) for i in range(0, 15, 3)}) == 3  # the order rotates
+    assert [c[1] for c in calls[:3]] == [20] * 3 and all(c[1] == 4 and c[2] == 16 for c in calls[3:])
+    # rounds' medians of "a": 1, 2, 101 (a stall), 4, 5: median 4, minimum 1
+    assert res["a"]["median_s"] == 4.0 and res["a"]["min_s"] == 1.0 and res["a"]["samples"] == 5
+    assert res["c"]["median_s"] == 6.0
+
+
 def test_mixed_precision_cases_take_float32_parameters(monkeypatch):
     """A case's dtype "bfloat16+float32" (the CUDA 'mixed' suite's): bf16 input, float32
     weight and bias, for fastln and the peers alike; the rows keep the name."""

@@ -49,7 +49,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -459,8 +459,10 @@ def keep_freed_memory() -> bool:
     return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 40))
 
 
-def _stats(samples: list[float], batch: int) -> dict[str, float]:
-    q = statistics.quantiles(samples, n=4) if len(samples) > 1 else [samples[0]] * 3
+def _stats(samples: list[float], batch: int, method: Literal["exclusive", "inclusive"] = "exclusive") -> dict[str, float]:
+    """Median, IQR and minimum; "inclusive" quartiles for a few samples (the device timer's five
+    rounds), whose exclusive quartiles sit near the extremes."""
+    q = statistics.quantiles(samples, n=4, method=method) if len(samples) > 1 else [samples[0]] * 3
     return {"median_s": statistics.median(samples), "iqr_s": q[2] - q[0], "min_s": min(samples),
             "samples": len(samples), "iters": len(samples) * batch}
 
@@ -563,7 +565,7 @@ def device_times(runners: dict[str, Runner], rounds: int = DEVICE_ROUNDS, warmup
         order = order[1:] + order[:1]
         for name, fn in order:
             meds[name].append(one(fn, warmup_ms if i == 0 else warmup_ms / rounds, rep_ms / rounds)["median_s"])
-    return {name: _stats(m, 1) for name, m in meds.items()}
+    return {name: _stats(m, 1, "inclusive") for name, m in meds.items()}
 
 
 def kernel_times(fn: Runner, calls: int = 10) -> dict[str, Any]:
@@ -592,7 +594,7 @@ def copy_bandwidth(device: str) -> tuple[float, str]:
         x = torch.randn(256 << 20, device="cuda")  # 1 GiB
         y = torch.empty_like(x)
         t = device_time(lambda: y.copy_(x))["median_s"]
-        return 2 * x.numel() * 4 / t / 1e9, "device-to-device copy_ of 1 GiB, same timer as the suites"
+        return 2 * x.numel() * 4 / t / 1e9, "device-to-device copy_ of 1 GiB, do_bench as the suites"
     x = torch.randn(64 << 18)  # 64 MB
     y = torch.empty_like(x)
     ts: list[float] = []
@@ -706,13 +708,13 @@ def run_plan(plan: Plan, progress: Progress, copy_gbps: dict[str, float], rows: 
                     except Skip as e:
                         plan.skipped.setdefault(f"{impl} {op} {mode} {dt}", str(e))
                 if suite.timer == "device":
-                    res = device_times(runners)
+                    res = device_times(runners) if runners else {}
                 elif suite.timer == "profile":
                     res = {k: kernel_times(f) for k, f in runners.items()}
                 elif suite.timer == "host":
                     # interleaved, as on the CPU: timed one after another, a 10 µs call read 10 µs
                     # in one cell and 16 in the next (the host's state drifts; session 23)
-                    res = measure(runners, sync, plan.budget_s * len(runners))
+                    res = measure(runners, sync, plan.budget_s * len(runners)) if runners else {}
                 else:
                     # The textbook baseline on its own: its temporaries (several of the input's size
                     # a call) slowed the runner after it by up to 20 ms a call (docs/cpu.md).
@@ -832,6 +834,8 @@ def run(device: str, plans: Sequence[Plan], progress: Progress, deadline_s: Opti
         if timer == "device":
             timer += " (triton do_bench" if importlib.util.find_spec("triton") else " (CUDA events"
             timer += f", {DEVICE_ROUNDS} interleaved rounds)"
+        elif timer == "host":
+            timer += " (interleaved batches)"
         suites[plan.suite.name] = {"definition": plan.suite.as_dict(), "shapes": [list(s) for s in plan.shapes],
                                    "dtypes": list(plan.dtypes), "impls": plan.impls, "budget_s": plan.budget_s,
                                    "timer": timer, "skipped": plan.skipped, **run_meta,

@@ -1209,6 +1209,10 @@ def plots(data: dict[str, Any], out: Path, key: str) -> list[str]:
             for i, (op, dt) in enumerate(panels):
                 for j, mode in enumerate(modes):
                     ax = axes[i][j]
+                    if not any(r["op"] == op and r["dtype"] == dt and r["mode"] == mode for r in srows):
+                        ax.set_axis_off()  # e.g. a mode of one op only (ops: the fused adds' bwd)
+                        ax.set_title(f"{suite}: {op} {dt} {mode}: not measured", fontsize=9)
+                        continue
                     for impl in _ordered((r["impl"] for r in srows), ("fastln", "torch", "compile", "liger", "quack")):
                         pts = sorted((r["N"], r[metric] * (1e6 if metric == "median_s" else 1), r["M"] * r["N"])
                                      for r in srows

@@ -1,0 +1,48 @@
+"""The mid-size LayerNorm forward of fastln and of the peers, as the benchmark's kernel suite calls
+them (fastln.benchmark.kernel_runner), for Nsight Compute: each call right after a 256 MB memset
+(do_bench's L2 flush, which leaves L2 dirty), three calls each, inside cudaProfilerStart/Stop.
+Why: at (2048, 4096) bf16 and fp16 fastln takes 18.7-18.9 us against Liger's 17.2-17.4, and at
+(16384, 512) 18.9-19.0 against Quack's 17.5-18.6 (session 23); launch geometry sweeps found no rule
+(journal.md, sessions 17 and 21), so the next step is where each kernel's time goes.
+
+    python3 mid_fwd_ncu.py 2048 4096 bfloat16 --time      # the interleaved device timer, no ncu
+    ncu --profile-from-start off --cache-control none --clock-control none \\
+        -k regex:"fwd_reg|layer_norm|cutlass|quack|Norm" --section SpeedOfLight --section Occupancy \\
+        --section LaunchStats --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \\
+        python3 mid_fwd_ncu.py 2048 4096 bfloat16
+(run from the repository root with the peers on PYTHONPATH: bench/device_run.sh's peers stage).
+"""
+import sys
+
+import torch
+
+from fastln import benchmark as B
+
+M, N = int(sys.argv[1]), int(sys.argv[2])
+dtype = getattr(torch, sys.argv[3] if len(sys.argv) > 3 and not sys.argv[3].startswith("-") else "bfloat16")
+gen = torch.Generator().manual_seed(0)
+x = torch.randn(M, N, generator=gen).to("cuda", dtype)
+w = (1 + 0.1 * torch.randn(N, generator=gen)).to("cuda", dtype)
+b = (0.1 * torch.randn(N, generator=gen)).to("cuda", dtype)
+runs = {}
+for impl in ("fastln", "liger", "quack", "torch"):
+    try:
+        runs[impl] = B.kernel_runner(impl, "layer_norm", "fwd", x, x, w, b, x)
+    except B.Skip as e:
+        print(f"{impl}: skipped ({e})")
+for f in runs.values():  # compile (Triton, CuTe DSL) and warm up outside the profiled range
+    f()
+torch.cuda.synchronize()
+if "--time" in sys.argv:
+    for impl, t in B.device_times(runs).items():
+        print(f"{impl:7s} {t['median_s'] * 1e6:7.2f} us (IQR {t['iqr_s'] * 1e6:.2f}, min {t['min_s'] * 1e6:.2f})")
+    sys.exit()
+cache = torch.empty(256 << 18, dtype=torch.int32, device="cuda")
+torch.cuda.cudart().cudaProfilerStart()
+for impl, f in runs.items():
+    for _ in range(3):
+        cache.zero_()
+        f()
+torch.cuda.synchronize()
+torch.cuda.cudart().cudaProfilerStop()
+print("profiled:", ", ".join(runs))

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "../../cuda/launch_plan.h"
@@ -46,6 +47,7 @@ PlanOverrides overrides(const std::string& knobs) {
     else if (k == "pdl") ov.pdl = v != 0;
     else if (k == "nv") ov.fwd_nv = v;
     else if (k == "fb") ov.fwd_block = v;
+    else if (k == "cs") ov.fwd_ctas_sm = v;
     else if (k == "fh") ov.fwd_hoist = v;
     else FAIL("unknown knob " << k);
   }
@@ -210,6 +212,33 @@ TEST_CASE("launch plans: HOIST (fwd_hoist) for one-CTA forwards of <= 4 vectors 
   CHECK(fwd_result("float", 1024, 4096, "fh=1,nv=8") == fwd_result("float", 1024, 4096, "nv=8"));
   CHECK(fwd_result("bf16", 65536, 2048, "fh=1") == fwd_result("bf16", 65536, 2048, "-"));
   CHECK(fwd_result("bf16", 65536, 2048, "fh=0") == fwd_result("bf16", 65536, 2048, "-"));
+}
+
+TEST_CASE("launch plans: fwd_ctas_sm caps the CTAs a SM of one-CTA forwards by shared memory, else changes nothing",
+          "[cuda][plan]") {
+  const pm::DeviceModel& d = pm::device_model("H100");
+  for (const auto& [t, n, m] : {std::tuple<std::string, int, int64_t>{"bf16", 4096, 2048}, {"fp16", 512, 16384},
+                                {"float", 1024, 4096}, {"bf16", 12288, 10923}, {"float", 8192, 512}}) {
+    const std::string base = fwd_result(t, n, m, "-");
+    const std::string kernel = base.substr(base.find("fwd_reg<"), base.find(' ', base.find("fwd_reg<")) - base.find("fwd_reg<"));
+    const std::string name = "fwd_reg_kernel" + kernel.substr(std::string("fwd_reg").size());
+    const int block = std::stoi(base.substr(base.find(" b") + 2));
+    const int uncapped = pm::blocks_per_sm(d, name, block, 0);
+    for (int k : {1, 2, 3, 4, 6, 8, 12, 16}) {
+      const std::string capped = fwd_result(t, n, m, "cs=" + std::to_string(k));
+      INFO(t << " " << n << " cs=" << k << ": " << capped);
+      const size_t s = capped.find(" s"), smem = std::stoul(capped.substr(s + 2));
+      // the same kernel, grid and block; only the shared memory differs
+      CHECK(capped.substr(0, s) == base.substr(0, base.find(" s")));
+      CHECK(capped.substr(capped.find(" c", s)) == base.substr(base.find(" c", base.find(" s"))));
+      CHECK(smem >= 1024);
+      CHECK(pm::blocks_per_sm(d, name, block, smem) == std::min(k, uncapped));
+    }
+  }
+  // cluster rows (staged, or the fused add's register kernel over a cluster) keep theirs
+  CHECK(fwd_result("bf16", 65536, 2048, "cs=3") == fwd_result("bf16", 65536, 2048, "-"));
+  CHECK(fwd_result("bf16", 65536, 2048, "cs=3", true) == fwd_result("bf16", 65536, 2048, "-", true));
+  CHECK(fwd_result("float", 32768, 4096, "cs=2") == fwd_result("float", 32768, 4096, "-"));
 }
 
 TEST_CASE("launch plans: the defaults of the overrides change nothing", "[cuda][plan]") {

@@ -268,6 +268,15 @@ def test_forward_hoist_keeps_bits():
                                     fwd_hoist=1)
 
 
+def test_forward_ctas_a_sm_keeps_bits():
+    """fwd_ctas_sm=k pads the one-CTA forward kernels' dynamic shared memory so that at most k CTAs
+    share a SM (an experiment: fewer resident CTAs, more waves); the kernels, grids and order of
+    addition are the same, so every output, mean and rstd is the same bit for bit, with 48 KB and
+    more of dynamic shared memory launched too (k = 2, 3)."""
+    for k in (2, 3, 8):
+        _assert_override_keeps_bits(_hoist_outputs, "the forward differs", fwd_ctas_sm=k)
+
+
 def _pdl_outputs():
     out = {}
     masks = ([True] * 3, [True, True, False], [False, False, True])
@@ -303,7 +312,7 @@ def test_plan_overrides_round_trip():
     defaults = fastln._C.cuda_plan_overrides()
     assert defaults == {"cluster_fwd": 0, "cluster_bwd": 0, "partial_cluster": 0, "fwd_staged": True,
                         "bwd_staged": -1, "bwd_two_rows": True, "pdl": True, "fwd_nv": 0, "fwd_block": 0,
-                        "fwd_hoist": -1}
+                        "fwd_hoist": -1, "fwd_ctas_sm": 0}
     with plan_overrides(cluster_bwd=2, pdl=False):
         assert fastln._C.cuda_plan_overrides() == {**defaults, "cluster_bwd": 2, "pdl": False}
     assert fastln._C.cuda_plan_overrides() == defaults

@@ -279,12 +279,20 @@ FwdPlan fwd_plan(const Problem& pb, const DeviceProps& dev, const Occupancy& occ
   // a SM). journal.md, session 21. The fused residual add was not measured: the plain order.
   bool hoist = ov.fwd_hoist < 0 ? pb.elem_size == 2 && pb.param_size == 2 && !pb.residual : ov.fwd_hoist > 0;
   const auto reg = [&](int nv, int cl) { return KernelId{KernelKind::kFwdReg, nv, cl}; };
-  const bool forced_nv = c.reg && c.cl == 1 && nvec > 128 && nv_class(ov.fwd_nv) == ov.fwd_nv;
-  if (forced_nv) {
+  const bool forced_nv = c.reg && c.cl == 1 && ov.fwd_nv > 0 && nv_class(ov.fwd_nv) == ov.fwd_nv;
+  if (forced_nv && nvec > 128) {
     c = row_config(nvec, 256, {ov.fwd_nv});
-  } else if (c.reg && c.cl == 1 && nvec <= 128 && ov.fwd_block >= c.tpr && ov.fwd_block <= kMaxRowThreads &&
-             pow2_ceil(ov.fwd_block) == ov.fwd_block) {
-    c.block = ov.fwd_block;
+  } else if (c.reg && c.cl == 1 && nvec <= 128) {
+    // Several rows a CTA, at most 32 threads a row (a row's sums in its warp): a forced nv
+    // where it keeps that (Quack's N = 512: 2 vectors a thread, 32 threads a row, 4 rows a
+    // CTA of 128, against our 4, 16 and 16), then a forced block.
+    const int tpr = pow2_ceil((nvec + ov.fwd_nv - 1) / std::max(ov.fwd_nv, 1));
+    if (forced_nv && tpr <= 32) {
+      c.tpr = tpr;
+      c.nv = nv_class((nvec + tpr - 1) / tpr);
+    }
+    if (ov.fwd_block >= c.tpr && ov.fwd_block <= kMaxRowThreads && pow2_ceil(ov.fwd_block) == ov.fwd_block)
+      c.block = ov.fwd_block;
   } else if (c.reg && c.cl == 1 && c.nv == 4 && c.tpr == c.block) {
     // A row a CTA at 4 vectors a thread can leave a SM fewer resident warps than 8 vectors a
     // thread in CTAs half the size: bf16 N = 12288 takes 384 threads of 58 registers, 2 CTAs a

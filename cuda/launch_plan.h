@@ -79,7 +79,7 @@ struct PlanOverrides {
   int bwd_staged = -1;      // the staged backward: -1 heuristics (fp32 rows from kBwdStagedFrom vectors, 16-bit cluster rows of few warps), 0 never, V > 0 rows of >= V vectors (16-bit too)
   bool bwd_two_rows = true; // false: 16-bit cluster slices take one row an iteration
   bool pdl = true;          // false: reduce_partials_kernel launched after the backward, not as its programmatic dependent
-  int fwd_nv = 0;           // one-CTA forward rows of > 128 vectors: 1, 2, 4, 8 or 16 vectors a thread (0: heuristics)
+  int fwd_nv = 0;           // one-CTA forward rows: 1, 2, 4, 8 or 16 vectors a thread (0: heuristics); rows of <= 128 vectors where that leaves <= 32 threads a row
   int fwd_block = 0;        // forward rows of <= 128 vectors: threads a CTA, 32..512, a power of two (0: heuristics)
   int fwd_hoist = -1;       // one-CTA forward kernels of <= 4 vectors a thread load all their parameters before their stores (fwd_reg_kernel HOIST): -1 heuristics (16-bit rows and parameters, no residual add), 0 never, 1 always
   int fwd_ctas_sm = 0;      // one-CTA forward kernels (fwd_reg, CL = 1): at most this many CTAs a SM, by dynamic shared memory they do not use (0: as many as fit); an experiment

@@ -195,7 +195,18 @@ TEST_CASE("launch plans: fwd_nv and fwd_block set the forward's geometry, else c
   CHECK(fwd_result("bf16", 1024, 4096, "fb=128") == "tpr32 np0 ret0 | fwd_reg<bf16,bf16,4,0,0,1,1> g1024x1 b128x1 s0 c1 p0");
   CHECK(fwd_result("bf16", 1024, 4096, "fb=16") == fwd_result("bf16", 1024, 4096, "-"));  // fewer than a row's threads
   CHECK(fwd_result("bf16", 1024, 4096, "fb=96") == fwd_result("bf16", 1024, 4096, "-"));  // not a power of two
-  CHECK(fwd_result("bf16", 1024, 4096, "nv=2") == fwd_result("bf16", 1024, 4096, "-"));   // a small row
+  // ... and the vectors a thread where a row keeps <= 32 threads (its sums in one warp): Quack's
+  // N = 512 geometry (2 vectors, 32 threads a row, 4 rows a CTA of 128), 8 vectors; 2 vectors at
+  // N = 1024 would take 64 threads a row: the plan's.
+  CHECK(fwd_result("fp16", 512, 16384, "-") == "tpr16 np0 ret0 | fwd_reg<fp16,fp16,4,0,0,1,1> g1024x1 b256x1 s0 c1 p0");
+  CHECK(fwd_result("fp16", 512, 16384, "nv=2") == "tpr32 np0 ret0 | fwd_reg<fp16,fp16,2,0,0,1,1> g2048x1 b256x1 s0 c1 p0");
+  CHECK(fwd_result("fp16", 512, 16384, "nv=2,fb=128") ==
+        "tpr32 np0 ret0 | fwd_reg<fp16,fp16,2,0,0,1,1> g4096x1 b128x1 s0 c1 p0");
+  CHECK(fwd_result("fp16", 512, 16384, "nv=8") == "tpr8 np0 ret0 | fwd_reg<fp16,fp16,8,0,0,1> g512x1 b256x1 s0 c1 p0");
+  CHECK(fwd_result("fp16", 512, 16384, "nv=1") == fwd_result("fp16", 512, 16384, "-"));  // 64 threads a row
+  CHECK(fwd_result("float", 128, 4096, "-") == "tpr8 np0 ret0 | fwd_reg<float,float,4,0,0,1> g128x1 b256x1 s0 c1 p0");
+  CHECK(fwd_result("float", 128, 4096, "nv=1") == "tpr32 np0 ret0 | fwd_reg<float,float,1,0,0,1> g512x1 b256x1 s0 c1 p0");
+  CHECK(fwd_result("bf16", 1024, 4096, "nv=2") == fwd_result("bf16", 1024, 4096, "-"));   // 64 threads a row
 }
 
 TEST_CASE("launch plans: HOIST (fwd_hoist) for one-CTA forwards of <= 4 vectors a thread of 16-bit rows, parameters",

@@ -351,14 +351,15 @@ def test_two_rows_an_iteration(n, dtype, norm, affine):
         assert torch.equal(first[1][i:i + 1], alone), f"grad_input of row {i}"
 
 
-# The forward's geometry overrides (fwd_nv: vectors a thread of one-CTA rows; fwd_block: the CTA of
-# several short rows), which the benchmark sweeps: every value a plan may take must stay correct.
+# The forward's geometry overrides (fwd_nv: vectors a thread, of one-CTA rows and of short rows where
+# a row keeps <= 32 threads; fwd_block: the CTA of several short rows), which the benchmark sweeps:
+# every value a plan may take must stay correct.
 @pytest.mark.parametrize("overrides", [{"fwd_nv": 1}, {"fwd_nv": 2}, {"fwd_nv": 8}, {"fwd_nv": 16},
                                        {"fwd_block": 32}, {"fwd_block": 64}, {"fwd_block": 128},
                                        {"fwd_block": 512}])
 @pytest.mark.parametrize("dtype,m,n", [(torch.bfloat16, 300, 4096), (torch.float32, 257, 1024),
                                        (torch.float16, 1000, 1024), (torch.bfloat16, 999, 256),
-                                       (torch.float32, 64, 8192)])
+                                       (torch.float32, 64, 8192), (torch.float16, 701, 512)])
 @pytest.mark.parametrize("norm", ["layer", "rms"])
 def test_forward_geometry_overrides_parity(overrides, dtype, m, n, norm):
     from test_layer_norm import check_parity, make_inputs

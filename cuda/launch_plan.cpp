@@ -286,7 +286,7 @@ FwdPlan fwd_plan(const Problem& pb, const DeviceProps& dev, const Occupancy& occ
     // Several rows a CTA, at most 32 threads a row (a row's sums in its warp): a forced nv
     // where it keeps that (Quack's N = 512: 2 vectors a thread, 32 threads a row, 4 rows a
     // CTA of 128, against our 4, 16 and 16), then a forced block.
-    const int tpr = pow2_ceil((nvec + ov.fwd_nv - 1) / std::max(ov.fwd_nv, 1));
+    const int tpr = forced_nv ? pow2_ceil((nvec + ov.fwd_nv - 1) / ov.fwd_nv) : 0;
     if (forced_nv && tpr <= 32) {
       c.tpr = tpr;
       c.nv = nv_class((nvec + tpr - 1) / tpr);
@@ -341,12 +341,13 @@ FwdPlan fwd_plan(const Problem& pb, const DeviceProps& dev, const Occupancy& occ
   l.kernel.hoist = hoist && c.cl == 1 && c.nv <= 4;  // after the choice of c, as measured
   l.block = c.block;
   l.grid = c.cl == 1 ? ngroups : std::min(ngroups, occ.resident(l.kernel, c.block, 0, c.cl)) * c.cl;
-  if (c.cl == 1 && ov.fwd_ctas_sm > 0) {
+  if (c.cl == 1 && ov.fwd_ctas_sm > 0 && ov.fwd_ctas_sm <= 16) {
     // An experiment: fewer CTAs a SM, more waves. Liger's bf16 (2048, 4096) forward runs 3 CTAs
     // of 256 threads a SM (85 registers), 5 waves, and takes 17.4 us against our 18.9 at 8 CTAs
     // of 128, 2 waves (session 23). The padding is what one of fwd_ctas_sm CTAs may take of the
     // SM (its opt-in limit, the largest a CTA gets) less 2 KB (the CTA's reserved 1 KB, static
-    // shared memory); the query sets the kernel's shared-memory limit above 48 KB.
+    // shared memory): exactly min(k, as before) CTAs for k <= 16 (past 16 the SM's 228 KB leave
+    // room for one or two more). The query sets the kernel's shared-memory limit above 48 KB.
     l.smem = size_t(std::max<int64_t>(0, int64_t(dev.max_dyn_smem + 1024) / ov.fwd_ctas_sm - 2048));
     occ.resident(l.kernel, l.block, l.smem, 1);
   }

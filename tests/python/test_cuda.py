@@ -263,7 +263,7 @@ def test_forward_hoist_keeps_bits():
     the order of loads and stores changes, so every output, mean and rstd is the same bit for bit."""
     _assert_override_keeps_bits(_hoist_outputs, "the forward differs", fwd_hoist=0)
     _assert_override_keeps_bits(_hoist_outputs, "the forward differs", fwd_hoist=1)
-    for nv in (1, 2):  # the rows a CTA of > 128 vectors at 1 and 2 vectors a thread
+    for nv in (1, 2):  # 1 and 2 vectors a thread: rows a CTA of > 128 vectors, and bf16 999x256's short rows
         _assert_override_keeps_bits(_hoist_outputs, "the forward differs", base={"fwd_nv": nv, "fwd_hoist": 0},
                                     fwd_hoist=1)
 
@@ -356,10 +356,11 @@ def test_two_rows_an_iteration(n, dtype, norm, affine):
 # every value a plan may take must stay correct.
 @pytest.mark.parametrize("overrides", [{"fwd_nv": 1}, {"fwd_nv": 2}, {"fwd_nv": 8}, {"fwd_nv": 16},
                                        {"fwd_block": 32}, {"fwd_block": 64}, {"fwd_block": 128},
-                                       {"fwd_block": 512}])
+                                       {"fwd_block": 512}, {"fwd_nv": 2, "fwd_block": 128}])
 @pytest.mark.parametrize("dtype,m,n", [(torch.bfloat16, 300, 4096), (torch.float32, 257, 1024),
                                        (torch.float16, 1000, 1024), (torch.bfloat16, 999, 256),
-                                       (torch.float32, 64, 8192), (torch.float16, 701, 512)])
+                                       (torch.float32, 64, 8192), (torch.float16, 701, 512),
+                                       (torch.bfloat16, 300, 128)])
 @pytest.mark.parametrize("norm", ["layer", "rms"])
 def test_forward_geometry_overrides_parity(overrides, dtype, m, n, norm):
     from test_layer_norm import check_parity, make_inputs

@@ -182,8 +182,12 @@ __global__ void __launch_bounds__(512, fwd_min_ctas(CL)) fwd_reg_kernel(FwdParam
 // t + 512, ... in fwd_reg_kernel's order and adds in its order, so where that kernel also runs
 // 512 threads a slice the results are its bits (tested). Plain norms: the fused residual add
 // keeps the register kernel.
-template <class T, class P, Norm NORM, int CL>
-__global__ void __launch_bounds__(kStagedThreads, 1) fwd_staged_kernel(FwdParams<T, P> p) {
+// ONE_ROW (an experiment, PlanOverrides::fwd_persist = false): a cluster a row, launched M * CL
+// CTAs (launch_plan.cpp), one buffer; the parameters read at the stores, not held in registers
+// for rows to come, so that two CTAs or more fit a SM (fp32 LayerNorm: 38 registers against
+// 106). The same slices and order of addition: the same bits.
+template <class T, class P, Norm NORM, int CL, bool ONE_ROW = false>
+__global__ void __launch_bounds__(kStagedThreads, ONE_ROW ? 2 : 1) fwd_staged_kernel(FwdParams<T, P> p) {
 #if FASTLN_CLUSTERS
   static_assert(CL > 1, "rows split over a cluster");
   using A = acc_t<T>;
@@ -210,12 +214,12 @@ __global__ void __launch_bounds__(kStagedThreads, 1) fwd_staged_kernel(FwdParams
   csum.start();  // its fence also publishes these mbarriers' initialization
   __syncthreads();
   load(0);
-  load(1);
+  if constexpr (!ONE_ROW) load(1);
   csum.wait_started();
   // gamma and beta of this thread's vectors, loaded once: read for every row, they did not stay
   // in L1 beside the buffers (bf16, 2 x 64 KB a slice: 3.6% L1 hits, ncu). 16-byte parameter
   // vectors only (float32 parameters of 16-bit rows would take 128 registers).
-  constexpr bool kParamRegs = sizeof(PPack<P, VEC>) == 16;
+  constexpr bool kParamRegs = sizeof(PPack<P, VEC>) == 16 && !ONE_ROW;
   using B = plain_param_t<P>;  // the bias's type (bias_of)
   PPack<P, VEC> g[kParamRegs ? kStagedVectors : 1];
   PPack<B, VEC> b[kParamRegs ? kStagedVectors : 1];
@@ -311,8 +315,8 @@ __global__ void __launch_bounds__(kStagedThreads, 1) fwd_staged_kernel(FwdParams
   int64_t k = 0;
   for (int64_t row = first; row < p.M; row += stride, ++k) {
     // Buffer (k + 2) % 3 held row k - 1, which every thread has written (the barrier below).
-    load(k + 2);
-    const bool next = row + stride < p.M;
+    if constexpr (!ONE_ROW) load(k + 2);
+    const bool next = !ONE_ROW && row + stride < p.M;
     A x0_next = 0, mean_next = 0;
     if (next) {
       if constexpr (kLayer) send_mean_sums(k + 1, x0_next);

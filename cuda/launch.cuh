@@ -108,7 +108,9 @@ auto fwd_kernel(const KernelId& k) {
       });
     case KernelKind::kFwdStaged:
       if constexpr (kClusterType<T> && !RES)
-        return pick<2, 4, 8>(k.cl, [&]<int CL>() -> Kernel { return fwd_staged_kernel<T, P, NORM, CL>; });
+        return pick<2, 4, 8>(k.cl, [&]<int CL>() -> Kernel {
+          return k.one_row ? Kernel(fwd_staged_kernel<T, P, NORM, CL, true>) : Kernel(fwd_staged_kernel<T, P, NORM, CL>);
+        });
       return Kernel(nullptr);
     case KernelKind::kFwdFallback:
       return k.nv == 1 ? Kernel(fwd_fallback_kernel<T, P, 1, NORM, RES>) : Kernel(fwd_fallback_kernel<T, P, VEC, NORM, RES>);

@@ -312,7 +312,9 @@ FwdPlan fwd_plan(const Problem& pb, const DeviceProps& dev, const Occupancy& occ
     else if (c8.reg && hoist && ov.fwd_hoist < 0 && threads(c8, false) > threads(c, true))
       hoist = false;
   }
-  if (cluster_type(pb.elem_size) && !pb.residual && c.reg && c.cl > 1 && ov.fwd_staged && !forced)
+  // A cluster a row needs M * CL CTAs in one grid; where they would not fit, the persistent grid.
+  const bool persist = ov.fwd_persist || pb.m >= (int64_t(1) << 31) / std::max(c.cl, 1);
+  if (cluster_type(pb.elem_size) && !pb.residual && c.reg && c.cl > 1 && ov.fwd_staged && !forced && persist)
     c.cl = staged_cluster(c.cl, nvec, dev, occ);
   FwdPlan plan;
   if (!c.reg) {
@@ -329,6 +331,19 @@ FwdPlan fwd_plan(const Problem& pb, const DeviceProps& dev, const Occupancy& occ
     l.kernel = KernelId{KernelKind::kFwdStaged, 0, c.cl};
     l.block = kStagedThreads;
     l.smem = staged_smem(nvec, c.cl);
+    if (!persist) {
+      // An experiment (fwd_persist = false): a cluster a row, as Quack 0.6.5 runs fp32 N = 20000
+      // (2 CTAs of 256 threads a row, 2 CTAs a SM), 361 us against our 383 (session 24). Each
+      // CTA loads one row into one buffer, and two or more CTAs a SM (ONE_ROW: 38 registers for
+      // fp32 LayerNorm against 106, the parameters read at the stores) hide each other's loads
+      // instead of buffers two rows ahead. The slices are the persistent grid's: the same bits
+      // at the same cluster size.
+      l.kernel.one_row = true;
+      l.smem /= kRowStages;
+      l.grid = pb.m * c.cl;
+      occ.resident(l.kernel, l.block, l.smem, c.cl);  // sets the kernel's shared-memory limit
+      return plan;
+    }
     // (the query also sets the kernel's shared-memory limit: launch.cu, resident_clusters)
     l.grid = std::min(pb.m, occ.resident(l.kernel, l.block, l.smem, c.cl)) * c.cl;
     return plan;
@@ -341,16 +356,6 @@ FwdPlan fwd_plan(const Problem& pb, const DeviceProps& dev, const Occupancy& occ
   l.kernel.hoist = hoist && c.cl == 1 && c.nv <= 4;  // after the choice of c, as measured
   l.block = c.block;
   l.grid = c.cl == 1 ? ngroups : std::min(ngroups, occ.resident(l.kernel, c.block, 0, c.cl)) * c.cl;
-  if (c.cl == 1 && ov.fwd_ctas_sm > 0 && ov.fwd_ctas_sm <= 16) {
-    // An experiment: fewer CTAs a SM, more waves. Liger's bf16 (2048, 4096) forward runs 3 CTAs
-    // of 256 threads a SM (85 registers), 5 waves, and takes 17.4 us against our 18.9 at 8 CTAs
-    // of 128, 2 waves (session 23). The padding is what one of fwd_ctas_sm CTAs may take of the
-    // SM (its opt-in limit, the largest a CTA gets) less 2 KB (the CTA's reserved 1 KB, static
-    // shared memory): exactly min(k, as before) CTAs for k <= 16 (past 16 the SM's 228 KB leave
-    // room for one or two more). The query sets the kernel's shared-memory limit above 48 KB.
-    l.smem = size_t(std::max<int64_t>(0, int64_t(dev.max_dyn_smem + 1024) / ov.fwd_ctas_sm - 2048));
-    occ.resident(l.kernel, l.block, l.smem, 1);
-  }
   return plan;
 }
 

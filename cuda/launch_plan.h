@@ -82,7 +82,7 @@ struct PlanOverrides {
   int fwd_nv = 0;           // one-CTA forward rows: 1, 2, 4, 8 or 16 vectors a thread (0: heuristics); rows of <= 128 vectors where that leaves <= 32 threads a row
   int fwd_block = 0;        // forward rows of <= 128 vectors: threads a CTA, 32..512, a power of two (0: heuristics)
   int fwd_hoist = -1;       // one-CTA forward kernels of <= 4 vectors a thread load all their parameters before their stores (fwd_reg_kernel HOIST): -1 heuristics (16-bit rows and parameters, no residual add), 0 never, 1 always
-  int fwd_ctas_sm = 0;      // one-CTA forward kernels (fwd_reg, CL = 1): at most this many CTAs a SM, 1..16, by dynamic shared memory they do not use (0: as many as fit); an experiment
+  bool fwd_persist = true;  // false: the staged forward launches a cluster a row (not persistent), one row buffer a CTA, at least two CTAs a SM (fwd_staged_kernel ONE_ROW; Quack's shape at fp32 N = 20000-49152); an experiment
   bool operator==(const PlanOverrides&) const = default;
 };
 
@@ -104,6 +104,7 @@ struct KernelId {
   int rows = 1;           // bwd_reg: ROWS
   int ry = 0, w = 0;      // reduce_partials: RY, W
   bool hoist = false;     // fwd_reg: HOIST
+  bool one_row = false;   // fwd_staged: ONE_ROW
   bool operator==(const KernelId&) const = default;
 };
 

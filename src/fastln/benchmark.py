@@ -1151,8 +1151,16 @@ def render(name: str, results_dir: Path) -> str:
     """A block's contents from its name: ``FILE:VIEW[:SUITE[:OP]]``, FILE a results file's stem
     in ``results_dir`` (cpu, cuda_h100), VIEW one of ``VIEWS``."""
     parts = name.split(":")
-    data = load(Path(results_dir) / f"{parts[0]}.json")
-    return VIEWS[parts[1]](data, *parts[2:]).rstrip("\n") + "\n"
+    view = VIEWS[parts[1]]
+    path = Path(results_dir) / f"{parts[0]}.json"
+    if not path.exists() and re.fullmatch(r"cuda_\w+", parts[0]):
+        # A card not yet run (the H200): the block says so until a run is merged (how, in the
+        # run line's block).
+        if parts[1] != "run":
+            return "Not measured yet.\n"
+        return (f"Not measured yet: no `{path.name}` (a `python -m fastln bench --device cuda` run on "
+                f"that card, merged with `--merge`, writes it).\n")
+    return view(load(path), *parts[2:]).rstrip("\n") + "\n"
 
 
 def update_blocks(path: Path, results_dir: Path, check: bool = False) -> list[str]:

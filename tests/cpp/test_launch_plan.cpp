@@ -47,7 +47,7 @@ PlanOverrides overrides(const std::string& knobs) {
     else if (k == "pdl") ov.pdl = v != 0;
     else if (k == "nv") ov.fwd_nv = v;
     else if (k == "fb") ov.fwd_block = v;
-    else if (k == "cs") ov.fwd_ctas_sm = v;
+    else if (k == "fp") ov.fwd_persist = v != 0;
     else if (k == "fh") ov.fwd_hoist = v;
     else FAIL("unknown knob " << k);
   }
@@ -61,7 +61,7 @@ std::string kernel_name(const Case& c, const KernelId& k) {
   switch (k.kind) {
     case KernelKind::kFwdReg:
       return "fwd_reg_kernel<" + tp + i(k.nv) + "," + nrm + "," + res + "," + i(k.cl) + (k.hoist ? ",1" : "") + ">";
-    case KernelKind::kFwdStaged: return "fwd_staged_kernel<" + tp + nrm + "," + i(k.cl) + ">";
+    case KernelKind::kFwdStaged: return "fwd_staged_kernel<" + tp + nrm + "," + i(k.cl) + (k.one_row ? ",1" : "") + ">";
     case KernelKind::kFwdFallback: return "fwd_fallback_kernel<" + tp + i(k.nv) + "," + nrm + "," + res + ">";
     case KernelKind::kBwdReg:
       return "bwd_reg_kernel<" + tp + i(k.nv) + "," + nrm + "," + i(k.acc_smem) + "," + i(k.cl) + "," + i(k.minb) + "," +
@@ -225,33 +225,59 @@ TEST_CASE("launch plans: HOIST (fwd_hoist) for one-CTA forwards of <= 4 vectors 
   CHECK(fwd_result("bf16", 65536, 2048, "fh=0") == fwd_result("bf16", 65536, 2048, "-"));
 }
 
-TEST_CASE("launch plans: fwd_ctas_sm caps the CTAs a SM of one-CTA forwards by shared memory, else changes nothing",
+// A plan's launch line, split: kernel, grid, block, shared memory, cluster.
+struct LineParts {
+  std::string kernel;
+  int64_t grid = 0;
+  int block = 0, cluster = 0;
+  size_t smem = 0;
+};
+LineParts parts(const std::string& result) {
+  LineParts p;
+  std::istringstream s(result.substr(result.find("| ") + 2));
+  std::string g, b, sm, c;
+  s >> p.kernel >> g >> b >> sm >> c;
+  p.grid = std::stoll(g.substr(1));
+  p.block = std::stoi(b.substr(1));
+  p.smem = std::stoul(sm.substr(1));
+  p.cluster = std::stoi(c.substr(1));
+  return p;
+}
+
+TEST_CASE("launch plans: fwd_persist=0 launches the staged forward a cluster a row, one buffer, >= 2 CTAs a SM",
           "[cuda][plan]") {
   const pm::DeviceModel& d = pm::device_model("H100");
-  for (const auto& [t, n, m] : {std::tuple<std::string, int, int64_t>{"bf16", 4096, 2048}, {"fp16", 512, 16384},
-                                {"float", 1024, 4096}, {"bf16", 12288, 10923}, {"float", 8192, 512}}) {
-    const std::string base = fwd_result(t, n, m, "-");
-    const std::string kernel = base.substr(base.find("fwd_reg<"), base.find(' ', base.find("fwd_reg<")) - base.find("fwd_reg<"));
-    const std::string name = "fwd_reg_kernel" + kernel.substr(std::string("fwd_reg").size());
-    const int block = std::stoi(base.substr(base.find(" b") + 2));
-    const int uncapped = pm::blocks_per_sm(d, name, block, 0);
-    for (int k : {1, 2, 3, 4, 6, 8, 12, 16}) {
-      const std::string capped = fwd_result(t, n, m, "cs=" + std::to_string(k));
-      INFO(t << " " << n << " cs=" << k << ": " << capped);
-      const size_t s = capped.find(" s"), smem = std::stoul(capped.substr(s + 2));
-      // the same kernel, grid and block; only the shared memory differs
-      CHECK(capped.substr(0, s) == base.substr(0, base.find(" s")));
-      CHECK(capped.substr(capped.find(" c", s)) == base.substr(base.find(" c", base.find(" s"))));
-      CHECK(smem >= 1024);
-      CHECK(pm::blocks_per_sm(d, name, block, smem) == std::min(k, uncapped));
-    }
+  for (const auto& [t, n, m] : {std::tuple<std::string, int, int64_t>{"float", 20000, 6711}, {"float", 24576, 5461},
+                                {"float", 32768, 4096}, {"float", 49152, 2731}, {"float", 65536, 2048},
+                                {"bf16", 65536, 2048}, {"fp16", 49152, 2731}, {"bf16", 65544, 300}}) {
+    const std::string base = fwd_result(t, n, m, "-"), one = fwd_result(t, n, m, "fp=0");
+    INFO(t << " " << n << ": " << base << " -> " << one);
+    REQUIRE(base.find("fwd_staged<") != std::string::npos);
+    const LineParts b = parts(base), o = parts(one);
+    const int vec = 16 / elem_size(t), nvec = n / vec;
+    // the config's cluster (never the doubled one of staged_cluster), a cluster a row, one buffer
+    CHECK(o.kernel == b.kernel.substr(0, b.kernel.rfind(',') + 1) + std::to_string(o.cluster) + ",1>");
+    CHECK(o.cluster <= b.cluster);
+    CHECK(o.grid == m * o.cluster);
+    CHECK(o.block == b.block);
+    CHECK(o.smem == size_t((nvec + o.cluster - 1) / o.cluster) * 16);
+    CHECK(pm::blocks_per_sm(d, "fwd_staged_kernel" + o.kernel.substr(std::string("fwd_staged").size()), o.block,
+                            o.smem) >= 2);
+    // at a forced cluster size: the persistent kernel's slices, a third of its shared memory
+    const std::string cf = "cf=" + std::to_string(o.cluster);
+    const LineParts bf = parts(fwd_result(t, n, m, cf)), of = parts(fwd_result(t, n, m, cf + ",fp=0"));
+    CHECK(of.kernel == bf.kernel.substr(0, bf.kernel.size() - 1) + ",1>");
+    CHECK(of.smem * kRowStages == bf.smem);
+    CHECK(of.grid == m * o.cluster);
   }
-  // past 16 the padding could not cap exactly: not taken
-  CHECK(fwd_result("float", 1024, 4096, "cs=20") == fwd_result("float", 1024, 4096, "-"));
-  // cluster rows (staged, or the fused add's register kernel over a cluster) keep theirs
-  CHECK(fwd_result("bf16", 65536, 2048, "cs=3") == fwd_result("bf16", 65536, 2048, "-"));
-  CHECK(fwd_result("bf16", 65536, 2048, "cs=3", true) == fwd_result("bf16", 65536, 2048, "-", true));
-  CHECK(fwd_result("float", 32768, 4096, "cs=2") == fwd_result("float", 32768, 4096, "-"));
+  // one-CTA rows, the fused add (the register kernel over a cluster) and the fallback keep theirs
+  for (const auto& [t, n, m] : {std::tuple<std::string, int, int64_t>{"float", 1024, 4096}, {"bf16", 4096, 2048},
+                                {"bf16", 16384, 8192}, {"float", 7, 100}})
+    CHECK(fwd_result(t, n, m, "fp=0") == fwd_result(t, n, m, "-"));
+  CHECK(fwd_result("bf16", 65536, 2048, "fp=0", true) == fwd_result("bf16", 65536, 2048, "-", true));
+  // M * CL CTAs past a grid's 2^31: the persistent grid
+  CHECK(fwd_result("float", 32768, int64_t(1) << 30, "fp=0") == fwd_result("float", 32768, int64_t(1) << 30, "-"));
+  CHECK(fwd_result("float", 32768, (int64_t(1) << 30) - 1, "fp=0") != fwd_result("float", 32768, (int64_t(1) << 30) - 1, "-"));
 }
 
 TEST_CASE("launch plans: the defaults of the overrides change nothing", "[cuda][plan]") {

@@ -316,6 +316,20 @@ def test_update_blocks_rewrites_only_the_blocks(tmp_path):
     assert B.render("cpu:summary", RESULTS) in text and B.update_blocks(doc, RESULTS, check=True) == []
 
 
+def test_blocks_of_a_card_not_yet_run_say_so(tmp_path):
+    """A block of a CUDA card without a results file (the H200 until its first run) says it was
+    not measured; a block of an unknown view, or of a missing CPU file, is still an error."""
+    assert B.render("cuda_h999:run:kernel", RESULTS).startswith("Not measured yet: no `cuda_h999.json`")
+    assert B.render("cuda_h999:ranges", RESULTS) == "Not measured yet.\n"
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- table:cuda_h999:targets -->\nold\n<!-- /table -->\n")
+    assert B.update_blocks(doc, RESULTS) == ["cuda_h999:targets"] and "Not measured yet" in doc.read_text()
+    with pytest.raises(KeyError):
+        B.render("cuda_h999:no_such_view", RESULTS)
+    with pytest.raises(FileNotFoundError):
+        B.render("cpu:summary", tmp_path)
+
+
 def test_readme_check_from_the_command_line(tmp_path, capsys):
     (tmp_path / "docs").mkdir()
     (tmp_path / "bench" / "results").mkdir(parents=True)

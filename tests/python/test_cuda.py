@@ -268,13 +268,34 @@ def test_forward_hoist_keeps_bits():
                                     fwd_hoist=1)
 
 
-def test_forward_ctas_a_sm_keeps_bits():
-    """fwd_ctas_sm=k pads the one-CTA forward kernels' dynamic shared memory so that at most k CTAs
-    share a SM (an experiment: fewer resident CTAs, more waves); the kernels, grids and order of
-    addition are the same, so every output, mean and rstd is the same bit for bit, with 48 KB and
-    more of dynamic shared memory launched too (k = 2, 3)."""
-    for k in (2, 3, 8):
-        _assert_override_keeps_bits(_hoist_outputs, "the forward differs", fwd_ctas_sm=k)
+def test_forward_one_row_a_cluster_keeps_bits():
+    """fwd_persist=False launches the staged forward a cluster a row (M * CL CTAs, one buffer, the
+    parameters read at the stores: fwd_staged_kernel ONE_ROW), an experiment against the persistent
+    grid. Where both take the same cluster size (these rows: 2 CTAs), the slices and the order of
+    addition are the same, so every output, mean and rstd is the same bit for bit."""
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("thread-block clusters need sm_90")
+    _assert_override_keeps_bits(_staged_outputs, "the forward differs", fwd_persist=False)
+
+
+# Rows the staged forward takes (on sm_90), a cluster a row under fwd_persist=False: fp32 at the
+# config's cluster where the persistent grid doubles it (65536: 4 against 8 CTAs), 16-bit 49152
+# (3 vectors a thread for some), rows that are not a multiple of the slices (36872, 65544).
+@pytest.mark.parametrize("dtype,n", [(torch.float32, 20000), (torch.float32, 49152), (torch.float32, 65536),
+                                     (torch.float32, 36872), (torch.bfloat16, 49152), (torch.float16, 65544)])
+@pytest.mark.parametrize("norm,affine", [("layer", "both"), ("layer", "none"), ("rms", "weight")])
+def test_forward_one_row_a_cluster_parity(dtype, n, norm, affine):
+    from test_layer_norm import check_parity, make_inputs
+    from test_rms_norm import RMS_FNS
+
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("thread-block clusters need sm_90")
+    x, w, b, dy = make_inputs((150, n), (n,), dtype, "cuda", affine, seed=n % 97, offset=4.0 if norm == "layer" else 0.0)
+    with plan_overrides(fwd_persist=False):
+        if norm == "layer":
+            check_parity(x, (n,), w, b, dy, dtype)
+        else:
+            check_parity(x, (n,), w, None, dy, dtype, eps=1e-6, fns=RMS_FNS)
 
 
 def _pdl_outputs():
@@ -312,7 +333,7 @@ def test_plan_overrides_round_trip():
     defaults = fastln._C.cuda_plan_overrides()
     assert defaults == {"cluster_fwd": 0, "cluster_bwd": 0, "partial_cluster": 0, "fwd_staged": True,
                         "bwd_staged": -1, "bwd_two_rows": True, "pdl": True, "fwd_nv": 0, "fwd_block": 0,
-                        "fwd_hoist": -1, "fwd_ctas_sm": 0}
+                        "fwd_hoist": -1, "fwd_persist": True}
     with plan_overrides(cluster_bwd=2, pdl=False):
         assert fastln._C.cuda_plan_overrides() == {**defaults, "cluster_bwd": 2, "pdl": False}
     assert fastln._C.cuda_plan_overrides() == defaults

@@ -6,6 +6,7 @@ Why: at (2048, 4096) bf16 and fp16 fastln takes 18.7-18.9 us against Liger's 17.
 (journal.md, sessions 17 and 21), so the next step is where each kernel's time goes.
 
     python3 mid_fwd_ncu.py 2048 4096 bfloat16 --time      # the interleaved device timer, no ncu
+    python3 mid_fwd_ncu.py 2048 4096 bfloat16 --profile   # events against the kernels' own time (CUPTI)
     ncu --profile-from-start off --cache-control none --clock-control none \\
         -k regex:"fwd_reg|layer_norm|cutlass|quack|Norm" --section SpeedOfLight --section Occupancy \\
         --section LaunchStats --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \\
@@ -38,6 +39,38 @@ if "--time" in sys.argv:
         print(f"{impl:7s} {t['median_s'] * 1e6:7.2f} us (IQR {t['iqr_s'] * 1e6:.2f}, min {t['min_s'] * 1e6:.2f})")
     sys.exit()
 cache = torch.empty(256 << 18, dtype=torch.int32, device="cuda")
+if "--profile" in sys.argv:
+    # do_bench's regime under torch.profiler (CUPTI: kernels not serialized, unlike ncu): per call,
+    # the event-timed time, the kernels' own time, the gap from the memset's end to the first
+    # kernel's start, and the span from there to the last kernel's end (medians of 60 calls).
+    import statistics
+    from torch.profiler import ProfilerActivity, profile
+    print(f"{'impl':7s} {'events':>8s} {'kernels':>8s} {'gap':>7s} {'span':>8s}  (us, medians of 60 calls after a 256 MB memset)")
+    for impl, f in runs.items():
+        evs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(60)]
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for a, b in evs:
+                cache.zero_()
+                a.record()
+                f()
+                b.record()
+            torch.cuda.synchronize()
+        kernels = sorted((e.time_range.start, e.time_range.end, e.name) for e in prof.events()
+                         if getattr(e.device_type, "name", "") == "CUDA")
+        calls, cur = [], None
+        for start, end, name in kernels:
+            if "FillFunctor" in name:
+                cur = {"fill_end": end, "k": []}
+                calls.append(cur)
+            elif cur is not None:
+                cur["k"].append((start, end))
+        calls = [c for c in calls if c["k"]]
+        med = statistics.median
+        print(f"{impl:7s} {med(a.elapsed_time(b) for a, b in evs) * 1e3:8.2f} "
+              f"{med(sum(e - s for s, e in c['k']) for c in calls):8.2f} "
+              f"{med(c['k'][0][0] - c['fill_end'] for c in calls):7.2f} "
+              f"{med(c['k'][-1][1] - c['k'][0][0] for c in calls):8.2f}  ({len(calls)} calls)")
+    sys.exit()
 torch.cuda.cudart().cudaProfilerStart()
 for impl, f in runs.items():
     for _ in range(3):

@@ -4,6 +4,9 @@ function's instructions (addresses, encodings and line information dropped). Exi
 any kernel differs or is in one build only.
 
   compare_sass.py BEFORE.fatbin AFTER.fatbin   (cuobjdump on PATH or in $CUOBJDUMP)
+  compare_sass.py --rename 'REGEX=REPL' ... BEFORE AFTER
+                  AFTER's mangled names rewritten first (re.sub), e.g. a template parameter added
+                  with a default: --rename '(fwd_staged_kernel\w*?Li\d)ELb0E=\1E' (session 24's ONE_ROW)
 
 Each side may be several files (objects or fatbins), comma-separated: the kernels compile in
 parts (cuda/parts.cu.in), an object each, e.g. AFTER = the build folder's part_*.cu.o and
@@ -54,7 +57,14 @@ def kernels_of(fatbin):
 
 
 def main():
-    a, b = kernels(sys.argv[1]), kernels(sys.argv[2])
+    args, renames = sys.argv[1:], []
+    while args and args[0] == "--rename":
+        pattern, _, repl = args[1].partition("=")
+        renames.append((re.compile(pattern), repl))
+        args = args[2:]
+    a, b = kernels(args[0]), kernels(args[1])
+    for pattern, repl in renames:
+        b = {(arch, pattern.sub(repl, name)): insns for (arch, name), insns in b.items()}
     only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
     differ = [k for k in sorted(set(a) & set(b)) if a[k] != b[k]]
     for k in only_a:

@@ -20,7 +20,7 @@ def demangle(names):
     return out.splitlines()
 
 
-VARIANT_ARGS = {"fwd_reg_kernel": 6}  # commas with the variant's parameter
+VARIANT_ARGS = {"fwd_reg_kernel": 6, "fwd_staged_kernel": 4}  # commas with the variant's parameter
 
 
 def canonical(demangled):
@@ -32,7 +32,7 @@ def canonical(demangled):
     s = s[: s.index(">(") + 1] if ">(" in s else s.split("(")[0]
     s = s.replace("fastln::cuda_impl::", "").replace("fastln::", "").replace("(Norm)", "")
     s = s.replace(" ", "").replace("true", "1").replace("false", "0")
-    # The variant's last parameter (fwd_reg_kernel's HOIST) named only when set, as
+    # The variant's last parameter (fwd_reg_kernel's HOIST, fwd_staged_kernel's ONE_ROW) named only when set, as
     # test_launch_plan.cpp's kernel_name names it.
     if s.endswith(",0>") and s.count(",") == VARIANT_ARGS.get(s.split("<")[0], -1):
         s = s[:-3] + ">"

@@ -434,7 +434,7 @@ std::string describe(const Launch& l) {
   s << kNames[int(k.kind)];
   if (k.kind == KernelKind::kNone) return s.str();
   s << " nv" << k.nv << " cl" << k.cl << " acc" << k.acc_smem << " minb" << k.minb << " rows" << k.rows << " ry" << k.ry
-    << " w" << k.w << (k.hoist ? " hoist1" : "") << " grid " << l.grid << "x" << l.grid_y << " block " << l.block << "x" << l.block_y << " smem "
+    << " w" << k.w << (k.hoist ? " hoist1" : "") << (k.one_row ? " one_row1" : "") << " grid " << l.grid << "x" << l.grid_y << " block " << l.block << "x" << l.block_y << " smem "
     << l.smem << " cluster " << l.cluster << " pdl " << l.pdl;
   return s.str();
 }

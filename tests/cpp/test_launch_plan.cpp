@@ -247,17 +247,21 @@ LineParts parts(const std::string& result) {
 TEST_CASE("launch plans: fwd_persist=0 launches the staged forward a cluster a row, one buffer, >= 2 CTAs a SM",
           "[cuda][plan]") {
   const pm::DeviceModel& d = pm::device_model("H100");
-  for (const auto& [t, n, m] : {std::tuple<std::string, int, int64_t>{"float", 20000, 6711}, {"float", 24576, 5461},
-                                {"float", 32768, 4096}, {"float", 49152, 2731}, {"float", 65536, 2048},
-                                {"bf16", 65536, 2048}, {"fp16", 49152, 2731}, {"bf16", 65544, 300}}) {
+  // {type, N, M, the config's cluster: the fewest CTAs of <= 4096 vectors, a power of two}
+  for (const auto& [t, n, m, cl] :
+       {std::tuple<std::string, int, int64_t, int>{"float", 20000, 6711, 2}, {"float", 24576, 5461, 2},
+        {"float", 32768, 4096, 2}, {"float", 49152, 2731, 4}, {"float", 65536, 2048, 4},
+        {"bf16", 65536, 2048, 2}, {"fp16", 49152, 2731, 2}, {"bf16", 65544, 300, 4}}) {
     const std::string base = fwd_result(t, n, m, "-"), one = fwd_result(t, n, m, "fp=0");
     INFO(t << " " << n << ": " << base << " -> " << one);
     REQUIRE(base.find("fwd_staged<") != std::string::npos);
     const LineParts b = parts(base), o = parts(one);
     const int vec = 16 / elem_size(t), nvec = n / vec;
-    // the config's cluster (never the doubled one of staged_cluster), a cluster a row, one buffer
-    CHECK(o.kernel == b.kernel.substr(0, b.kernel.rfind(',') + 1) + std::to_string(o.cluster) + ",1>");
-    CHECK(o.cluster <= b.cluster);
+    // the config's cluster (not staged_cluster's doubling: fp32 65536 persistent over 8), a
+    // cluster a row, one buffer
+    CHECK(o.cluster == cl);
+    CHECK(o.kernel == b.kernel.substr(0, b.kernel.rfind(',') + 1) + std::to_string(cl) + ",1>");
+    CHECK(b.cluster == (t == "float" && n == 65536 ? 8 : cl));
     CHECK(o.grid == m * o.cluster);
     CHECK(o.block == b.block);
     CHECK(o.smem == size_t((nvec + o.cluster - 1) / o.cluster) * 16);
@@ -270,7 +274,8 @@ TEST_CASE("launch plans: fwd_persist=0 launches the staged forward a cluster a r
     CHECK(of.smem * kRowStages == bf.smem);
     CHECK(of.grid == m * o.cluster);
   }
-  // one-CTA rows, the fused add (the register kernel over a cluster) and the fallback keep theirs
+  // one-CTA rows (short, long, and 7 elements: one a thread) and the fused add (the register
+  // kernel over a cluster) keep theirs
   for (const auto& [t, n, m] : {std::tuple<std::string, int, int64_t>{"float", 1024, 4096}, {"bf16", 4096, 2048},
                                 {"bf16", 16384, 8192}, {"float", 7, 100}})
     CHECK(fwd_result(t, n, m, "fp=0") == fwd_result(t, n, m, "-"));

@@ -6,7 +6,8 @@
 # and packaging tests, with CUDA tensors), test, checks (test and sanitize side by side), huge (FASTLN_TEST_HUGE=1 test_huge.py, ~35 GB
 # of GPU memory), sanitize (memcheck and racecheck side by side), bench, opsbench, sweep
 # (launch-plan A/Bs: --suites plans --plans "$SWEEP_PLANS", e.g. SWEEP_PLANS=cluster_fwd=2,cluster_fwd=4), ktimes
-# (the backward's time per kernel; KTIMES_ARGS). The benchmark stages run fastln.benchmark
+# (the backward's time per kernel; KTIMES_ARGS), abs (several benchmark runs, ABS, one archive),
+# profile (mid_fwd_ncu.py --profile over PROFILE_CASES). The benchmark stages run fastln.benchmark
 # (python -m fastln bench --device cuda): bench = the default CUDA suites (kernel, ops, user, mixed,
 # offset with the peers where importable, calls, devices), opsbench = --suites ops, ktimes = --suites
 # bwd_kernels; BENCH_ARGS are more options (e.g. --quick); results in $OUT/<stage>/cuda_<card>.json
@@ -105,4 +106,22 @@ sweep)
   bench_into sweep 40 --suites plans --plans "$SWEEP_PLANS" $BENCH_ARGS ;;
 ktimes)
   bench_into ktimes 60 --suites bwd_kernels $KTIMES_ARGS ;;
+abs)  # several benchmark runs in one call, one archive back: ABS="NAME ARGS...; NAME ARGS..." (each
+  # e.g. "persist --suites kernel --shapes 6711x20000 --plans fwd_persist=0 --deadline 200");
+  # $OUT/abs.tgz holds each run's folder (JSON, table, log), merged or read here
+  IFS=';' read -ra runs <<< "$ABS"
+  for r in "${runs[@]}"; do
+    read -r name args <<< "$r"
+    [ -n "$name" ] || continue
+    mkdir -p /tmp/abs/$name
+    (cd /tmp && python3 -m fastln bench --device cuda --no-progress --out /tmp/abs/$name $args 2>&1) > /tmp/abs/$name/log
+    echo "abs $name: $(grep -c '^| cuda' /tmp/abs/$name/log) rows"; grep "^Geometric" /tmp/abs/$name/log | tail -1
+  done
+  tar czf $OUT/abs.tgz -C /tmp abs ;;
+profile)  # the mid-size forward's do_bench gap under CUPTI (docs/journal/scripts/mid_fwd_ncu.py
+  # --profile), PROFILE_CASES="M N DTYPE; M N DTYPE"; the peers on PYTHONPATH when installed
+  IFS=';' read -ra cases <<< "${PROFILE_CASES:-2048 4096 bfloat16; 16384 512 float16}"
+  for c in "${cases[@]}"; do
+    echo "== $c"; python3 docs/journal/scripts/mid_fwd_ncu.py $c --profile 2>&1 | grep -v "^USDT\|Warning"
+  done | tee $OUT/profile.txt ;;
 esac; done

@@ -1050,12 +1050,15 @@ def view_targets(data: dict[str, Any], suite: str = "kernel", op: str = "layer_n
     for mode in _ordered((r["mode"] for r in mine), ("fwd", "bwd", "fwd+bwd")):
         behind = []
         for r in _sel(mine, mode=mode):
-            cand = [(p["median_s"], p["impl"]) for p in _sel(rows, mode=mode, dtype=r["dtype"], M=r["M"], N=r["N"])
-                    if p["impl"] in peers]
+            cand = [(p["median_s"], p["impl"], p.get("iqr_s") or 0.0)
+                    for p in _sel(rows, mode=mode, dtype=r["dtype"], M=r["M"], N=r["N"]) if p["impl"] in peers]
             if cand and min(cand)[0] / r["median_s"] < LEVEL:
-                t, who = min(cand)
+                t, who, iqr = min(cand)
                 shape = str(r["N"]) if 2 * r["M"] * r["N"] > big else f"({r['M']}, {r['N']})"
-                behind.append(f"{SHORT.get(r['dtype'], r['dtype'])} {shape} {t / r['median_s']:.2f}x {who}")
+                # a gap no wider than either cell's IQR is not told apart from the run's spread
+                noise = r["median_s"] - t <= max(iqr, r.get("iqr_s") or 0.0)
+                behind.append(f"{SHORT.get(r['dtype'], r['dtype'])} {shape} {t / r['median_s']:.2f}x {who}"
+                              + (" (within the IQR)" if noise else ""))
         lines.append(f"- **{names[mode]} at least as fast as the best of {', '.join(peers)}**: "
                      + ("met at every shape." if not behind else
                         f"behind at {len(behind)} cells (fastln's speed relative to the fastest; N alone: M·N ≈ 2^"

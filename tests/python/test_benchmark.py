@@ -224,7 +224,7 @@ def test_merge_files_brings_a_device_run_into_the_results_file(tmp_path, capsys)
 def test_targets_view_names_every_cell_that_misses():
     """docs/cuda.md's list of issue 25's misses comes from the file: a cell under a bar, a peer
     faster by more than the run's spread, and a geomean short of its target are each named; a
-    peer within 0.5 % is level."""
+    peer within 0.5 % is level; a gap within either cell's IQR is marked so."""
     def row(impl, mode, N, t, pct, dtype="bfloat16", M=None):
         M = M or 2 ** 27 // N
         return {"suite": "kernel", "op": "layer_norm", "impl": impl, "mode": mode, "dtype": dtype, "M": M, "N": N,
@@ -240,7 +240,12 @@ def test_targets_view_names_every_cell_that_misses():
     assert "1.50x forward (target 1.6x)" in geo and "1.50x backward (target 2x)" in geo
     assert "behind at 2 cells" in fwd_peers and "bf16 20000 0.90x liger" in fwd_peers
     assert "bf16 (2048, 4096) 0.50x quack" in fwd_peers and " 1024 " not in fwd_peers
+    assert "(within the IQR)" not in fwd_peers
     assert "met at every shape" in bwd_peers
+    # a gap no wider than either cell's IQR (a host-bound cell's spread) is named, and marked
+    noisy = rows + [{**row("fastln", "bwd", 4096, 1.0, 20.0, M=2048), "iqr_s": 0.3},
+                    {**row("liger", "bwd", 4096, 0.8, 25.0, M=2048), "iqr_s": 0.05}]
+    assert "bf16 (2048, 4096) 0.80x liger (within the IQR)" in B.view_targets({"results": noisy}).splitlines()[4]
     # the user suite: no bars of % of copy or geomean, a line per mode it ran
     user = [{**r, "suite": "user", "mode": "fwd+bwd" if r["mode"] == "bwd" else r["mode"]} for r in rows]
     lines = B.view_targets({"results": user}, "user").splitlines()

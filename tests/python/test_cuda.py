@@ -334,6 +334,10 @@ def test_plan_overrides_round_trip():
     assert defaults == {"cluster_fwd": 0, "cluster_bwd": 0, "partial_cluster": 0, "fwd_staged": True,
                         "bwd_staged": -1, "bwd_two_rows": True, "pdl": True, "fwd_nv": 0, "fwd_block": 0,
                         "fwd_hoist": -1, "fwd_persist": True}
+    # the benchmark's --plans parser casts these keys to bool: the same as the extension's bools
+    from fastln import benchmark as B
+
+    assert {k for k, v in defaults.items() if isinstance(v, bool)} == set(B.PLAN_BOOLS)
     with plan_overrides(cluster_bwd=2, pdl=False):
         assert fastln._C.cuda_plan_overrides() == {**defaults, "cluster_bwd": 2, "pdl": False}
     assert fastln._C.cuda_plan_overrides() == defaults

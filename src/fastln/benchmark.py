@@ -1041,12 +1041,26 @@ def view_targets(data: dict[str, Any], suite: str = "kernel", op: str = "layer_n
         lines.append(f"- **{names[mode]} ≥ {bar:g} % of copy** at M·N ≈ 2^{round(math.log2(big)) if big else 0}: "
                      + ("met at every N." if not miss else "missed at N (%): " + "; ".join(miss) + "."))
     if suite == "kernel":
-        geo = []
+        geo, bounds = [], []
         for mode, bar in TARGET_GEOMEAN.items():
-            g = geomean([r["speedup_vs_torch"] for r in _sel(mine, mode=mode)])
-            geo.append(f"{g:.2f}x {'forward' if mode == 'fwd' else 'backward'} ({'met' if g >= bar else 'target'} {bar:g}x)")
+            cells = _sel(mine, mode=mode)
+            g = geomean([r["speedup_vs_torch"] for r in cells])
+            name = "forward" if mode == "fwd" else "backward"
+            geo.append(f"{g:.2f}x {name} ({'met' if g >= bar else 'target'} {bar:g}x)")
+            if g < bar and cells:
+                # What the bar asks beside what any kernel gives: the fastest implementation of each
+                # cell in this run, and every large cell at 100 % of copy (a kernel's ceiling).
+                fastest = geomean([r["speedup_vs_torch"] * r["median_s"] / min(
+                    p["median_s"] for p in _sel(rows, mode=mode, dtype=r["dtype"], M=r["M"], N=r["N"]))
+                    for r in cells])
+                at_copy = geomean([r["speedup_vs_torch"] * (100 / r["pct_copy"] if 2 * r["M"] * r["N"] > big else 1)
+                                   for r in cells])
+                bounds.append(f"{name}: the fastest implementation of each cell would give {fastest:.2f}x, "
+                              f"every cell at M·N ≈ 2^{round(math.log2(big)) if big else 0} at 100 % of copy "
+                              f"{at_copy:.2f}x")
         lines.append(f"- **Geomean over torch** ({len(_shapes_in(mine))} shapes × dtypes: "
-                     f"{len({(r['dtype'], r['M'], r['N']) for r in mine})} cells): " + ", ".join(geo) + ".")
+                     f"{len({(r['dtype'], r['M'], r['N']) for r in mine})} cells): " + ", ".join(geo) + "."
+                     + (f" Bounds ({'; '.join(bounds)})." if bounds else ""))
     peers = [i for i in _ordered((r["impl"] for r in rows), ("torch", "compile", "liger", "quack"))
              if not i.startswith("fastln")]
     for mode in _ordered((r["mode"] for r in mine), ("fwd", "bwd", "fwd+bwd")):

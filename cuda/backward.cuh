@@ -263,20 +263,20 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T), MINB), bwd_min_
 // Rows of bwd_staged_plan (fp32 rows of 256 vectors and more) on sm_90: a persistent grid whose
 // CTA (CL = 1), or cluster of CL CTAs each a slice, walks rows first, first + stride, ... as
 // fwd_staged_kernel does, the TMA unit loading x and dy two rows ahead into shared memory
-// (StagedRows). Each thread takes kBwdStagedVectors vectors of the slice (t,
-// t + blockDim.x) and holds their gamma and their dgamma / dbeta column sums in registers for all
+// (StagedRows). Each thread takes NVT vectors of the slice (t, t + blockDim.x, ...: NVT =
+// kBwdStagedVectors, or 4 under PlanOverrides::bwd_staged_nv) and holds their gamma and their dgamma / dbeta column sums in registers for all
 // its rows: shared memory holds only the staged rows, and the column sums are written once, at
 // the end, into the cluster's partial (the CTA's slice of it). The row sums are pipelined: the
 // CTA adds row k + 1's and sends them to the cluster before it waits for row k's and writes row
 // k's dx, so the cluster's exchange does not leave the SM idle (CTAs of up to 1024 threads, one
 // a SM; without that pipelining, fp32 12288 over 2 CTAs: 84.8% of copy bandwidth, 99.0 with it).
 
-template <class T, class P, Norm NORM, int CL>
-__global__ void __launch_bounds__(kBwdStagedThreads, 1) bwd_staged_kernel(BwdParams<T, P> p) {
+template <class T, class P, Norm NORM, int CL, int NVT = kBwdStagedVectors>
+__global__ void __launch_bounds__(bwd_staged_threads(NVT), 1) bwd_staged_kernel(BwdParams<T, P> p) {
 #if FASTLN_CLUSTERS
   allow_dependent_launch();  // as bwd_reg_kernel
   using A = acc_t<T>;
-  constexpr int VEC = Pack<T>::n, NVT = kBwdStagedVectors;
+  constexpr int VEC = Pack<T>::n;
   extern __shared__ __align__(16) unsigned char dsmem_raw[];
   __shared__ uint64_t full[kRowStages];
   __shared__ A red[32 * 2];

@@ -146,7 +146,11 @@ auto bwd_kernel(const KernelId& k) {
       });
     case KernelKind::kBwdStaged:
       if constexpr (kClusterType<T>)
-        return pick<1, 2, 4, 8>(k.cl, [&]<int CL>() -> Kernel { return bwd_staged_kernel<T, P, NORM, CL>; });
+        return pick<1, 2, 4, 8>(k.cl, [&]<int CL>() -> Kernel {
+          if constexpr (sizeof(T) == 2 && sizeof(plain_param_t<P>) == 2)
+            if (k.nv == 4) return bwd_staged_kernel<T, P, NORM, CL, 4>;  // bwd_staged_nv = 4
+          return bwd_staged_kernel<T, P, NORM, CL>;
+        });
       return Kernel(nullptr);
     case KernelKind::kBwdFallbackDx:
       return k.nv == 1 ? Kernel(bwd_fallback_dx_kernel<T, P, 1, NORM>) : Kernel(bwd_fallback_dx_kernel<T, P, VEC, NORM>);

@@ -172,6 +172,9 @@ Launch bwd_staged_launch(const Config& c, const Problem& pb, const DeviceProps& 
   Launch l;
   const int nvec = pb.n / (16 / pb.elem_size);
   const int from = ov.bwd_staged >= 0 ? ov.bwd_staged : pb.elem_size == 4 ? kBwdStagedFrom : 0;
+  // Vectors a thread: 4 under bwd_staged_nv = 4 where rows and parameters are 16-bit (the kernels
+  // built so), else kBwdStagedVectors; the slices, so the clusters, are the same either way.
+  const int nvt = ov.bwd_staged_nv == 4 && pb.elem_size == 2 && pb.param_size == 2 ? 4 : kBwdStagedVectors;
   if (!cluster_type(pb.elem_size)) return l;  // not built
   if (!from || nvec < from || !c.reg || !dev.clusters) return l;
   int cl = std::max(forced, 1);
@@ -179,14 +182,14 @@ Launch bwd_staged_launch(const Config& c, const Problem& pb, const DeviceProps& 
   const auto plan = [&](int cl) -> int64_t {
     const int per = (nvec + cl - 1) / cl;
     l.cluster = cl;
-    l.block = round_up((per + kBwdStagedVectors - 1) / kBwdStagedVectors, 32);
+    l.block = round_up((per + nvt - 1) / nvt, 32);
     l.smem = size_t(kRowStages) * 2 * per * 16;
-    l.kernel = KernelId{KernelKind::kBwdStaged, 0, cl};
+    l.kernel = KernelId{KernelKind::kBwdStaged, nvt == kBwdStagedVectors ? 0 : nvt, cl};
     return occ.resident(l.kernel, l.block, l.smem, cl);
   };
   int64_t clusters = plan(cl);
   if (!forced && cl < kMaxCluster && clusters * cl < dev.sm_count) clusters = plan(2 * cl);
-  if (l.block > kBwdStagedThreads || l.smem > dev.max_dyn_smem) return Launch{};
+  if (l.block > bwd_staged_threads(nvt) || l.smem > dev.max_dyn_smem) return Launch{};
   l.grid = std::min<int64_t>(pb.m, clusters) * l.cluster;
   if (l.cluster == 1) l.grid = cap_partials(l.grid, pb.m, l.block, pb.elem_size, dev);
   return l;

@@ -49,6 +49,7 @@ PlanOverrides overrides(const std::string& knobs) {
     else if (k == "fb") ov.fwd_block = v;
     else if (k == "fp") ov.fwd_persist = v != 0;
     else if (k == "fh") ov.fwd_hoist = v;
+    else if (k == "bn") ov.bwd_staged_nv = v;
     else FAIL("unknown knob " << k);
   }
   return ov;
@@ -66,7 +67,8 @@ std::string kernel_name(const Case& c, const KernelId& k) {
     case KernelKind::kBwdReg:
       return "bwd_reg_kernel<" + tp + i(k.nv) + "," + nrm + "," + i(k.acc_smem) + "," + i(k.cl) + "," + i(k.minb) + "," +
              i(k.rows) + ">";
-    case KernelKind::kBwdStaged: return "bwd_staged_kernel<" + tp + nrm + "," + i(k.cl) + ">";
+    case KernelKind::kBwdStaged:
+      return "bwd_staged_kernel<" + tp + nrm + "," + i(k.cl) + (k.nv ? "," + i(k.nv) : "") + ">";
     case KernelKind::kBwdFallbackDx: return "bwd_fallback_dx_kernel<" + tp + i(k.nv) + "," + nrm + ">";
     case KernelKind::kBwdFallbackCols: return "bwd_fallback_cols_kernel<" + tp + nrm + ">";
     case KernelKind::kReducePartials:
@@ -283,6 +285,58 @@ TEST_CASE("launch plans: fwd_persist=0 launches the staged forward a cluster a r
   // M * CL CTAs past a grid's 2^31: the persistent grid
   CHECK(fwd_result("float", 32768, int64_t(1) << 30, "fp=0") == fwd_result("float", 32768, int64_t(1) << 30, "-"));
   CHECK(fwd_result("float", 32768, (int64_t(1) << 30) - 1, "fp=0") != fwd_result("float", 32768, (int64_t(1) << 30) - 1, "-"));
+}
+
+// A backward problem of the table's form and its plan: rows of n elements of t, the parameters
+// of p (t's where empty).
+std::string bwd_result(const std::string& t, int n, int64_t m, const std::string& knobs, std::string p = "") {
+  Case c;
+  c.dev = "H100";
+  c.bwd = true;
+  c.t = t;
+  c.p = p.empty() ? t : p;
+  c.pb.n = n;
+  c.pb.m = m;
+  c.pb.elem_size = elem_size(t);
+  c.pb.param_size = elem_size(c.p);
+  c.ov = overrides(knobs);
+  return result(c);
+}
+
+TEST_CASE("launch plans: bwd_staged_nv=4 gives the 16-bit staged backward 4 vectors a thread, half the threads",
+          "[cuda][plan]") {
+  const pm::DeviceModel& d = pm::device_model("H100");
+  // 16-bit rows the staged backward takes by default (24576 over 4, 49152 over 8), forced there
+  // (20000, 65536: bwd_staged=1), and an odd row of 16-bit vectors (24584)
+  for (const auto& [t, n, m, knobs] :
+       {std::tuple<std::string, int, int64_t, std::string>{"bf16", 24576, 5461, ""}, {"fp16", 49152, 2731, ""},
+        {"bf16", 20000, 6711, "bs=1,"}, {"fp16", 65536, 2048, "bs=1,"}, {"bf16", 24584, 500, "bs=1,"}}) {
+    const std::string base = bwd_result(t, n, m, knobs.empty() ? "-" : knobs.substr(0, knobs.size() - 1));
+    const std::string wide = bwd_result(t, n, m, knobs + "bn=4");
+    INFO(t << " " << n << ": " << base << " -> " << wide);
+    REQUIRE(base.find("bwd_staged<") != std::string::npos);
+    const LineParts b = parts(base), w = parts(wide);
+    // the same slices, clusters, grid, shared memory and partials; the kernel of NVT = 4 in half the threads
+    CHECK(w.kernel == b.kernel.substr(0, b.kernel.size() - 1) + ",4>");
+    CHECK(w.cluster == b.cluster);
+    CHECK(w.grid == b.grid);
+    CHECK(w.smem == b.smem);
+    const int per = (n / 8 + b.cluster - 1) / b.cluster;
+    CHECK(b.block == (per + 1) / 2 / 32 * 32 + ((per + 1) / 2 % 32 ? 32 : 0));
+    CHECK(w.block == (per + 3) / 4 / 32 * 32 + ((per + 3) / 4 % 32 ? 32 : 0));
+    CHECK(w.block * 4 >= per);
+    CHECK(wide.substr(0, wide.find('|')) == base.substr(0, base.find('|')));  // tpr, partials
+    CHECK(wide.substr(wide.find(" ; ")) == base.substr(base.find(" ; ")));      // the reduction
+    // as many CTAs a SM as the kernel of 2 vectors (registers: 128 a thread, 64 there)
+    CHECK(pm::blocks_per_sm(d, "bwd_staged_kernel" + w.kernel.substr(std::string("bwd_staged").size()), w.block,
+                            w.smem) >= pm::blocks_per_sm(d, "bwd_staged_kernel" + b.kernel.substr(std::string("bwd_staged").size()),
+                                                         b.block, b.smem));
+  }
+  // fp32 rows, 16-bit rows of float32 parameters, and rows the register kernel takes keep theirs
+  CHECK(bwd_result("float", 12288, 10922, "bn=4") == bwd_result("float", 12288, 10922, "-"));
+  CHECK(bwd_result("bf16", 49152, 2731, "bn=4", "float") == bwd_result("bf16", 49152, 2731, "-", "float"));
+  CHECK(bwd_result("bf16", 32768, 4096, "bn=4") == bwd_result("bf16", 32768, 4096, "-"));
+  CHECK(bwd_result("fp16", 4096, 32768, "bn=4") == bwd_result("fp16", 4096, 32768, "-"));
 }
 
 TEST_CASE("launch plans: the defaults of the overrides change nothing", "[cuda][plan]") {

@@ -333,7 +333,7 @@ def test_plan_overrides_round_trip():
     defaults = fastln._C.cuda_plan_overrides()
     assert defaults == {"cluster_fwd": 0, "cluster_bwd": 0, "partial_cluster": 0, "fwd_staged": True,
                         "bwd_staged": -1, "bwd_two_rows": True, "pdl": True, "fwd_nv": 0, "fwd_block": 0,
-                        "fwd_hoist": -1, "fwd_persist": True}
+                        "fwd_hoist": -1, "fwd_persist": True, "bwd_staged_nv": 0}
     # the benchmark's --plans parser casts these keys to bool: the same as the extension's bools
     from fastln import benchmark as B
 
@@ -414,6 +414,33 @@ STAGED_BWD_CASES = [(4000, 1024, torch.float32), (1000, 8192, torch.float32), (5
 def test_staged_backward(m, n, dtype, norm, affine):
     """Parity against torch and the float64 reference; gradients bitwise equal run to run; a
     row's grad_input bitwise what the row alone gives (its sums are its own, pipelined or not)."""
+    _check_staged_backward(m, n, dtype, norm, affine)
+
+
+# bwd_staged_nv=4 (an experiment): the 16-bit staged backward with 4 vectors a thread in half the
+# threads, at the rows it takes by default and, forced (bwd_staged=1), at 20000 and 65536.
+@pytest.mark.parametrize("m,n,dtype", [c for c in STAGED_BWD_CASES if c[2] != torch.float32]
+                         + [(301, 20000, torch.bfloat16), (301, 65536, torch.float16)], ids=str)
+@pytest.mark.parametrize("norm,affine", [("layer", "both"), ("layer", "none"), ("rms", "weight")])
+def test_staged_backward_four_vectors_a_thread(m, n, dtype, norm, affine):
+    """As test_staged_backward, under bwd_staged_nv=4; dgamma and dbeta are the default plan's bit
+    for bit (the same slices and rows a CTA: each column's sum in the same order)."""
+    from test_layer_norm import forward_backward, make_inputs
+    from test_rms_norm import RMS_FNS
+
+    x, w, b, dy = make_inputs((m, n), (n,), dtype, "cuda", affine, seed=n % 97, offset=4.0 if norm == "layer" else 0.0)
+    fn, eps = (fastln.layer_norm, 1e-5) if norm == "layer" else (RMS_FNS[0], 1e-6)
+    forced = {} if n in (24576, 49152) else {"bwd_staged": 1}
+    with plan_overrides(**forced):
+        base = forward_backward(fn, x, (n,), w, b, dy, eps)
+    with plan_overrides(**forced, bwd_staged_nv=4):
+        _check_staged_backward(m, n, dtype, norm, affine)
+        wide = forward_backward(fn, x, (n,), w, b, dy, eps)
+    for i in range(2, len(base)):  # dgamma, dbeta
+        assert torch.equal(base[i], wide[i]), f"parameter gradient {i - 2} differs"
+
+
+def _check_staged_backward(m, n, dtype, norm, affine):
     from test_layer_norm import check_parity, forward_backward, make_inputs
     from test_rms_norm import RMS_FNS
 

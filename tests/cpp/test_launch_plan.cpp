@@ -306,7 +306,7 @@ std::string bwd_result(const std::string& t, int n, int64_t m, const std::string
 TEST_CASE("launch plans: bwd_staged_nv=4 gives the 16-bit staged backward 4 vectors a thread, half the threads",
           "[cuda][plan]") {
   const pm::DeviceModel& d = pm::device_model("H100");
-  // 16-bit rows the staged backward takes by default (24576 over 4, 49152 over 8), forced there
+  // 16-bit rows the staged backward takes by default (24576 over 2, 49152 over 8), forced there
   // (20000, 65536: bwd_staged=1), and an odd row of 16-bit vectors (24584)
   for (const auto& [t, n, m, knobs] :
        {std::tuple<std::string, int, int64_t, std::string>{"bf16", 24576, 5461, ""}, {"fp16", 49152, 2731, ""},

@@ -264,7 +264,7 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T), MINB), bwd_min_
 // CTA (CL = 1), or cluster of CL CTAs each a slice, walks rows first, first + stride, ... as
 // fwd_staged_kernel does, the TMA unit loading x and dy two rows ahead into shared memory
 // (StagedRows). Each thread takes NVT vectors of the slice (t, t + blockDim.x, ...: NVT =
-// kBwdStagedVectors, or 4 under PlanOverrides::bwd_staged_nv) and holds their gamma and their dgamma / dbeta column sums in registers for all
+// kBwdStagedVectors, 4 for 16-bit rows and parameters: bwd_staged_launch) and holds their gamma and their dgamma / dbeta column sums in registers for all
 // its rows: shared memory holds only the staged rows, and the column sums are written once, at
 // the end, into the cluster's partial (the CTA's slice of it). The row sums are pipelined: the
 // CTA adds row k + 1's and sends them to the cluster before it waits for row k's and writes row

@@ -172,9 +172,12 @@ Launch bwd_staged_launch(const Config& c, const Problem& pb, const DeviceProps& 
   Launch l;
   const int nvec = pb.n / (16 / pb.elem_size);
   const int from = ov.bwd_staged >= 0 ? ov.bwd_staged : pb.elem_size == 4 ? kBwdStagedFrom : 0;
-  // Vectors a thread: 4 under bwd_staged_nv = 4 where rows and parameters are 16-bit (the kernels
-  // built so), else kBwdStagedVectors; the slices, so the clusters, are the same either way.
-  const int nvt = ov.bwd_staged_nv == 4 && pb.elem_size == 2 && pb.param_size == 2 ? 4 : kBwdStagedVectors;
+  // Vectors a thread: 4 where rows and parameters are 16-bit (the kernels built so), unless
+  // bwd_staged_nv = 2, else kBwdStagedVectors; the slices, so the clusters, grid and dgamma /
+  // dbeta bits, are the same either way. H100, bf16, 2 against 4 (half the threads, 12 warps a SM
+  // against 24, no spill): 24576 316.8 -> 310.5 us, 49152 330.8 -> 316.5 (84.7 -> 86.4 and 81.1 ->
+  // 84.8 % of copy; journal.md, session 25).
+  const int nvt = ov.bwd_staged_nv != 2 && pb.elem_size == 2 && pb.param_size == 2 ? 4 : kBwdStagedVectors;
   if (!cluster_type(pb.elem_size)) return l;  // not built
   if (!from || nvec < from || !c.reg || !dev.clusters) return l;
   int cl = std::max(forced, 1);

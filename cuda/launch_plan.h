@@ -21,8 +21,9 @@ constexpr int kStagedThreads = 512, kStagedVectors = 8;
 // The staged backward (bwd_staged_kernel): vectors a thread, threads a CTA at most.
 constexpr int kBwdStagedVectors = 2, kBwdStagedThreads = 1024;
 // Its threads a CTA at most for nvt vectors a thread, the same slice of at most 2048 vectors:
-// nvt = 4 (PlanOverrides::bwd_staged_nv, 16-bit rows and parameters) is built for 512 threads of
-// <= 128 registers (no spill; at 2 vectors, 64 registers spill 8-72 bytes: nvcc 13.0, sm_90).
+// 16-bit rows with 16-bit parameters take nvt = 4 (launch_plan.cpp, bwd_staged_launch), built for
+// 512 threads of <= 128 registers (no spill; at 2 vectors, 64 registers spill 8-72 bytes: nvcc
+// 13.0, sm_90).
 constexpr int bwd_staged_threads(int nvt) { return kBwdStagedThreads * kBwdStagedVectors / nvt; }
 // reduce_partials_kernel takes 32 rows of threads from this many partials on, else 8.
 constexpr int64_t kManyPartials = 256;
@@ -86,7 +87,7 @@ struct PlanOverrides {
   int fwd_nv = 0;           // one-CTA forward rows: 1, 2, 4, 8 or 16 vectors a thread (0: heuristics); rows of <= 128 vectors where that leaves <= 32 threads a row
   int fwd_block = 0;        // forward rows of <= 128 vectors: threads a CTA, 32..512, a power of two (0: heuristics)
   int fwd_hoist = -1;       // one-CTA forward kernels of <= 4 vectors a thread load all their parameters before their stores (fwd_reg_kernel HOIST): -1 heuristics (16-bit rows and parameters, no residual add), 0 never, 1 always
-  int bwd_staged_nv = 0;    // the staged backward's vectors a thread on 16-bit rows with 16-bit parameters: 4 (0: kBwdStagedVectors), half the threads of twice the registers; an experiment
+  int bwd_staged_nv = 0;    // the staged backward's vectors a thread on 16-bit rows with 16-bit parameters: 2 or 4 (0: heuristics, 4; the other rows always kBwdStagedVectors)
   bool fwd_persist = true;  // false: the staged forward launches a cluster a row (not persistent), one row buffer a CTA, at least two CTAs a SM (fwd_staged_kernel ONE_ROW; Quack's shape at fp32 N = 20000-49152); an experiment
   bool operator==(const PlanOverrides&) const = default;
 };

@@ -303,7 +303,7 @@ std::string bwd_result(const std::string& t, int n, int64_t m, const std::string
   return result(c);
 }
 
-TEST_CASE("launch plans: bwd_staged_nv=4 gives the 16-bit staged backward 4 vectors a thread, half the threads",
+TEST_CASE("launch plans: the 16-bit staged backward takes 4 vectors a thread in half the threads (bwd_staged_nv=2: 2)",
           "[cuda][plan]") {
   const pm::DeviceModel& d = pm::device_model("H100");
   // 16-bit rows the staged backward takes by default (24576 over 2, 49152 over 8), forced there
@@ -311,10 +311,11 @@ TEST_CASE("launch plans: bwd_staged_nv=4 gives the 16-bit staged backward 4 vect
   for (const auto& [t, n, m, knobs] :
        {std::tuple<std::string, int, int64_t, std::string>{"bf16", 24576, 5461, ""}, {"fp16", 49152, 2731, ""},
         {"bf16", 20000, 6711, "bs=1,"}, {"fp16", 65536, 2048, "bs=1,"}, {"bf16", 24584, 500, "bs=1,"}}) {
-    const std::string base = bwd_result(t, n, m, knobs.empty() ? "-" : knobs.substr(0, knobs.size() - 1));
-    const std::string wide = bwd_result(t, n, m, knobs + "bn=4");
+    const std::string wide = bwd_result(t, n, m, knobs.empty() ? "-" : knobs.substr(0, knobs.size() - 1));
+    const std::string base = bwd_result(t, n, m, knobs + "bn=2");
     INFO(t << " " << n << ": " << base << " -> " << wide);
     REQUIRE(base.find("bwd_staged<") != std::string::npos);
+    CHECK(bwd_result(t, n, m, knobs + "bn=4") == wide);
     const LineParts b = parts(base), w = parts(wide);
     // the same slices, clusters, grid, shared memory and partials; the kernel of NVT = 4 in half the threads
     CHECK(w.kernel == b.kernel.substr(0, b.kernel.size() - 1) + ",4>");
@@ -332,11 +333,14 @@ TEST_CASE("launch plans: bwd_staged_nv=4 gives the 16-bit staged backward 4 vect
                             w.smem) >= pm::blocks_per_sm(d, "bwd_staged_kernel" + b.kernel.substr(std::string("bwd_staged").size()),
                                                          b.block, b.smem));
   }
-  // fp32 rows, 16-bit rows of float32 parameters, and rows the register kernel takes keep theirs
-  CHECK(bwd_result("float", 12288, 10922, "bn=4") == bwd_result("float", 12288, 10922, "-"));
-  CHECK(bwd_result("bf16", 49152, 2731, "bn=4", "float") == bwd_result("bf16", 49152, 2731, "-", "float"));
-  CHECK(bwd_result("bf16", 32768, 4096, "bn=4") == bwd_result("bf16", 32768, 4096, "-"));
-  CHECK(bwd_result("fp16", 4096, 32768, "bn=4") == bwd_result("fp16", 4096, 32768, "-"));
+  // fp32 rows, 16-bit rows of float32 parameters, and rows the register kernel takes: 2 vectors, or not staged
+  for (const auto& [t, n, m, p] : {std::tuple<std::string, int, int64_t, std::string>{"float", 12288, 10922, ""},
+                                   {"bf16", 49152, 2731, "float"}, {"bf16", 32768, 4096, ""}, {"fp16", 4096, 32768, ""}}) {
+    INFO(t << "," << p << " " << n);
+    CHECK(bwd_result(t, n, m, "bn=4", p) == bwd_result(t, n, m, "-", p));
+    CHECK(bwd_result(t, n, m, "bn=2", p) == bwd_result(t, n, m, "-", p));
+  }
+  CHECK(bwd_result("float", 12288, 10922, "-").find("bwd_staged<float,float,0,2>") != std::string::npos);
 }
 
 TEST_CASE("launch plans: the defaults of the overrides change nothing", "[cuda][plan]") {

@@ -244,6 +244,9 @@ def test_targets_view_names_every_cell_that_misses():
     assert "2^27 at 100 % of copy 1.57x" in geo
     assert "backward: the fastest implementation of each cell would give 1.50x" in geo
     assert geo.endswith("at 100 % of copy 1.77x).")
+    # fastln's own variants (a plan override's A/B) are not an implementation of the run's bound
+    variant = rows + [row("fastln+fwd_nv=8", "fwd", 1024, 0.1, 99.0)]
+    assert B.view_targets({"results": variant}).splitlines()[2] == geo
     assert "behind at 2 cells" in fwd_peers and "bf16 20000 0.90x liger" in fwd_peers
     assert "bf16 (2048, 4096) 0.50x quack" in fwd_peers and " 1024 " not in fwd_peers
     assert "(within the IQR)" not in fwd_peers

@@ -318,10 +318,6 @@ FwdPlan fwd_plan(const Problem& pb, const DeviceProps& dev, const Occupancy& occ
     else if (c8.reg && hoist && ov.fwd_hoist < 0 && threads(c8, false) > threads(c, true))
       hoist = false;
   }
-  // A cluster a row needs M * CL CTAs in one grid; where they would not fit, the persistent grid.
-  const bool persist = ov.fwd_persist || pb.m >= (int64_t(1) << 31) / std::max(c.cl, 1);
-  if (cluster_type(pb.elem_size) && !pb.residual && c.reg && c.cl > 1 && ov.fwd_staged && !forced && persist)
-    c.cl = staged_cluster(c.cl, nvec, dev, occ);
   FwdPlan plan;
   if (!c.reg) {
     plan.main = fallback_rows(KernelKind::kFwdFallback, pb, vec);
@@ -334,24 +330,33 @@ FwdPlan fwd_plan(const Problem& pb, const DeviceProps& dev, const Occupancy& occ
   l.cluster = c.cl;
   if (c.cl > 1 && !pb.residual && ov.fwd_staged) {
     // Rows split over a cluster, staged in shared memory (the fused add keeps the register kernel).
-    l.kernel = KernelId{KernelKind::kFwdStaged, 0, c.cl};
-    l.block = kStagedThreads;
-    l.smem = staged_smem(nvec, c.cl);
-    if (!persist) {
-      // An experiment (fwd_persist = false): a cluster a row, as Quack 0.6.5 runs fp32 N = 20000
-      // (2 CTAs of 256 threads a row, 2 CTAs a SM), 361 us against our 383 (session 24). Each
-      // CTA loads one row into one buffer, and two or more CTAs a SM (ONE_ROW: 38 registers for
-      // fp32 LayerNorm against 106, the parameters read at the stores) hide each other's loads
-      // instead of buffers two rows ahead. The slices are the persistent grid's: the same bits
-      // at the same cluster size.
-      l.kernel.one_row = true;
-      l.smem /= kRowStages;
-      l.grid = pb.m * c.cl;
-      occ.resident(l.kernel, l.block, l.smem, c.cl);  // sets the kernel's shared-memory limit
-      return plan;
-    }
-    // (the query also sets the kernel's shared-memory limit: launch.cu, resident_clusters)
-    l.grid = std::min(pb.m, occ.resident(l.kernel, l.block, l.smem, c.cl)) * c.cl;
+    // Persistent: a grid of resident clusters at staged_cluster's size, buffers two rows ahead.
+    // ONE_ROW: a cluster a row at the config's size, M * CL CTAs, one buffer a CTA, two or more
+    // CTAs a SM hiding each other's loads (38 registers for fp32 LayerNorm against 106, the
+    // parameters read at the stores), as Quack 0.6.5 runs fp32 N = 20000-49152. The slices are
+    // the persistent grid's at the same cluster size: the same bits.
+    const auto staged = [&](int cl, bool one_row) {
+      Launch s;
+      s.kernel = KernelId{KernelKind::kFwdStaged, 0, cl};
+      s.kernel.one_row = one_row;
+      s.cluster = cl;
+      s.block = kStagedThreads;
+      s.smem = staged_smem(nvec, cl) / (one_row ? kRowStages : 1);
+      // (the query also sets the kernel's shared-memory limit: launch.cu, resident_clusters)
+      const int64_t resident = occ.resident(s.kernel, s.block, s.smem, cl);
+      s.grid = (one_row ? pb.m : std::min(pb.m, resident)) * cl;
+      return s;
+    };
+    plan.main = staged(forced ? c.cl : staged_cluster(c.cl, nvec, dev, occ), false);
+    // A cluster a row where the persistent grid's clusters leave SMs idle that it would fill
+    // (fwd_persist < 0, at the heuristics' cluster size): H100 fp32 N = 49152, clusters of 4 on
+    // 120 of 132 SMs, 393.1 -> 381.5 us (91.0 -> 93.8 % of copy); 65536 (over 8 on 112) 378.4 ->
+    // 378.7. Where the persistent grid fills every SM it stays: one row a cluster lost 2 % at fp32
+    // 20000 and 24576, level at 32768 and bf16 (journal.md, session 25). M * CL CTAs must fit a grid.
+    const int64_t sms = dev.sm_count;
+    const bool idle = !forced && std::min(pb.m * c.cl, sms) > std::min(plan.main.grid, sms);
+    if (pb.m < (int64_t(1) << 31) / c.cl && (ov.fwd_persist == 0 || (ov.fwd_persist < 0 && idle)))
+      plan.main = staged(c.cl, true);
     return plan;
   }
   // CL = 1: a CTA per row group. Clusters: persistent (launching a cluster per row cost ~20% of

@@ -88,7 +88,7 @@ struct PlanOverrides {
   int fwd_block = 0;        // forward rows of <= 128 vectors: threads a CTA, 32..512, a power of two (0: heuristics)
   int fwd_hoist = -1;       // one-CTA forward kernels of <= 4 vectors a thread load all their parameters before their stores (fwd_reg_kernel HOIST): -1 heuristics (16-bit rows and parameters, no residual add), 0 never, 1 always
   int bwd_staged_nv = 0;    // the staged backward's vectors a thread on 16-bit rows with 16-bit parameters: 2 or 4 (0: heuristics, 4; the other rows always kBwdStagedVectors)
-  bool fwd_persist = true;  // false: the staged forward launches a cluster a row (not persistent), one row buffer a CTA, at least two CTAs a SM (fwd_staged_kernel ONE_ROW; Quack's shape at fp32 N = 20000-49152); an experiment
+  int fwd_persist = -1;     // the staged forward's grid: -1 heuristics (a cluster a row where the persistent grid leaves SMs idle that it would fill), 1 persistent, 0 a cluster a row (fwd_staged_kernel ONE_ROW: one row buffer a CTA, at least two CTAs a SM; Quack's shape at fp32 N = 20000-49152)
   bool operator==(const PlanOverrides&) const = default;
 };
 

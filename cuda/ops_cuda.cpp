@@ -244,7 +244,7 @@ void def_cuda_plan_overrides(pybind11::module_& m) {
             else if (k == "fwd_nv") ov.fwd_nv = py::cast<int>(value);
             else if (k == "fwd_block") ov.fwd_block = py::cast<int>(value);
             else if (k == "fwd_hoist") ov.fwd_hoist = py::cast<int>(value);
-            else if (k == "fwd_persist") ov.fwd_persist = py::cast<bool>(value);
+            else if (k == "fwd_persist") ov.fwd_persist = py::cast<int>(value);
             else if (k == "bwd_staged_nv") ov.bwd_staged_nv = py::cast<int>(value);
             else throw py::key_error("cuda_plan_overrides: no override " + k);
           }

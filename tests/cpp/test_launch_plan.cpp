@@ -47,7 +47,7 @@ PlanOverrides overrides(const std::string& knobs) {
     else if (k == "pdl") ov.pdl = v != 0;
     else if (k == "nv") ov.fwd_nv = v;
     else if (k == "fb") ov.fwd_block = v;
-    else if (k == "fp") ov.fwd_persist = v != 0;
+    else if (k == "fp") ov.fwd_persist = v;
     else if (k == "fh") ov.fwd_hoist = v;
     else if (k == "bn") ov.bwd_staged_nv = v;
     else FAIL("unknown knob " << k);
@@ -254,7 +254,7 @@ TEST_CASE("launch plans: fwd_persist=0 launches the staged forward a cluster a r
        {std::tuple<std::string, int, int64_t, int>{"float", 20000, 6711, 2}, {"float", 24576, 5461, 2},
         {"float", 32768, 4096, 2}, {"float", 49152, 2731, 4}, {"float", 65536, 2048, 4},
         {"bf16", 65536, 2048, 2}, {"fp16", 49152, 2731, 2}, {"bf16", 65544, 300, 4}}) {
-    const std::string base = fwd_result(t, n, m, "-"), one = fwd_result(t, n, m, "fp=0");
+    const std::string base = fwd_result(t, n, m, "fp=1"), one = fwd_result(t, n, m, "fp=0");
     INFO(t << " " << n << ": " << base << " -> " << one);
     REQUIRE(base.find("fwd_staged<") != std::string::npos);
     const LineParts b = parts(base), o = parts(one);
@@ -283,8 +283,36 @@ TEST_CASE("launch plans: fwd_persist=0 launches the staged forward a cluster a r
     CHECK(fwd_result(t, n, m, "fp=0") == fwd_result(t, n, m, "-"));
   CHECK(fwd_result("bf16", 65536, 2048, "fp=0", true) == fwd_result("bf16", 65536, 2048, "-", true));
   // M * CL CTAs past a grid's 2^31: the persistent grid
-  CHECK(fwd_result("float", 32768, int64_t(1) << 30, "fp=0") == fwd_result("float", 32768, int64_t(1) << 30, "-"));
-  CHECK(fwd_result("float", 32768, (int64_t(1) << 30) - 1, "fp=0") != fwd_result("float", 32768, (int64_t(1) << 30) - 1, "-"));
+  CHECK(fwd_result("float", 32768, int64_t(1) << 30, "fp=0") == fwd_result("float", 32768, int64_t(1) << 30, "fp=1"));
+  CHECK(fwd_result("float", 32768, (int64_t(1) << 30) - 1, "fp=0") != fwd_result("float", 32768, (int64_t(1) << 30) - 1, "fp=1"));
+}
+
+TEST_CASE("launch plans: the staged forward takes a cluster a row where the persistent grid leaves SMs idle",
+          "[cuda][plan]") {
+  const int sms = pm::device_model("H100").sms;
+  // {type, N, M, a cluster a row by the heuristics}
+  for (const auto& [t, n, m, one_row] : {
+           // the persistent grid fills every SM: it stays
+           std::tuple<std::string, int, int64_t, bool>{"float", 20000, 6711, false}, {"float", 24576, 5461, false},
+           {"float", 32768, 4096, false}, {"bf16", 49152, 2731, false}, {"fp16", 65536, 2048, false},
+           // clusters of 4 on 120 SMs (fp32 49152), of 8 on 112 (fp32 65536): a cluster a row of 4
+           {"float", 49152, 2731, true}, {"float", 65536, 2048, true}, {"bf16", 65544, 300, true},
+           {"float", 49152, 31, true},  // 124 CTAs a row each against 120
+           // too few rows for a cluster a row to cover more SMs: 20 x 4 CTAs against 14 clusters of 8;
+           // 30 x 4 against the persistent 30 clusters of 4
+           {"float", 65536, 20, false}, {"float", 49152, 30, false}}) {
+    const std::string rule = fwd_result(t, n, m, "-"), persist = fwd_result(t, n, m, "fp=1"),
+                      one = fwd_result(t, n, m, "fp=0");
+    INFO(t << " " << n << " x " << m << ": " << rule);
+    CHECK(rule == (one_row ? one : persist));
+    const LineParts p = parts(persist), o = parts(one);
+    CHECK((std::min<int64_t>(o.grid, sms) > std::min<int64_t>(p.grid, sms)) == one_row);
+  }
+  // a forced cluster size keeps the persistent grid (its experiments' meaning), as the fused add
+  // keeps the register kernel
+  CHECK(fwd_result("float", 49152, 2731, "cf=4") == fwd_result("float", 49152, 2731, "cf=4,fp=1"));
+  CHECK(fwd_result("float", 65536, 2048, "cf=8") == fwd_result("float", 65536, 2048, "cf=8,fp=1"));
+  CHECK(fwd_result("float", 49152, 2731, "-", true) == fwd_result("float", 49152, 2731, "fp=1", true));
 }
 
 // A backward problem of the table's form and its plan: rows of n elements of t, the parameters

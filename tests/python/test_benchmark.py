@@ -386,7 +386,7 @@ def test_relative_links_in_readme_and_docs_resolve():
 
 def test_plan_overrides_are_parsed_and_cuda_only():
     assert B.plan_overrides("fastln+cluster_fwd=2+pdl=0+bwd_staged=129+fwd_persist=0") == {
-        "cluster_fwd": 2, "pdl": False, "bwd_staged": 129, "fwd_persist": False}
+        "cluster_fwd": 2, "pdl": False, "bwd_staged": 129, "fwd_persist": 0}
     with pytest.raises(ValueError, match="KEY=INTEGER"):
         B.plan_overrides("fastln+cluster_fwd")
     # a CPU run has no 'plans' suite; the CUDA suites take --plans as variants beside fastln

@@ -268,17 +268,31 @@ def test_forward_hoist_keeps_bits():
                                     fwd_hoist=1)
 
 
+def _persist_outputs():
+    out = _staged_outputs()
+    # fp32 49152: clusters of 4 either way, the persistent grid on 120 of 132 SMs (so the
+    # heuristics take a cluster a row there)
+    g = torch.Generator(device="cuda").manual_seed(49152)
+    x = torch.randn(300, 49152, device="cuda", generator=g) + 4
+    w, b = (torch.randn(49152, device="cuda", generator=g) for _ in range(2))
+    out["float32 49152 layer"] = list(torch.ops.fastln.layer_norm_fwd(x, (49152,), w, b, 1e-5))
+    out["float32 49152 rms"] = list(torch.ops.fastln.rms_norm_fwd(x, (49152,), w, 1e-6))
+    return out
+
+
 def test_forward_one_row_a_cluster_keeps_bits():
-    """fwd_persist=False launches the staged forward a cluster a row (M * CL CTAs, one buffer, the
-    parameters read at the stores: fwd_staged_kernel ONE_ROW), an experiment against the persistent
-    grid. Where both take the same cluster size (these rows: 2 CTAs), the slices and the order of
-    addition are the same, so every output, mean and rstd is the same bit for bit."""
+    """fwd_persist=0 launches the staged forward a cluster a row (M * CL CTAs, one buffer, the
+    parameters read at the stores: fwd_staged_kernel ONE_ROW), fwd_persist=1 the persistent grid;
+    the heuristics (-1) take one or the other. Where both take the same cluster size (these rows: 2
+    CTAs, and 4 at fp32 49152), the slices and the order of addition are the same, so every output,
+    mean and rstd is the same bit for bit."""
     if torch.cuda.get_device_capability() < (9, 0):
         pytest.skip("thread-block clusters need sm_90")
-    _assert_override_keeps_bits(_staged_outputs, "the forward differs", fwd_persist=False)
+    _assert_override_keeps_bits(_persist_outputs, "the forward differs", base={"fwd_persist": 1}, fwd_persist=0)
+    _assert_override_keeps_bits(_persist_outputs, "the forward differs", fwd_persist=0)
 
 
-# Rows the staged forward takes (on sm_90), a cluster a row under fwd_persist=False: fp32 at the
+# Rows the staged forward takes (on sm_90), a cluster a row under fwd_persist=0: fp32 at the
 # config's cluster where the persistent grid doubles it (65536: 4 against 8 CTAs), 16-bit 49152
 # (3 vectors a thread for some), rows that are not a multiple of the slices (36872, 65544).
 @pytest.mark.parametrize("dtype,n", [(torch.float32, 20000), (torch.float32, 49152), (torch.float32, 65536),
@@ -291,7 +305,7 @@ def test_forward_one_row_a_cluster_parity(dtype, n, norm, affine):
     if torch.cuda.get_device_capability() < (9, 0):
         pytest.skip("thread-block clusters need sm_90")
     x, w, b, dy = make_inputs((150, n), (n,), dtype, "cuda", affine, seed=n % 97, offset=4.0 if norm == "layer" else 0.0)
-    with plan_overrides(fwd_persist=False):
+    with plan_overrides(fwd_persist=0):
         if norm == "layer":
             check_parity(x, (n,), w, b, dy, dtype)
         else:
@@ -333,7 +347,7 @@ def test_plan_overrides_round_trip():
     defaults = fastln._C.cuda_plan_overrides()
     assert defaults == {"cluster_fwd": 0, "cluster_bwd": 0, "partial_cluster": 0, "fwd_staged": True,
                         "bwd_staged": -1, "bwd_two_rows": True, "pdl": True, "fwd_nv": 0, "fwd_block": 0,
-                        "fwd_hoist": -1, "fwd_persist": True, "bwd_staged_nv": 0}
+                        "fwd_hoist": -1, "fwd_persist": -1, "bwd_staged_nv": 0}
     # the benchmark's --plans parser casts these keys to bool: the same as the extension's bools
     from fastln import benchmark as B
 

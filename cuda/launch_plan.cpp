@@ -349,12 +349,15 @@ FwdPlan fwd_plan(const Problem& pb, const DeviceProps& dev, const Occupancy& occ
     };
     plan.main = staged(forced ? c.cl : staged_cluster(c.cl, nvec, dev, occ), false);
     // A cluster a row where the persistent grid's clusters leave SMs idle that it would fill
-    // (fwd_persist < 0, at the heuristics' cluster size): H100 fp32 N = 49152, clusters of 4 on
-    // 120 of 132 SMs, 393.1 -> 381.5 us (91.0 -> 93.8 % of copy); 65536 (over 8 on 112) 378.4 ->
-    // 378.7. Where the persistent grid fills every SM it stays: one row a cluster lost 2 % at fp32
-    // 20000 and 24576, level at 32768 and bf16 (journal.md, session 25). M * CL CTAs must fit a grid.
+    // (fwd_persist < 0): H100 fp32 N = 49152, clusters of 4 on 120 of 132 SMs, 393.1 -> 381.5 us
+    // (91.0 -> 93.8 % of copy). Only at the persistent grid's own cluster size, so that a row's
+    // bits do not depend on M (fp32 65536: persistent over 8, 112 SMs; a cluster a row over 4
+    // measured level, 378.4 -> 378.7 us). Where the persistent grid fills every SM it stays: one
+    // row a cluster lost 2 % at fp32 20000 and 24576, level at 32768 and bf16 (journal.md, session
+    // 25). M * CL CTAs must fit a grid.
     const int64_t sms = dev.sm_count;
-    const bool idle = !forced && std::min(pb.m * c.cl, sms) > std::min(plan.main.grid, sms);
+    const bool idle = !forced && plan.main.cluster == c.cl &&
+                      std::min(pb.m * c.cl, sms) > std::min(plan.main.grid, sms);
     if (pb.m < (int64_t(1) << 31) / c.cl && (ov.fwd_persist == 0 || (ov.fwd_persist < 0 && idle)))
       plan.main = staged(c.cl, true);
     return plan;

@@ -295,18 +295,28 @@ TEST_CASE("launch plans: the staged forward takes a cluster a row where the pers
            // the persistent grid fills every SM: it stays
            std::tuple<std::string, int, int64_t, bool>{"float", 20000, 6711, false}, {"float", 24576, 5461, false},
            {"float", 32768, 4096, false}, {"bf16", 49152, 2731, false}, {"fp16", 65536, 2048, false},
-           // clusters of 4 on 120 SMs (fp32 49152), of 8 on 112 (fp32 65536): a cluster a row of 4
-           {"float", 49152, 2731, true}, {"float", 65536, 2048, true}, {"bf16", 65544, 300, true},
-           {"float", 49152, 31, true},  // 124 CTAs a row each against 120
-           // too few rows for a cluster a row to cover more SMs: 20 x 4 CTAs against 14 clusters of 8;
-           // 30 x 4 against the persistent 30 clusters of 4
-           {"float", 65536, 20, false}, {"float", 49152, 30, false}}) {
+           // clusters of 4 on 120 SMs: a cluster a row of 4
+           {"float", 49152, 2731, true}, {"bf16", 65544, 300, true},
+           {"float", 49152, 31, true},  // 124 CTAs against 120
+           {"float", 49152, 30, false},  // 120 against the persistent 30 clusters of 4
+           // clusters of 8 on 112 SMs (fp32 65536): a cluster a row would take 4, other bits
+           {"float", 65536, 2048, false}, {"float", 65536, 20, false}}) {
     const std::string rule = fwd_result(t, n, m, "-"), persist = fwd_result(t, n, m, "fp=1"),
                       one = fwd_result(t, n, m, "fp=0");
     INFO(t << " " << n << " x " << m << ": " << rule);
     CHECK(rule == (one_row ? one : persist));
     const LineParts p = parts(persist), o = parts(one);
-    CHECK((std::min<int64_t>(o.grid, sms) > std::min<int64_t>(p.grid, sms)) == one_row);
+    CHECK((p.cluster == o.cluster && std::min<int64_t>(o.grid, sms) > std::min<int64_t>(p.grid, sms)) == one_row);
+  }
+  // A row's bits do not depend on M: the staged forward's cluster size (its slices, so the order
+  // of the row's sums) is the same for one row as for many, persistent or not.
+  for (const auto& [t, n] : {std::pair<std::string, int>{"float", 20000}, {"float", 49152}, {"float", 65536},
+                             {"bf16", 49152}, {"bf16", 65544}, {"fp16", 65536}}) {
+    const int cl = parts(fwd_result(t, n, 1, "-")).cluster;
+    for (int64_t m : {2, 7, 20, 30, 31, 33, 300, 4096, 100000}) {
+      INFO(t << " " << n << " x " << m);
+      CHECK(parts(fwd_result(t, n, m, "-")).cluster == cl);
+    }
   }
   // a forced cluster size keeps the persistent grid (its experiments' meaning), as the fused add
   // keeps the register kernel

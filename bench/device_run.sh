@@ -90,7 +90,8 @@ huge)
 sanitize)  # SANITIZE_TIMEOUT (s, 0: none): racecheck over the whole workload took more than 280 s
   # (H100, session 20); rc 124 is a cut, its log says how far it came. SANITIZE_OPS: op names of
   # sanitize_cuda.py to run alone, and KEY=VALUE plan overrides (e.g. fwd_hoist=1).
-  for tool in memcheck racecheck; do
+  # SANITIZE_TOOLS: the tools (default both; racecheck alone once memcheck has passed).
+  for tool in ${SANITIZE_TOOLS:-memcheck racecheck}; do
     (timeout -s INT ${SANITIZE_TIMEOUT:-0} compute-sanitizer --tool $tool --error-exitcode 9 python3 bench/sanitize_cuda.py \
        $SANITIZE_OPS > $OUT/sanitize_$tool.log 2>&1
      echo "sanitizer $tool rc=$? $(tail -2 $OUT/sanitize_$tool.log | tr '\n' ' ')") &

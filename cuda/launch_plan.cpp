@@ -163,8 +163,8 @@ int64_t cap_partials(int64_t grid, int64_t M, int block, int elem_size, const De
 // vectors, 16-bit ones too. Launch::kernel kNone: not this kernel.
 constexpr int kBwdStagedFrom = 129;
 // 16-bit cluster slices whose register kernel keeps at most this many warps a SM take the staged
-// kernel (bwd_reg_launch).
-constexpr int kBwdStagedMaxWarps = 12;
+// kernel (bwd_reg_launch); over clusters of 8, at most kBwdStagedMaxWarps8.
+constexpr int kBwdStagedMaxWarps = 12, kBwdStagedMaxWarps8 = 15;
 Launch bwd_staged_launch(const Config& c, const Problem& pb, const DeviceProps& dev, const Occupancy& occ,
                          const PlanOverrides& ov) {
   constexpr int kSlice = kBwdStagedThreads * kBwdStagedVectors;
@@ -254,9 +254,15 @@ Launch bwd_reg_launch(const Config& c, const Problem& pb, const DeviceProps& dev
   // 320 / 307 us). Where it keeps at most 12 (192-thread CTAs, two a SM: N = 24576 over 4, 49152
   // over 8), the staged kernel is faster: bf16 / fp16 49152 342-351 -> 328-334 us, 24576
   // 319-324 -> 315-316 (journal.md, session 19). Elsewhere it lost by 1-16 %, and with float32
-  // parameters on 16-bit rows everywhere (bf16 49152: 480 against 355 us).
+  // parameters on 16-bit rows everywhere (bf16 49152: 480 against 355 us). With 4 vectors a thread
+  // (session 25) the staged kernel also wins where the register kernel runs clusters of 8 with 13-15
+  // warps a SM (bf16 36864 / 40960 / 53248 / 57344: 320 / 325 / 323 / 328 -> 313 / 318 / 315 / 319
+  // us), not over 4 or fewer CTAs (20000 330 -> 326, but 18432 309 -> 332, 26624 / 28672 lose 0.3-1.3
+  // %, 13312 / 14336 over 2, staged a CTA a row, 298 -> 318), nor at 16 warps (32768, 65536: -2 to -3 %;
+  // journal.md, session 27).
+  const int max_warps = c.cl >= 8 ? kBwdStagedMaxWarps8 : kBwdStagedMaxWarps;
   if (pb.elem_size == 2 && pb.param_size == 2 && c.cl > 1 && ov.bwd_staged < 0 && !valid_cluster(ov.cluster_bwd) &&
-      occ.resident(k, c.block, l.smem, 1) * (c.block / 32) <= kBwdStagedMaxWarps * dev.sm_count) {
+      occ.resident(k, c.block, l.smem, 1) * (c.block / 32) <= max_warps * dev.sm_count) {
     PlanOverrides staged = ov;
     staged.bwd_staged = 1;
     if (Launch st = bwd_staged_launch(c, pb, dev, occ, staged); st.kernel.kind != KernelKind::kNone) return st;

@@ -381,6 +381,40 @@ TEST_CASE("launch plans: the 16-bit staged backward takes 4 vectors a thread in 
   CHECK(bwd_result("float", 12288, 10922, "-").find("bwd_staged<float,float,0,2>") != std::string::npos);
 }
 
+TEST_CASE("launch plans: 16-bit backward rows take the staged kernel where the register kernel keeps few warps a SM",
+          "[cuda][plan]") {
+  const pm::DeviceModel& d = pm::device_model("H100");
+  // Warps a SM of the register kernel's plan (bwd_staged=0): its CTAs resident a SM times its warps.
+  const auto reg_warps = [&](const std::string& t, int n, int64_t m) {
+    const LineParts r = parts(bwd_result(t, n, m, "bs=0"));
+    REQUIRE(r.kernel.rfind("bwd_reg<", 0) == 0);
+    return pm::blocks_per_sm(d, "bwd_reg_kernel" + r.kernel.substr(std::string("bwd_reg").size()), r.block, r.smem) *
+           (r.block / 32);
+  };
+  // The H100 A/Bs (journal.md, sessions 19, 25 and 27): {N, staged by default, the register kernel's CTAs a row}
+  for (const auto& [n, staged, cl] :
+       {std::tuple<int, bool, int>{24576, true, 4}, {36864, true, 8}, {40960, true, 8}, {49152, true, 8},
+        {53248, true, 8}, {57344, true, 8}, {13312, false, 2}, {14336, false, 2}, {18432, false, 4},
+        {20000, false, 4}, {26624, false, 4}, {28672, false, 4}, {32768, false, 4}, {65536, false, 8}}) {
+    for (const std::string t : {"bf16", "fp16"}) {
+      const int64_t m = (int64_t(1) << 27) / n;
+      const int warps = reg_warps(t, n, m);
+      INFO(t << " " << n << ": the register kernel keeps " << warps << " warps a SM");
+      CHECK(parts(bwd_result(t, n, m, "bs=0")).cluster == cl);
+      // the rule: at most 12 warps a SM, or 15 over clusters of 8
+      CHECK(staged == (warps <= (cl == 8 ? 15 : 12)));
+      // staged: the launch that bwd_staged=1 forces; else the register kernel's
+      CHECK(bwd_result(t, n, m, "-") == bwd_result(t, n, m, staged ? "bs=1" : "bs=0"));
+      // the choice does not depend on M (a row's dX bits do not either)
+      for (const int64_t mm : {int64_t(1), int64_t(7), int64_t(300)})
+        CHECK((bwd_result(t, n, mm, "-").find("bwd_staged<") != std::string::npos) == staged);
+      // float32 parameters and forced clusters keep the register kernel
+      CHECK(bwd_result(t, n, m, "-", "float").find("bwd_reg<") != std::string::npos);
+      CHECK(bwd_result(t, n, m, "cb=" + std::to_string(cl)).find("bwd_reg<") != std::string::npos);
+    }
+  }
+}
+
 TEST_CASE("launch plans: the defaults of the overrides change nothing", "[cuda][plan]") {
   set_plan_overrides(PlanOverrides{});
   CHECK(plan_overrides() == PlanOverrides{});

@@ -436,7 +436,8 @@ def test_forward_geometry_overrides_parity(overrides, dtype, m, n, norm):
 # of an H100 several rows, so each of the three buffers and four exchange slots is reused.
 STAGED_BWD_CASES = [(4000, 1024, torch.float32), (1000, 8192, torch.float32), (500, 12288, torch.float32),
                     (301, 65536, torch.float32), (500, 24576, torch.bfloat16), (301, 49152, torch.bfloat16),
-                    (500, 24576, torch.float16), (301, 49152, torch.float16)]
+                    (500, 24576, torch.float16), (301, 49152, torch.float16),
+                    (301, 40960, torch.bfloat16), (300, 57344, torch.float16)]  # staged over 8 since session 27
 
 
 @pytest.mark.parametrize("m,n,dtype", STAGED_BWD_CASES, ids=str)
@@ -462,7 +463,7 @@ def test_staged_backward_vectors_a_thread(m, n, dtype, norm, affine):
 
     x, w, b, dy = make_inputs((m, n), (n,), dtype, "cuda", affine, seed=n % 97, offset=4.0 if norm == "layer" else 0.0)
     fn, eps = (fastln.layer_norm, 1e-5) if norm == "layer" else (RMS_FNS[0], 1e-6)
-    forced = {} if n in (24576, 49152) else {"bwd_staged": 1}
+    forced = {} if n in (24576, 40960, 49152, 57344) else {"bwd_staged": 1}
     grads = {}
     for nv in (2, 4):
         with plan_overrides(**forced, bwd_staged_nv=nv):

@@ -7,6 +7,8 @@ Why: at (2048, 4096) bf16 and fp16 fastln takes 18.7-18.9 us against Liger's 17.
 
     python3 mid_fwd_ncu.py 2048 4096 bfloat16 --time      # the interleaved device timer, no ncu
     python3 mid_fwd_ncu.py 2048 4096 bfloat16 --profile   # events against the kernels' own time (CUPTI)
+    python3 mid_fwd_ncu.py 2048 4096 bfloat16 --profile --sleep 100000  # a spin of that many GPU cycles
+        # between the memset and the call (the memset's dirty L2 written back before the kernel)
     ncu --profile-from-start off --cache-control none --clock-control none \\
         -k regex:"fwd_reg|layer_norm|cutlass|quack|Norm" --section SpeedOfLight --section Occupancy \\
         --section LaunchStats --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \\
@@ -45,12 +47,16 @@ if "--profile" in sys.argv:
     # kernel's start, and the span from there to the last kernel's end (medians of 60 calls).
     import statistics
     from torch.profiler import ProfilerActivity, profile
-    print(f"{'impl':7s} {'events':>8s} {'kernels':>8s} {'gap':>7s} {'span':>8s}  (us, medians of 60 calls after a 256 MB memset)")
+    spin = int(sys.argv[sys.argv.index("--sleep") + 1]) if "--sleep" in sys.argv else 0
+    print(f"{'impl':7s} {'events':>8s} {'kernels':>8s} {'gap':>7s} {'span':>8s}  (us, medians of 60 calls after a 256 MB memset"
+          + (f" and a spin of {spin} cycles)" if spin else ")"))
     for impl, f in runs.items():
         evs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(60)]
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             for a, b in evs:
                 cache.zero_()
+                if spin:
+                    torch.cuda._sleep(spin)
                 a.record()
                 f()
                 b.record()
@@ -62,6 +68,8 @@ if "--profile" in sys.argv:
             if "FillFunctor" in name:
                 cur = {"fill_end": end, "k": []}
                 calls.append(cur)
+            elif "spin_kernel" in name and cur is not None:  # --sleep: the gap counts from the spin's end
+                cur["fill_end"] = end
             elif cur is not None:
                 cur["k"].append((start, end))
         calls = [c for c in calls if c["k"]]

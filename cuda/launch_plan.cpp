@@ -257,7 +257,7 @@ Launch bwd_reg_launch(const Config& c, const Problem& pb, const DeviceProps& dev
   // parameters on 16-bit rows everywhere (bf16 49152: 480 against 355 us). With 4 vectors a thread
   // (session 25) the staged kernel also wins where the register kernel runs clusters of 8 with 14-15
   // warps a SM (bf16 36864 / 40960 / 53248 / 57344: 320 / 325 / 323 / 328 -> 313 / 318 / 315 / 319
-  // us), not over 4 or fewer CTAs (20000 330 -> 326, but 18432 309 -> 332, 26624 / 28672 lose 0.3-1.3
+  // us), not over 4 or fewer CTAs (20000 330 -> 326, but 18432 309 -> 332, 26624 / 28672 lose 0.5-1.0
   // %, 13312 / 14336 over 2, staged a CTA a row, 298 -> 318), nor at 16 warps (32768, 65536: -2 to -3 %;
   // journal.md, session 27).
   const int max_warps = c.cl >= 8 ? kBwdStagedMaxWarps8 : kBwdStagedMaxWarps;

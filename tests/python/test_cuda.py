@@ -432,7 +432,8 @@ def test_forward_geometry_overrides_parity(overrides, dtype, m, n, norm):
 # Rows whose backward is staged in shared memory on sm_90 (cuda/launch_plan.cpp,
 # bwd_staged_launch): fp32, one CTA a row at 1024 and 8192 (the first capped to 16 warps a SM for
 # this M), clusters of 2 at 12288 and 8 at 65536; 16-bit rows where the register kernel would keep
-# 12 warps a SM (bwd_reg_launch): 24576 in clusters of 2, 49152 of 8, 4 vectors a thread. M gives every CTA (cluster)
+# at most 12 warps a SM, or 15 over clusters of 8 (bwd_reg_launch): 24576 in clusters of 2, 40960,
+# 49152 and 57344 of 8, 4 vectors a thread. M gives every CTA (cluster)
 # of an H100 several rows, so each of the three buffers and four exchange slots is reused.
 STAGED_BWD_CASES = [(4000, 1024, torch.float32), (1000, 8192, torch.float32), (500, 12288, torch.float32),
                     (301, 65536, torch.float32), (500, 24576, torch.bfloat16), (301, 49152, torch.bfloat16),

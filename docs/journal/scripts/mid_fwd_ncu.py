@@ -23,6 +23,8 @@ from fastln import benchmark as B
 
 M, N = int(sys.argv[1]), int(sys.argv[2])
 dtype = getattr(torch, sys.argv[3] if len(sys.argv) > 3 and not sys.argv[3].startswith("-") else "bfloat16")
+if "--sleep" in sys.argv and "--profile" not in sys.argv:
+    sys.exit("--sleep CYCLES goes with --profile")
 gen = torch.Generator().manual_seed(0)
 x = torch.randn(M, N, generator=gen).to("cuda", dtype)
 w = (1 + 0.1 * torch.randn(N, generator=gen)).to("cuda", dtype)

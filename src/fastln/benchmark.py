@@ -779,22 +779,30 @@ def merge(old: Optional[dict[str, Any]], new: dict[str, Any]) -> dict[str, Any]:
             # each run's own date, command and copy bandwidth in "parts"
             m = {**m, "shapes": _union(was["shapes"], m["shapes"]), "dtypes": _union(was["dtypes"], m["dtypes"]),
                  "impls": _union(was["impls"], m["impls"]), "skipped": {**was.get("skipped", {}), **m["skipped"]},
-                 "parts": _parts(was.get("parts", [_part(was)]), _part(m))}
+                 "parts": _parts(was.get("parts", [_part(was, old["results"], name)]),
+                                 _part(m, new["results"], name))}
         suites[name] = m
     meta = {**old["meta"], **{k: v for k, v in new["meta"].items() if k != "suites"}, "suites": suites}
     meta["summary"] = summary(rows)
     return {"schema": 2, "meta": meta, "results": rows}
 
 
-def _part(suite_meta: dict[str, Any]) -> dict[str, Any]:
-    """One run's provenance within a merged suite."""
-    return {k: suite_meta[k] for k in ("date", "command", "copy_gbps", "dtypes", "shapes", "commit") if k in suite_meta}
+def _part(suite_meta: dict[str, Any], rows: Sequence[Row], suite: str) -> dict[str, Any]:
+    """One run's provenance within a merged suite. A run its deadline stopped also keeps the
+    (dtype, shape) cases it reached ("cases"): the cases it did not reach keep an older part's rows."""
+    keys = ("date", "command", "copy_gbps", "dtypes", "shapes", "commit", "interrupted")
+    part: dict[str, Any] = {k: suite_meta[k] for k in keys if k in suite_meta}
+    if "interrupted" in suite_meta:
+        part["cases"] = sorted({(r["dtype"], r["M"], r["N"]) for r in rows if r["suite"] == suite})
+    return part
 
 
 def _parts(old: list[dict[str, Any]], new: dict[str, Any]) -> list[dict[str, Any]]:
     """The parts of a suite once ``new`` has run: an older part whose (dtype, shape) cases the
     parts after it ran again, together, no longer holds rows of the file, and is dropped."""
     def cases(p: dict[str, Any]) -> set[tuple[Any, ...]]:
+        if "cases" in p:  # a run stopped before its last cases
+            return {(d, (m, n)) for d, m, n in p["cases"]}
         return {(d, tuple(s)) for d in p.get("dtypes", []) for s in p.get("shapes", [])}
     kept, covered = [new], cases(new)
     for p in reversed(old):
@@ -1152,9 +1160,11 @@ def view_run(data: dict[str, Any], suite: str) -> str:
     if len(parts) > 1:  # a suite run in parts: each part's date, dtypes, copy and command
         text += "; run in parts: " + "; ".join(
             f"{p.get('date', '?')[:16].replace('T', ' ')} ({', '.join(p.get('dtypes', []))}; copy "
-            f"{p.get('copy_gbps', 0):.0f} GB/s)" + (f" `{p['command']}`" if p.get("command") else "") for p in parts)
+            f"{p.get('copy_gbps', 0):.0f} GB/s" + (f"; {p['interrupted']}, {len(p.get('cases', []))} cases reached"
+                                                   if p.get("interrupted") else "") + ")"
+            + (f" `{p['command']}`" if p.get("command") else "") for p in parts)
     elif s.get("command"):
-        text += f"; command: `{s['command']}`"
+        text += f"; command: `{s['command']}`" + (f" ({s['interrupted']})" if s.get("interrupted") else "")
     if s.get("converted"):
         text += f" (converted {s['converted']}; today `python -m fastln bench"
         text += (" --device cuda" if meta["device"] == "cuda" else "") + f" --suites {suite}`)"

@@ -195,6 +195,27 @@ def test_merge_replaces_the_cases_run_and_keeps_the_others():
     parts["meta"].update(device_name="a card", torch="t", copy_gbps=1.0)
     line = B.view_run(parts, "kernel")
     assert "run in parts: 2.0 (float32; " in line and "5.0 (bfloat16; " in line
+    # A run its deadline stopped covers only the cases it reached: the part before it keeps the
+    # others' rows and stays named, and the run line says where the newer run stopped.
+    two = fake("kernel", 11.0)
+    two["results"].append({**two["results"][0], "M": 16, "speedup_vs_torch": 11.5})
+    two["meta"]["suites"]["kernel"]["shapes"] = [[8, 64], [16, 64]]
+    cut = fake("kernel", 12.0)
+    cut["meta"]["suites"]["kernel"].update(shapes=[[8, 64], [16, 64]], interrupted="stopped by --deadline 9 s")
+    merged = B.merge(two, cut)
+    assert sorted((r["M"], r["speedup_vs_torch"]) for r in merged["results"]) == [(8, 12.0), (16, 11.5)]
+    kparts = merged["meta"]["suites"]["kernel"]["parts"]
+    assert [p["date"] for p in kparts] == ["11.0", "12.0"] and kparts[1]["cases"] == [("float32", 8, 64)]
+    merged["meta"].update(device_name="a card", torch="t", copy_gbps=1.0)
+    assert "stopped by --deadline 9 s, 1 cases reached" in B.view_run(merged, "kernel")
+    # ... and once a later run reaches the rest, the older part holds no rows and goes
+    full = fake("kernel", 13.0, shape=(16, 64))
+    assert [p["date"] for p in B.merge(merged, full)["meta"]["suites"]["kernel"]["parts"]] == ["12.0", "13.0"]
+    # a single run its deadline stopped says so on its run line
+    alone = fake("kernel", 14.0)
+    alone["meta"]["suites"]["kernel"].update(command="cmd", interrupted="stopped by --deadline 9 s")
+    alone["meta"].update(device_name="a card", torch="t", copy_gbps=1.0)
+    assert "command: `cmd` (stopped by --deadline 9 s)" in B.view_run(alone, "kernel")
 
 
 def test_merge_files_brings_a_device_run_into_the_results_file(tmp_path, capsys):

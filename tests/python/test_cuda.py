@@ -345,6 +345,34 @@ def _pdl_outputs():
     return out
 
 
+def _ahead_outputs():
+    """Forward and backward of the rows the staged kernels take (sm_90): the forward over 2, 4
+    and 8 CTAs, the 16-bit backward of 4 vectors a thread over 2 and 8, more rows than clusters
+    (so each cluster's rows come one after another) and a last round partly empty."""
+    out = {}
+    for name, m, n in (("float32", 301, 20000), ("float32", 300, 49152), ("bfloat16", 301, 65536),
+                       ("float16", 500, 24576), ("bfloat16", 301, 40960), ("float16", 301, 49152)):
+        dt = getattr(torch, name)
+        g = torch.Generator(device="cuda").manual_seed(n)
+        x, dy = ((torch.randn(m, n, device="cuda", generator=g) + 4).to(dt) for _ in range(2))
+        w, b = (torch.randn(n, device="cuda", generator=g).to(dt) for _ in range(2))
+        y, mean, rstd = torch.ops.fastln.layer_norm_fwd(x, (n,), w, b, 1e-5)
+        grads = torch.ops.fastln.layer_norm_bwd(dy, x, (n,), mean, rstd, w, b, [True] * 3)
+        out[f"{name} {m}x{n} layer"] = [y, mean, rstd, *grads]
+        y, rstd = torch.ops.fastln.rms_norm_fwd(x, (n,), w, 1e-6)
+        out[f"{name} {m}x{n} rms"] = [y, rstd, *torch.ops.fastln.rms_norm_bwd(dy, x, (n,), rstd, w, [True] * 2)]
+    return out
+
+
+def test_stats_ahead_keeps_bits():
+    """The staged kernels read a row's scalars a row before their use (stats_ahead: LayerNorm's
+    shift in the forward, mean and rstd in the backward of 4 vectors a thread); stats_ahead=False
+    reads them at their use. The same values enter the same arithmetic: the same bits."""
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("the staged kernels need sm_90")
+    _assert_override_keeps_bits(_ahead_outputs, "the staged kernels differ", stats_ahead=False)
+
+
 def test_early_partial_reduction_matches_serial():
     """On sm_90 the dgamma/dbeta reduction is launched while the backward's row kernel still runs
     (programmatic dependent launch) and waits on the device for the partials; the override
@@ -363,7 +391,7 @@ def test_plan_overrides_round_trip():
     defaults = fastln._C.cuda_plan_overrides()
     assert defaults == {"cluster_fwd": 0, "cluster_bwd": 0, "partial_cluster": 0, "fwd_staged": True,
                         "bwd_staged": -1, "bwd_two_rows": True, "pdl": True, "fwd_nv": 0, "fwd_block": 0,
-                        "fwd_hoist": -1, "fwd_persist": -1, "bwd_staged_nv": 0}
+                        "fwd_hoist": -1, "fwd_persist": -1, "bwd_staged_nv": 0, "stats_ahead": True}
     # the benchmark's --plans parser casts these keys to bool: the same as the extension's bools
     from fastln import benchmark as B
 

@@ -342,6 +342,7 @@ __global__ void __launch_bounds__(bwd_staged_threads(NVT), 1) bwd_staged_kernel(
   // The first half of row k (its mean and rstd given): its sums c (sum g, sum g * xhat) over the
   // CTA, sent to the cluster as use k of csum.
   const auto row_sums = [&](int64_t k, A mean, A rstd, A (&c)[2]) {
+    if constexpr (NORM != Norm::kLayer) mean = A(0);  // a constant again: no x - 0 a element
     rows.wait(k);
     const Pack<T>* bx = rows.buffer(k);
     c[0] = c[1] = 0;
@@ -382,6 +383,7 @@ __global__ void __launch_bounds__(bwd_staged_threads(NVT), 1) bwd_staged_kernel(
     const Stats st_after = ahead ? stats(k + 2) : Stats{};  // used next iteration, behind row k's dx
     if (p.dX) {
       csum.recv(c, k);  // CL = 1: c stays the CTA's sums
+      if constexpr (NORM != Norm::kLayer) mean = A(0);
       const A c1 = NORM == Norm::kLayer ? mul_rn(c[0], invN) : A(0), c2 = mul_rn(c[1], invN);
       const Pack<T>* bx = rows.buffer(k);
       T* dx = p.dX + row * int64_t(N) + c0;

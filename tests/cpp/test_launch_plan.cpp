@@ -416,8 +416,10 @@ TEST_CASE("launch plans: 16-bit backward rows take the staged kernel where the r
   }
 }
 
-TEST_CASE("launch plans: stats_ahead reaches the kernels' parameters and changes no launch", "[cuda][plan]") {
-  // ahead: the staged kernels read a row's scalars a row before their use (FwdParams / BwdParams::ahead)
+TEST_CASE("launch plans: stats_ahead sets the plans' ahead and changes no launch", "[cuda][plan]") {
+  // ahead: the staged kernels read a row's scalars a row before their use. launch.cuh copies it
+  // into FwdParams / BwdParams::ahead; that copy runs on a GPU only (and changes no bits: the
+  // device test compares the two orders' outputs, and the A/B their times).
   const pm::DeviceModel& d = pm::device_model("H100");
   for (const auto& [t, n, m] : {std::tuple<std::string, int, int64_t>{"float", 20000, 6711}, {"bf16", 49152, 2731},
                                 {"bf16", 4096, 32768}, {"fp16", 65536, 2048}, {"double", 1024, 100}}) {

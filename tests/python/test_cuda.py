@@ -346,12 +346,16 @@ def _pdl_outputs():
 
 
 def _ahead_outputs():
-    """Forward and backward of the rows the staged kernels take (sm_90): the forward over 2, 4
-    and 8 CTAs, the 16-bit backward of 4 vectors a thread over 2 and 8, more rows than clusters
-    (so each cluster's rows come one after another) and a last round partly empty."""
+    """Forward and backward where the persistent staged kernels read a row's scalars a row ahead
+    (sm_90, H100 plans): the LayerNorm forward over 2 CTAs (fp32 20000, 16-bit 40960-65536), the
+    16-bit backward of 4 vectors a thread over 2 (fp16 24576) and 8 (40960, 49152); more rows than
+    clusters (a cluster's rows one after another, the last round part empty) and fewer (40 rows:
+    one a cluster, none ahead). fp32 49152's forward (a cluster a row) and bf16 65536's backward
+    (the register kernel) keep their order: controls."""
     out = {}
     for name, m, n in (("float32", 301, 20000), ("float32", 300, 49152), ("bfloat16", 301, 65536),
-                       ("float16", 500, 24576), ("bfloat16", 301, 40960), ("float16", 301, 49152)):
+                       ("float16", 500, 24576), ("bfloat16", 301, 40960), ("float16", 301, 49152),
+                       ("float32", 40, 20000), ("bfloat16", 40, 40960)):
         dt = getattr(torch, name)
         g = torch.Generator(device="cuda").manual_seed(n)
         x, dy = ((torch.randn(m, n, device="cuda", generator=g) + 4).to(dt) for _ in range(2))

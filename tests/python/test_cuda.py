@@ -328,15 +328,21 @@ def test_forward_one_row_a_cluster_parity(dtype, n, norm, affine):
             check_parity(x, (n,), w, None, dy, dtype, eps=1e-6, fns=RMS_FNS)
 
 
+def _rows_and_grads(name, m, n, shift):
+    """x and dy of (m, n) around `shift` in dtype `name`, a weight and a bias: seeded by n."""
+    dt = getattr(torch, name)
+    g = torch.Generator(device="cuda").manual_seed(n)
+    x, dy = ((torch.randn(m, n, device="cuda", generator=g) + shift).to(dt) for _ in range(2))
+    w, b = (torch.randn(n, device="cuda", generator=g).to(dt) for _ in range(2))
+    return x, dy, w, b
+
+
 def _pdl_outputs():
     out = {}
     masks = ([True] * 3, [True, True, False], [False, False, True])
     for name, m, n in (("bfloat16", 301, 65536), ("float16", 4096, 1024), ("float32", 700, 8192),
                        ("bfloat16", 3000, 256), ("float16", 2000, 12288)):
-        dt = getattr(torch, name)
-        g = torch.Generator(device="cuda").manual_seed(n)
-        x, dy = ((torch.randn(m, n, device="cuda", generator=g) + 2).to(dt) for _ in range(2))
-        w, b = (torch.randn(n, device="cuda", generator=g).to(dt) for _ in range(2))
+        x, dy, w, b = _rows_and_grads(name, m, n, 2)
         _, mean, rstd = torch.ops.fastln.layer_norm_fwd(x, (n,), w, b, 1e-5)
         for mask in masks:
             grads = torch.ops.fastln.layer_norm_bwd(dy, x, (n,), mean, rstd, w, b, mask)
@@ -356,10 +362,7 @@ def _ahead_outputs():
     for name, m, n in (("float32", 301, 20000), ("float32", 300, 49152), ("bfloat16", 301, 65536),
                        ("float16", 500, 24576), ("bfloat16", 301, 40960), ("float16", 301, 49152),
                        ("float32", 40, 20000), ("bfloat16", 40, 40960)):
-        dt = getattr(torch, name)
-        g = torch.Generator(device="cuda").manual_seed(n)
-        x, dy = ((torch.randn(m, n, device="cuda", generator=g) + 4).to(dt) for _ in range(2))
-        w, b = (torch.randn(n, device="cuda", generator=g).to(dt) for _ in range(2))
+        x, dy, w, b = _rows_and_grads(name, m, n, 4)
         y, mean, rstd = torch.ops.fastln.layer_norm_fwd(x, (n,), w, b, 1e-5)
         grads = torch.ops.fastln.layer_norm_bwd(dy, x, (n,), mean, rstd, w, b, [True] * 3)
         out[f"{name} {m}x{n} layer"] = [y, mean, rstd, *grads]

@@ -324,25 +324,12 @@ __global__ void __launch_bounds__(bwd_staged_threads(NVT), 1) bwd_staged_kernel(
   for (int i = 0; i < NVT; ++i)
 #pragma unroll
     for (int e = 0; e < VEC; ++e) ag[i][e] = ab[i][e] = 0;
-  // Row k's mean and rstd (0 past the last row), read a row before its sums need them (p.ahead,
-  // PlanOverrides::stats_ahead): read there, every warp of the CTA waits on their latency once a
-  // row, the row's data already in shared memory. Not in the kernels of 2 vectors a thread (up to
-  // 1024 threads: 64 registers a thread at most): the values held a row ahead took fp32's from 56
-  // to 60-62, so fewer CTAs a SM at small slices (fp32 24576 over 8: 384 threads, 3 -> 2).
-  constexpr bool kAhead = NVT > kBwdStagedVectors;
-  struct Stats {
-    A mean = 0, rstd = 0;
-  };
-  const auto stats = [&](int64_t k) {
-    const int64_t row = first + k * stride;
-    Stats st;
-    if (row < p.M) st = {NORM == Norm::kLayer ? p.mean[row] : A(0), p.rstd[row]};
-    return st;
-  };
-  // The first half of row k (its mean and rstd given): its sums c (sum g, sum g * xhat) over the
+  // The first half of row k: its mean and rstd, and its sums c (sum g, sum g * xhat) over the
   // CTA, sent to the cluster as use k of csum.
-  const auto row_sums = [&](int64_t k, A mean, A rstd, A (&c)[2]) {
-    if constexpr (NORM != Norm::kLayer) mean = A(0);  // a constant again: no x - 0 a element
+  const auto row_sums = [&](int64_t k, A& mean, A& rstd, A (&c)[2]) {
+    const int64_t row = first + k * stride;
+    mean = NORM == Norm::kLayer ? p.mean[row] : A(0);
+    rstd = p.rstd[row];
     rows.wait(k);
     const Pack<T>* bx = rows.buffer(k);
     c[0] = c[1] = 0;
@@ -367,23 +354,16 @@ __global__ void __launch_bounds__(bwd_staged_threads(NVT), 1) bwd_staged_kernel(
       csum.send(c, k);
     }
   };
-  const bool ahead = kAhead && p.ahead;
-  const Stats st0 = stats(0);
-  Stats st_ahead = ahead ? stats(1) : Stats{};  // row k + 1's, read a row ahead
-  A mean = st0.mean, rstd = st0.rstd, c[2] = {0, 0};
+  A mean = 0, rstd = 0, c[2] = {0, 0};
   if (first < p.M) row_sums(0, mean, rstd, c);
   int64_t k = 0;
   for (int64_t row = first; row < p.M; row += stride, ++k) {
     // Buffer (k + 2) % 3 held row k - 1, whose dx every thread has written (the barrier below).
     load(k + 2);
-    const Stats st_next = ahead ? st_ahead : stats(k + 1);
-    const A mean_next = st_next.mean, rstd_next = st_next.rstd;
-    A c_next[2] = {0, 0};
+    A mean_next = 0, rstd_next = 0, c_next[2] = {0, 0};
     if (row + stride < p.M) row_sums(k + 1, mean_next, rstd_next, c_next);
-    const Stats st_after = ahead ? stats(k + 2) : Stats{};  // used next iteration, behind row k's dx
     if (p.dX) {
       csum.recv(c, k);  // CL = 1: c stays the CTA's sums
-      if constexpr (NORM != Norm::kLayer) mean = A(0);
       const A c1 = NORM == Norm::kLayer ? mul_rn(c[0], invN) : A(0), c2 = mul_rn(c[1], invN);
       const Pack<T>* bx = rows.buffer(k);
       T* dx = p.dX + row * int64_t(N) + c0;
@@ -403,7 +383,6 @@ __global__ void __launch_bounds__(bwd_staged_threads(NVT), 1) bwd_staged_kernel(
       }
     }
     mean = mean_next, rstd = rstd_next, c[0] = c_next[0], c[1] = c_next[1];
-    st_ahead = st_after;
     __syncthreads();  // buffer k % 3 is free for the load issued next iteration
   }
   if (!p.partial) return;

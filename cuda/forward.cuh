@@ -232,15 +232,10 @@ __global__ void __launch_bounds__(kStagedThreads, ONE_ROW ? 2 : 1) fwd_staged_ke
         if (v < nvec && p.beta) b[i] = *reinterpret_cast<const PPack<B, VEC>*>(bias_of(p) + c0 + v * VEC);
     }
   }
-  // Layer norm: row k's first element (the register kernel's shift), 0 past the last row. Read a
-  // row before its sums need it (p.ahead, PlanOverrides::stats_ahead): read there, every warp of
-  // the CTA waits on its L2 latency once a row, the row's data already in shared memory.
-  const auto first_elem = [&](int64_t k) -> A {
-    const int64_t row = first + k * stride;
-    return kLayer && row < p.M ? A(dtof(p.X[row * p.ldx])) : A(0);
-  };
-  // Layer norm, row k: the CTA's sum of x - x0 (x0: first_elem(k)), sent as use 2k.
-  const auto send_mean_sums = [&](int64_t k, A x0) {
+  // Layer norm, row k: the CTA's sum of x - x0 (x0: the row's first element, the register
+  // kernel's shift), sent as use 2k.
+  const auto send_mean_sums = [&](int64_t k, A& x0) {
+    x0 = A(dtof(p.X[(first + k * stride) * p.ldx]));
     rows.wait(k);
     const Pack<T>* buf = rows.buffer(k);
     A sum[1] = {0};
@@ -312,9 +307,7 @@ __global__ void __launch_bounds__(kStagedThreads, ONE_ROW ? 2 : 1) fwd_staged_ke
       }
     }
   };
-  const bool ahead = !ONE_ROW && p.ahead;
-  const A x0 = first_elem(0);
-  A x0_ahead = ahead ? first_elem(1) : A(0), mean = 0;  // row k + 1's shift, read a row ahead
+  A x0 = 0, mean = 0;
   if (first < p.M) {
     if constexpr (kLayer) send_mean_sums(0, x0);
     mean = send_square_sums(0, x0);
@@ -323,21 +316,15 @@ __global__ void __launch_bounds__(kStagedThreads, ONE_ROW ? 2 : 1) fwd_staged_ke
   for (int64_t row = first; row < p.M; row += stride, ++k) {
     // Buffer (k + 2) % 3 held row k - 1, which every thread has written (the barrier below).
     if constexpr (!ONE_ROW) load(k + 2);
-    const A x0_after = ahead ? first_elem(k + 2) : A(0);  // used next iteration
     const bool next = !ONE_ROW && row + stride < p.M;
     A x0_next = 0, mean_next = 0;
     if (next) {
-      if constexpr (kLayer) {
-        x0_next = ahead ? x0_ahead : first_elem(k + 1);
-        send_mean_sums(k + 1, x0_next);
-      } else {
-        send_square_sums(k + 1, 0);
-      }
+      if constexpr (kLayer) send_mean_sums(k + 1, x0_next);
+      else send_square_sums(k + 1, 0);
     }
     write_row(k, mean);
     if (kLayer && next) mean_next = send_square_sums(k + 1, x0_next);
     mean = mean_next;
-    x0_ahead = x0_after;
     __syncthreads();  // buffer k % 3 is free for the load issued next iteration
   }
 #else

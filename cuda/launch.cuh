@@ -243,7 +243,6 @@ cudaError_t launch_fwd_norm(FwdParams<T, P> p, bool vec_ok, cudaStream_t s) {
   const auto kernel = fwd_kernel<T, P, NORM, RES>(plan.main.kernel);
   if (!kernel) return cudaErrorInvalidConfiguration;  // not built, and no plan picks it
   p.tpr = plan.tpr;
-  p.ahead = plan.ahead;
   return launch(kernel, plan.main, s, p);
 }
 
@@ -261,7 +260,6 @@ cudaError_t launch_bwd_norm(BwdParams<T, P> p, bool vec_ok, int64_t nparts, Q* d
   const BwdPlan plan =
       bwd_plan(problem<T, P>(p.n, p.M, false, vec_ok), device_props(device), BwdOccupancy<T, P, NORM>(device), plan_overrides());
   p.tpr = plan.tpr;
-  p.ahead = plan.ahead;
   const auto kernel = bwd_kernel<T, P, NORM>(plan.main.kernel);
   if (plan.main.kernel.kind != KernelKind::kBwdFallbackDx) {
     if (!kernel || (p.partial && plan.nparts != nparts)) return cudaErrorInvalidValue;  // plan and launch disagree

@@ -325,7 +325,6 @@ FwdPlan fwd_plan(const Problem& pb, const DeviceProps& dev, const Occupancy& occ
       hoist = false;
   }
   FwdPlan plan;
-  plan.ahead = ov.stats_ahead;
   if (!c.reg) {
     plan.main = fallback_rows(KernelKind::kFwdFallback, pb, vec);
     plan.tpr = plan.main.block;
@@ -387,7 +386,6 @@ BwdPlan bwd_plan(const Problem& pb, const DeviceProps& dev, const Occupancy& occ
                                           dev.max_dyn_smem, valid_cluster(ov.cluster_bwd))
                              : Config{};
   BwdPlan plan;
-  plan.ahead = ov.stats_ahead;
   if (c.reg) {
     plan.tpr = c.tpr;
     plan.main = bwd_reg_launch(c, pb, dev, occ, ov);

@@ -89,7 +89,6 @@ struct PlanOverrides {
   int fwd_hoist = -1;       // one-CTA forward kernels of <= 4 vectors a thread load all their parameters before their stores (fwd_reg_kernel HOIST): -1 heuristics (16-bit rows and parameters, no residual add), 0 never, 1 always
   int bwd_staged_nv = 0;    // the staged backward's vectors a thread on 16-bit rows with 16-bit parameters: 2 or 4 (0: heuristics, 4; the other rows always kBwdStagedVectors)
   int fwd_persist = -1;     // the staged forward's grid: -1 heuristics (a cluster a row where the persistent grid leaves SMs idle that it would fill), 1 persistent, 0 a cluster a row (fwd_staged_kernel ONE_ROW: one row buffer a CTA, at least two CTAs a SM; Quack's shape at fp32 N = 20000-49152)
-  bool stats_ahead = true;  // the staged kernels read a row's scalars (forward: LayerNorm's shift; backward: mean, rstd) a row before their use; false: at their use (before session 27)
   bool operator==(const PlanOverrides&) const = default;
 };
 
@@ -128,8 +127,7 @@ struct Launch {
 };
 
 struct FwdPlan {
-  int tpr = 0;        // threads a row (FwdParams::tpr)
-  bool ahead = true;  // FwdParams::ahead (PlanOverrides::stats_ahead)
+  int tpr = 0;  // threads a row (FwdParams::tpr)
   Launch main;
 };
 
@@ -138,7 +136,6 @@ struct FwdPlan {
 struct BwdPlan {
   int tpr = 0;         // BwdParams::tpr
   int64_t nparts = 0;  // [2][N] partials the launch writes
-  bool ahead = true;   // BwdParams::ahead (PlanOverrides::stats_ahead)
   Launch main, cols, reduce;
 };
 

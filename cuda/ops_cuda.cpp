@@ -230,7 +230,6 @@ void def_cuda_plan_overrides(pybind11::module_& m) {
         d["bwd_staged"] = before.bwd_staged, d["bwd_two_rows"] = before.bwd_two_rows, d["pdl"] = before.pdl;
         d["fwd_nv"] = before.fwd_nv, d["fwd_block"] = before.fwd_block, d["fwd_hoist"] = before.fwd_hoist;
         d["fwd_persist"] = before.fwd_persist, d["bwd_staged_nv"] = before.bwd_staged_nv;
-        d["stats_ahead"] = before.stats_ahead;
         if (!set.is_none()) {
           cuda_impl::PlanOverrides ov;
           for (const auto& [key, value] : py::cast<py::dict>(set)) {
@@ -247,7 +246,6 @@ void def_cuda_plan_overrides(pybind11::module_& m) {
             else if (k == "fwd_hoist") ov.fwd_hoist = py::cast<int>(value);
             else if (k == "fwd_persist") ov.fwd_persist = py::cast<int>(value);
             else if (k == "bwd_staged_nv") ov.bwd_staged_nv = py::cast<int>(value);
-            else if (k == "stats_ahead") ov.stats_ahead = py::cast<bool>(value);
             else throw py::key_error("cuda_plan_overrides: no override " + k);
           }
           cuda_impl::set_plan_overrides(ov);
@@ -256,7 +254,7 @@ void def_cuda_plan_overrides(pybind11::module_& m) {
       },
       py::arg("overrides") = py::none(),
       "The CUDA launch plans' overrides, process-wide, for experiments and tests (cuda/launch_plan.h: "
-      "cluster_fwd, cluster_bwd, partial_cluster, fwd_staged, bwd_staged, bwd_two_rows, pdl, fwd_nv, fwd_block, fwd_hoist, fwd_persist, bwd_staged_nv, stats_ahead). Returns "
+      "cluster_fwd, cluster_bwd, partial_cluster, fwd_staged, bwd_staged, bwd_two_rows, pdl, fwd_nv, fwd_block, fwd_hoist, fwd_persist, bwd_staged_nv). Returns "
       "those in force before; a dict sets the keys it names and the others to their defaults.");
 }
 

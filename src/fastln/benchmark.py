@@ -368,7 +368,7 @@ def kernel_runner(impl: str, op: str, mode: str, x: Tensor, r: Tensor, w: Tensor
 
 # The overrides of cuda/launch_plan.h that are bools (test_cuda.py checks these against the
 # extension's own defaults): "pdl=0" -> False, where _C's bool caster needs a bool.
-PLAN_BOOLS = ("fwd_staged", "bwd_two_rows", "pdl", "stats_ahead")
+PLAN_BOOLS = ("fwd_staged", "bwd_two_rows", "pdl")
 
 
 def plan_overrides(impl: str) -> dict[str, Any]:

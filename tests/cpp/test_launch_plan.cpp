@@ -50,7 +50,6 @@ PlanOverrides overrides(const std::string& knobs) {
     else if (k == "fp") ov.fwd_persist = v;
     else if (k == "fh") ov.fwd_hoist = v;
     else if (k == "bn") ov.bwd_staged_nv = v;
-    else if (k == "sa") ov.stats_ahead = v != 0;
     else FAIL("unknown knob " << k);
   }
   return ov;
@@ -414,39 +413,6 @@ TEST_CASE("launch plans: 16-bit backward rows take the staged kernel where the r
       CHECK(bwd_result(t, n, m, "cb=" + std::to_string(cl)).find("bwd_reg<") != std::string::npos);
     }
   }
-}
-
-TEST_CASE("launch plans: stats_ahead sets the plans' ahead and changes no launch", "[cuda][plan]") {
-  // ahead: the staged kernels read a row's scalars a row before their use. launch.cuh copies it
-  // into FwdParams / BwdParams::ahead; that copy runs on a GPU only (and changes no bits: the
-  // device test compares the two orders' outputs, and the A/B their times).
-  const pm::DeviceModel& d = pm::device_model("H100");
-  for (const auto& [t, n, m] : {std::tuple<std::string, int, int64_t>{"float", 20000, 6711}, {"bf16", 49152, 2731},
-                                {"bf16", 4096, 32768}, {"fp16", 65536, 2048}, {"double", 1024, 100}}) {
-    for (const bool bwd : {false, true}) {
-      Case c;
-      c.dev = "H100";
-      c.bwd = bwd;
-      c.t = c.p = t;
-      c.pb.n = n;
-      c.pb.m = m;
-      c.pb.elem_size = c.pb.param_size = elem_size(t);
-      const ModelOccupancy occ(c, d);
-      for (const bool ahead : {true, false}) {
-        PlanOverrides ov;
-        ov.stats_ahead = ahead;
-        INFO(t << " " << n << (bwd ? " bwd" : " fwd") << " ahead " << ahead);
-        CHECK((bwd ? bwd_plan(c.pb, props(d), occ, ov).ahead : fwd_plan(c.pb, props(d), occ, ov).ahead) == ahead);
-      }
-      // the same launches either way
-      c.ov.stats_ahead = false;
-      const std::string off = result(c);
-      c.ov.stats_ahead = true;
-      CHECK(result(c) == off);
-    }
-  }
-  CHECK(PlanOverrides{}.stats_ahead);
-  CHECK(overrides("sa=0") == [] { PlanOverrides o; o.stats_ahead = false; return o; }());
 }
 
 TEST_CASE("launch plans: the defaults of the overrides change nothing", "[cuda][plan]") {

@@ -328,56 +328,21 @@ def test_forward_one_row_a_cluster_parity(dtype, n, norm, affine):
             check_parity(x, (n,), w, None, dy, dtype, eps=1e-6, fns=RMS_FNS)
 
 
-def _rows_and_grads(name, m, n, shift):
-    """x and dy of (m, n) around `shift` in dtype `name`, a weight and a bias: seeded by n."""
-    dt = getattr(torch, name)
-    g = torch.Generator(device="cuda").manual_seed(n)
-    x, dy = ((torch.randn(m, n, device="cuda", generator=g) + shift).to(dt) for _ in range(2))
-    w, b = (torch.randn(n, device="cuda", generator=g).to(dt) for _ in range(2))
-    return x, dy, w, b
-
-
 def _pdl_outputs():
     out = {}
     masks = ([True] * 3, [True, True, False], [False, False, True])
     for name, m, n in (("bfloat16", 301, 65536), ("float16", 4096, 1024), ("float32", 700, 8192),
                        ("bfloat16", 3000, 256), ("float16", 2000, 12288)):
-        x, dy, w, b = _rows_and_grads(name, m, n, 2)
+        dt = getattr(torch, name)
+        g = torch.Generator(device="cuda").manual_seed(n)
+        x, dy = ((torch.randn(m, n, device="cuda", generator=g) + 2).to(dt) for _ in range(2))
+        w, b = (torch.randn(n, device="cuda", generator=g).to(dt) for _ in range(2))
         _, mean, rstd = torch.ops.fastln.layer_norm_fwd(x, (n,), w, b, 1e-5)
         for mask in masks:
             grads = torch.ops.fastln.layer_norm_bwd(dy, x, (n,), mean, rstd, w, b, mask)
             out[f"{name} {m}x{n} {mask}"] = [t for t in grads if t is not None]
         out[f"{name} {m}x{n} rms"] = list(torch.ops.fastln.rms_norm_bwd(dy, x, (n,), rstd, w, [True] * 2))
     return out
-
-
-def _ahead_outputs():
-    """Forward and backward where the persistent staged kernels read a row's scalars a row ahead
-    (sm_90, H100 plans): the LayerNorm forward over 2 CTAs (fp32 20000, 16-bit 40960-65536), the
-    16-bit backward of 4 vectors a thread over 2 (fp16 24576) and 8 (40960, 49152); more rows than
-    clusters (a cluster's rows one after another, the last round part empty) and fewer (40 rows:
-    one a cluster, none ahead). fp32 49152's forward (a cluster a row) and bf16 65536's backward
-    (the register kernel) keep their order: controls."""
-    out = {}
-    for name, m, n in (("float32", 301, 20000), ("float32", 300, 49152), ("bfloat16", 301, 65536),
-                       ("float16", 500, 24576), ("bfloat16", 301, 40960), ("float16", 301, 49152),
-                       ("float32", 40, 20000), ("bfloat16", 40, 40960)):
-        x, dy, w, b = _rows_and_grads(name, m, n, 4)
-        y, mean, rstd = torch.ops.fastln.layer_norm_fwd(x, (n,), w, b, 1e-5)
-        grads = torch.ops.fastln.layer_norm_bwd(dy, x, (n,), mean, rstd, w, b, [True] * 3)
-        out[f"{name} {m}x{n} layer"] = [y, mean, rstd, *grads]
-        y, rstd = torch.ops.fastln.rms_norm_fwd(x, (n,), w, 1e-6)
-        out[f"{name} {m}x{n} rms"] = [y, rstd, *torch.ops.fastln.rms_norm_bwd(dy, x, (n,), rstd, w, [True] * 2)]
-    return out
-
-
-def test_stats_ahead_keeps_bits():
-    """The staged kernels read a row's scalars a row before their use (stats_ahead: LayerNorm's
-    shift in the forward, mean and rstd in the backward of 4 vectors a thread); stats_ahead=False
-    reads them at their use. The same values enter the same arithmetic: the same bits."""
-    if torch.cuda.get_device_capability() < (9, 0):
-        pytest.skip("the staged kernels need sm_90")
-    _assert_override_keeps_bits(_ahead_outputs, "the staged kernels differ", stats_ahead=False)
 
 
 def test_early_partial_reduction_matches_serial():
@@ -398,7 +363,7 @@ def test_plan_overrides_round_trip():
     defaults = fastln._C.cuda_plan_overrides()
     assert defaults == {"cluster_fwd": 0, "cluster_bwd": 0, "partial_cluster": 0, "fwd_staged": True,
                         "bwd_staged": -1, "bwd_two_rows": True, "pdl": True, "fwd_nv": 0, "fwd_block": 0,
-                        "fwd_hoist": -1, "fwd_persist": -1, "bwd_staged_nv": 0, "stats_ahead": True}
+                        "fwd_hoist": -1, "fwd_persist": -1, "bwd_staged_nv": 0}
     # the benchmark's --plans parser casts these keys to bool: the same as the extension's bools
     from fastln import benchmark as B
 

@@ -13,7 +13,8 @@
 # bwd_kernels; BENCH_ARGS are more options (e.g. --quick); results in $OUT/<stage>/cuda_<card>.json
 # (+ .md and plots.tgz), its log in $OUT/<stage>.log; `python -m fastln bench --merge` takes the JSON
 # into bench/results.
-# TEST_ARGS: pytest's arguments instead of the whole suite (e.g. "tests/python/test_cuda.py").
+# TEST_ARGS: pytest's arguments instead of the whole suite, quoted as on a command line
+# (e.g. "tests/python/test_cuda.py -k 'staged or pdl'").
 # The peers (Liger, Quack: ../shared/peers/device-peers.md) travel as wheels in two calls on one
 # warm machine: stash (carry .big/a: the first half of the cutlass-dsl cu13 wheel kept in
 # /root/stash), then peers (carry .whl and .big/b: the wheels installed into /tmp/site, which
@@ -80,7 +81,10 @@ test)  # -v: each test's outcome as it ends; SIGINT at TEST_TIMEOUT: pytest stil
   # one CPU thread a worker: 12 workers of 16 threads each on 16 cores left the op table's CUDA
   # parity cases (their float64 references on the CPU) unfinished after 430 s; with one, all 44
   # took 86 s and the whole suite 172 s (H100 machine, 2026-12-06)
-  OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} timeout -s INT ${TEST_TIMEOUT:-480} python3 -m pytest ${TEST_ARGS:-tests/python} -v -rfE -n 12 -p no:cacheprovider \
+  # TEST_ARGS is read as the shell reads a command line: -k 'staged or ahead' stays one argument
+  # (split on spaces, its quotes went to pytest: session 28's call collected nothing)
+  eval "test_args=(${TEST_ARGS:-tests/python})"
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} timeout -s INT ${TEST_TIMEOUT:-480} python3 -m pytest "${test_args[@]}" -v -rfE -n 12 -p no:cacheprovider \
     --durations=25 > $OUT/pytest.log 2>&1
   grep -E "^(FAILED|ERROR) |passed|failed" $OUT/pytest.log | tail -40 ;;
 huge)

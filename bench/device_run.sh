@@ -124,8 +124,8 @@ abs)  # several benchmark runs in one call, one archive back: ABS="NAME ARGS...;
   done
   tar czf $OUT/abs.tgz -C /tmp abs ;;
 profile)  # the mid-size forward's do_bench gap under CUPTI (docs/journal/scripts/mid_fwd_ncu.py
-  # --profile), PROFILE_CASES="M N DTYPE; M N DTYPE --sleep CYCLES" (a spin between the memset and
-  # the call); the peers on PYTHONPATH when installed
+  # --profile), PROFILE_CASES="M N DTYPE; M N DTYPE --sleep CYCLES; M N DTYPE --clean" (a spin, or a
+  # read of another 256 MB, between the memset and the call); the peers on PYTHONPATH when installed
   IFS=';' read -ra cases <<< "${PROFILE_CASES:-2048 4096 bfloat16; 16384 512 float16}"
   for c in "${cases[@]}"; do
     echo "== $c"; python3 docs/journal/scripts/mid_fwd_ncu.py $c --profile 2>&1 | grep -v "^USDT\|Warning"

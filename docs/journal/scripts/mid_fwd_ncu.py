@@ -8,7 +8,9 @@ Why: at (2048, 4096) bf16 and fp16 fastln takes 18.7-18.9 us against Liger's 17.
     python3 mid_fwd_ncu.py 2048 4096 bfloat16 --time      # the interleaved device timer, no ncu
     python3 mid_fwd_ncu.py 2048 4096 bfloat16 --profile   # events against the kernels' own time (CUPTI)
     python3 mid_fwd_ncu.py 2048 4096 bfloat16 --profile --sleep 100000  # a spin of that many GPU cycles
-        # between the memset and the call (the memset's dirty L2 written back before the kernel)
+        # between the memset and the call (session 28: no change; a spin writes no dirty line back)
+    python3 mid_fwd_ncu.py 2048 4096 bfloat16 --profile --clean  # a read of another 256 MB between
+        # the memset and the call: the memset's dirty lines evicted (written back), L2 left clean
     ncu --profile-from-start off --cache-control none --clock-control none \\
         -k regex:"fwd_reg|layer_norm|cutlass|quack|Norm" --section SpeedOfLight --section Occupancy \\
         --section LaunchStats --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \\
@@ -23,8 +25,8 @@ from fastln import benchmark as B
 
 M, N = int(sys.argv[1]), int(sys.argv[2])
 dtype = getattr(torch, sys.argv[3] if len(sys.argv) > 3 and not sys.argv[3].startswith("-") else "bfloat16")
-if "--sleep" in sys.argv and "--profile" not in sys.argv:
-    sys.exit("--sleep CYCLES goes with --profile")
+if ("--sleep" in sys.argv or "--clean" in sys.argv) and "--profile" not in sys.argv:
+    sys.exit("--sleep CYCLES and --clean go with --profile")
 gen = torch.Generator().manual_seed(0)
 x = torch.randn(M, N, generator=gen).to("cuda", dtype)
 w = (1 + 0.1 * torch.randn(N, generator=gen)).to("cuda", dtype)
@@ -50,8 +52,11 @@ if "--profile" in sys.argv:
     import statistics
     from torch.profiler import ProfilerActivity, profile
     spin = int(sys.argv[sys.argv.index("--sleep") + 1]) if "--sleep" in sys.argv else 0
+    # float32: an int32 sum casts to int64 first (a 768 MB elementwise kernel that the parse below
+    # counted as the call's: session 28's first --clean run; its events column stands)
+    clean = torch.ones(256 << 18, dtype=torch.float32, device="cuda") if "--clean" in sys.argv else None
     print(f"{'impl':7s} {'events':>8s} {'kernels':>8s} {'gap':>7s} {'span':>8s}  (us, medians of 60 calls after a 256 MB memset"
-          + (f" and a spin of {spin} cycles)" if spin else ")"))
+          + (f" and a spin of {spin} cycles)" if spin else " and a 256 MB read)" if clean is not None else ")"))
     for impl, f in runs.items():
         evs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(60)]
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -59,6 +64,8 @@ if "--profile" in sys.argv:
                 cache.zero_()
                 if spin:
                     torch.cuda._sleep(spin)
+                if clean is not None:
+                    clean.sum()
                 a.record()
                 f()
                 b.record()
@@ -70,8 +77,8 @@ if "--profile" in sys.argv:
             if "FillFunctor" in name:
                 cur = {"fill_end": end, "k": []}
                 calls.append(cur)
-            elif "spin_kernel" in name and cur is not None:  # --sleep: the gap counts from the spin's end
-                cur["fill_end"] = end
+            elif ("spin_kernel" in name or "reduce_kernel" in name) and cur is not None:
+                cur["fill_end"] = end  # --sleep, --clean: the gap counts from the spin's or the read's end
             elif cur is not None:
                 cur["k"].append((start, end))
         calls = [c for c in calls if c["k"]]

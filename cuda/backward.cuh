@@ -91,7 +91,7 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T), MINB), bwd_min_
   const int G = blockDim.x / tpr;
   const int grp = threadIdx.x / tpr, t = threadIdx.x % tpr;
   const int N = p.n;
-  const Slice sl = row_slice<CL>(N / VEC);
+  const Slice sl = row_slice<CL>(N / VEC, p.slice_align);
   // This CTA's vectors, columns and first column of each row (CL = 1: the whole row; cols = N
   // there, as the compiler cannot tell: nv = 2 bf16 took 112 registers instead of 61).
   const int nvec = sl.n, cols = CL == 1 ? N : nvec * VEC, c0 = sl.v0 * VEC;
@@ -282,9 +282,9 @@ __global__ void __launch_bounds__(bwd_staged_threads(NVT), 1) bwd_staged_kernel(
   __shared__ A red[32 * 2];
   __shared__ ClusterSum<CL, 2, A, 4> csum;
   const int t = threadIdx.x, nt = blockDim.x, N = p.n;
-  const Slice sl = row_slice<CL>(N / VEC);
+  const Slice sl = row_slice<CL>(N / VEC, p.slice_align);
   const int nvec = sl.n, c0 = sl.v0 * VEC;
-  const int per = (N / VEC + CL - 1) / CL;
+  const int per = slice_vectors(N / VEC, CL, p.slice_align);
   const uint32_t bytes = uint32_t(nvec) * 16;
   const A invN = A(1) / A(N);
   const int64_t first = blockIdx.x / CL, stride = gridDim.x / CL;

@@ -43,7 +43,7 @@ __global__ void __launch_bounds__(512, fwd_min_ctas(CL)) fwd_reg_kernel(FwdParam
   const int G = blockDim.x / tpr;
   const int grp = threadIdx.x / tpr, t = threadIdx.x % tpr;
   const int N = p.n;
-  const Slice sl = row_slice<CL>(N / VEC);
+  const Slice sl = row_slice<CL>(N / VEC, 1);
   const int nvec = sl.n, c0 = sl.v0 * VEC;  // this CTA's vectors, its first column
   const A invN = A(1) / A(N);
   int uses = 0;  // of csum
@@ -199,9 +199,9 @@ __global__ void __launch_bounds__(kStagedThreads, ONE_ROW ? 2 : 1) fwd_staged_ke
   __shared__ A red[32];
   __shared__ ClusterSum<CL, 1, A, 4> csum;
   const int t = threadIdx.x, N = p.n;
-  const Slice sl = row_slice<CL>(N / VEC);
+  const Slice sl = row_slice<CL>(N / VEC, 1);
   const int nvec = sl.n, c0 = sl.v0 * VEC;
-  const int per = (N / VEC + CL - 1) / CL;  // a buffer's vectors
+  const int per = slice_vectors(N / VEC, CL);  // a buffer's vectors
   const uint32_t bytes = uint32_t(nvec) * 16;
   const A invN = A(1) / A(N);
   const int64_t first = blockIdx.x / CL, stride = gridDim.x / CL;

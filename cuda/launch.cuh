@@ -260,6 +260,7 @@ cudaError_t launch_bwd_norm(BwdParams<T, P> p, bool vec_ok, int64_t nparts, Q* d
   const BwdPlan plan =
       bwd_plan(problem<T, P>(p.n, p.M, false, vec_ok), device_props(device), BwdOccupancy<T, P, NORM>(device), plan_overrides());
   p.tpr = plan.tpr;
+  p.slice_align = plan.slice_align;
   const auto kernel = bwd_kernel<T, P, NORM>(plan.main.kernel);
   if (plan.main.kernel.kind != KernelKind::kBwdFallbackDx) {
     if (!kernel || (p.partial && plan.nparts != nparts)) return cudaErrorInvalidValue;  // plan and launch disagree

@@ -125,7 +125,18 @@ Launch fallback_rows(KernelKind kind, const Problem& pb, int vec) {
   return l;
 }
 
-size_t staged_smem(int nvec, int cl) { return size_t(kRowStages) * ((nvec + cl - 1) / cl) * 16; }
+// PlanOverrides::slice_align for the backward's slices of nvec over cl CTAs, where it leaves every
+// CTA a part of the row (the staged kernel waits for its slice's load), else 1. The configs'
+// cluster sizes and threads are those of the unrounded slices (rounding to <= 8 vectors changes
+// neither: slice_vectors); the kernels' shared memory holds the rounded ones. The forward's
+// slices are not rounded: reading the multiple from its parameters cost the persistent staged
+// forward's codegen (fp32 106 -> 96 registers, one-row 36 -> 38; nvcc 13.0, sm_90), unmeasured.
+int slice_align(int nvec, int cl, const PlanOverrides& ov) {
+  const int a = ov.slice_align;
+  return cl > 1 && a > 1 && (cl - 1) * slice_vectors(nvec, cl, a) < nvec ? a : 1;
+}
+
+size_t staged_smem(int nvec, int cl) { return size_t(kRowStages) * slice_vectors(nvec, cl) * 16; }
 
 // The staged forward's cluster size: the config's (the fewest CTAs of <= 4096 vectors), or twice
 // that where its clusters would leave SMs idle. Clusters live inside a GPC: H100 places 30
@@ -183,7 +194,7 @@ Launch bwd_staged_launch(const Config& c, const Problem& pb, const DeviceProps& 
   int cl = std::max(forced, 1);
   while (cl < kMaxCluster && (nvec + cl - 1) / cl > kSlice) cl *= 2;
   const auto plan = [&](int cl) -> int64_t {
-    const int per = (nvec + cl - 1) / cl;
+    const int per = slice_vectors(nvec, cl, slice_align(nvec, cl, ov));
     l.cluster = cl;
     l.block = round_up((per + nvt - 1) / nvt, 32);
     l.smem = size_t(kRowStages) * 2 * per * 16;
@@ -237,7 +248,7 @@ Launch bwd_reg_launch(const Config& c, const Problem& pb, const DeviceProps& dev
     k.acc_smem = c.tpr > 32;
   }
   k.kind = KernelKind::kBwdReg;
-  l.smem = size_t(2) * ((pb.n / vec + c.cl - 1) / c.cl) * vec * acc_size;
+  l.smem = size_t(2) * slice_vectors(pb.n / vec, c.cl, slice_align(pb.n / vec, c.cl, ov)) * vec * acc_size;
   const int G = c.block / c.tpr;
   const int64_t ngroups = (pb.m + G * k.rows - 1) / (G * k.rows);  // row groups, or pairs of them
   l.cluster = c.cl;
@@ -390,6 +401,7 @@ BwdPlan bwd_plan(const Problem& pb, const DeviceProps& dev, const Occupancy& occ
     plan.tpr = c.tpr;
     plan.main = bwd_reg_launch(c, pb, dev, occ, ov);
     plan.nparts = plan.main.grid / plan.main.cluster;
+    plan.slice_align = slice_align(pb.n / vec, plan.main.kernel.cl, ov);
   } else {
     plan.main = fallback_rows(KernelKind::kBwdFallbackDx, pb, vec);
     plan.tpr = plan.main.block;

@@ -30,7 +30,8 @@ template <class P> using plain_param_t = typename PlainParam<P>::type;
 // The CPU kernels' arguments (layer_norm.h: the norm, the optional fused residual add), plus
 // the row count, and what the launcher fills in: n, the row length N as an int (N must be
 // < 2^31; the kernels index with n: reading the 64-bit N instead cost registers, in one
-// backward kernel 111 instead of 61, half the occupancy), and the threads per row.
+// backward kernel 111 instead of 61, half the occupancy), the threads per row, and (backward)
+// the cluster slices' rounding (slice_vectors; the plan's slice_align, 1 unless overridden).
 template <class T, class P>
 struct FwdParams : ForwardArgs<T, P> {
   int64_t M;
@@ -43,6 +44,7 @@ template <class T, class P>
 struct BwdParams : BackwardArgs<T, P> {
   int n = 0;
   int tpr = 0;
+  int slice_align = 1;
 };
 
 // vec_ok: N, the row strides and every pointer (X, R, S, Y, gamma, beta) allow 16-byte vectors.

@@ -211,6 +211,14 @@ Tensor3 norm_bwd_cuda(const char* op, Norm norm, const at::Tensor& grad_out,
   return bwd_impl(norm, grad_out, input, ns, s, mean, rstd, kernel_gamma, pdtype, plus_one, output_mask, op);
 }
 
+// PlanOverrides::slice_align: the cluster slices' vectors a multiple of 1, 2, 4 or 8
+// (launch_plan.h, slice_vectors; more could change a CTA's threads).
+int slice_align_arg(int a) {
+  if (a != 1 && a != 2 && a != 4 && a != 8)
+    throw pybind11::value_error("cuda_plan_overrides: slice_align must be 1, 2, 4 or 8, got " + std::to_string(a));
+  return a;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastln, CUDA, m) { NormOps<norm_fwd_cuda, norm_bwd_cuda>::register_impls(m); }
@@ -230,6 +238,7 @@ void def_cuda_plan_overrides(pybind11::module_& m) {
         d["bwd_staged"] = before.bwd_staged, d["bwd_two_rows"] = before.bwd_two_rows, d["pdl"] = before.pdl;
         d["fwd_nv"] = before.fwd_nv, d["fwd_block"] = before.fwd_block, d["fwd_hoist"] = before.fwd_hoist;
         d["fwd_persist"] = before.fwd_persist, d["bwd_staged_nv"] = before.bwd_staged_nv;
+        d["slice_align"] = before.slice_align;
         if (!set.is_none()) {
           cuda_impl::PlanOverrides ov;
           for (const auto& [key, value] : py::cast<py::dict>(set)) {
@@ -246,6 +255,7 @@ void def_cuda_plan_overrides(pybind11::module_& m) {
             else if (k == "fwd_hoist") ov.fwd_hoist = py::cast<int>(value);
             else if (k == "fwd_persist") ov.fwd_persist = py::cast<int>(value);
             else if (k == "bwd_staged_nv") ov.bwd_staged_nv = py::cast<int>(value);
+            else if (k == "slice_align") ov.slice_align = slice_align_arg(py::cast<int>(value));
             else throw py::key_error("cuda_plan_overrides: no override " + k);
           }
           cuda_impl::set_plan_overrides(ov);
@@ -254,7 +264,7 @@ void def_cuda_plan_overrides(pybind11::module_& m) {
       },
       py::arg("overrides") = py::none(),
       "The CUDA launch plans' overrides, process-wide, for experiments and tests (cuda/launch_plan.h: "
-      "cluster_fwd, cluster_bwd, partial_cluster, fwd_staged, bwd_staged, bwd_two_rows, pdl, fwd_nv, fwd_block, fwd_hoist, fwd_persist, bwd_staged_nv). Returns "
+      "cluster_fwd, cluster_bwd, partial_cluster, fwd_staged, bwd_staged, bwd_two_rows, pdl, fwd_nv, fwd_block, fwd_hoist, fwd_persist, bwd_staged_nv, slice_align). Returns "
       "those in force before; a dict sets the keys it names and the others to their defaults.");
 }
 

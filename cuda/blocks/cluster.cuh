@@ -50,14 +50,15 @@ __device__ __forceinline__ int cluster_rank() {
   return 0;
 }
 
-// The vectors [v0, v0 + n) of a row of nvec that this CTA holds: slices of ceil(nvec / CL).
+// The vectors [v0, v0 + n) of a row of nvec that this CTA holds: slices of slice_vectors(nvec,
+// CL, align) (launch_plan.h; align: the plan's slice_align, 1 for ceil(nvec / CL)).
 struct Slice {
   int v0, n;
 };
 template <int CL>
-__device__ __forceinline__ Slice row_slice(int nvec) {
+__device__ __forceinline__ Slice row_slice(int nvec, int align) {
   if constexpr (CL == 1) return {0, nvec};
-  const int per = (nvec + CL - 1) / CL, v0 = cluster_rank<CL>() * per;
+  const int per = slice_vectors(nvec, CL, align), v0 = cluster_rank<CL>() * per;
   return {v0, max(0, min(per, nvec - v0))};
 }
 

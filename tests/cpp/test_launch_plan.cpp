@@ -50,6 +50,7 @@ PlanOverrides overrides(const std::string& knobs) {
     else if (k == "fp") ov.fwd_persist = v;
     else if (k == "fh") ov.fwd_hoist = v;
     else if (k == "bn") ov.bwd_staged_nv = v;
+    else if (k == "al") ov.slice_align = v;
     else FAIL("unknown knob " << k);
   }
   return ov;
@@ -135,6 +136,26 @@ std::string result(const Case& c) {
   return s.str();
 }
 
+// A problem of the table from its key ("H100 bf16,bf16 layer fwd r0 v1 N M knobs").
+Case table_case(const std::string& key_text) {
+  std::istringstream key(key_text);
+  Case c;
+  std::string types, norm, dir, res, vec, knobs;
+  int64_t n = 0;
+  key >> c.dev >> types >> norm >> dir >> res >> vec >> n >> c.pb.m >> knobs;
+  c.t = types.substr(0, types.find(','));
+  c.p = types.substr(types.find(',') + 1);
+  c.norm = norm == "rms";
+  c.bwd = dir == "bwd";
+  c.pb.n = int(n);
+  c.pb.elem_size = elem_size(c.t);
+  c.pb.param_size = elem_size(c.p);
+  c.pb.residual = res == "r1";
+  c.pb.vec_ok = vec == "v1";
+  c.ov = overrides(knobs);
+  return c;
+}
+
 // A forward problem of the table's form ("H100 bf16,bf16 layer fwd r0 v1 N M knobs") and its plan.
 std::string fwd_result(const std::string& t, int n, int64_t m, const std::string& knobs, bool residual = false) {
   Case c;
@@ -158,25 +179,11 @@ TEST_CASE("launch plans: every problem of the table made before the split", "[cu
   while (std::getline(in, text)) {
     if (text.empty() || text[0] == '#') continue;
     const size_t bar = text.find(" | ");
-    std::istringstream key(text.substr(0, bar));
-    Case c;
-    std::string types, norm, dir, res, vec, knobs;
-    int64_t n = 0;
-    key >> c.dev >> types >> norm >> dir >> res >> vec >> n >> c.pb.m >> knobs;
-    c.t = types.substr(0, types.find(','));
-    c.p = types.substr(types.find(',') + 1);
-    c.norm = norm == "rms";
-    c.bwd = dir == "bwd";
-    c.pb.n = int(n);
-    c.pb.elem_size = elem_size(c.t);
-    c.pb.param_size = elem_size(c.p);
-    c.pb.residual = res == "r1";
-    c.pb.vec_ok = vec == "v1";
-    c.ov = overrides(knobs);
+    const Case c = table_case(text.substr(0, bar));
     INFO(text.substr(0, bar));
     CHECK(result(c) == text.substr(bar + 3));
     ++rows;
-    knob_rows += knobs != "-";
+    knob_rows += c.ov != PlanOverrides{};
   }
   // Both devices, six type pairs, two norms, three directions over the grid, the fallback on the
   // extra shapes, and the knobs (gen_old.py).
@@ -413,6 +420,65 @@ TEST_CASE("launch plans: 16-bit backward rows take the staged kernel where the r
       CHECK(bwd_result(t, n, m, "cb=" + std::to_string(cl)).find("bwd_reg<") != std::string::npos);
     }
   }
+}
+
+TEST_CASE("launch plans: slice_align rounds the backward's cluster slices and their shared memory, nothing else",
+          "[cuda][plan]") {
+  // slice_vectors: ceil(nvec / cl), rounded up to the multiple; the whole row on one CTA
+  CHECK(slice_vectors(2500, 4) == 625);  // bf16 N = 20000: slices start mid-sector
+  CHECK(slice_vectors(2500, 4, 2) == 626);
+  CHECK(slice_vectors(2500, 4, 8) == 632);
+  CHECK(slice_vectors(2304, 4, 8) == 576);  // 18432: already lines
+  CHECK(slice_vectors(2500, 1, 8) == 2500);
+  CHECK(slice_vectors(5000, 8, 0) == 625);
+  // Every problem of the table, each multiple. Forward: the same launches. Backward: the same
+  // kernels, blocks and clusters; a cluster kernel's shared memory (column sums, or the staged
+  // rows) that of the rounded slices, and so the grid where it is unchanged.
+  std::ifstream in(FASTLN_PLAN_TABLE);
+  REQUIRE(in.good());
+  std::string text;
+  int rows = 0, rounded = 0;
+  while (std::getline(in, text)) {
+    if (text.empty() || text[0] == '#') continue;
+    const std::string key_text = text.substr(0, text.find(" | "));
+    const Case c = table_case(key_text);
+    const pm::DeviceModel& d = pm::device_model(c.dev);
+    const ModelOccupancy occ(c, d);
+    const int nvec = c.pb.n / (16 / c.pb.elem_size);
+    const std::string base_line = result(c);
+    const BwdPlan base = c.bwd ? bwd_plan(c.pb, props(d), occ, c.ov) : BwdPlan{};
+    CHECK(base.slice_align == 1);
+    for (const int a : {2, 4, 8}) {
+      Case ca = c;
+      ca.ov.slice_align = a;
+      INFO(key_text << " slice_align " << a);
+      if (!c.bwd) {
+        CHECK(result(ca) == base_line);
+        continue;
+      }
+      const BwdPlan plan = bwd_plan(ca.pb, props(d), occ, ca.ov);
+      const Launch &l = plan.main, &b = base.main;
+      CHECK(l.kernel == b.kernel);
+      CHECK((l.block == b.block && l.cluster == b.cluster));
+      const int cl = l.kernel.cl;
+      // taken where every CTA keeps a part of the row
+      const bool takes = cl > 1 && (cl - 1) * slice_vectors(nvec, cl, a) < nvec;
+      CHECK(plan.slice_align == (takes ? a : 1));
+      const int s0 = slice_vectors(nvec, cl), s1 = slice_vectors(nvec, cl, plan.slice_align);
+      if (cl > 1 && b.smem > 0) {
+        REQUIRE(b.smem % size_t(s0) == 0);
+        CHECK(l.smem == b.smem / s0 * s1);
+      } else {
+        CHECK(l.smem == b.smem);
+      }
+      if (l.smem == b.smem) CHECK(result(ca) == base_line);  // else its CTAs a SM may differ
+      rounded += a == 8 && s1 != s0;
+    }
+    ++rows;
+  }
+  CHECK(rows == 4936);
+  CHECK(rounded > 0);  // the table has slices that are not multiples of 8 vectors
+  CHECK(overrides("al=8").slice_align == 8);
 }
 
 TEST_CASE("launch plans: the defaults of the overrides change nothing", "[cuda][plan]") {

@@ -363,7 +363,7 @@ def test_plan_overrides_round_trip():
     defaults = fastln._C.cuda_plan_overrides()
     assert defaults == {"cluster_fwd": 0, "cluster_bwd": 0, "partial_cluster": 0, "fwd_staged": True,
                         "bwd_staged": -1, "bwd_two_rows": True, "pdl": True, "fwd_nv": 0, "fwd_block": 0,
-                        "fwd_hoist": -1, "fwd_persist": -1, "bwd_staged_nv": 0}
+                        "fwd_hoist": -1, "fwd_persist": -1, "bwd_staged_nv": 0, "slice_align": 1}
     # the benchmark's --plans parser casts these keys to bool: the same as the extension's bools
     from fastln import benchmark as B
 
@@ -374,6 +374,10 @@ def test_plan_overrides_round_trip():
     with pytest.raises(KeyError):
         fastln._C.cuda_plan_overrides({"cluster": 2})
     assert fastln._C.cuda_plan_overrides() == defaults
+    for bad in (0, 3, 16):  # the slices' multiple: a power of two up to 8 (launch_plan.h, slice_vectors)
+        with pytest.raises(ValueError, match="slice_align"):
+            fastln._C.cuda_plan_overrides({"slice_align": bad})
+        assert fastln._C.cuda_plan_overrides() == defaults
 
 
 # 16-bit rows whose backward clusters take two rows an iteration (cuda/launch_plan.cpp, bwd_config
@@ -490,6 +494,25 @@ def _check_staged_backward(m, n, dtype, norm, affine):
     for i in (0, 1, m // 2, m - 1):
         alone = forward_backward(fns[0], x[i:i + 1], (n,), w, b, dy[i:i + 1], eps)[1]
         assert torch.equal(first[1][i:i + 1], alone), f"grad_input of row {i}"
+
+
+# slice_align (session 28's experiment): the backward's cluster slices rounded up to 2 vectors (32-byte
+# sectors) or 8 (128-byte lines) so that no CTA's slice starts mid-sector. N = 20000: 16-bit over 4
+# CTAs of 625 vectors (the register kernel, two rows an iteration), fp32 staged over 8 of 625; 24576
+# (16-bit staged over 2, slices of 768: the multiple changes nothing); and 16-bit 20000 forced over 8
+# CTAs of 313 vectors (the register kernel's slices rounded to 314 or 320, the last CTA's 302 or 260).
+@pytest.mark.parametrize("m,n,dtype,forced", [(301, 20000, torch.bfloat16, {}), (300, 20000, torch.float16, {}),
+                                              (301, 20000, torch.float32, {}), (500, 24576, torch.bfloat16, {}),
+                                              (301, 20000, torch.bfloat16, {"cluster_bwd": 8})], ids=str)
+@pytest.mark.parametrize("align", [2, 8])
+@pytest.mark.parametrize("norm,affine", [("layer", "both"), ("rms", "weight")])
+def test_slice_align_backward(m, n, dtype, forced, align, norm, affine):
+    """Under slice_align: parity against torch and the float64 reference, gradients bitwise equal
+    run to run, a row's grad_input bitwise what the row alone gives (_check_staged_backward)."""
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("cluster slices need sm_90")
+    with plan_overrides(**forced, slice_align=align):
+        _check_staged_backward(m, n, dtype, norm, affine)
 
 
 # Zero-centred gamma (weight_offset): y = xhat * (weight_offset + weight) + bias, the sum formed

@@ -125,15 +125,17 @@ Launch fallback_rows(KernelKind kind, const Problem& pb, int vec) {
   return l;
 }
 
-// PlanOverrides::slice_align for the backward's slices of nvec over cl CTAs, where it leaves every
-// CTA a part of the row (the staged kernel waits for its slice's load), else 1. The configs'
+// PlanOverrides::slice_align for the backward's slices of nvec over cl CTAs: 2, 4 or 8 where it
+// leaves every CTA a part of the row, else 1 (a larger multiple could pass a CTA's threads times
+// vectors, which come from the unrounded slice; ops_cuda.cpp refuses other values). The configs'
 // cluster sizes and threads are those of the unrounded slices (rounding to <= 8 vectors changes
 // neither: slice_vectors); the kernels' shared memory holds the rounded ones. The forward's
 // slices are not rounded: reading the multiple from its parameters cost the persistent staged
 // forward's codegen (fp32 106 -> 96 registers, one-row 36 -> 38; nvcc 13.0, sm_90), unmeasured.
 int slice_align(int nvec, int cl, const PlanOverrides& ov) {
   const int a = ov.slice_align;
-  return cl > 1 && a > 1 && (cl - 1) * slice_vectors(nvec, cl, a) < nvec ? a : 1;
+  const bool valid = a == 2 || a == 4 || a == 8;
+  return cl > 1 && valid && (cl - 1) * slice_vectors(nvec, cl, a) < nvec ? a : 1;
 }
 
 size_t staged_smem(int nvec, int cl) { return size_t(kRowStages) * slice_vectors(nvec, cl) * 16; }

@@ -479,6 +479,10 @@ TEST_CASE("launch plans: slice_align rounds the backward's cluster slices and th
   CHECK(rows == 4936);
   CHECK(rounded > 0);  // the table has slices that are not multiples of 8 vectors
   CHECK(overrides("al=8").slice_align == 8);
+  // other multiples are not taken (their rounding could pass a CTA's threads times vectors)
+  for (const int a : {3, 16, 256})
+    CHECK(parts(bwd_result("bf16", 20000, 301, "al=" + std::to_string(a))).smem ==
+          parts(bwd_result("bf16", 20000, 301, "-")).smem);
 }
 
 TEST_CASE("launch plans: the defaults of the overrides change nothing", "[cuda][plan]") {

@@ -499,7 +499,7 @@ def _check_staged_backward(m, n, dtype, norm, affine):
 # slice_align (session 28's experiment): the backward's cluster slices rounded up to 2 vectors (32-byte
 # sectors) or 8 (128-byte lines) so that no CTA's slice starts mid-sector. N = 20000: 16-bit over 4
 # CTAs of 625 vectors (the register kernel, two rows an iteration), fp32 staged over 8 of 625; 24576
-# (16-bit staged over 2, slices of 768: the multiple changes nothing); and 16-bit 20000 forced over 8
+# (16-bit staged over 2, slices of 1536: the multiple changes nothing); and 16-bit 20000 forced over 8
 # CTAs of 313 vectors (the register kernel's slices rounded to 314 or 320, the last CTA's 302 or 260).
 @pytest.mark.parametrize("m,n,dtype,forced", [(301, 20000, torch.bfloat16, {}), (300, 20000, torch.float16, {}),
                                               (301, 20000, torch.float32, {}), (500, 24576, torch.bfloat16, {}),

@@ -9,6 +9,7 @@
 #include <sstream>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "../../cuda/launch_plan.h"
@@ -156,6 +157,20 @@ Case table_case(const std::string& key_text) {
   return c;
 }
 
+// The table's lines, comments and blank lines left out: each problem's key and its launches.
+std::vector<std::pair<std::string, std::string>> table_rows() {
+  std::ifstream in(FASTLN_PLAN_TABLE);
+  REQUIRE(in.good());
+  std::vector<std::pair<std::string, std::string>> rows;
+  std::string text;
+  while (std::getline(in, text)) {
+    if (text.empty() || text[0] == '#') continue;
+    const size_t bar = text.find(" | ");
+    rows.emplace_back(text.substr(0, bar), text.substr(bar + 3));
+  }
+  return rows;
+}
+
 // A forward problem of the table's form ("H100 bf16,bf16 layer fwd r0 v1 N M knobs") and its plan.
 std::string fwd_result(const std::string& t, int n, int64_t m, const std::string& knobs, bool residual = false) {
   Case c;
@@ -172,16 +187,11 @@ std::string fwd_result(const std::string& t, int n, int64_t m, const std::string
 }  // namespace
 
 TEST_CASE("launch plans: every problem of the table made before the split", "[cuda][plan]") {
-  std::ifstream in(FASTLN_PLAN_TABLE);
-  REQUIRE(in.good());
-  std::string text;
   int rows = 0, knob_rows = 0;
-  while (std::getline(in, text)) {
-    if (text.empty() || text[0] == '#') continue;
-    const size_t bar = text.find(" | ");
-    const Case c = table_case(text.substr(0, bar));
-    INFO(text.substr(0, bar));
-    CHECK(result(c) == text.substr(bar + 3));
+  for (const auto& [key, launches] : table_rows()) {
+    const Case c = table_case(key);
+    INFO(key);
+    CHECK(result(c) == launches);
     ++rows;
     knob_rows += c.ov != PlanOverrides{};
   }
@@ -434,13 +444,8 @@ TEST_CASE("launch plans: slice_align rounds the backward's cluster slices and th
   // Every problem of the table, each multiple. Forward: the same launches. Backward: the same
   // kernels, blocks and clusters; a cluster kernel's shared memory (column sums, or the staged
   // rows) that of the rounded slices, and so the grid where it is unchanged.
-  std::ifstream in(FASTLN_PLAN_TABLE);
-  REQUIRE(in.good());
-  std::string text;
   int rows = 0, rounded = 0;
-  while (std::getline(in, text)) {
-    if (text.empty() || text[0] == '#') continue;
-    const std::string key_text = text.substr(0, text.find(" | "));
+  for (const auto& [key_text, launches] : table_rows()) {
     const Case c = table_case(key_text);
     const pm::DeviceModel& d = pm::device_model(c.dev);
     const ModelOccupancy occ(c, d);

@@ -186,12 +186,7 @@ __global__ void __launch_bounds__(512, fwd_min_ctas(CL)) fwd_reg_kernel(FwdParam
 // CTAs (launch_plan.cpp), one buffer; the parameters read at the stores, not held in registers
 // for rows to come, so that two CTAs or more fit a SM (fp32 LayerNorm: 38 registers against
 // 106). The same slices and order of addition: the same bits.
-// LEAN (an experiment, launched only by docs/journal/scripts/lean_ab.cu): 5 block barriers a row
-// instead of 7. Each group_sum's first barrier guards `red` against the previous call's readers;
-// here every call is followed by csum.send, whose barrier every thread passes after reading
-// `red` and before the next call writes it, so that one is left out (group_sum's kGuard). The
-// same arithmetic: the same bits.
-template <class T, class P, Norm NORM, int CL, bool ONE_ROW = false, bool LEAN = false>
+template <class T, class P, Norm NORM, int CL, bool ONE_ROW = false>
 __global__ void __launch_bounds__(kStagedThreads, ONE_ROW ? 2 : 1) fwd_staged_kernel(FwdParams<T, P> p) {
 #if FASTLN_CLUSTERS
   static_assert(CL > 1, "rows split over a cluster");
@@ -249,7 +244,7 @@ __global__ void __launch_bounds__(kStagedThreads, ONE_ROW ? 2 : 1) fwd_staged_ke
 #pragma unroll
       for (int e = 0; e < VEC; ++e) sum[0] += A(dtof(r.v[e])) - x0;
     }
-    group_sum<1, A, false, !LEAN>(sum, kStagedThreads, red);  // fwd_reg_kernel's sums (8 vectors)
+    group_sum<1, A, false>(sum, kStagedThreads, red);  // fwd_reg_kernel's sums (8 vectors)
     csum.send(sum, 2 * k);
   };
   // Row k's mean (layer norm: once the cluster's sums of use 2k arrive; RMS: 0), and the CTA's
@@ -273,7 +268,7 @@ __global__ void __launch_bounds__(kStagedThreads, ONE_ROW ? 2 : 1) fwd_staged_ke
         q[0] += d * d;
       }
     }
-    group_sum<1, A, false, !LEAN>(q, kStagedThreads, red);
+    group_sum<1, A, false>(q, kStagedThreads, red);
     csum.send(q, kUses * k + kUses - 1);
     return mean;
   };

@@ -56,7 +56,7 @@ constexpr bool fwd_cluster_nv(int nv) { return nv == 8; }
 constexpr bool bwd_cluster_nv(int nv) { return nv == 4; }
 
 // A row's slice in each CTA of a cluster of cl: ceil(nvec / cl) vectors, rounded up to a
-// multiple of align (PlanOverrides::slice_align: 1, 2, 4 or 8; 1 or less: not rounded), the last
+// multiple of align (the plan's slice_align: 1, 2, 4 or 8; 1 or less: not rounded), the last
 // CTA's shorter; cl = 1: the whole row. The kernels (row_slice, the staged buffers) and the plans
 // (their shared memory) both take it from here. A power of two, so a mask rounds (a division by
 // a runtime value cost the kernels registers). align <= 8 never changes a CTA's threads or
@@ -101,7 +101,7 @@ struct PlanOverrides {
   int fwd_hoist = -1;       // one-CTA forward kernels of <= 4 vectors a thread load all their parameters before their stores (fwd_reg_kernel HOIST): -1 heuristics (16-bit rows and parameters, no residual add), 0 never, 1 always
   int bwd_staged_nv = 0;    // the staged backward's vectors a thread on 16-bit rows with 16-bit parameters: 2 or 4 (0: heuristics, 4; the other rows always kBwdStagedVectors)
   int fwd_persist = -1;     // the staged forward's grid: -1 heuristics (a cluster a row where the persistent grid leaves SMs idle that it would fill), 1 persistent, 0 a cluster a row (fwd_staged_kernel ONE_ROW: one row buffer a CTA, at least two CTAs a SM; Quack's shape at fp32 N = 20000-49152)
-  int slice_align = 1;     // the backward's cluster slices' vectors rounded up to a multiple of this (slice_vectors): 1 (ceil(n / cl)), 2 (32-byte sectors), 4, 8 (128-byte lines); an experiment: N = 20000's 16-bit slices of 625 vectors start mid-sector (journal.md, session 28)
+  int slice_align = 2;     // the backward's cluster slices' vectors rounded up to a multiple of this (slice_vectors): 1 (ceil(n / cl)), 2 (32-byte sectors, the default: fp32 N = 20000's staged slices of 625 vectors over 8 CTAs took 597-600 us, of 626 582-583; 16-bit unchanged; journal.md, session 29), 4, 8 (128-byte lines)
   bool operator==(const PlanOverrides&) const = default;
 };
 
@@ -149,7 +149,7 @@ struct FwdPlan {
 struct BwdPlan {
   int tpr = 0;          // BwdParams::tpr
   int64_t nparts = 0;   // [2][N] partials the launch writes
-  int slice_align = 1;  // BwdParams::slice_align (PlanOverrides::slice_align)
+  int slice_align = 1;  // BwdParams::slice_align (PlanOverrides::slice_align where it is taken, else 1)
   Launch main, cols, reduce;
 };
 

@@ -31,7 +31,7 @@ template <class P> using plain_param_t = typename PlainParam<P>::type;
 // the row count, and what the launcher fills in: n, the row length N as an int (N must be
 // < 2^31; the kernels index with n: reading the 64-bit N instead cost registers, in one
 // backward kernel 111 instead of 61, half the occupancy), the threads per row, and (backward)
-// the cluster slices' rounding (slice_vectors; the plan's slice_align, 1 unless overridden).
+// the cluster slices' rounding (slice_vectors; the plan's slice_align).
 template <class T, class P>
 struct FwdParams : ForwardArgs<T, P> {
   int64_t M;

@@ -15,9 +15,8 @@ namespace cuda_impl {
 // H100, the tree against the chain: bf16 backward 8192 86.4 -> 91.0% of copy bandwidth, 32768
 // 81.9 -> 83.7; bf16 forward of 4 vectors a thread, 16384, 94.6 -> 97.1. The forward kernels of
 // 8 vectors a thread keep the chain: with the tree bf16 took 76 registers (one CTA a SM), 32768
-// 94.6 -> 80.0%. kGuard = false leaves out the barrier before `red` is written, for a caller
-// that has a block barrier between the previous call's reads of `red` and this call already.
-template <int K, class A, bool kTree = true, bool kGuard = true>
+// 94.6 -> 80.0%.
+template <int K, class A, bool kTree = true>
 __device__ __forceinline__ void group_sum(A (&v)[K], int tpr, A* red) {
   const int w = tpr < 32 ? tpr : 32;
 #pragma unroll
@@ -29,7 +28,7 @@ __device__ __forceinline__ void group_sum(A (&v)[K], int tpr, A* red) {
   }
   if (tpr > 32) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = tpr >> 5;
-    if constexpr (kGuard) __syncthreads();  // the previous call's readers are done with `red`
+    __syncthreads();  // the previous call's readers are done with `red`
     if (lane == 0) {
 #pragma unroll
       for (int k = 0; k < K; ++k) red[warp * K + k] = v[k];

@@ -441,15 +441,19 @@ TEST_CASE("launch plans: slice_align rounds the backward's cluster slices and th
   CHECK(slice_vectors(2304, 4, 8) == 576);  // 18432: already lines
   CHECK(slice_vectors(2500, 1, 8) == 2500);
   CHECK(slice_vectors(5000, 8, 0) == 625);
-  // Every problem of the table, each multiple. Forward: the same launches. Backward: the same
-  // kernels, blocks and clusters; a cluster kernel's shared memory (column sums, or the staged
-  // rows) that of the rounded slices, and so the grid where it is unchanged.
+  // Every problem of the table, each multiple, against the unrounded slices (al=1). Forward: the
+  // same launches. Backward: the same kernels, blocks and clusters; a cluster kernel's shared
+  // memory (column sums, or the staged rows) that of the rounded slices, and so the grid where it
+  // is unchanged. The default is 2 (the table's lines without al=).
+  CHECK(PlanOverrides{}.slice_align == 2);
   int rows = 0, rounded = 0;
   for (const auto& [key_text, launches] : table_rows()) {
-    const Case c = table_case(key_text);
+    Case c = table_case(key_text);
     const pm::DeviceModel& d = pm::device_model(c.dev);
     const ModelOccupancy occ(c, d);
     const int nvec = c.pb.n / (16 / c.pb.elem_size);
+    const Case as_given = c;
+    c.ov.slice_align = 1;
     const std::string base_line = result(c);
     const BwdPlan base = c.bwd ? bwd_plan(c.pb, props(d), occ, c.ov) : BwdPlan{};
     CHECK(base.slice_align == 1);
@@ -477,6 +481,7 @@ TEST_CASE("launch plans: slice_align rounds the backward's cluster slices and th
         CHECK(l.smem == b.smem);
       }
       if (l.smem == b.smem) CHECK(result(ca) == base_line);  // else its CTAs a SM may differ
+      if (a == as_given.ov.slice_align) CHECK(result(ca) == result(as_given));
       rounded += a == 8 && s1 != s0;
     }
     ++rows;
@@ -487,7 +492,7 @@ TEST_CASE("launch plans: slice_align rounds the backward's cluster slices and th
   // other multiples are not taken (their rounding could pass a CTA's threads times vectors)
   for (const int a : {3, 16, 256})
     CHECK(parts(bwd_result("bf16", 20000, 301, "al=" + std::to_string(a))).smem ==
-          parts(bwd_result("bf16", 20000, 301, "-")).smem);
+          parts(bwd_result("bf16", 20000, 301, "al=1")).smem);
 }
 
 TEST_CASE("launch plans: the defaults of the overrides change nothing", "[cuda][plan]") {

@@ -1,3 +1,6 @@
+// A record: builds only at 868bc0f (LEAN was taken out in session 29, measured: fp32 0.2-0.7 %
+// faster, bf16 0.4-0.8 % slower; journal.md, data/2026-12-07-h100-o/lean_ab.txt; the change:
+// docs/journal/2026-12-07-cuda-lean-barriers.diff).
 // The staged forward with 5 block barriers a row (fwd_staged_kernel LEAN) against its 7, A/B
 // without the extension (journal.md, session 28), by st16_ab.cu's method and much of its code
 // (that one builds only at cb1822f, a record of session 23's run): the plans' launches of the H100 rows of M * N ~

@@ -11,6 +11,8 @@ Why: at (2048, 4096) bf16 and fp16 fastln takes 18.7-18.9 us against Liger's 17.
         # between the memset and the call (session 28: no change; a spin writes no dirty line back)
     python3 mid_fwd_ncu.py 2048 4096 bfloat16 --profile --clean  # a read of another 256 MB between
         # the memset and the call: the memset's dirty lines evicted (written back), L2 left clean
+    python3 mid_fwd_ncu.py 16384 512 float16 --profile --plans fwd_block=128,fwd_nv=2+fwd_block=128
+        # fastln under those launch-plan overrides too (cuda/launch_plan.h), each its own row
     ncu --profile-from-start off --cache-control none --clock-control none \\
         -k regex:"fwd_reg|layer_norm|cutlass|quack|Norm" --section SpeedOfLight --section Occupancy \\
         --section LaunchStats --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \\
@@ -21,12 +23,14 @@ import sys
 
 import torch
 
+import fastln
 from fastln import benchmark as B
 
 M, N = int(sys.argv[1]), int(sys.argv[2])
 dtype = getattr(torch, sys.argv[3] if len(sys.argv) > 3 and not sys.argv[3].startswith("-") else "bfloat16")
 if ("--sleep" in sys.argv or "--clean" in sys.argv) and "--profile" not in sys.argv:
     sys.exit("--sleep CYCLES and --clean go with --profile")
+plans = sys.argv[sys.argv.index("--plans") + 1].split(",") if "--plans" in sys.argv else []
 gen = torch.Generator().manual_seed(0)
 x = torch.randn(M, N, generator=gen).to("cuda", dtype)
 w = (1 + 0.1 * torch.randn(N, generator=gen)).to("cuda", dtype)
@@ -37,6 +41,15 @@ for impl in ("fastln", "liger", "quack", "torch"):
         runs[impl] = B.kernel_runner(impl, "layer_norm", "fwd", x, x, w, b, x)
     except B.Skip as e:
         print(f"{impl}: skipped ({e})")
+for spec in plans:  # the overrides set for the call alone (the plan is chosen at each launch)
+    overrides = B.plan_overrides("fastln+" + spec)
+
+    def under(f=B.kernel_runner("fastln", "layer_norm", "fwd", x, x, w, b, x), ov=overrides):
+        fastln._C.cuda_plan_overrides(ov)
+        f()
+        fastln._C.cuda_plan_overrides({})  # the defaults again
+
+    runs["fastln+" + spec] = under
 for f in runs.values():  # compile (Triton, CuTe DSL) and warm up outside the profiled range
     f()
 torch.cuda.synchronize()
@@ -81,6 +94,11 @@ if "--profile" in sys.argv:
                 cur["fill_end"] = end  # --sleep, --clean: the gap counts from the spin's or the read's end
             elif cur is not None:
                 cur["k"].append((start, end))
+        # only what starts after the memset (or the spin, or the read) ends: --clean's read also
+        # brought an event that starts before its kernel ends (session 29's --clean rows: gaps of
+        # -103 us; their kernel column may hold that event's time, the same for every impl)
+        for c in calls:
+            c["k"] = [(s, e) for s, e in c["k"] if s >= c["fill_end"]]
         calls = [c for c in calls if c["k"]]
         med = statistics.median
         print(f"{impl:7s} {med(a.elapsed_time(b) for a, b in evs) * 1e3:8.2f} "

@@ -21,8 +21,7 @@ def demangle(names):
 
 
 # Commas with the variant's last parameter, and its default (named only when not the default).
-# Trailing parameters named only when not their default, last first: (commas before it, default).
-VARIANT_ARGS = {"fwd_reg_kernel": [(6, "0")], "fwd_staged_kernel": [(4, "0")], "bwd_staged_kernel": [(4, "2")]}
+VARIANT_ARGS = {"fwd_reg_kernel": (6, "0"), "fwd_staged_kernel": (4, "0"), "bwd_staged_kernel": (4, "2")}
 
 
 def canonical(demangled):
@@ -34,12 +33,11 @@ def canonical(demangled):
     s = s[: s.index(">(") + 1] if ">(" in s else s.split("(")[0]
     s = s.replace("fastln::cuda_impl::", "").replace("fastln::", "").replace("(Norm)", "")
     s = s.replace(" ", "").replace("true", "1").replace("false", "0")
-    # The variants' trailing parameters (fwd_reg_kernel's HOIST, fwd_staged_kernel's ONE_ROW,
-    # bwd_staged_kernel's NVT) named only when not their default, as test_launch_plan.cpp's kernel_name
-    # names them.
-    for commas, default in VARIANT_ARGS.get(s.split("<")[0], []):
-        if s.count(",") == commas and s.endswith(f",{default}>"):
-            s = s[: -len(default) - 2] + ">"
+    # The variant's last parameter (fwd_reg_kernel's HOIST, fwd_staged_kernel's ONE_ROW, bwd_staged_kernel's
+    # NVT) named only when not its default, as test_launch_plan.cpp's kernel_name names it.
+    commas, default = VARIANT_ARGS.get(s.split("<")[0], (-1, ""))
+    if s.count(",") == commas and s.endswith(f",{default}>"):
+        s = s[: -len(default) - 2] + ">"
     return s
 
 

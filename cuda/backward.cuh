@@ -68,11 +68,12 @@ __device__ __forceinline__ void write_partial(const A* acc, int cols, int N, A* 
 // exchanges a row, whose waits were what held 16-bit cluster rows back (bf16 65536: 65 -> 80%
 // of copy bandwidth). Built for 16-bit cluster slices (bwd_two_rows); in one 512-thread CTA a
 // row (bf16 16384, 128 registers) it measured 2.5 points slower than one row (docs/cuda.md).
-template <class T, class P, int NV, Norm NORM, bool ACC_SMEM, int CL, int MINB = 0, int ROWS = 1>
+template <class T, class P, int NV, Norm NORM, bool ACC_SMEM, int CL, int MINB = 0, int ROWS = 1, bool LINES = false>
 __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T), MINB), bwd_min_ctas(CL, sizeof(T), MINB, ROWS))
     bwd_reg_kernel(BwdParams<T, P> p) {
   static_assert(CL == 1 || ACC_SMEM, "a cluster's CTA holds one row slice");
   static_assert(ROWS == 1 || bwd_two_rows(sizeof(T), NV, CL), "ROWS = 2 is built for these only");
+  static_assert(!LINES || ROWS == 2, "LINES is built for two rows an iteration");
   allow_dependent_launch();  // reduce_partials_kernel: its CTAs wait on the SMs this grid leaves
   using A = acc_t<T>;
   constexpr int VEC = Pack<T>::n;
@@ -112,24 +113,36 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T), MINB), bwd_min_
   if constexpr (ACC_SMEM) __syncthreads();
   csum.wait_started();
 
-  const int64_t iters = (p.M + G * ROWS - 1) / (G * ROWS);
+  // LINES (PlanOverrides::bwd_lines; ROWS = 2, cluster slices, so G = 1): an iteration's slots
+  // start sh vectors before the slice, sh the slice's start in x's 128-byte line for the
+  // iteration's first row, so that each warp's
+  // 512-byte loads span 4 lines, not 5; ROWS = 2 pairs rows of one parity (4j and 4j + 2, then
+  // 4j + 1 and 4j + 3), which share that start where two rows span whole lines (bf16 N = 20000:
+  // rows of 312.5 lines). The slots then move from iteration to iteration: group_sum's barrier
+  // orders one iteration's column sums before the next's.
+  const bool lines = LINES && p.dX && tpr > 32;  // group_sum's barriers below
+  const int64_t iters = lines ? 2 * ((p.M + 3) / 4) : (p.M + G * ROWS - 1) / (G * ROWS);
+  // v < nvec, and v >= 0 where the slots are shifted
+  const auto in_slice = [&](int v) { return LINES ? unsigned(v) < unsigned(nvec) : v < nvec; };
   int uses = 0;  // of csum
   for (int64_t it = blockIdx.x / CL; it < iters; it += gridDim.x / CL) {
     // Row r of this iteration: row group it * ROWS + r (ROWS = 2, odd M: the last one's second
-    // row is past the end).
+    // row is past the end; LINES: the pairs above).
     int64_t row[ROWS];
     bool valid[ROWS];
     Pack<T> rx[ROWS][NV], rd[ROWS][NV];
+    int sh = 0;  // vectors the slots start before the slice (LINES)
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
-      row[r] = (it * ROWS + r) * G + grp;
+      row[r] = lines ? (it & ~int64_t(1)) * 2 + (it & 1) + 2 * r : (it * ROWS + r) * G + grp;
       valid[r] = row[r] < p.M;
       const T* x = p.X + (valid[r] ? row[r] : 0) * p.ldx + c0;
       const T* dy = p.dY + (valid[r] ? row[r] : 0) * p.lddy + c0;
+      if (lines && r == 0) sh = int(reinterpret_cast<uintptr_t>(x) >> 4) & 7;
 #pragma unroll
       for (int i = 0; i < NV; ++i) {
-        const int v = i * tpr + t;
-        if (valid[r] && v < nvec) {
+        const int v = i * tpr + t - sh;
+        if (valid[r] && in_slice(v)) {
           rx[r][i] = ld_pack(x + int64_t(v) * VEC);
           rd[r][i] = ld_pack(dy + int64_t(v) * VEC);
         }
@@ -146,8 +159,8 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T), MINB), bwd_min_
     for (int k = 0; k < 2 * ROWS; ++k) c[k] = 0;
 #pragma unroll
     for (int i = 0; i < NV; ++i) {
-      const int v = i * tpr + t;
-      if (valid[0] && v < nvec) {  // valid[0]: some row of the iteration is
+      const int v = i * tpr + t - sh;
+      if (valid[0] && in_slice(v)) {  // valid[0]: some row of the iteration is
         PPack<P, VEC> g;
         if (p.gamma) g = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + c0 + v * VEC);
         // Q pieces of AQ columns: a piece's products of every row, then its column sums
@@ -206,8 +219,8 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T), MINB), bwd_min_
       }
 #pragma unroll
       for (int i = 0; i < NV; ++i) {
-        const int v = i * tpr + t;
-        if (valid[0] && v < nvec) {
+        const int v = i * tpr + t - sh;
+        if (valid[0] && in_slice(v)) {
           PPack<P, VEC> g;
           if (p.gamma) g = *reinterpret_cast<const PPack<P, VEC>*>(p.gamma + c0 + v * VEC);
 #pragma unroll

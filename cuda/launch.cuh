@@ -130,7 +130,11 @@ auto bwd_kernel(const KernelId& k) {
           if constexpr (CL > 1) {
             if constexpr (kClusterType<T> && bwd_cluster_nv(NV)) {
               if constexpr (bwd_two_rows(sizeof(T), NV, CL))
-                if (k.rows == 2) return bwd_reg_kernel<T, P, NV, NORM, true, CL, 0, 2>;
+                if (k.rows == 2) {
+                  if constexpr (sizeof(plain_param_t<P>) == 2)  // bwd_lines (launch_plan.cpp)
+                    if (k.lines) return bwd_reg_kernel<T, P, NV, NORM, true, CL, 0, 2, true>;
+                  return bwd_reg_kernel<T, P, NV, NORM, true, CL, 0, 2>;
+                }
               return bwd_reg_kernel<T, P, NV, NORM, true, CL>;
             }
             return nullptr;  // not built

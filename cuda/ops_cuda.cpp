@@ -219,6 +219,13 @@ int slice_align_arg(int a) {
   return a;
 }
 
+// PlanOverrides::bwd_lines: 0 or 1.
+int bwd_lines_arg(int v) {
+  if (v != 0 && v != 1)
+    throw pybind11::value_error("cuda_plan_overrides: bwd_lines must be 0 or 1, got " + std::to_string(v));
+  return v;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastln, CUDA, m) { NormOps<norm_fwd_cuda, norm_bwd_cuda>::register_impls(m); }
@@ -238,7 +245,7 @@ void def_cuda_plan_overrides(pybind11::module_& m) {
         d["bwd_staged"] = before.bwd_staged, d["bwd_two_rows"] = before.bwd_two_rows, d["pdl"] = before.pdl;
         d["fwd_nv"] = before.fwd_nv, d["fwd_block"] = before.fwd_block, d["fwd_hoist"] = before.fwd_hoist;
         d["fwd_persist"] = before.fwd_persist, d["bwd_staged_nv"] = before.bwd_staged_nv;
-        d["slice_align"] = before.slice_align;
+        d["slice_align"] = before.slice_align, d["bwd_lines"] = before.bwd_lines;
         if (!set.is_none()) {
           cuda_impl::PlanOverrides ov;
           for (const auto& [key, value] : py::cast<py::dict>(set)) {
@@ -256,6 +263,7 @@ void def_cuda_plan_overrides(pybind11::module_& m) {
             else if (k == "fwd_persist") ov.fwd_persist = py::cast<int>(value);
             else if (k == "bwd_staged_nv") ov.bwd_staged_nv = py::cast<int>(value);
             else if (k == "slice_align") ov.slice_align = slice_align_arg(py::cast<int>(value));
+            else if (k == "bwd_lines") ov.bwd_lines = bwd_lines_arg(py::cast<int>(value));
             else throw py::key_error("cuda_plan_overrides: no override " + k);
           }
           cuda_impl::set_plan_overrides(ov);
@@ -264,7 +272,7 @@ void def_cuda_plan_overrides(pybind11::module_& m) {
       },
       py::arg("overrides") = py::none(),
       "The CUDA launch plans' overrides, process-wide, for experiments and tests (cuda/launch_plan.h: "
-      "cluster_fwd, cluster_bwd, partial_cluster, fwd_staged, bwd_staged, bwd_two_rows, pdl, fwd_nv, fwd_block, fwd_hoist, fwd_persist, bwd_staged_nv, slice_align). Returns "
+      "cluster_fwd, cluster_bwd, partial_cluster, fwd_staged, bwd_staged, bwd_two_rows, pdl, fwd_nv, fwd_block, fwd_hoist, fwd_persist, bwd_staged_nv, slice_align, bwd_lines). Returns "
       "those in force before; a dict sets the keys it names and the others to their defaults.");
 }
 

@@ -52,6 +52,7 @@ PlanOverrides overrides(const std::string& knobs) {
     else if (k == "fh") ov.fwd_hoist = v;
     else if (k == "bn") ov.bwd_staged_nv = v;
     else if (k == "al") ov.slice_align = v;
+    else if (k == "bl") ov.bwd_lines = v;
     else FAIL("unknown knob " << k);
   }
   return ov;
@@ -68,7 +69,7 @@ std::string kernel_name(const Case& c, const KernelId& k) {
     case KernelKind::kFwdFallback: return "fwd_fallback_kernel<" + tp + i(k.nv) + "," + nrm + "," + res + ">";
     case KernelKind::kBwdReg:
       return "bwd_reg_kernel<" + tp + i(k.nv) + "," + nrm + "," + i(k.acc_smem) + "," + i(k.cl) + "," + i(k.minb) + "," +
-             i(k.rows) + ">";
+             i(k.rows) + (k.lines ? ",1" : "") + ">";
     case KernelKind::kBwdStaged:
       return "bwd_staged_kernel<" + tp + nrm + "," + i(k.cl) + (k.nv ? "," + i(k.nv) : "") + ">";
     case KernelKind::kBwdFallbackDx: return "bwd_fallback_dx_kernel<" + tp + i(k.nv) + "," + nrm + ">";
@@ -493,6 +494,51 @@ TEST_CASE("launch plans: slice_align rounds the backward's cluster slices and th
   for (const int a : {3, 16, 256})
     CHECK(parts(bwd_result("bf16", 20000, 301, "al=" + std::to_string(a))).smem ==
           parts(bwd_result("bf16", 20000, 301, "al=1")).smem);
+}
+
+TEST_CASE("launch plans: bwd_lines marks the register backward's cluster slices that have room, nothing else",
+          "[cuda][plan]") {
+  CHECK(PlanOverrides{}.bwd_lines == 0);
+  CHECK(overrides("bl=1").bwd_lines == 1);
+  int taken = 0, rows = 0;
+  for (const auto& [key_text, launches] : table_rows()) {
+    Case c = table_case(key_text);
+    INFO(key_text);
+    if (!c.bwd) continue;
+    const pm::DeviceModel& d = pm::device_model(c.dev);
+    const ModelOccupancy occ(c, d);
+    const BwdPlan base = bwd_plan(c.pb, props(d), occ, c.ov);
+    CHECK(!base.main.kernel.lines);  // off by default
+    c.ov.bwd_lines = 1;
+    const BwdPlan plan = bwd_plan(c.pb, props(d), occ, c.ov);
+    KernelId k = plan.main.kernel;
+    const bool lines = k.lines;
+    k.lines = false;
+    CHECK(k == base.main.kernel);  // the same launches but for LINES
+    CHECK((plan.main.grid == base.main.grid && plan.main.block == base.main.block &&
+           plan.main.smem == base.main.smem && plan.main.cluster == base.main.cluster));
+    CHECK((plan.tpr == base.tpr && plan.slice_align == base.slice_align));
+    CHECK(line(c, plan.reduce) == line(c, base.reduce));
+    const int slice = slice_vectors(c.pb.n / (16 / c.pb.elem_size), k.cl, plan.slice_align);
+    // taken on the 16-bit register kernel's cluster slices of two rows an iteration (16-bit
+    // parameters) whose threads, more than a warp, hold the slice shifted by up to 7 vectors
+    const bool room = k.kind == KernelKind::kBwdReg && k.rows == 2 && c.pb.param_size == 2 && plan.tpr > 32 &&
+                      int64_t(k.nv) * plan.tpr >= slice + 7;
+    CHECK(lines == room);
+    taken += lines;
+    ++rows;
+  }
+  CHECK(rows > 1000);
+  CHECK(taken > 0);
+  // bf16 N = 20000: 4 CTAs of 160 threads, 4 vectors each: 640 slots for slices of 626
+  Case c = table_case("H100 bf16,bf16 layer bwd r0 v1 20000 6711 bl=1");
+  const pm::DeviceModel& d = pm::device_model(c.dev);
+  const BwdPlan plan = bwd_plan(c.pb, props(d), ModelOccupancy(c, d), c.ov);
+  CHECK(plan.main.kernel.lines);
+  CHECK((plan.tpr == 160 && plan.main.kernel.nv == 4 && plan.main.kernel.cl == 4 && plan.main.kernel.rows == 2));
+  // bf16 N = 16384: 2 CTAs of 256 threads hold slices of 1024 exactly: no room
+  Case p2 = table_case("H100 bf16,bf16 layer bwd r0 v1 16384 8192 bl=1");
+  CHECK(!bwd_plan(p2.pb, props(d), ModelOccupancy(p2, d), p2.ov).main.kernel.lines);
 }
 
 TEST_CASE("launch plans: the defaults of the overrides change nothing", "[cuda][plan]") {

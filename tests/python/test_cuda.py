@@ -363,7 +363,8 @@ def test_plan_overrides_round_trip():
     defaults = fastln._C.cuda_plan_overrides()
     assert defaults == {"cluster_fwd": 0, "cluster_bwd": 0, "partial_cluster": 0, "fwd_staged": True,
                         "bwd_staged": -1, "bwd_two_rows": True, "pdl": True, "fwd_nv": 0, "fwd_block": 0,
-                        "fwd_hoist": -1, "fwd_persist": -1, "bwd_staged_nv": 0, "slice_align": 2}
+                        "fwd_hoist": -1, "fwd_persist": -1, "bwd_staged_nv": 0, "slice_align": 2,
+                        "bwd_lines": 0}
     # the benchmark's --plans parser casts these keys to bool: the same as the extension's bools
     from fastln import benchmark as B
 
@@ -377,6 +378,10 @@ def test_plan_overrides_round_trip():
     for bad in (0, 3, 16):  # the slices' multiple: a power of two up to 8 (launch_plan.h, slice_vectors)
         with pytest.raises(ValueError, match="slice_align"):
             fastln._C.cuda_plan_overrides({"slice_align": bad})
+        assert fastln._C.cuda_plan_overrides() == defaults
+    for bad in (-1, 2):
+        with pytest.raises(ValueError, match="bwd_lines"):
+            fastln._C.cuda_plan_overrides({"bwd_lines": bad})
         assert fastln._C.cuda_plan_overrides() == defaults
 
 
@@ -479,12 +484,22 @@ def test_staged_backward_vectors_a_thread(m, n, dtype, norm, affine):
         assert torch.equal(grads[2][i], grads[4][i]), f"parameter gradient {i - 2} differs"
 
 
-def _check_staged_backward(m, n, dtype, norm, affine):
+def _at_lead(t, lead):
+    """t's values in a fresh buffer, lead elements from its start (its storage_offset)."""
+    buf = torch.empty(lead + t.numel(), dtype=t.dtype, device=t.device)
+    out = buf[lead:].view(t.shape)
+    out.copy_(t)
+    return out
+
+
+def _check_staged_backward(m, n, dtype, norm, affine, lead=0):
     from test_layer_norm import check_parity, forward_backward, make_inputs
     from test_rms_norm import RMS_FNS
 
     offset = 4.0 if norm == "layer" else 0.0
     x, w, b, dy = make_inputs((m, n), (n,), dtype, "cuda", affine, seed=n % 97, offset=offset)
+    if lead:  # x and dy start lead elements into their buffers (16-byte vectors kept)
+        x, dy = _at_lead(x, lead), _at_lead(dy, lead)
     fns, eps = ((fastln.layer_norm, F.layer_norm, ref_layer_norm), 1e-5) if norm == "layer" else (RMS_FNS, 1e-6)
     check_parity(x, (n,), w, b, dy, dtype, eps=eps, fns=fns)
     first = forward_backward(fns[0], x, (n,), w, b, dy, eps)
@@ -513,6 +528,44 @@ def test_slice_align_backward(m, n, dtype, forced, align, norm, affine):
         pytest.skip("cluster slices need sm_90")
     with plan_overrides(**forced, slice_align=align):
         _check_staged_backward(m, n, dtype, norm, affine)
+
+
+# bwd_lines: the register backward's cluster slots shifted onto x's 128-byte lines (each
+# iteration by the slice's start in its line, 0-7 vectors), rows paired by parity (cuda/backward.cuh,
+# bwd_reg_kernel). 16-bit N = 20000 over 4 CTAs (slices of 626, two rows an iteration: starts 0,
+# 2, 4, 6 vectors into a line, odd rows 4 more), 20032 (rows of whole lines), x and dy 8 or 24
+# elements into their buffers (odd shifts), 7 rows (one iteration with a row past the end), over 8
+# CTAs (slices of 314), and without dX (the column sums alone: not taken, no barrier a row).
+@pytest.mark.parametrize("m,n,dtype,forced,lead", [
+    (301, 20000, torch.bfloat16, {}, 0), (300, 20000, torch.float16, {}, 0), (301, 20032, torch.bfloat16, {}, 0),
+    (301, 20000, torch.bfloat16, {}, 8), (7, 20000, torch.float16, {}, 24),
+    (301, 20000, torch.bfloat16, {"cluster_bwd": 8}, 8)], ids=str)
+@pytest.mark.parametrize("norm,affine", [("layer", "both"), ("rms", "weight")])
+def test_bwd_lines_backward(m, n, dtype, forced, lead, norm, affine):
+    """Under bwd_lines: parity against torch and the float64 reference, gradients bitwise equal
+    run to run, a row's grad_input bitwise what the row alone gives (at the same address)."""
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("cluster slices need sm_90")
+    with plan_overrides(**forced, bwd_lines=1):
+        _check_staged_backward(m, n, dtype, norm, affine, lead)
+
+
+def test_bwd_lines_parameters_alone():
+    """bwd_lines with x's gradient not wanted (weight and bias only): the same dgamma and dbeta
+    as without it, as the plan's slots stay put where no barrier orders the rows."""
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("cluster slices need sm_90")
+    from test_layer_norm import make_inputs
+
+    n = 20000
+    x, w, b, dy = make_inputs((301, n), (n,), torch.bfloat16, "cuda", "both", seed=3, offset=4.0)
+    mean, rstd = torch.ops.fastln.layer_norm_fwd(x, (n,), w, b, 1e-5)[1:]
+    outs = []
+    for lines in (0, 1):
+        with plan_overrides(bwd_lines=lines):
+            outs.append(torch.ops.fastln.layer_norm_bwd(dy, x, (n,), mean, rstd, w, b, [False, True, True]))
+    for k in (1, 2):
+        assert torch.equal(outs[0][k], outs[1][k]), f"output {k}"
 
 
 # Zero-centred gamma (weight_offset): y = xhat * (weight_offset + weight) + bias, the sum formed

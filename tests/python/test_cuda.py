@@ -543,11 +543,35 @@ def test_slice_align_backward(m, n, dtype, forced, align, norm, affine):
 @pytest.mark.parametrize("norm,affine", [("layer", "both"), ("rms", "weight")])
 def test_bwd_lines_backward(m, n, dtype, forced, lead, norm, affine):
     """Under bwd_lines: parity against torch and the float64 reference, gradients bitwise equal
-    run to run, a row's grad_input bitwise what the row alone gives (at the same address)."""
+    run to run, a row's grad_input bitwise what the row alone gives at the same address (its
+    pair's shift is its own here: two rows are a whole number of lines at 20000 and 20032; at
+    e.g. 20008 they are not, and a row's sums follow its pair's first row)."""
     if torch.cuda.get_device_capability() < (9, 0):
         pytest.skip("cluster slices need sm_90")
     with plan_overrides(**forced, bwd_lines=1):
         _check_staged_backward(m, n, dtype, norm, affine, lead)
+
+
+@pytest.mark.parametrize("n,taken", [(20000, True), (16384, False)])
+def test_bwd_lines_launches_its_kernel(n, taken):
+    """bwd_lines=1 launches the LINES instantiation where the plan takes it (bf16 20000: 640 slots
+    for slices of 626) and not where the threads hold the slice exactly (16384: 2 CTAs of 256
+    threads, 4 vectors each, slices of 1024); without it, the plain one (the kernels' names as the
+    profiler reads them: bwd_reg_kernel<..., ROWS, LINES>)."""
+    import re
+
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("cluster slices need sm_90")
+    from test_layer_norm import make_inputs
+
+    x, w, b, dy = make_inputs((301, n), (n,), torch.bfloat16, "cuda", "both", seed=5, offset=4.0)
+    mean, rstd = torch.ops.fastln.layer_norm_fwd(x, (n,), w, b, 1e-5)[1:]
+    bwd = lambda: torch.ops.fastln.layer_norm_bwd(dy, x, (n,), mean, rstd, w, b, [True, True, True])  # noqa: E731
+    for lines in (0, 1):
+        with plan_overrides(bwd_lines=lines):
+            bwd()  # warm
+            names = [m.group(1) for k in _cuda_launches(bwd) if (m := re.search(r"bwd_reg_kernel<.*, 2, (\w+)>\(", k))]
+        assert names == [("true" if lines and taken else "false")], f"bwd_lines={lines}: {names}"
 
 
 def test_bwd_lines_parameters_alone():

@@ -407,7 +407,8 @@ BwdPlan bwd_plan(const Problem& pb, const DeviceProps& dev, const Occupancy& occ
     // bwd_lines (built for two rows an iteration and 16-bit parameters; after the grid, which
     // the kernel's launch bounds fix): the slots shifted by up to 7 vectors must hold the slice
     KernelId& k = plan.main.kernel;
-    k.lines = ov.bwd_lines == 1 && k.kind == KernelKind::kBwdReg && k.rows == 2 && pb.param_size == 2 &&
+    const bool lines_wanted = ov.bwd_lines == 1 || (ov.bwd_lines < 0 && !pb.fp16);
+    k.lines = lines_wanted && k.kind == KernelKind::kBwdReg && k.rows == 2 && pb.param_size == 2 &&
               plan.tpr > 32 && int64_t(k.nv) * plan.tpr >= slice_vectors(pb.n / vec, k.cl, plan.slice_align) + 7;
   } else {
     plan.main = fallback_rows(KernelKind::kBwdFallbackDx, pb, vec);

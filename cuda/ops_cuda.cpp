@@ -219,10 +219,10 @@ int slice_align_arg(int a) {
   return a;
 }
 
-// PlanOverrides::bwd_lines: 0 or 1.
+// PlanOverrides::bwd_lines: -1 (heuristics), 0 or 1.
 int bwd_lines_arg(int v) {
-  if (v != 0 && v != 1)
-    throw pybind11::value_error("cuda_plan_overrides: bwd_lines must be 0 or 1, got " + std::to_string(v));
+  if (v < -1 || v > 1)
+    throw pybind11::value_error("cuda_plan_overrides: bwd_lines must be -1, 0 or 1, got " + std::to_string(v));
   return v;
 }
 

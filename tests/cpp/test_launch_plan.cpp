@@ -151,6 +151,7 @@ Case table_case(const std::string& key_text) {
   c.bwd = dir == "bwd";
   c.pb.n = int(n);
   c.pb.elem_size = elem_size(c.t);
+  c.pb.fp16 = c.t == "fp16";
   c.pb.param_size = elem_size(c.p);
   c.pb.residual = res == "r1";
   c.pb.vec_ok = vec == "v1";
@@ -180,6 +181,7 @@ std::string fwd_result(const std::string& t, int n, int64_t m, const std::string
   c.pb.n = n;
   c.pb.m = m;
   c.pb.elem_size = c.pb.param_size = elem_size(t);
+  c.pb.fp16 = t == "fp16";
   c.pb.residual = residual;
   c.ov = overrides(knobs);
   return result(c);
@@ -354,6 +356,7 @@ std::string bwd_result(const std::string& t, int n, int64_t m, const std::string
   c.pb.n = n;
   c.pb.m = m;
   c.pb.elem_size = elem_size(t);
+  c.pb.fp16 = t == "fp16";
   c.pb.param_size = elem_size(c.p);
   c.ov = overrides(knobs);
   return result(c);
@@ -498,7 +501,7 @@ TEST_CASE("launch plans: slice_align rounds the backward's cluster slices and th
 
 TEST_CASE("launch plans: bwd_lines marks the register backward's cluster slices that have room, nothing else",
           "[cuda][plan]") {
-  CHECK(PlanOverrides{}.bwd_lines == 0);
+  CHECK(PlanOverrides{}.bwd_lines == -1);
   CHECK(overrides("bl=1").bwd_lines == 1);
   int taken = 0, rows = 0;
   for (const auto& [key_text, launches] : table_rows()) {
@@ -507,38 +510,42 @@ TEST_CASE("launch plans: bwd_lines marks the register backward's cluster slices 
     if (!c.bwd) continue;
     const pm::DeviceModel& d = pm::device_model(c.dev);
     const ModelOccupancy occ(c, d);
+    c.ov.bwd_lines = 0;
     const BwdPlan base = bwd_plan(c.pb, props(d), occ, c.ov);
-    CHECK(!base.main.kernel.lines);  // off by default
-    c.ov.bwd_lines = 1;
-    const BwdPlan plan = bwd_plan(c.pb, props(d), occ, c.ov);
-    KernelId k = plan.main.kernel;
-    const bool lines = k.lines;
-    k.lines = false;
-    CHECK(k == base.main.kernel);  // the same launches but for LINES
-    CHECK((plan.main.grid == base.main.grid && plan.main.block == base.main.block &&
-           plan.main.smem == base.main.smem && plan.main.cluster == base.main.cluster));
-    CHECK((plan.tpr == base.tpr && plan.slice_align == base.slice_align));
-    CHECK(line(c, plan.reduce) == line(c, base.reduce));
-    const int slice = slice_vectors(c.pb.n / (16 / c.pb.elem_size), k.cl, plan.slice_align);
-    // taken on the 16-bit register kernel's cluster slices of two rows an iteration (16-bit
-    // parameters) whose threads, more than a warp, hold the slice shifted by up to 7 vectors
-    const bool room = k.kind == KernelKind::kBwdReg && k.rows == 2 && c.pb.param_size == 2 && plan.tpr > 32 &&
-                      int64_t(k.nv) * plan.tpr >= slice + 7;
-    CHECK(lines == room);
-    taken += lines;
+    CHECK(!base.main.kernel.lines);  // never under 0
+    for (const int bl : {-1, 1}) {
+      c.ov.bwd_lines = bl;
+      const BwdPlan plan = bwd_plan(c.pb, props(d), occ, c.ov);
+      KernelId k = plan.main.kernel;
+      const bool lines = k.lines;
+      k.lines = false;
+      CHECK(k == base.main.kernel);  // the same launches but for LINES
+      CHECK((plan.main.grid == base.main.grid && plan.main.block == base.main.block &&
+             plan.main.smem == base.main.smem && plan.main.cluster == base.main.cluster));
+      CHECK((plan.tpr == base.tpr && plan.slice_align == base.slice_align));
+      CHECK(line(c, plan.reduce) == line(c, base.reduce));
+      const int slice = slice_vectors(c.pb.n / (16 / c.pb.elem_size), k.cl, plan.slice_align);
+      // taken on the 16-bit register kernel's cluster slices of two rows an iteration (16-bit
+      // parameters) whose threads, more than a warp, hold the slice shifted by up to 7 vectors;
+      // by the heuristics (-1) for bf16 rows only
+      const bool room = k.kind == KernelKind::kBwdReg && k.rows == 2 && c.pb.param_size == 2 && plan.tpr > 32 &&
+                        int64_t(k.nv) * plan.tpr >= slice + 7;
+      CHECK(lines == (room && (bl == 1 || c.t == "bf16")));
+      taken += lines && bl == -1;
+    }
     ++rows;
   }
   CHECK(rows > 1000);
   CHECK(taken > 0);
   // bf16 N = 20000: 4 CTAs of 160 threads, 4 vectors each: 640 slots for slices of 626
-  Case c = table_case("H100 bf16,bf16 layer bwd r0 v1 20000 6711 bl=1");
-  const pm::DeviceModel& d = pm::device_model(c.dev);
-  const BwdPlan plan = bwd_plan(c.pb, props(d), ModelOccupancy(c, d), c.ov);
-  CHECK(plan.main.kernel.lines);
-  CHECK((plan.tpr == 160 && plan.main.kernel.nv == 4 && plan.main.kernel.cl == 4 && plan.main.kernel.rows == 2));
+  const std::string bf = bwd_result("bf16", 20000, 6711, "-");
+  CHECK(bf.find("bwd_reg<bf16,bf16,4,0,1,4,0,2,1> g384x1 b160x1 s40064 c4") != std::string::npos);
+  CHECK(bwd_result("bf16", 20000, 6711, "bl=0").find("bwd_reg<bf16,bf16,4,0,1,4,0,2> g384x1") != std::string::npos);
+  // fp16: only when asked
+  CHECK(bwd_result("fp16", 20000, 6711, "-").find("4,0,2> g384x1") != std::string::npos);
+  CHECK(bwd_result("fp16", 20000, 6711, "bl=1").find("4,0,2,1> g384x1") != std::string::npos);
   // bf16 N = 16384: 2 CTAs of 256 threads hold slices of 1024 exactly: no room
-  Case p2 = table_case("H100 bf16,bf16 layer bwd r0 v1 16384 8192 bl=1");
-  CHECK(!bwd_plan(p2.pb, props(d), ModelOccupancy(p2, d), p2.ov).main.kernel.lines);
+  CHECK(bwd_result("bf16", 16384, 8192, "bl=1").find("bwd_reg<bf16,bf16,4,0,1,2,0,2> g") != std::string::npos);
 }
 
 TEST_CASE("launch plans: the defaults of the overrides change nothing", "[cuda][plan]") {

@@ -364,7 +364,7 @@ def test_plan_overrides_round_trip():
     assert defaults == {"cluster_fwd": 0, "cluster_bwd": 0, "partial_cluster": 0, "fwd_staged": True,
                         "bwd_staged": -1, "bwd_two_rows": True, "pdl": True, "fwd_nv": 0, "fwd_block": 0,
                         "fwd_hoist": -1, "fwd_persist": -1, "bwd_staged_nv": 0, "slice_align": 2,
-                        "bwd_lines": 0}
+                        "bwd_lines": -1}
     # the benchmark's --plans parser casts these keys to bool: the same as the extension's bools
     from fastln import benchmark as B
 
@@ -379,7 +379,7 @@ def test_plan_overrides_round_trip():
         with pytest.raises(ValueError, match="slice_align"):
             fastln._C.cuda_plan_overrides({"slice_align": bad})
         assert fastln._C.cuda_plan_overrides() == defaults
-    for bad in (-1, 2):
+    for bad in (-2, 2):
         with pytest.raises(ValueError, match="bwd_lines"):
             fastln._C.cuda_plan_overrides({"bwd_lines": bad})
         assert fastln._C.cuda_plan_overrides() == defaults
@@ -552,26 +552,28 @@ def test_bwd_lines_backward(m, n, dtype, forced, lead, norm, affine):
         _check_staged_backward(m, n, dtype, norm, affine, lead)
 
 
-@pytest.mark.parametrize("n,taken", [(20000, True), (16384, False)])
-def test_bwd_lines_launches_its_kernel(n, taken):
-    """bwd_lines=1 launches the LINES instantiation where the plan takes it (bf16 20000: 640 slots
-    for slices of 626) and not where the threads hold the slice exactly (16384: 2 CTAs of 256
-    threads, 4 vectors each, slices of 1024); without it, the plain one (the kernels' names as the
-    profiler reads them: bwd_reg_kernel<..., ROWS, LINES>)."""
+@pytest.mark.parametrize("dtype,n,taken", [(torch.bfloat16, 20000, True), (torch.float16, 20000, True),
+                                           (torch.bfloat16, 16384, False)], ids=str)
+def test_bwd_lines_launches_its_kernel(dtype, n, taken):
+    """bwd_lines launches the LINES instantiation where the plan takes it (20000: 640 slots for
+    slices of 626; by default for bf16 only) and not where the threads hold the slice exactly
+    (16384: 2 CTAs of 256 threads, 4 vectors each, slices of 1024), nor under 0 (the kernels'
+    names as the profiler reads them: bwd_reg_kernel<..., ROWS, LINES>)."""
     import re
 
     if torch.cuda.get_device_capability() < (9, 0):
         pytest.skip("cluster slices need sm_90")
     from test_layer_norm import make_inputs
 
-    x, w, b, dy = make_inputs((301, n), (n,), torch.bfloat16, "cuda", "both", seed=5, offset=4.0)
+    x, w, b, dy = make_inputs((301, n), (n,), dtype, "cuda", "both", seed=5, offset=4.0)
     mean, rstd = torch.ops.fastln.layer_norm_fwd(x, (n,), w, b, 1e-5)[1:]
     bwd = lambda: torch.ops.fastln.layer_norm_bwd(dy, x, (n,), mean, rstd, w, b, [True, True, True])  # noqa: E731
-    for lines in (0, 1):
+    for lines in (-1, 0, 1):
         with plan_overrides(bwd_lines=lines):
             bwd()  # warm
             names = [m.group(1) for k in _cuda_launches(bwd) if (m := re.search(r"bwd_reg_kernel<.*, 2, (\w+)>\(", k))]
-        assert names == [("true" if lines and taken else "false")], f"bwd_lines={lines}: {names}"
+        want = taken and (lines == 1 or (lines == -1 and dtype == torch.bfloat16))
+        assert names == ["true" if want else "false"], f"bwd_lines={lines}: {names}"
 
 
 def test_bwd_lines_parameters_alone():

@@ -21,7 +21,8 @@ def demangle(names):
 
 
 # Commas with the variant's last parameter, and its default (named only when not the default).
-VARIANT_ARGS = {"fwd_reg_kernel": (6, "0"), "fwd_staged_kernel": (4, "0"), "bwd_staged_kernel": (4, "2")}
+VARIANT_ARGS = {"fwd_reg_kernel": (6, "0"), "fwd_staged_kernel": (4, "0"), "bwd_staged_kernel": (4, "2"),
+                "bwd_reg_kernel": (8, "0")}
 
 
 def canonical(demangled):
@@ -33,8 +34,9 @@ def canonical(demangled):
     s = s[: s.index(">(") + 1] if ">(" in s else s.split("(")[0]
     s = s.replace("fastln::cuda_impl::", "").replace("fastln::", "").replace("(Norm)", "")
     s = s.replace(" ", "").replace("true", "1").replace("false", "0")
-    # The variant's last parameter (fwd_reg_kernel's HOIST, fwd_staged_kernel's ONE_ROW, bwd_staged_kernel's
-    # NVT) named only when not its default, as test_launch_plan.cpp's kernel_name names it.
+    # The variant's last parameter (fwd_reg_kernel's HOIST, fwd_staged_kernel's ONE_ROW, bwd_reg_kernel's
+    # LINES, bwd_staged_kernel's NVT) named only when not its default, as test_launch_plan.cpp's
+    # kernel_name names it.
     commas, default = VARIANT_ARGS.get(s.split("<")[0], (-1, ""))
     if s.count(",") == commas and s.endswith(f",{default}>"):
         s = s[: -len(default) - 2] + ">"

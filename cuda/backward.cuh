@@ -115,11 +115,11 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T), MINB), bwd_min_
 
   // LINES (PlanOverrides::bwd_lines; ROWS = 2, cluster slices, so G = 1): an iteration's slots
   // start sh vectors before the slice, sh the slice's start in x's 128-byte line for the
-  // iteration's first row, so that each warp's
-  // 512-byte loads span 4 lines, not 5; ROWS = 2 pairs rows of one parity (4j and 4j + 2, then
-  // 4j + 1 and 4j + 3), which share that start where two rows span whole lines (bf16 N = 20000:
-  // rows of 312.5 lines). The slots then move from iteration to iteration: group_sum's barrier
-  // orders one iteration's column sums before the next's.
+  // iteration's first row, so that each warp's 512-byte loads span 4 lines, not 5 (bf16 N =
+  // 20000: 330 -> 317 us, session 30). The rows are paired by parity (4j and 4j + 2, then 4j + 1
+  // and 4j + 3), which share that start where two rows span whole lines (20000: rows of 312.5
+  // lines). The slots move from iteration to iteration: group_sum's barrier orders one
+  // iteration's column sums before the next's.
   const bool lines = LINES && p.dX && tpr > 32;  // group_sum's barriers below
   const int64_t iters = lines ? 2 * ((p.M + 3) / 4) : (p.M + G * ROWS - 1) / (G * ROWS);
   // v < nvec, and v >= 0 where the slots are shifted

@@ -204,7 +204,7 @@ Problem problem(int n, int64_t m, bool residual, bool vec_ok) {
   pb.n = n;
   pb.m = m;
   pb.elem_size = int(sizeof(T));
-  pb.fp16 = std::is_same_v<T, fp16>;
+  pb.plus_one = !std::is_same_v<P, plain_param_t<P>>;
   pb.param_size = int(sizeof(plain_param_t<P>));
   pb.residual = residual;
   pb.vec_ok = vec_ok;

@@ -405,11 +405,18 @@ BwdPlan bwd_plan(const Problem& pb, const DeviceProps& dev, const Occupancy& occ
     plan.nparts = plan.main.grid / plan.main.cluster;
     plan.slice_align = slice_align(pb.n / vec, plan.main.kernel.cl, ov);
     // bwd_lines (built for two rows an iteration and 16-bit parameters; after the grid, which
-    // the kernel's launch bounds fix): the slots shifted by up to 7 vectors must hold the slice
+    // the kernel's launch bounds fix): the slots shifted by up to 7 vectors must hold the slice.
+    // By default only where some slice starts inside a line (a row or a slice not a whole number
+    // of lines; H100, session 31: bf16 / fp16 N = 20000 327 -> 318 / 331 -> 326 us, 20032 323 ->
+    // 314 / 321 -> 319; where they all start on one, 19968 and 18432, the LINES kernel gains
+    // nothing, and fp16's lost 2.5-3.4 %), and not for the weight offset: PlusOne parameters keep
+    // the float32 weight's bits (the mixed kernels, which have no LINES).
     KernelId& k = plan.main.kernel;
-    const bool lines_wanted = ov.bwd_lines == 1 || (ov.bwd_lines < 0 && !pb.fp16);
+    const int slice = slice_vectors(pb.n / vec, k.cl, plan.slice_align);
+    const bool off_lines = int64_t(pb.n) * pb.elem_size % 128 != 0 || slice * 16 % 128 != 0;
+    const bool lines_wanted = ov.bwd_lines == 1 || (ov.bwd_lines < 0 && off_lines && !pb.plus_one);
     k.lines = lines_wanted && k.kind == KernelKind::kBwdReg && k.rows == 2 && pb.param_size == 2 &&
-              plan.tpr > 32 && int64_t(k.nv) * plan.tpr >= slice_vectors(pb.n / vec, k.cl, plan.slice_align) + 7;
+              plan.tpr > 32 && int64_t(k.nv) * plan.tpr >= slice + 7;
   } else {
     plan.main = fallback_rows(KernelKind::kBwdFallbackDx, pb, vec);
     plan.tpr = plan.main.block;

@@ -151,7 +151,6 @@ Case table_case(const std::string& key_text) {
   c.bwd = dir == "bwd";
   c.pb.n = int(n);
   c.pb.elem_size = elem_size(c.t);
-  c.pb.fp16 = c.t == "fp16";
   c.pb.param_size = elem_size(c.p);
   c.pb.residual = res == "r1";
   c.pb.vec_ok = vec == "v1";
@@ -181,7 +180,6 @@ std::string fwd_result(const std::string& t, int n, int64_t m, const std::string
   c.pb.n = n;
   c.pb.m = m;
   c.pb.elem_size = c.pb.param_size = elem_size(t);
-  c.pb.fp16 = t == "fp16";
   c.pb.residual = residual;
   c.ov = overrides(knobs);
   return result(c);
@@ -356,8 +354,8 @@ std::string bwd_result(const std::string& t, int n, int64_t m, const std::string
   c.pb.n = n;
   c.pb.m = m;
   c.pb.elem_size = elem_size(t);
-  c.pb.fp16 = t == "fp16";
   c.pb.param_size = elem_size(c.p);
+  c.pb.plus_one = c.p.rfind("PlusOne", 0) == 0;
   c.ov = overrides(knobs);
   return result(c);
 }
@@ -527,10 +525,11 @@ TEST_CASE("launch plans: bwd_lines marks the register backward's cluster slices 
       const int slice = slice_vectors(c.pb.n / (16 / c.pb.elem_size), k.cl, plan.slice_align);
       // taken on the 16-bit register kernel's cluster slices of two rows an iteration (16-bit
       // parameters) whose threads, more than a warp, hold the slice shifted by up to 7 vectors;
-      // by the heuristics (-1) for bf16 rows only
+      // by the heuristics (-1) where a row or a slice is not a whole number of 128-byte lines
       const bool room = k.kind == KernelKind::kBwdReg && k.rows == 2 && c.pb.param_size == 2 && plan.tpr > 32 &&
                         int64_t(k.nv) * plan.tpr >= slice + 7;
-      CHECK(lines == (room && (bl == 1 || c.t == "bf16")));
+      const bool off_lines = c.pb.n * 2 % 128 != 0 || slice % 8 != 0;
+      CHECK(lines == (room && (bl == 1 || off_lines)));
       taken += lines && bl == -1;
     }
     ++rows;
@@ -541,9 +540,17 @@ TEST_CASE("launch plans: bwd_lines marks the register backward's cluster slices 
   const std::string bf = bwd_result("bf16", 20000, 6711, "-");
   CHECK(bf.find("bwd_reg<bf16,bf16,4,0,1,4,0,2,1> g384x1 b160x1 s40064 c4") != std::string::npos);
   CHECK(bwd_result("bf16", 20000, 6711, "bl=0").find("bwd_reg<bf16,bf16,4,0,1,4,0,2> g384x1") != std::string::npos);
-  // fp16: only when asked
-  CHECK(bwd_result("fp16", 20000, 6711, "-").find("4,0,2> g384x1") != std::string::npos);
-  CHECK(bwd_result("fp16", 20000, 6711, "bl=1").find("4,0,2,1> g384x1") != std::string::npos);
+  CHECK(bwd_result("fp16", 20000, 6711, "-").find("bwd_reg<fp16,fp16,4,0,1,4,0,2,1> g384x1") != std::string::npos);
+  // 20032: rows of 313 lines, slices of 626 vectors (not 8k) over 4 CTAs
+  CHECK(bwd_result("bf16", 20032, 6700, "-").find("4,0,2,1> g") != std::string::npos);
+  // 19968: rows of 312 lines, slices of 624 vectors: every slice starts on a line; only when asked
+  CHECK(bwd_result("fp16", 19968, 6721, "-").find("bwd_reg<fp16,fp16,4,0,1,4,0,2> g") != std::string::npos);
+  CHECK(bwd_result("fp16", 19968, 6721, "bl=1").find("bwd_reg<fp16,fp16,4,0,1,4,0,2,1> g") != std::string::npos);
+  // the weight offset (PlusOne parameters) keeps the float32 weight's bits: only when asked
+  CHECK(bwd_result("bf16", 20000, 6711, "-", "PlusOne<bf16>").find("bwd_reg<bf16,PlusOne<bf16>,4,0,1,4,0,2> g384x1") !=
+        std::string::npos);
+  CHECK(bwd_result("bf16", 20000, 6711, "bl=1", "PlusOne<bf16>").find("bwd_reg<bf16,PlusOne<bf16>,4,0,1,4,0,2,1> g384x1") !=
+        std::string::npos);
   // bf16 N = 16384: 2 CTAs of 256 threads hold slices of 1024 exactly: no room
   CHECK(bwd_result("bf16", 16384, 8192, "bl=1").find("bwd_reg<bf16,bf16,4,0,1,2,0,2> g") != std::string::npos);
 }

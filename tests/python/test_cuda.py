@@ -552,13 +552,19 @@ def test_bwd_lines_backward(m, n, dtype, forced, lead, norm, affine):
         _check_staged_backward(m, n, dtype, norm, affine, lead)
 
 
-@pytest.mark.parametrize("dtype,n,taken", [(torch.bfloat16, 20000, True), (torch.float16, 20000, True),
-                                           (torch.bfloat16, 16384, False)], ids=str)
-def test_bwd_lines_launches_its_kernel(dtype, n, taken):
-    """bwd_lines launches the LINES instantiation where the plan takes it (20000: 640 slots for
-    slices of 626; by default for bf16 only) and not where the threads hold the slice exactly
-    (16384: 2 CTAs of 256 threads, 4 vectors each, slices of 1024), nor under 0 (the kernels'
-    names as the profiler reads them: bwd_reg_kernel<..., ROWS, LINES>)."""
+@pytest.mark.parametrize("dtype,n,offset,default,forced", [
+    (torch.bfloat16, 20000, 0.0, True, True), (torch.float16, 20000, 0.0, True, True),
+    (torch.float16, 19968, 0.0, False, True), (torch.bfloat16, 20000, 1.0, False, True),
+    (torch.bfloat16, 16384, 0.0, False, False)], ids=str)
+def test_bwd_lines_launches_its_kernel(dtype, n, offset, default, forced):
+    """bwd_lines launches the LINES instantiation where the plan takes it, and not under 0 (the
+    kernels' names as the profiler reads them: bwd_reg_kernel<..., ROWS, LINES>). By default
+    (-1) where some slice starts inside a 128-byte line (20000: slices of 626 vectors over 4 CTAs,
+    rows of 312.5 lines), not where they all start on one (19968: 624 vectors, rows of 312
+    lines), nor for the weight offset (its bits are the float32 weight's: the mixed kernels have
+    no LINES); under 1 wherever the threads hold the slice and 7 vectors (20000: 640 slots for
+    626), not where they hold it exactly (16384: 2 CTAs of 256 threads, 4 vectors each, slices
+    of 1024)."""
     import re
 
     if torch.cuda.get_device_capability() < (9, 0):
@@ -566,13 +572,13 @@ def test_bwd_lines_launches_its_kernel(dtype, n, taken):
     from test_layer_norm import make_inputs
 
     x, w, b, dy = make_inputs((301, n), (n,), dtype, "cuda", "both", seed=5, offset=4.0)
-    mean, rstd = torch.ops.fastln.layer_norm_fwd(x, (n,), w, b, 1e-5)[1:]
-    bwd = lambda: torch.ops.fastln.layer_norm_bwd(dy, x, (n,), mean, rstd, w, b, [True, True, True])  # noqa: E731
-    for lines in (-1, 0, 1):
+    xx = x.clone().requires_grad_()
+    out = fastln.layer_norm(xx, (n,), w.requires_grad_(), b.requires_grad_(), 1e-5, weight_offset=offset)
+    bwd = lambda: torch.autograd.grad(out, [xx, w, b], dy, retain_graph=True)  # noqa: E731
+    for lines, want in ((-1, default), (0, False), (1, forced)):
         with plan_overrides(bwd_lines=lines):
             bwd()  # warm
             names = [m.group(1) for k in _cuda_launches(bwd) if (m := re.search(r"bwd_reg_kernel<.*, 2, (\w+)>\(", k))]
-        want = taken and (lines == 1 or (lines == -1 and dtype == torch.bfloat16))
         assert names == ["true" if want else "false"], f"bwd_lines={lines}: {names}"
 
 

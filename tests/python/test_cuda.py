@@ -554,15 +554,17 @@ def test_bwd_lines_backward(m, n, dtype, forced, lead, norm, affine):
 
 @pytest.mark.parametrize("dtype,n,offset,default,forced", [
     (torch.bfloat16, 20000, 0.0, True, True), (torch.float16, 20000, 0.0, True, True),
-    (torch.float16, 19968, 0.0, False, True), (torch.bfloat16, 20000, 1.0, False, True),
+    (torch.float16, 19968, 0.0, False, True), (torch.bfloat16, 20008, 0.0, False, True),
+    (torch.bfloat16, 20000, 1.0, False, True),
     (torch.bfloat16, 16384, 0.0, False, False)], ids=str)
 def test_bwd_lines_launches_its_kernel(dtype, n, offset, default, forced):
     """bwd_lines launches the LINES instantiation where the plan takes it, and not under 0 (the
     kernels' names as the profiler reads them: bwd_reg_kernel<..., ROWS, LINES>). By default
     (-1) where some slice starts inside a 128-byte line (20000: slices of 626 vectors over 4 CTAs,
     rows of 312.5 lines), not where they all start on one (19968: 624 vectors, rows of 312
-    lines), nor for the weight offset (its bits are the float32 weight's: the mixed kernels have
-    no LINES); under 1 wherever the threads hold the slice and 7 vectors (20000: 640 slots for
+    lines), nor where the two rows of an iteration would start at different places in their
+    lines (20008: two rows of 625.25 lines; a row's bits would follow its pair's shift), nor for
+    the weight offset (its bits are the float32 weight's: the mixed kernels have no LINES); under 1 wherever the threads hold the slice and 7 vectors (20000: 640 slots for
     626), not where they hold it exactly (16384: 2 CTAs of 256 threads, 4 vectors each, slices
     of 1024)."""
     import re

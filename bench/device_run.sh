@@ -7,7 +7,8 @@
 # of GPU memory), sanitize (memcheck and racecheck side by side), bench, opsbench, sweep
 # (launch-plan A/Bs: --suites plans --plans "$SWEEP_PLANS", e.g. SWEEP_PLANS=cluster_fwd=2,cluster_fwd=4), ktimes
 # (the backward's time per kernel; KTIMES_ARGS), abs (several benchmark runs, ABS, one archive),
-# profile (mid_fwd_ncu.py --profile over PROFILE_CASES). The benchmark stages run fastln.benchmark
+# profile (mid_fwd_ncu.py --profile over PROFILE_CASES), ncu (bwd_reg_kernel under Nsight Compute over
+# NCU_CASES, e.g. "6721 19968 float16 bwd_lines=0; 6721 19968 float16 bwd_lines=1"). The benchmark stages run fastln.benchmark
 # (python -m fastln bench --device cuda): bench = the default CUDA suites (kernel, ops, user, mixed,
 # offset with the peers where importable, calls, devices), opsbench = --suites ops, ktimes = --suites
 # bwd_kernels; BENCH_ARGS are more options (e.g. --quick); results in $OUT/<stage>/cuda_<card>.json
@@ -123,6 +124,20 @@ abs)  # several benchmark runs in one call, one archive back: ABS="NAME ARGS...;
     echo "abs $name: $(grep -c '^| cuda' /tmp/abs/$name/log) rows"; grep "^Geometric" /tmp/abs/$name/log | tail -1
   done
   tar czf $OUT/abs.tgz -C /tmp abs ;;
+ncu)  # the backward's register kernel under Nsight Compute, NCU_CASES="M N DTYPE [KEY=VALUE...]; ..."
+  # (docs/journal/scripts/bwd16_ncu.py): per case its sections' text and its SASS source counters
+  # (csv for sass_stalls.py), all in $OUT/ncu.tgz
+  mkdir -p /tmp/ncu; IFS=';' read -ra cases <<< "$NCU_CASES"; i=0
+  for c in "${cases[@]}"; do
+    i=$((i + 1)); echo "== $i: $c" | tee -a /tmp/ncu/cases.txt
+    ncu --clock-control none -k regex:bwd_reg_kernel --launch-skip 3 --launch-count 1 --section SpeedOfLight \
+      --section WarpStateStats --section InstructionStats --section Occupancy --section SourceCounters \
+      -o /tmp/ncu/c$i python3 docs/journal/scripts/bwd16_ncu.py $c > /tmp/ncu/c$i.log 2>&1
+    ncu -i /tmp/ncu/c$i.ncu-rep --page details > /tmp/ncu/c$i.txt 2>&1
+    ncu -i /tmp/ncu/c$i.ncu-rep --page source --print-source sass --csv 2>/dev/null | gzip > /tmp/ncu/c$i.csv.gz
+    grep -E "Duration|Executed Ipc A|Issue Slots Busy|Warp Cycles Per Issued|Executed Instructions  " /tmp/ncu/c$i.txt
+  done
+  tar czf $OUT/ncu.tgz --exclude='*.ncu-rep' -C /tmp ncu ;;
 profile)  # the mid-size forward's do_bench gap under CUPTI (docs/journal/scripts/mid_fwd_ncu.py
   # --profile), PROFILE_CASES="M N DTYPE; M N DTYPE --sleep CYCLES; M N DTYPE --clean" (a spin, or a
   # read of another 256 MB, between the memset and the call); the peers on PYTHONPATH when installed

@@ -14,8 +14,8 @@ take a row and the exchange's four slots are reused in the clusters of 65536. Th
 (cluster rows without the residual add) takes fp32 65536 in clusters of 8 CTAs, one a SM (at most
 16 on an H100's 132 SMs): 100 rows give each at least 6, so its three buffers and four slots are
 reused too. 16-bit backward rows of 49152 are staged too (clusters of 8; 70 rows: 30 clusters, some
-with three rows). 16-bit backward rows of 20000 take the LINES kernel (bf16 by default, fp16
-under bwd_lines=1): 9 rows pair 0 with 2, 1 with 3, ... and leave row 8 alone.
+with three rows). 16-bit backward rows of 20000 take the LINES kernel (bf16 and fp16, by default):
+9 rows pair 0 with 2, 1 with 3, ... and leave row 8 alone.
 
 Arguments: op names (keys of ops()) to run those alone, e.g. a new case under a short device call;
 KEY=VALUE launch-plan overrides (fastln._C.cuda_plan_overrides, as the benchmark's --plans), e.g.

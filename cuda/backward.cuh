@@ -135,9 +135,8 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T), MINB), bwd_min_
     // 3600 instructions against 3184) and its LINES kernel ran 3-7 % slower than the plain one
     // (session 30); as words, 50 PRMT and 3360 instructions, and 20000's backward 331 -> 326 us
     // (session 31). The other kernels are unchanged.
-    struct alignas(16) Words { uint32_t w[4]; };
     constexpr bool kWords = LINES && std::is_same_v<T, fp16>;
-    using Held = std::conditional_t<kWords, Words, Pack<T>>;
+    using Held = std::conditional_t<kWords, Pack<uint32_t>, Pack<T>>;
     const auto unpack = [](const Held& h) -> decltype(auto) {
       if constexpr (kWords) {
         Pack<T> p;

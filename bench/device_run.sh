@@ -19,7 +19,9 @@
 # The peers (Liger, Quack: ../shared/peers/device-peers.md) travel as wheels in two calls on one
 # warm machine: stash (carry .big/a: the first half of the cutlass-dsl cu13 wheel kept in
 # /root/stash), then peers (carry .whl and .big/b: the wheels installed into /tmp/site, which
-# every later stage and call on that machine puts on PYTHONPATH). models: bench/model_bench_gpu.sh
+# every later stage and call on that machine puts on PYTHONPATH; the tree with .whl and .big/b
+# passed the 64 MiB a call may carry in session 32: move docs/journal/data out of it for that
+# call, the device needs none of it). models: bench/model_bench_gpu.sh
 # (MODELS, ARGS as there).
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p $OUT

@@ -120,7 +120,7 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T), MINB), bwd_min_
   // and 4j + 3), which share that start where two rows span whole lines (20000: rows of 312.5
   // lines). The slots move from iteration to iteration: group_sum's barrier orders one
   // iteration's column sums before the next's.
-  const bool lines = LINES && p.dX && tpr > 32;  // group_sum's barriers below
+  const bool lines = LINES && p.dX && tpr > 32;  // group_sum's barriers below (the plan takes LINES only so)
   const int64_t iters = lines ? 2 * ((p.M + 3) / 4) : (p.M + G * ROWS - 1) / (G * ROWS);
   // v < nvec, and v >= 0 where the slots are shifted
   const auto in_slice = [&](int v) { return LINES ? unsigned(v) < unsigned(nvec) : v < nvec; };

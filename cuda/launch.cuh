@@ -199,7 +199,7 @@ struct BwdOccupancy final : Occupancy {
 };
 
 template <class T, class P>
-Problem problem(int n, int64_t m, bool residual, bool vec_ok) {
+Problem problem(int n, int64_t m, bool residual, bool vec_ok, bool dx = true) {
   Problem pb;
   pb.n = n;
   pb.m = m;
@@ -208,6 +208,7 @@ Problem problem(int n, int64_t m, bool residual, bool vec_ok) {
   pb.param_size = int(sizeof(plain_param_t<P>));
   pb.residual = residual;
   pb.vec_ok = vec_ok;
+  pb.dx = dx;
   return pb;
 }
 
@@ -254,7 +255,7 @@ cudaError_t launch_fwd_norm(FwdParams<T, P> p, bool vec_ok, cudaStream_t s) {
 
 template <class T, class P, Norm NORM>
 int64_t bwd_num_partials_norm(const BwdParams<T, P>& p, bool vec_ok, int device) {
-  return bwd_plan(problem<T, P>(p.n, p.M, false, vec_ok), device_props(device), BwdOccupancy<T, P, NORM>(device), plan_overrides())
+  return bwd_plan(problem<T, P>(p.n, p.M, false, vec_ok, p.dX != nullptr), device_props(device), BwdOccupancy<T, P, NORM>(device), plan_overrides())
       .nparts;
 }
 
@@ -264,7 +265,7 @@ cudaError_t launch_bwd_norm(BwdParams<T, P> p, bool vec_ok, int64_t nparts, Q* d
   int device = 0;
   cudaGetDevice(&device);
   const BwdPlan plan =
-      bwd_plan(problem<T, P>(p.n, p.M, false, vec_ok), device_props(device), BwdOccupancy<T, P, NORM>(device), plan_overrides());
+      bwd_plan(problem<T, P>(p.n, p.M, false, vec_ok, p.dX != nullptr), device_props(device), BwdOccupancy<T, P, NORM>(device), plan_overrides());
   p.tpr = plan.tpr;
   p.slice_align = plan.slice_align;
   const auto kernel = bwd_kernel<T, P, NORM>(plan.main.kernel);

@@ -412,14 +412,16 @@ BwdPlan bwd_plan(const Problem& pb, const DeviceProps& dev, const Occupancy& occ
     // nothing, and fp16's lost 2.5-3.4 %); where two rows span whole lines, so that the rows
     // paired in an iteration share their shift and a row's dX bits are what it gives alone at
     // that address (20008 would mix them); and not for the weight offset: PlusOne parameters
-    // keep the float32 weight's bits (the mixed kernels, which have no LINES).
+    // keep the float32 weight's bits (the mixed kernels, which have no LINES). Never without dX
+    // (the parameters alone): group_sum's barriers, which only dX's row sums pass, order one
+    // iteration's column sums before the next's shifted slots.
     KernelId& k = plan.main.kernel;
     const int slice = slice_vectors(pb.n / vec, k.cl, plan.slice_align);
     const int64_t row_bytes = int64_t(pb.n) * pb.elem_size;
     const bool off_lines = row_bytes % 128 != 0 || slice * 16 % 128 != 0;
     const bool pairs_share = 2 * row_bytes % 128 == 0;
     const bool lines_wanted = ov.bwd_lines == 1 || (ov.bwd_lines < 0 && off_lines && pairs_share && !pb.plus_one);
-    k.lines = lines_wanted && k.kind == KernelKind::kBwdReg && k.rows == 2 && pb.param_size == 2 &&
+    k.lines = lines_wanted && pb.dx && k.kind == KernelKind::kBwdReg && k.rows == 2 && pb.param_size == 2 &&
               plan.tpr > 32 && int64_t(k.nv) * plan.tpr >= slice + 7;
   } else {
     plan.main = fallback_rows(KernelKind::kBwdFallbackDx, pb, vec);

@@ -85,6 +85,7 @@ struct Problem {
   int param_size = 4;  // bytes of a weight element (PlusOne<W>: W's)
   bool residual = false;
   bool vec_ok = true;
+  bool dx = true;  // the backward computes dX (LINES orders its iterations by dX's row sums' barriers)
 };
 
 // Overrides of the heuristics for experiments and tests (fastln._C.cuda_plan_overrides); the
@@ -103,7 +104,7 @@ struct PlanOverrides {
   int bwd_staged_nv = 0;    // the staged backward's vectors a thread on 16-bit rows with 16-bit parameters: 2 or 4 (0: heuristics, 4; the other rows always kBwdStagedVectors)
   int fwd_persist = -1;     // the staged forward's grid: -1 heuristics (a cluster a row where the persistent grid leaves SMs idle that it would fill), 1 persistent, 0 a cluster a row (fwd_staged_kernel ONE_ROW: one row buffer a CTA, at least two CTAs a SM; Quack's shape at fp32 N = 20000-49152)
   int slice_align = 2;     // the backward's cluster slices' vectors rounded up to a multiple of this (slice_vectors): 1 (ceil(n / cl)), 2 (32-byte sectors, the default: fp32 N = 20000's staged slices of 625 vectors over 8 CTAs took 597-600 us, of 626 582-583; 16-bit unchanged; journal.md, session 29), 4, 8 (128-byte lines)
-  int bwd_lines = -1;      // -1 heuristics (where some slice starts inside a line and two rows span whole lines, not for the weight offset: launch_plan.cpp), 0 never, 1: the 16-bit register backward's cluster slices of two rows an iteration (16-bit parameters) read from x's 128-byte lines: each iteration's slots shifted by the slice's start in its line, rows paired by parity (bwd_reg_kernel LINES); where the threads hold the slice and 7 vectors more
+  int bwd_lines = -1;      // -1 heuristics (where some slice starts inside a line and two rows span whole lines, not for the weight offset: launch_plan.cpp), 0 never, 1: the 16-bit register backward's cluster slices of two rows an iteration (16-bit parameters) read from x's 128-byte lines: each iteration's slots shifted by the slice's start in its line, rows paired by parity (bwd_reg_kernel LINES); where the threads hold the slice and 7 vectors more, and never without dX (Problem::dx)
   bool operator==(const PlanOverrides&) const = default;
 };
 

@@ -532,6 +532,12 @@ TEST_CASE("launch plans: bwd_lines marks the register backward's cluster slices 
       const bool off_lines = c.pb.n * 2 % 128 != 0 || slice % 8 != 0, pairs_share = c.pb.n * 4 % 128 == 0;
       CHECK(lines == (room && (bl == 1 || (off_lines && pairs_share))));
       taken += lines && bl == -1;
+      // the parameters alone (no dX): never LINES, the same launches otherwise
+      Problem alone = c.pb;
+      alone.dx = false;
+      const BwdPlan pa = bwd_plan(alone, props(d), occ, c.ov);
+      CHECK(pa.main.kernel == base.main.kernel);
+      CHECK((pa.main.grid == base.main.grid && pa.nparts == plan.nparts && pa.tpr == base.tpr));
     }
     ++rows;
   }

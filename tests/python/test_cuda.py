@@ -586,7 +586,8 @@ def test_bwd_lines_launches_its_kernel(dtype, n, offset, default, forced):
 
 def test_bwd_lines_parameters_alone():
     """bwd_lines with x's gradient not wanted (weight and bias only): the same dgamma and dbeta
-    as without it, as the plan's slots stay put where no barrier orders the rows."""
+    as without it: the plan never takes LINES without dX (no barrier would order the shifted
+    slots' column sums from one iteration to the next), asked or not."""
     if torch.cuda.get_device_capability() < (9, 0):
         pytest.skip("cluster slices need sm_90")
     from test_layer_norm import make_inputs

@@ -585,9 +585,10 @@ def test_bwd_lines_launches_its_kernel(dtype, n, offset, default, forced):
 
 
 def test_bwd_lines_parameters_alone():
-    """bwd_lines with x's gradient not wanted (weight and bias only): the same dgamma and dbeta
-    as without it: the plan never takes LINES without dX (no barrier would order the shifted
-    slots' column sums from one iteration to the next), asked or not."""
+    """bwd_lines with x's gradient not wanted (weight and bias only): the plan never takes LINES
+    without dX (no barrier would order the shifted slots' column sums from one iteration to the
+    next), asked or not: the plain kernel launches (the profiler's names) and gives the same
+    dgamma and dbeta."""
     if torch.cuda.get_device_capability() < (9, 0):
         pytest.skip("cluster slices need sm_90")
     from test_layer_norm import make_inputs
@@ -595,10 +596,15 @@ def test_bwd_lines_parameters_alone():
     n = 20000
     x, w, b, dy = make_inputs((301, n), (n,), torch.bfloat16, "cuda", "both", seed=3, offset=4.0)
     mean, rstd = torch.ops.fastln.layer_norm_fwd(x, (n,), w, b, 1e-5)[1:]
+    import re
+
+    bwd = lambda: torch.ops.fastln.layer_norm_bwd(dy, x, (n,), mean, rstd, w, b, [False, True, True])  # noqa: E731
     outs = []
     for lines in (0, 1):
         with plan_overrides(bwd_lines=lines):
-            outs.append(torch.ops.fastln.layer_norm_bwd(dy, x, (n,), mean, rstd, w, b, [False, True, True]))
+            outs.append(bwd())
+            names = [m.group(1) for k in _cuda_launches(bwd) if (m := re.search(r"bwd_reg_kernel<.*, 2, (\w+)>\(", k))]
+        assert names == ["false"], f"bwd_lines={lines}: {names}"  # the plain two-row kernel, asked or not
     for k in (1, 2):
         assert torch.equal(outs[0][k], outs[1][k]), f"output {k}"
 

@@ -11,27 +11,17 @@ often each instruction of that opcode ran (count of instructions by times execut
 per-iteration counts show up as the loop's trip count).
 """
 import collections
-import csv
-import gzip
 import re
 import sys
 
+from ncu_csv import SourcePage
+
 
 def load(path):
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt") as f:
-        rows = list(csv.reader(f))
-    col = {h: i for i, h in enumerate(rows[1])}  # rows[0]: the kernel's name
-
-    def num(r, name):
-        return float(r[col[name]].replace(",", "") or 0)
-
-    out = []
-    for r in rows[2:]:
-        sass = r[col["Source"]].strip()
-        op = re.sub(r"^@!?U?P\w+\s+", "", sass).split(" ")[0]
-        out.append((op, num(r, "Instructions Executed"), num(r, "Warp Stall Sampling (All Samples)")))
-    return out
+    """(opcode without its predicate, times executed, stall samples) an instruction"""
+    page = SourcePage(path)
+    return [(re.sub(r"^@!?U?P\w+\s+", "", page.sass(r)).split(" ")[0], page.num(r, "Instructions Executed"),
+             page.num(r, "Warp Stall Sampling (All Samples)")) for r in page.rows]
 
 
 a, b = load(sys.argv[1]), load(sys.argv[2])

@@ -11,32 +11,22 @@ order: index, share of samples, times executed, SASS, the two main reasons), the
 each FROM:TO range of indices (the context of a hot instruction).
 """
 import collections
-import csv
-import gzip
 import sys
 
-path = sys.argv[1]
+from ncu_csv import SourcePage
+
+page = SourcePage(sys.argv[1])
 top = int(sys.argv[2]) if len(sys.argv) > 2 else 30
-opener = gzip.open if path.endswith(".gz") else open
-with opener(path, "rt") as f:
-    rows = list(csv.reader(f))
-header, data = rows[1], rows[2:]  # rows[0]: the kernel's name
-col = {h: i for i, h in enumerate(header)}
-reasons = [h for h in header if h.startswith("stall_") and "Not Issued" not in h]
+data, col, num = page.rows, page.col, page.num
+reasons = [h for h in page.header if h.startswith("stall_") and "Not Issued" not in h]
 SAMPLES = "Warp Stall Sampling (All Samples)"
-
-
-def num(row, name):
-    v = row[col[name]]
-    return float(v) if v not in ("", "-") else 0.0
-
 
 total = sum(num(r, SAMPLES) for r in data) or 1.0
 by_reason = collections.Counter()
 for r in data:
     for s in reasons:
         by_reason[s] += num(r, s)
-print(rows[0][1] if len(rows[0]) > 1 else path)
+print(page.kernel)
 print(f"{total:.0f} samples;", ", ".join(f"{s[6:]} {v / total:.1%}" for s, v in by_reason.most_common(8)))
 hot = sorted(range(len(data)), key=lambda i: -num(data[i], SAMPLES))[:top]
 for i in sorted(hot):

@@ -291,9 +291,11 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T), MINB), bwd_min_
 // ---------------------------------------------------------------- backward, staged rows (sm_90)
 // Rows of bwd_staged_plan (fp32 rows of 256 vectors and more) on sm_90: a persistent grid whose
 // CTA (CL = 1), or cluster of CL CTAs each a slice, walks rows first, first + stride, ... as
-// fwd_staged_kernel does, the TMA unit loading x and dy two rows ahead into ST buffers of shared
-// memory (StagedRows; ST = 4, row_stages=4: three rows ahead). Each thread takes NVT vectors of the slice (t, t + blockDim.x, ...: NVT =
-// kBwdStagedVectors, 4 for 16-bit rows and parameters: bwd_staged_launch) and holds their gamma and their dgamma / dbeta column sums in registers for all
+// fwd_staged_kernel does, the TMA unit loading x and dy into ST buffers of shared memory
+// (StagedRows: row k + ST - 1 while row k's dx is written, ST - 2 iterations before its first
+// use; ST = 4 under row_stages=4). Each thread takes NVT vectors of the slice (t, t +
+// blockDim.x, ...: NVT = kBwdStagedVectors, 4 for 16-bit rows and parameters:
+// bwd_staged_launch) and holds their gamma and their dgamma / dbeta column sums in registers for all
 // its rows: shared memory holds only the staged rows, and the column sums are written once, at
 // the end, into the cluster's partial (the CTA's slice of it). The row sums are pipelined: the
 // CTA adds row k + 1's and sends them to the cluster before it waits for row k's and writes row

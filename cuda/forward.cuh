@@ -167,8 +167,8 @@ __global__ void __launch_bounds__(512, fwd_min_ctas(CL)) fwd_reg_kernel(FwdParam
 
 // ---------------------------------------------------------------- forward, staged rows (sm_90)
 // Rows split over a cluster (fwd_config), staged in shared memory instead of registers: the TMA
-// unit loads each CTA's slice of a row (cp.async.bulk) into ST buffers (StagedRows: row k + 2
-// while row k is written, one iteration before its first use; ST = 4, row_stages=4: k + 3, two),
+// unit loads each CTA's slice of a row (cp.async.bulk) into ST buffers (StagedRows: row k + ST - 1
+// while row k is written, ST - 2 iterations before its first use; ST = 4 under row_stages=4),
 // and each thread holds the gamma and beta of its vectors for all rows. The register kernel of 8
 // vectors a thread loads a row only once the last one is written, spills (bf16: 537K
 // local-memory requests a call at N = 65536), and re-reads gamma and beta every row.

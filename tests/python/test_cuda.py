@@ -292,10 +292,11 @@ def test_forward_one_row_a_cluster_keeps_bits():
 
 
 def _row_stages_outputs():
-    """Forward outputs and backward gradients of rows the staged kernels take (sm_90: the forward
-    over clusters at fp32 20000 and 24576 and 16-bit 49152, the backward at fp32 1024, 20000 and
-    65536 and 16-bit 24576 and 49152), with enough rows a CTA or cluster of the persistent grids
-    that each of four buffers is refilled, its mbarrier in both phases."""
+    """Forward outputs and backward gradients of rows the staged kernels take on sm_90, with enough
+    rows a CTA or cluster of the persistent grids that each of four buffers is refilled, its
+    mbarrier in both phases. Under row_stages=4 (H100's plans): four buffers for the forward at
+    fp32 20000, 24576 and 65536 and 16-bit 49152 and the backward at 16-bit 24576 and 49152; three
+    for the rest (the fp32 backward at 20000: four would leave fewer CTAs resident)."""
     from test_layer_norm import forward_backward, make_inputs
     from test_rms_norm import RMS_FNS
 
@@ -318,6 +319,36 @@ def test_row_stages_keep_bits():
     if torch.cuda.get_device_capability() < (9, 0):
         pytest.skip("thread-block clusters and the TMA unit need sm_90")
     _assert_override_keeps_bits(_row_stages_outputs, "the staged kernels differ", row_stages=4)
+
+
+@pytest.mark.parametrize("kind,dtype,m,n,four", [("fwd", torch.float32, 1000, 20000, True),
+                                               ("fwd", torch.bfloat16, 300, 65536, False),
+                                               ("bwd", torch.bfloat16, 1000, 24576, True),
+                                               ("bwd", torch.float32, 1000, 20000, False)], ids=str)
+def test_row_stages_launches_its_kernel(kind, dtype, m, n, four):
+    """row_stages=4 launches the staged kernel's ST = 4 instantiation where four buffers fit and
+    leave as many CTAs resident, ST = 3 elsewhere and by default (the kernels' names as the
+    profiler reads them: ..._staged_kernel<..., ST>). fp32 20000 forward: 4 x 40000 bytes a CTA;
+    bf16 65536 forward: 4 x 64 KB do not fit; bf16 24576 backward: 4 x 2 x 24 KB; fp32 20000
+    backward: 80 KB a CTA would leave 2 CTAs a SM instead of 3."""
+    import re
+
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("thread-block clusters and the TMA unit need sm_90")
+    from test_layer_norm import make_inputs
+
+    x, w, b, dy = make_inputs((m, n), (n,), dtype, "cuda", "both", seed=3, offset=4.0)
+    _, mean, rstd = torch.ops.fastln.layer_norm_fwd(x, (n,), w, b, 1e-5, 0.0)
+    if kind == "fwd":
+        run = lambda: torch.ops.fastln.layer_norm_fwd(x, (n,), w, b, 1e-5, 0.0)  # noqa: E731
+    else:
+        run = lambda: torch.ops.fastln.layer_norm_bwd(dy, x, (n,), mean, rstd, w, b, [True, True, True], 0.0)  # noqa: E731
+    for rs, want in ((0, 3), (4, 4 if four else 3)):
+        with plan_overrides(row_stages=rs):
+            run()  # warm
+            names = [int(k.group(1)) for name in _cuda_launches(run)
+                     if (k := re.search(rf"{kind}_staged_kernel<.*, (\d+)>\(", name))]
+        assert names == [want], f"row_stages={rs}: {names}"
 
 
 def test_staged_forward_rows_alone_keep_bits():

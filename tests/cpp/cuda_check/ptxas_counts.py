@@ -20,7 +20,6 @@ def demangle(names):
     return out.splitlines()
 
 
-# Commas with the variant's last parameter, and its default (named only when not the default).
 # Per kernel: its template arguments before the variants, and the variants' defaults in order
 # (fwd_staged_kernel's ONE_ROW and ST, bwd_staged_kernel's NVT and ST, ...).
 VARIANT_ARGS = {"fwd_reg_kernel": (6, ["0"]), "fwd_staged_kernel": (4, ["0", "3"]), "bwd_staged_kernel": (4, ["2", "3"]),

@@ -215,8 +215,10 @@ __global__ void __launch_bounds__(kStagedThreads, ONE_ROW ? 2 : 1) fwd_staged_ke
   csum.start();  // its fence also publishes these mbarriers' initialization
   __syncthreads();
   load(0);
-  if constexpr (!ONE_ROW)
-    for (int k = 1; k < ST - 1; ++k) load(k);  // the rows before the loop's first load
+  if constexpr (!ONE_ROW) {
+    load(1);
+    if constexpr (ST == kMaxRowStages) load(2);  // the rows before the loop's first load
+  }
   csum.wait_started();
   // gamma and beta of this thread's vectors, loaded once: read for every row, they did not stay
   // in L1 beside the buffers (bf16, 2 x 64 KB a slice: 3.6% L1 hits, ncu). 16-byte parameter

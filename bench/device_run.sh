@@ -58,10 +58,21 @@ peers)
 models)  # a JSON file and a log per model: one archive, as $OUT brings back at most 8 files
   OUT=$OUT/models bash bench/model_bench_gpu.sh; tar czf $OUT/models.tgz -C $OUT models && rm -rf $OUT/models ;;
 build)
-  t0=$(date +%s)
+  # ninja rebuilds what is newer than its objects, and a call's copy of the tree keeps its files'
+  # times: a source put back to an older text (the call before applied a patch, this one does not)
+  # looked built, and session 34's "baseline" ran the patched kernels (build 22 s). Touch every
+  # source whose text differs from the last build's (/tmp/fastln-build/src.sha).
+  t0=$(date +%s); mkdir -p /tmp/fastln-build
+  find CMakeLists.txt tools cuda src/cpp -type f | sort | xargs sha256sum > /tmp/src.sha
+  if [ -f /tmp/fastln-build/src.sha ]; then
+    diff /tmp/fastln-build/src.sha /tmp/src.sha | awk '/^>/ {print $3}' > /tmp/src.changed
+  else awk '{print $2}' /tmp/src.sha > /tmp/src.changed; fi  # no stamp: a build dir of unknown sources
+  xargs -r touch < /tmp/src.changed
+  echo "build: $(wc -l < /tmp/src.changed) sources changed since the last build"
   FASTLN_CUDA=ON python3 -m pip install --no-build-isolation --no-deps -q \
     -C cmake.define.FASTLN_CUDA_ARCHITECTURES="$ARCHS" -C build-dir=/tmp/fastln-build . > $OUT/build.log 2>&1 \
     || { tail -50 $OUT/build.log; exit 1; }
+  cp /tmp/src.sha /tmp/fastln-build/src.sha
   echo "build ok $(( $(date +%s) - t0 ))s"
   (cd /tmp && python3 -c "import fastln; print('cuda', fastln._C.cuda, fastln._C.cuda_archs)") ;;
 smoke)

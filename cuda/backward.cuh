@@ -291,25 +291,23 @@ __global__ void __launch_bounds__(bwd_max_threads(CL, sizeof(T), MINB), bwd_min_
 // ---------------------------------------------------------------- backward, staged rows (sm_90)
 // Rows of bwd_staged_plan (fp32 rows of 256 vectors and more) on sm_90: a persistent grid whose
 // CTA (CL = 1), or cluster of CL CTAs each a slice, walks rows first, first + stride, ... as
-// fwd_staged_kernel does, the TMA unit loading x and dy into ST buffers of shared memory
-// (StagedRows: row k + ST - 1 while row k's dx is written, ST - 2 iterations before its first
-// use; ST = 4 under row_stages=4). Each thread takes NVT vectors of the slice (t, t +
-// blockDim.x, ...: NVT = kBwdStagedVectors, 4 for 16-bit rows and parameters:
-// bwd_staged_launch) and holds their gamma and their dgamma / dbeta column sums in registers for all
+// fwd_staged_kernel does, the TMA unit loading x and dy two rows ahead into shared memory
+// (StagedRows). Each thread takes NVT vectors of the slice (t, t + blockDim.x, ...: NVT =
+// kBwdStagedVectors, 4 for 16-bit rows and parameters: bwd_staged_launch) and holds their gamma and their dgamma / dbeta column sums in registers for all
 // its rows: shared memory holds only the staged rows, and the column sums are written once, at
 // the end, into the cluster's partial (the CTA's slice of it). The row sums are pipelined: the
 // CTA adds row k + 1's and sends them to the cluster before it waits for row k's and writes row
 // k's dx, so the cluster's exchange does not leave the SM idle (CTAs of up to 1024 threads, one
 // a SM; without that pipelining, fp32 12288 over 2 CTAs: 84.8% of copy bandwidth, 99.0 with it).
 
-template <class T, class P, Norm NORM, int CL, int NVT = kBwdStagedVectors, int ST = kRowStages>
+template <class T, class P, Norm NORM, int CL, int NVT = kBwdStagedVectors>
 __global__ void __launch_bounds__(bwd_staged_threads(NVT), 1) bwd_staged_kernel(BwdParams<T, P> p) {
 #if FASTLN_CLUSTERS
   allow_dependent_launch();  // as bwd_reg_kernel
   using A = acc_t<T>;
   constexpr int VEC = Pack<T>::n;
   extern __shared__ __align__(16) unsigned char dsmem_raw[];
-  __shared__ uint64_t full[ST];
+  __shared__ uint64_t full[kRowStages];
   __shared__ A red[32 * 2];
   __shared__ ClusterSum<CL, 2, A, 4> csum;
   const int t = threadIdx.x, nt = blockDim.x, N = p.n;
@@ -320,7 +318,7 @@ __global__ void __launch_bounds__(bwd_staged_threads(NVT), 1) bwd_staged_kernel(
   const A invN = A(1) / A(N);
   const int64_t first = blockIdx.x / CL, stride = gridDim.x / CL;
   // Row k's slice of x at rows.buffer(k, 0), of dy at rows.buffer(k, 1).
-  const StagedRows<T, 2, ST> rows{full, reinterpret_cast<const Pack<T>*>(dsmem_raw), per, bytes};
+  const StagedRows<T, 2> rows{full, reinterpret_cast<const Pack<T>*>(dsmem_raw), per, bytes};
   const auto load = [&](int64_t k) {  // the k-th row of this CTA
     const int64_t row = first + k * stride;
     if (t == 0 && row < p.M && bytes) rows.load(k, {p.X + row * p.ldx + c0, p.dY + row * p.lddy + c0});
@@ -330,7 +328,6 @@ __global__ void __launch_bounds__(bwd_staged_threads(NVT), 1) bwd_staged_kernel(
   __syncthreads();
   load(0);
   load(1);
-  if constexpr (ST == kMaxRowStages) load(2);  // the rows before the loop's first load
   csum.wait_started();
   // gamma of this thread's vectors (ones without gamma: dy * 1 is dy), in registers when they
   // are 16-byte vectors (float32 parameters of 16-bit rows are read per row).
@@ -390,8 +387,8 @@ __global__ void __launch_bounds__(bwd_staged_threads(NVT), 1) bwd_staged_kernel(
   if (first < p.M) row_sums(0, mean, rstd, c);
   int64_t k = 0;
   for (int64_t row = first; row < p.M; row += stride, ++k) {
-    // Buffer (k + ST - 1) % ST held row k - 1, whose dx every thread has written (the barrier below).
-    load(k + ST - 1);
+    // Buffer (k + 2) % 3 held row k - 1, whose dx every thread has written (the barrier below).
+    load(k + 2);
     A mean_next = 0, rstd_next = 0, c_next[2] = {0, 0};
     if (row + stride < p.M) row_sums(k + 1, mean_next, rstd_next, c_next);
     if (p.dX) {
@@ -415,7 +412,7 @@ __global__ void __launch_bounds__(bwd_staged_threads(NVT), 1) bwd_staged_kernel(
       }
     }
     mean = mean_next, rstd = rstd_next, c[0] = c_next[0], c[1] = c_next[1];
-    __syncthreads();  // buffer k % ST is free for the load issued next iteration
+    __syncthreads();  // buffer k % 3 is free for the load issued next iteration
   }
   if (!p.partial) return;
   A* out = p.partial + int64_t(blockIdx.x / CL) * 2 * N + c0;

@@ -167,8 +167,7 @@ __global__ void __launch_bounds__(512, fwd_min_ctas(CL)) fwd_reg_kernel(FwdParam
 
 // ---------------------------------------------------------------- forward, staged rows (sm_90)
 // Rows split over a cluster (fwd_config), staged in shared memory instead of registers: the TMA
-// unit loads each CTA's slice of a row (cp.async.bulk) into ST buffers (StagedRows: row k + ST - 1
-// while row k is written, ST - 2 iterations before its first use; ST = 4 under row_stages=4),
+// unit loads each CTA's slice of a row (cp.async.bulk) two rows ahead (StagedRows),
 // and each thread holds the gamma and beta of its vectors for all rows. The register kernel of 8
 // vectors a thread loads a row only once the last one is written, spills (bf16: 537K
 // local-memory requests a call at N = 65536), and re-reads gamma and beta every row.
@@ -187,7 +186,7 @@ __global__ void __launch_bounds__(512, fwd_min_ctas(CL)) fwd_reg_kernel(FwdParam
 // CTAs (launch_plan.cpp), one buffer; the parameters read at the stores, not held in registers
 // for rows to come, so that two CTAs or more fit a SM (fp32 LayerNorm: 38 registers against
 // 106). The same slices and order of addition: the same bits.
-template <class T, class P, Norm NORM, int CL, bool ONE_ROW = false, int ST = kRowStages>
+template <class T, class P, Norm NORM, int CL, bool ONE_ROW = false>
 __global__ void __launch_bounds__(kStagedThreads, ONE_ROW ? 2 : 1) fwd_staged_kernel(FwdParams<T, P> p) {
 #if FASTLN_CLUSTERS
   static_assert(CL > 1, "rows split over a cluster");
@@ -196,7 +195,7 @@ __global__ void __launch_bounds__(kStagedThreads, ONE_ROW ? 2 : 1) fwd_staged_ke
   constexpr bool kLayer = NORM == Norm::kLayer;
   constexpr int kUses = kLayer ? 2 : 1;  // of csum a row: row k's squares are use kUses * k + kUses - 1
   extern __shared__ __align__(16) unsigned char dsmem_raw[];
-  __shared__ uint64_t full[ST];
+  __shared__ uint64_t full[kRowStages];
   __shared__ A red[32];
   __shared__ ClusterSum<CL, 1, A, 4> csum;
   const int t = threadIdx.x, N = p.n;
@@ -206,7 +205,7 @@ __global__ void __launch_bounds__(kStagedThreads, ONE_ROW ? 2 : 1) fwd_staged_ke
   const uint32_t bytes = uint32_t(nvec) * 16;
   const A invN = A(1) / A(N);
   const int64_t first = blockIdx.x / CL, stride = gridDim.x / CL;
-  const StagedRows<T, 1, ST> rows{full, reinterpret_cast<const Pack<T>*>(dsmem_raw), per, bytes};
+  const StagedRows<T, 1> rows{full, reinterpret_cast<const Pack<T>*>(dsmem_raw), per, bytes};
   const auto load = [&](int64_t k) {  // the k-th row of this CTA
     const int64_t row = first + k * stride;
     if (t == 0 && row < p.M && bytes) rows.load(k, {p.X + row * p.ldx + c0});
@@ -215,10 +214,7 @@ __global__ void __launch_bounds__(kStagedThreads, ONE_ROW ? 2 : 1) fwd_staged_ke
   csum.start();  // its fence also publishes these mbarriers' initialization
   __syncthreads();
   load(0);
-  if constexpr (!ONE_ROW) {
-    load(1);
-    if constexpr (ST == kMaxRowStages) load(2);  // the rows before the loop's first load
-  }
+  if constexpr (!ONE_ROW) load(1);
   csum.wait_started();
   // gamma and beta of this thread's vectors, loaded once: read for every row, they did not stay
   // in L1 beside the buffers (bf16, 2 x 64 KB a slice: 3.6% L1 hits, ncu). 16-byte parameter
@@ -318,8 +314,8 @@ __global__ void __launch_bounds__(kStagedThreads, ONE_ROW ? 2 : 1) fwd_staged_ke
   }
   int64_t k = 0;
   for (int64_t row = first; row < p.M; row += stride, ++k) {
-    // Buffer (k + ST - 1) % ST held row k - 1, which every thread has written (the barrier below).
-    if constexpr (!ONE_ROW) load(k + ST - 1);
+    // Buffer (k + 2) % 3 held row k - 1, which every thread has written (the barrier below).
+    if constexpr (!ONE_ROW) load(k + 2);
     const bool next = !ONE_ROW && row + stride < p.M;
     A x0_next = 0, mean_next = 0;
     if (next) {
@@ -329,7 +325,7 @@ __global__ void __launch_bounds__(kStagedThreads, ONE_ROW ? 2 : 1) fwd_staged_ke
     write_row(k, mean);
     if (kLayer && next) mean_next = send_square_sums(k + 1, x0_next);
     mean = mean_next;
-    __syncthreads();  // buffer k % ST is free for the load issued next iteration
+    __syncthreads();  // buffer k % 3 is free for the load issued next iteration
   }
 #else
   __trap();

@@ -110,9 +110,7 @@ auto fwd_kernel(const KernelId& k) {
     case KernelKind::kFwdStaged:
       if constexpr (kClusterType<T> && !RES)
         return pick<2, 4, 8>(k.cl, [&]<int CL>() -> Kernel {
-          if (k.one_row) return Kernel(fwd_staged_kernel<T, P, NORM, CL, true>);
-          if (k.four) return Kernel(fwd_staged_kernel<T, P, NORM, CL, false, kMaxRowStages>);  // row_stages=4
-          return Kernel(fwd_staged_kernel<T, P, NORM, CL>);
+          return k.one_row ? Kernel(fwd_staged_kernel<T, P, NORM, CL, true>) : Kernel(fwd_staged_kernel<T, P, NORM, CL>);
         });
       return Kernel(nullptr);
     case KernelKind::kFwdFallback:
@@ -155,9 +153,7 @@ auto bwd_kernel(const KernelId& k) {
       if constexpr (kClusterType<T>)
         return pick<1, 2, 4, 8>(k.cl, [&]<int CL>() -> Kernel {
           if constexpr (sizeof(T) == 2 && sizeof(plain_param_t<P>) == 2)
-            if (k.nv == 4)  // bwd_staged_nv = 4
-              return k.four ? bwd_staged_kernel<T, P, NORM, CL, 4, kMaxRowStages> : bwd_staged_kernel<T, P, NORM, CL, 4>;
-          if (k.four) return bwd_staged_kernel<T, P, NORM, CL, kBwdStagedVectors, kMaxRowStages>;  // row_stages=4
+            if (k.nv == 4) return bwd_staged_kernel<T, P, NORM, CL, 4>;  // bwd_staged_nv = 4
           return bwd_staged_kernel<T, P, NORM, CL>;
         });
       return Kernel(nullptr);

@@ -139,21 +139,6 @@ int slice_align(int nvec, int cl, const PlanOverrides& ov) {
 
 size_t staged_smem(int nvec, int cl) { return size_t(kRowStages) * slice_vectors(nvec, cl) * 16; }
 
-// The staged kernels' row buffers (StagedRows' ST): kMaxRowStages where PlanOverrides::row_stages
-// asks, they fit, and as many CTAs stay resident as with kRowStages (`resident`, l's answer); else
-// l, with kRowStages. Why four might pay: with three, row k + 2's loads are issued while row k is
-// written, one iteration before row k + 2's first use, so a SM has one row's bytes in flight or
-// none (fp32 N = 20000 over 2 CTAs: 40 KB a row and CTA, an iteration of ~3.7 us, DRAM at 84 % of
-// peak against Quack's 90 % with the same bytes, ncu: journal.md, sessions 28 and 33).
-Launch four_buffers(const Launch& l, int64_t resident, const DeviceProps& dev, const Occupancy& occ,
-                    const PlanOverrides& ov) {
-  if (ov.row_stages != kMaxRowStages) return l;
-  Launch f = l;
-  f.kernel.four = true;
-  f.smem = l.smem / kRowStages * kMaxRowStages;
-  return f.smem <= dev.max_dyn_smem && occ.resident(f.kernel, f.block, f.smem, f.cluster) == resident ? f : l;
-}
-
 // The staged forward's cluster size: the config's (the fewest CTAs of <= 4096 vectors), or twice
 // that where its clusters would leave SMs idle. Clusters live inside a GPC: H100 places 30
 // clusters of 4 CTAs of 128 KB (one a SM), 120 of its 132 SMs: fp32 N = 65536 81.7% of copy
@@ -220,7 +205,6 @@ Launch bwd_staged_launch(const Config& c, const Problem& pb, const DeviceProps& 
   int64_t clusters = plan(cl);
   if (!forced && cl < kMaxCluster && clusters * cl < dev.sm_count) clusters = plan(2 * cl);
   if (l.block > bwd_staged_threads(nvt) || l.smem > dev.max_dyn_smem) return Launch{};
-  l = four_buffers(l, clusters, dev, occ, ov);
   l.grid = std::min<int64_t>(pb.m, clusters) * l.cluster;
   if (l.cluster == 1) l.grid = cap_partials(l.grid, pb.m, l.block, pb.elem_size, dev);
   return l;
@@ -379,7 +363,7 @@ FwdPlan fwd_plan(const Problem& pb, const DeviceProps& dev, const Occupancy& occ
       // (the query also sets the kernel's shared-memory limit: launch.cu, resident_clusters)
       const int64_t resident = occ.resident(s.kernel, s.block, s.smem, cl);
       s.grid = (one_row ? pb.m : std::min(pb.m, resident)) * cl;
-      return one_row ? s : four_buffers(s, resident, dev, occ, ov);
+      return s;
     };
     plan.main = staged(forced ? c.cl : staged_cluster(c.cl, nvec, dev, occ), false);
     // A cluster a row where the persistent grid's clusters leave SMs idle that it would fill

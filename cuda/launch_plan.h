@@ -13,10 +13,8 @@ namespace cuda_impl {
 // ---------------------------------------------------------------- what the kernels are built for
 constexpr int kMaxRowThreads = 512;  // a row's (or slice's) threads in the register kernels
 constexpr int kMaxCluster = 8;       // the portable cluster size
-// Buffers of the rows staged in shared memory (StagedRows' ST): rows k, k + 1 in use, the others
-// loading: kRowStages (k + 2, one iteration before its first use), or kMaxRowStages where the
-// plan asks and they fit (PlanOverrides::row_stages: k + 2 and k + 3, two iterations).
-constexpr int kRowStages = 3, kMaxRowStages = 4;
+// Buffers of the rows staged in shared memory (StagedRows): rows k, k + 1 in use, k + 2 loading.
+constexpr int kRowStages = 3;
 // The staged forward (fwd_staged_kernel): slices of <= kFwdCtaVectors (fwd_config).
 constexpr int kStagedThreads = 512, kStagedVectors = 8;
 // The staged backward (bwd_staged_kernel): vectors a thread, threads a CTA at most.
@@ -106,7 +104,6 @@ struct PlanOverrides {
   int fwd_persist = -1;     // the staged forward's grid: -1 heuristics (a cluster a row where the persistent grid leaves SMs idle that it would fill), 1 persistent, 0 a cluster a row (fwd_staged_kernel ONE_ROW: one row buffer a CTA, at least two CTAs a SM; Quack's shape at fp32 N = 20000-49152)
   int slice_align = 2;     // the backward's cluster slices' vectors rounded up to a multiple of this (slice_vectors): 1 (ceil(n / cl)), 2 (32-byte sectors, the default: fp32 N = 20000's staged slices of 625 vectors over 8 CTAs took 597-600 us, of 626 582-583; 16-bit unchanged; journal.md, session 29), 4, 8 (128-byte lines)
   int bwd_lines = -1;      // -1 heuristics (where some slice starts inside a line and two rows span whole lines, not for the weight offset: launch_plan.cpp), 0 never, 1: the 16-bit register backward's cluster slices of two rows an iteration (16-bit parameters) read from x's 128-byte lines: each iteration's slots shifted by the slice's start in its line, rows paired by parity (bwd_reg_kernel LINES); where the threads hold the slice and 7 vectors more, and never without dX (Problem::dx)
-  int row_stages = 0;      // the persistent staged kernels' row buffers (StagedRows' ST): 0 heuristics (kRowStages), 3, or 4 where four fit in shared memory and leave as many CTAs resident (kMaxRowStages: each row's loads issued two iterations before its first use instead of one)
   bool operator==(const PlanOverrides&) const = default;
 };
 
@@ -130,7 +127,6 @@ struct KernelId {
   bool hoist = false;     // fwd_reg: HOIST
   bool one_row = false;   // fwd_staged: ONE_ROW
   bool lines = false;     // bwd_reg: LINES
-  bool four = false;      // fwd_staged (persistent), bwd_staged: ST = kMaxRowStages row buffers (else kRowStages)
   bool operator==(const KernelId&) const = default;
 };
 

@@ -226,13 +226,6 @@ int bwd_lines_arg(int v) {
   return v;
 }
 
-// PlanOverrides::row_stages: 0 (heuristics), 3 or 4 (the staged kernels' row buffers).
-int row_stages_arg(int v) {
-  if (v != 0 && v != cuda_impl::kRowStages && v != cuda_impl::kMaxRowStages)
-    throw pybind11::value_error("cuda_plan_overrides: row_stages must be 0, 3 or 4, got " + std::to_string(v));
-  return v;
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastln, CUDA, m) { NormOps<norm_fwd_cuda, norm_bwd_cuda>::register_impls(m); }
@@ -253,7 +246,6 @@ void def_cuda_plan_overrides(pybind11::module_& m) {
         d["fwd_nv"] = before.fwd_nv, d["fwd_block"] = before.fwd_block, d["fwd_hoist"] = before.fwd_hoist;
         d["fwd_persist"] = before.fwd_persist, d["bwd_staged_nv"] = before.bwd_staged_nv;
         d["slice_align"] = before.slice_align, d["bwd_lines"] = before.bwd_lines;
-        d["row_stages"] = before.row_stages;
         if (!set.is_none()) {
           cuda_impl::PlanOverrides ov;
           for (const auto& [key, value] : py::cast<py::dict>(set)) {
@@ -272,7 +264,6 @@ void def_cuda_plan_overrides(pybind11::module_& m) {
             else if (k == "bwd_staged_nv") ov.bwd_staged_nv = py::cast<int>(value);
             else if (k == "slice_align") ov.slice_align = slice_align_arg(py::cast<int>(value));
             else if (k == "bwd_lines") ov.bwd_lines = bwd_lines_arg(py::cast<int>(value));
-            else if (k == "row_stages") ov.row_stages = row_stages_arg(py::cast<int>(value));
             else throw py::key_error("cuda_plan_overrides: no override " + k);
           }
           cuda_impl::set_plan_overrides(ov);
@@ -281,7 +272,7 @@ void def_cuda_plan_overrides(pybind11::module_& m) {
       },
       py::arg("overrides") = py::none(),
       "The CUDA launch plans' overrides, process-wide, for experiments and tests (cuda/launch_plan.h: "
-      "cluster_fwd, cluster_bwd, partial_cluster, fwd_staged, bwd_staged, bwd_two_rows, pdl, fwd_nv, fwd_block, fwd_hoist, fwd_persist, bwd_staged_nv, slice_align, bwd_lines, row_stages). Returns "
+      "cluster_fwd, cluster_bwd, partial_cluster, fwd_staged, bwd_staged, bwd_two_rows, pdl, fwd_nv, fwd_block, fwd_hoist, fwd_persist, bwd_staged_nv, slice_align, bwd_lines). Returns "
       "those in force before; a dict sets the keys it names and the others to their defaults.");
 }
 

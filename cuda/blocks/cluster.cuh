@@ -104,33 +104,32 @@ __device__ __forceinline__ void bulk_copy(uint32_t dst, const void* src, uint32_
 
 // The rows a persistent CTA walks, staged in shared memory by the TMA unit (fwd_staged_kernel,
 // bwd_staged_kernel): its k-th row's slices of NT tensors (`bytes` each, `per` vectors apart)
-// go to buffer k % ST, counted by that buffer's mbarrier in `full`. Thread 0 loads;
+// go to buffer k % kRowStages, counted by that buffer's mbarrier in `full`. Thread 0 loads;
 // every thread waits for a row before it reads it, and the caller's barrier after its last read
-// of a buffer frees it for the load of row k + ST - 1. ST: the row buffers, kRowStages or
-// kMaxRowStages (the plan's: PlanOverrides::row_stages).
-template <class T, int NT, int ST = kRowStages>
+// of a buffer frees it for the load of row k + kRowStages - 1.
+template <class T, int NT>
 struct StagedRows {
-  uint64_t* full;  // [ST], shared memory
-  const Pack<T>* bufs;  // [ST][NT][per], shared memory
+  uint64_t* full;  // [kRowStages], shared memory
+  const Pack<T>* bufs;  // [kRowStages][NT][per], shared memory
   int per;
   uint32_t bytes;
 
   __device__ const Pack<T>* buffer(int64_t k, int j = 0) const {
-    return bufs + (NT * int(k % ST) + j) * per;
+    return bufs + (NT * int(k % kRowStages) + j) * per;
   }
   // Thread 0, before the barrier (and fence: ClusterSum::start) that publishes the mbarriers.
   __device__ void init() const {
-    for (int s = 0; s < ST; ++s) mbar_init(smem_addr(&full[s]));
+    for (int s = 0; s < kRowStages; ++s) mbar_init(smem_addr(&full[s]));
   }
-  // Thread 0: row k, its slices at src, into buffer k % ST.
+  // Thread 0: row k, its slices at src, into buffer k % kRowStages.
   __device__ void load(int64_t k, const T* const (&src)[NT]) const {
-    const uint32_t bar = smem_addr(&full[k % ST]);
+    const uint32_t bar = smem_addr(&full[k % kRowStages]);
     mbar_arrive_expect_tx(bar, NT * bytes);
 #pragma unroll
     for (int j = 0; j < NT; ++j) bulk_copy(smem_addr(buffer(k, j)), src[j], bytes, bar);
   }
   __device__ void wait(int64_t k) const {
-    if (bytes) mbar_wait(smem_addr(&full[k % ST]), uint32_t(k / ST) & 1);
+    if (bytes) mbar_wait(smem_addr(&full[k % kRowStages]), uint32_t(k / kRowStages) & 1);
   }
 };
 #endif

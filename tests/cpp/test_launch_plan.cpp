@@ -53,7 +53,6 @@ PlanOverrides overrides(const std::string& knobs) {
     else if (k == "bn") ov.bwd_staged_nv = v;
     else if (k == "al") ov.slice_align = v;
     else if (k == "bl") ov.bwd_lines = v;
-    else if (k == "rs") ov.row_stages = v;
     else FAIL("unknown knob " << k);
   }
   return ov;
@@ -66,15 +65,13 @@ std::string kernel_name(const Case& c, const KernelId& k) {
   switch (k.kind) {
     case KernelKind::kFwdReg:
       return "fwd_reg_kernel<" + tp + i(k.nv) + "," + nrm + "," + res + "," + i(k.cl) + (k.hoist ? ",1" : "") + ">";
-    case KernelKind::kFwdStaged:
-      return "fwd_staged_kernel<" + tp + nrm + "," + i(k.cl) + (k.one_row ? ",1" : k.four ? ",0,4" : "") + ">";
+    case KernelKind::kFwdStaged: return "fwd_staged_kernel<" + tp + nrm + "," + i(k.cl) + (k.one_row ? ",1" : "") + ">";
     case KernelKind::kFwdFallback: return "fwd_fallback_kernel<" + tp + i(k.nv) + "," + nrm + "," + res + ">";
     case KernelKind::kBwdReg:
       return "bwd_reg_kernel<" + tp + i(k.nv) + "," + nrm + "," + i(k.acc_smem) + "," + i(k.cl) + "," + i(k.minb) + "," +
              i(k.rows) + (k.lines ? ",1" : "") + ">";
     case KernelKind::kBwdStaged:
-      return "bwd_staged_kernel<" + tp + nrm + "," + i(k.cl) + (k.four ? "," + i(k.nv ? k.nv : 2) + ",4" : k.nv ? "," + i(k.nv) : "") +
-             ">";
+      return "bwd_staged_kernel<" + tp + nrm + "," + i(k.cl) + (k.nv ? "," + i(k.nv) : "") + ">";
     case KernelKind::kBwdFallbackDx: return "bwd_fallback_dx_kernel<" + tp + i(k.nv) + "," + nrm + ">";
     case KernelKind::kBwdFallbackCols: return "bwd_fallback_cols_kernel<" + tp + nrm + ">";
     case KernelKind::kReducePartials:
@@ -578,63 +575,4 @@ TEST_CASE("launch plans: the defaults of the overrides change nothing", "[cuda][
   CHECK(plan_overrides().cluster_fwd == 2);
   set_plan_overrides(PlanOverrides{});
   CHECK(plan_overrides() == PlanOverrides{});
-}
-
-TEST_CASE("launch plans: row_stages=4 gives the staged kernels four row buffers where they fit, nothing else",
-          "[cuda][plan]") {
-  CHECK(PlanOverrides{}.row_stages == 0);
-  CHECK(overrides("rs=4").row_stages == 4);
-  int four = 0, three = 0, rows = 0;
-  for (const auto& [key_text, launches] : table_rows()) {
-    Case c = table_case(key_text);
-    INFO(key_text);
-    const pm::DeviceModel& d = pm::device_model(c.dev);
-    const ModelOccupancy occ(c, d);
-    const DeviceProps dev = props(d);
-    const auto main_of = [&](int rs) {
-      c.ov.row_stages = rs;
-      return c.bwd ? bwd_plan(c.pb, dev, occ, c.ov).main : fwd_plan(c.pb, dev, occ, c.ov).main;
-    };
-    const Launch base = main_of(0);
-    CHECK(!base.kernel.four);  // three buffers by default
-    CHECK(line(c, main_of(3)) == line(c, base));
-    const Launch l = main_of(4);
-    KernelId k = l.kernel;
-    k.four = false;
-    CHECK(k == base.kernel);  // the same kernel but for ST
-    CHECK((l.block == base.block && l.cluster == base.cluster && l.pdl == base.pdl));
-    const bool staged = (k.kind == KernelKind::kFwdStaged && !k.one_row) || k.kind == KernelKind::kBwdStaged;
-    if (!staged) {
-      CHECK((line(c, l) == line(c, base) && !l.kernel.four));
-      continue;
-    }
-    REQUIRE(base.smem % kRowStages == 0);
-    const size_t buffer = base.smem / kRowStages;
-    KernelId k4 = base.kernel;
-    k4.four = true;
-    // four where they fit and leave as many CTAs (clusters) resident, so the same grid
-    const bool takes = kMaxRowStages * buffer <= dev.max_dyn_smem &&
-                       occ.resident(k4, base.block, kMaxRowStages * buffer, base.cluster) ==
-                           occ.resident(base.kernel, base.block, base.smem, base.cluster);
-    CHECK(l.kernel.four == takes);
-    CHECK(l.smem == (takes ? kMaxRowStages : kRowStages) * buffer);
-    CHECK(l.grid == base.grid);
-    four += takes;
-    three += !takes;
-    ++rows;
-  }
-  CHECK(rows > 100);
-  CHECK(four > 0);
-  CHECK(three > 0);
-  // fp32 N = 20000 forward over 2 CTAs: 4 x 40000 bytes; bf16 65536 over 2: 4 x 64 KB do not fit
-  CHECK(fwd_result("float", 20000, 6711, "rs=4").find("fwd_staged<float,float,0,2,0,4> g132x1 b512x1 s160000 c2") !=
-        std::string::npos);
-  CHECK(fwd_result("bf16", 65536, 2048, "rs=4").find("fwd_staged<bf16,bf16,0,2> g132x1 b512x1 s196608 c2") !=
-        std::string::npos);
-  // the staged backward: bf16 24576 over 2 CTAs, x and dy: 4 x 2 x 24576 bytes; fp32 20000 over 8
-  // keeps three: 80 KB a CTA would leave 2 CTAs a SM, not 3 (30 clusters, not 46)
-  CHECK(bwd_result("bf16", 24576, 5461, "rs=4").find("bwd_staged<bf16,bf16,0,2,4,4> g132x1 b384x1 s196608 c2") !=
-        std::string::npos);
-  CHECK(bwd_result("float", 20000, 6711, "rs=4").find("bwd_staged<float,float,0,8> g368x1 b320x1 s60096 c8") !=
-        std::string::npos);
 }

@@ -291,66 +291,6 @@ def test_forward_one_row_a_cluster_keeps_bits():
     _assert_override_keeps_bits(_persist_outputs, "the forward differs", base={"fwd_persist": 1}, fwd_persist=0)
 
 
-def _row_stages_outputs():
-    """Forward outputs and backward gradients of rows the staged kernels take on sm_90, with enough
-    rows a CTA or cluster of the persistent grids that each of four buffers is refilled, its
-    mbarrier in both phases. Under row_stages=4 (H100's plans): four buffers for the forward at
-    fp32 20000, 24576 and 65536 and 16-bit 49152 and the backward at 16-bit 24576 and 49152; three
-    for the rest (the fp32 backward at 20000: four would leave fewer CTAs resident)."""
-    from test_layer_norm import forward_backward, make_inputs
-    from test_rms_norm import RMS_FNS
-
-    out = {}
-    for name, n, m in (("float32", 20000, 1000), ("float32", 24576, 800), ("bfloat16", 49152, 400),
-                       ("float16", 49152, 400), ("bfloat16", 24576, 1000), ("float32", 1024, 20000),
-                       ("float32", 65536, 300)):
-        dt = getattr(torch, name)
-        x, w, b, dy = make_inputs((m, n), (n,), dt, "cuda", "both", seed=n % 97, offset=4.0)
-        out[f"{name} {m}x{n} layer"] = forward_backward(fastln.layer_norm, x, (n,), w, b, dy)
-        out[f"{name} {m}x{n} rms"] = forward_backward(RMS_FNS[0], x, (n,), w, None, dy, 1e-6)
-    return out
-
-
-def test_row_stages_keep_bits():
-    """row_stages=4: the staged kernels (forward and backward) take four row buffers where they fit
-    in shared memory, three elsewhere (Catch2 checks which), and load each row two iterations ahead
-    of its first use instead of one. Only when the loads are issued changes, not what a thread
-    adds or in which order: every output and gradient is the same bit for bit."""
-    if torch.cuda.get_device_capability() < (9, 0):
-        pytest.skip("thread-block clusters and the TMA unit need sm_90")
-    _assert_override_keeps_bits(_row_stages_outputs, "the staged kernels differ", row_stages=4)
-
-
-@pytest.mark.parametrize("kind,dtype,m,n,four", [("fwd", torch.float32, 1000, 20000, True),
-                                               ("fwd", torch.bfloat16, 300, 65536, False),
-                                               ("bwd", torch.bfloat16, 1000, 24576, True),
-                                               ("bwd", torch.float32, 1000, 20000, False)], ids=str)
-def test_row_stages_launches_its_kernel(kind, dtype, m, n, four):
-    """row_stages=4 launches the staged kernel's ST = 4 instantiation where four buffers fit and
-    leave as many CTAs resident, ST = 3 elsewhere and by default (the kernels' names as the
-    profiler reads them: ..._staged_kernel<..., ST>). fp32 20000 forward: 4 x 40000 bytes a CTA;
-    bf16 65536 forward: 4 x 64 KB do not fit; bf16 24576 backward: 4 x 2 x 24 KB; fp32 20000
-    backward: 80 KB a CTA would leave 2 CTAs a SM instead of 3."""
-    import re
-
-    if torch.cuda.get_device_capability() < (9, 0):
-        pytest.skip("thread-block clusters and the TMA unit need sm_90")
-    from test_layer_norm import make_inputs
-
-    x, w, b, dy = make_inputs((m, n), (n,), dtype, "cuda", "both", seed=3, offset=4.0)
-    _, mean, rstd = torch.ops.fastln.layer_norm_fwd(x, (n,), w, b, 1e-5, 0.0)
-    if kind == "fwd":
-        run = lambda: torch.ops.fastln.layer_norm_fwd(x, (n,), w, b, 1e-5, 0.0)  # noqa: E731
-    else:
-        run = lambda: torch.ops.fastln.layer_norm_bwd(dy, x, (n,), mean, rstd, w, b, [True, True, True], 0.0)  # noqa: E731
-    for rs, want in ((0, 3), (4, 4 if four else 3)):
-        with plan_overrides(row_stages=rs):
-            run()  # warm
-            names = [int(k.group(1)) for name in _cuda_launches(run)
-                     if (k := re.search(rf"{kind}_staged_kernel<.*, (\d+)>\(", name))]
-        assert names == [want], f"row_stages={rs}: {names}"
-
-
 def test_staged_forward_rows_alone_keep_bits():
     """The heuristics choose the staged forward's grid by M (fp32 49152: a cluster a row for 300
     rows, the persistent grid for one), never its cluster size: a row's output, mean and rstd are
@@ -424,7 +364,7 @@ def test_plan_overrides_round_trip():
     assert defaults == {"cluster_fwd": 0, "cluster_bwd": 0, "partial_cluster": 0, "fwd_staged": True,
                         "bwd_staged": -1, "bwd_two_rows": True, "pdl": True, "fwd_nv": 0, "fwd_block": 0,
                         "fwd_hoist": -1, "fwd_persist": -1, "bwd_staged_nv": 0, "slice_align": 2,
-                        "bwd_lines": -1, "row_stages": 0}
+                        "bwd_lines": -1}
     # the benchmark's --plans parser casts these keys to bool: the same as the extension's bools
     from fastln import benchmark as B
 
@@ -442,10 +382,6 @@ def test_plan_overrides_round_trip():
     for bad in (-2, 2):
         with pytest.raises(ValueError, match="bwd_lines"):
             fastln._C.cuda_plan_overrides({"bwd_lines": bad})
-        assert fastln._C.cuda_plan_overrides() == defaults
-    for bad in (-1, 1, 2, 5):  # the staged kernels' row buffers: 3 or 4 (0: the heuristics)
-        with pytest.raises(ValueError, match="row_stages"):
-            fastln._C.cuda_plan_overrides({"row_stages": bad})
         assert fastln._C.cuda_plan_overrides() == defaults
 
 

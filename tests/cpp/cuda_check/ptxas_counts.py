@@ -21,8 +21,8 @@ def demangle(names):
 
 
 # Per kernel: its template arguments before the variants, and the variants' defaults in order
-# (fwd_staged_kernel's ONE_ROW and ST, bwd_staged_kernel's NVT and ST, ...).
-VARIANT_ARGS = {"fwd_reg_kernel": (6, ["0"]), "fwd_staged_kernel": (4, ["0", "3"]), "bwd_staged_kernel": (4, ["2", "3"]),
+# (fwd_reg_kernel's HOIST, fwd_staged_kernel's ONE_ROW, bwd_staged_kernel's NVT, bwd_reg_kernel's LINES).
+VARIANT_ARGS = {"fwd_reg_kernel": (6, ["0"]), "fwd_staged_kernel": (4, ["0"]), "bwd_staged_kernel": (4, ["2"]),
                 "bwd_reg_kernel": (8, ["0"])}
 
 
@@ -35,9 +35,8 @@ def canonical(demangled):
     s = s[: s.index(">(") + 1] if ">(" in s else s.split("(")[0]
     s = s.replace("fastln::cuda_impl::", "").replace("fastln::", "").replace("(Norm)", "")
     s = s.replace(" ", "").replace("true", "1").replace("false", "0")
-    # The variants (fwd_reg_kernel's HOIST, fwd_staged_kernel's ONE_ROW and ST, bwd_reg_kernel's
-    # LINES, bwd_staged_kernel's NVT and ST) named only up to the last one not at its default, as
-    # test_launch_plan.cpp's kernel_name names them.
+    # The variants named only up to the last one not at its default, as test_launch_plan.cpp's
+    # kernel_name names them.
     name, _, rest = s.partition("<")
     if name in VARIANT_ARGS and rest.endswith(">"):
         fixed, defaults = VARIANT_ARGS[name]

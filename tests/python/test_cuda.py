@@ -4,6 +4,7 @@ every op on CUDA are in test_ops_table (the op table's samples, and the sizes of
 plans: test_cuda_parity, test_cuda_determinism), more than 2^32 elements in test_huge."""
 
 import contextlib
+import re
 
 import pytest
 import torch
@@ -567,8 +568,6 @@ def test_bwd_lines_launches_its_kernel(dtype, n, offset, default, forced):
     the weight offset (its bits are the float32 weight's: the mixed kernels have no LINES); under 1 wherever the threads hold the slice and 7 vectors (20000: 640 slots for
     626), not where they hold it exactly (16384: 2 CTAs of 256 threads, 4 vectors each, slices
     of 1024)."""
-    import re
-
     if torch.cuda.get_device_capability() < (9, 0):
         pytest.skip("cluster slices need sm_90")
     from test_layer_norm import make_inputs
@@ -596,8 +595,6 @@ def test_bwd_lines_parameters_alone():
     n = 20000
     x, w, b, dy = make_inputs((301, n), (n,), torch.bfloat16, "cuda", "both", seed=3, offset=4.0)
     mean, rstd = torch.ops.fastln.layer_norm_fwd(x, (n,), w, b, 1e-5)[1:]
-    import re
-
     bwd = lambda: torch.ops.fastln.layer_norm_bwd(dy, x, (n,), mean, rstd, w, b, [False, True, True])  # noqa: E731
     outs = []
     for lines in (0, 1):

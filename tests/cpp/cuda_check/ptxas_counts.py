@@ -20,10 +20,9 @@ def demangle(names):
     return out.splitlines()
 
 
-# Per kernel: its template arguments before the variants, and the variants' defaults in order
-# (fwd_reg_kernel's HOIST, fwd_staged_kernel's ONE_ROW, bwd_staged_kernel's NVT, bwd_reg_kernel's LINES).
-VARIANT_ARGS = {"fwd_reg_kernel": (6, ["0"]), "fwd_staged_kernel": (4, ["0"]), "bwd_staged_kernel": (4, ["2"]),
-                "bwd_reg_kernel": (8, ["0"])}
+# Commas with the variant's last parameter, and its default (named only when not the default).
+VARIANT_ARGS = {"fwd_reg_kernel": (6, "0"), "fwd_staged_kernel": (4, "0"), "bwd_staged_kernel": (4, "2"),
+                "bwd_reg_kernel": (8, "0")}
 
 
 def canonical(demangled):
@@ -35,16 +34,12 @@ def canonical(demangled):
     s = s[: s.index(">(") + 1] if ">(" in s else s.split("(")[0]
     s = s.replace("fastln::cuda_impl::", "").replace("fastln::", "").replace("(Norm)", "")
     s = s.replace(" ", "").replace("true", "1").replace("false", "0")
-    # The variants named only up to the last one not at its default, as test_launch_plan.cpp's
-    # kernel_name names them.
-    name, _, rest = s.partition("<")
-    if name in VARIANT_ARGS and rest.endswith(">"):
-        fixed, defaults = VARIANT_ARGS[name]
-        args = rest[:-1].split(",")
-        if len(args) == fixed + len(defaults):
-            while len(args) > fixed and args[-1] == defaults[len(args) - fixed - 1]:
-                args.pop()
-            s = f"{name}<{','.join(args)}>"
+    # The variant's last parameter (fwd_reg_kernel's HOIST, fwd_staged_kernel's ONE_ROW, bwd_reg_kernel's
+    # LINES, bwd_staged_kernel's NVT) named only when not its default, as test_launch_plan.cpp's
+    # kernel_name names it.
+    commas, default = VARIANT_ARGS.get(s.split("<")[0], (-1, ""))
+    if s.count(",") == commas and s.endswith(f",{default}>"):
+        s = s[: -len(default) - 2] + ">"
     return s
 
 

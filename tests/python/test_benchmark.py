@@ -473,3 +473,19 @@ def test_deadline_stops_before_the_next_case(monkeypatch, tmp_path):
     meta = data["meta"]["suites"]["kernel"]
     assert meta["interrupted"] == "stopped by --deadline 0.1 s in suite kernel"
     assert meta["command"] == "python -m fastln bench " + " ".join(argv)
+
+
+def test_every_compile_case_runs_its_own_graph():
+    # Dynamo runs a function's specializations past recompile_limit eagerly, without an error:
+    # the "compile" column of a suite of more cases than that was torch eager from its ninth
+    # case on. Each case's runner must compile (a graph of its own), however many came before.
+    from torch._dynamo.utils import counters
+    suite = next(s for s in B.SUITES if s.device == "cpu" and s.name == "user")
+    cases = [(n, "fwd") for n in range(8, 8 * (torch._dynamo.config.recompile_limit + 2), 8)] + [(16, "fwd+bwd")]
+    for n, mode in cases:
+        x, w, b = torch.randn(2, n), torch.randn(n), torch.randn(n)
+        graphs = counters["stats"]["unique_graphs"]
+        run = B.make_runner(suite, "compile", "layer_norm", mode, x, x, w, b, torch.randn(2, n))
+        assert counters["stats"]["unique_graphs"] > graphs, (n, mode)
+        if mode == "fwd":
+            torch.testing.assert_close(run(), torch.nn.functional.layer_norm(x, (n,), w, b, B.EPS))

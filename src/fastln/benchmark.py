@@ -245,6 +245,12 @@ def _attr(module: str, *names: str) -> Any:
     raise Skip(f"{module} has none of {', '.join(names)}")
 
 
+def _compiled_graphs() -> int:
+    """Graphs Dynamo has compiled in this process (its counters survive torch._dynamo.reset)."""
+    from torch._dynamo.utils import counters
+    return int(counters["stats"]["unique_graphs"])
+
+
 def _compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
     """torch.compile of ``fn`` for one case. Dynamo counts the specializations of a function's code
     (each shape, dtype and requires_grad) and past ``recompile_limit`` (8) runs new ones eagerly,
@@ -428,12 +434,15 @@ def make_runner(suite: Suite, impl: str, op: str, mode: str, x: Tensor, r: Tenso
         def run() -> object:
             set_overrides(ov)
             return inner2()
+    graphs = _compiled_graphs()
     try:
         run()  # a first call: anything this case cannot do raises here
     except Skip:
         raise
     except Exception as e:  # noqa: BLE001 - a peer's or torch's own refusal (dtype, device)
         raise Skip(f"{type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''}") from None
+    if impl == "compile" and _compiled_graphs() == graphs:  # Dynamo fell back to eager, silently
+        raise Skip("torch.compile compiled no graph for this case (its calls would be torch eager)")
     return run
 
 

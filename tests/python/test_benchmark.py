@@ -489,3 +489,16 @@ def test_every_compile_case_runs_its_own_graph():
         assert counters["stats"]["unique_graphs"] > graphs, (n, mode)
         if mode == "fwd":
             torch.testing.assert_close(run(), torch.nn.functional.layer_norm(x, (n,), w, b, B.EPS))
+
+
+def test_a_compile_case_that_falls_back_to_eager_is_skipped(monkeypatch):
+    # Without the reset, a recompile limit of 1 sends the second shape to eager: the runner must
+    # refuse (a Skip naming it), not time torch eager as "compile".
+    suite = next(s for s in B.SUITES if s.device == "cpu" and s.name == "user")
+    B.make_runner(suite, "compile", "layer_norm", "fwd", *(torch.randn(2, 24),) * 2, torch.randn(24),
+                  torch.randn(24), torch.randn(2, 24))
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: None)
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    with pytest.raises(B.Skip, match="compiled no graph"):
+        B.make_runner(suite, "compile", "layer_norm", "fwd", *(torch.randn(2, 40),) * 2, torch.randn(40),
+                      torch.randn(40), torch.randn(2, 40))

@@ -255,8 +255,8 @@ def _compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
     """torch.compile of ``fn`` for one case. Dynamo counts the specializations of a function's code
     (each shape, dtype and requires_grad) and past ``recompile_limit`` (8) runs new ones eagerly,
     silently: a suite of more cases timed torch eager under the name "compile" (the user suites
-    from their ninth case on, sessions 15-34). A case takes the runners of one cell, which holds
-    one compiled function, so Dynamo's caches start empty for each."""
+    from their ninth case on, sessions 15-34). A cell's runners hold one compiled function, made
+    before its rounds, so Dynamo's caches can start empty for each case."""
     torch._dynamo.reset()
     return torch.compile(fn, dynamic=False)
 
@@ -434,7 +434,7 @@ def make_runner(suite: Suite, impl: str, op: str, mode: str, x: Tensor, r: Tenso
         def run() -> object:
             set_overrides(ov)
             return inner2()
-    graphs = _compiled_graphs()
+    graphs = _compiled_graphs() if impl == "compile" else 0
     try:
         run()  # a first call: anything this case cannot do raises here
     except Skip:

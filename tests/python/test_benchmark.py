@@ -479,14 +479,13 @@ def test_every_compile_case_runs_its_own_graph():
     # Dynamo runs a function's specializations past recompile_limit eagerly, without an error:
     # the "compile" column of a suite of more cases than that was torch eager from its ninth
     # case on. Each case's runner must compile (a graph of its own), however many came before.
-    from torch._dynamo.utils import counters
     suite = next(s for s in B.SUITES if s.device == "cpu" and s.name == "user")
     cases = [(n, "fwd") for n in range(8, 8 * (torch._dynamo.config.recompile_limit + 2), 8)] + [(16, "fwd+bwd")]
     for n, mode in cases:
         x, w, b = torch.randn(2, n), torch.randn(n), torch.randn(n)
-        graphs = counters["stats"]["unique_graphs"]
+        graphs = B._compiled_graphs()
         run = B.make_runner(suite, "compile", "layer_norm", mode, x, x, w, b, torch.randn(2, n))
-        assert counters["stats"]["unique_graphs"] > graphs, (n, mode)
+        assert B._compiled_graphs() > graphs, (n, mode)
         if mode == "fwd":
             torch.testing.assert_close(run(), torch.nn.functional.layer_norm(x, (n,), w, b, B.EPS))
 
@@ -495,10 +494,13 @@ def test_a_compile_case_that_falls_back_to_eager_is_skipped(monkeypatch):
     # Without the reset, a recompile limit of 1 sends the second shape to eager: the runner must
     # refuse (a Skip naming it), not time torch eager as "compile".
     suite = next(s for s in B.SUITES if s.device == "cpu" and s.name == "user")
-    B.make_runner(suite, "compile", "layer_norm", "fwd", *(torch.randn(2, 24),) * 2, torch.randn(24),
-                  torch.randn(24), torch.randn(2, 24))
+
+    def runner(n):
+        x, w, b = torch.randn(2, n), torch.randn(n), torch.randn(n)
+        return B.make_runner(suite, "compile", "layer_norm", "fwd", x, x, w, b, torch.randn(2, n))
+
+    runner(24)
     monkeypatch.setattr(torch._dynamo, "reset", lambda: None)
     monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
     with pytest.raises(B.Skip, match="compiled no graph"):
-        B.make_runner(suite, "compile", "layer_norm", "fwd", *(torch.randn(2, 40),) * 2, torch.randn(40),
-                      torch.randn(40), torch.randn(2, 40))
+        runner(40)

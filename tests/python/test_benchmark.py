@@ -501,6 +501,7 @@ def test_a_compile_case_that_falls_back_to_eager_is_skipped(monkeypatch):
 
     runner(24)
     monkeypatch.setattr(torch._dynamo, "reset", lambda: None)
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
-    with pytest.raises(B.Skip, match="compiled no graph"):
+    # config.patch, not monkeypatch: undoing a setattr on Dynamo's config module deletes the key
+    # (every later torch.compile of the session then raised AttributeError)
+    with torch._dynamo.config.patch(recompile_limit=1), pytest.raises(B.Skip, match="compiled no graph"):
         runner(40)

@@ -254,9 +254,9 @@ def _compiled_graphs() -> int:
 def _compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
     """torch.compile of ``fn`` for one case. Dynamo counts the specializations of a function's code
     (each shape, dtype and requires_grad) and past ``recompile_limit`` (8) runs new ones eagerly,
-    silently: a suite of more cases timed torch eager under the name "compile" (the user suites
-    from their ninth case on, sessions 15-34). A cell's runners hold one compiled function, made
-    before its rounds, so Dynamo's caches can start empty for each case."""
+    silently: a suite of more cases timed torch eager under the name "compile" (the user and mixed
+    suites, from an op's ninth case in a process on; until session 35). A cell's runners hold one
+    compiled function, made before its rounds, so Dynamo's caches can start empty for each case."""
     torch._dynamo.reset()
     return torch.compile(fn, dynamic=False)
 

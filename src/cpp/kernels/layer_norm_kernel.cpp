@@ -107,25 +107,22 @@ void normalize_row(const T* x, T* y, const P* gamma, const P* beta, typename V<A
   });
 }
 
+// A row's mean (0 for RMSNorm) and rstd.
+template <class A>
+struct RowStats {
+  A mean, rstd;
+};
+
+// The moments of the row at x about its first element x0: d = sum(x - x0) / N and
+// m2 = sum((x - x0)^2) / N in one pass, so mean = x0 + d and var = m2 - d^2. The shift keeps rows
+// far from zero exact; the subtraction loses no more than ~3 bits while d^2 <= 8 var, i.e. unless
+// x0 is an outlier of its row: then (rarely) a second pass sums (x - mean)^2. RMSNorm: mean = 0,
+// var = sum(x^2) / N.
 template <class T, class P>
-void forward_row(const ForwardArgs<T, P>& a, int64_t i) {
+RowStats<acc_t<T>> row_stats(const ForwardArgs<T, P>& a, const T* x) {
   using A = acc_t<T>;
   using Vt = typename V<A>::type;
   const int64_t N = a.N;
-  const T* x = a.X + i * a.ldx;
-  T* y = a.Y + i * N;
-  if (a.R) {  // fused residual add: normalize s = x + r, read back while in cache
-    T* s = a.S + i * N;
-    const T* r = a.R + i * a.ldr;
-    for_each_vec<A>(0, N, [&](int64_t j, int64_t n) { st<A>(s + j, ld<A>(x + j, n) + ld<A>(r + j, n), n); });
-    x = s;
-  }
-
-  // One pass for the moments about the row's first element x0: d = sum(x - x0) / N and
-  // m2 = sum((x - x0)^2) / N, so mean = x0 + d and var = m2 - d^2. The shift keeps rows far
-  // from zero exact; the subtraction loses no more than ~3 bits while d^2 <= 8 var, i.e.
-  // unless x0 is an outlier of its row: then (rarely) a second pass sums (x - mean)^2.
-  // RMSNorm: mean = 0, var = sum(x^2) / N.
   A mean = 0;
   double var = 0;
   const Vt vx0 = splat<A>(a.norm == Norm::kLayer && N > 0 ? to_float(x[0]) : A(0));
@@ -164,17 +161,47 @@ void forward_row(const ForwardArgs<T, P>& a, int64_t i) {
     mean = A(md);
     var = N > 0 ? sq / double(N) : var;
   }
-  const Vt vmean = splat<A>(mean);
-  const A rstd = A(1.0 / std::sqrt(var + a.eps));
-  a.mean[i] = mean;
-  a.rstd[i] = rstd;
+  return {mean, A(1.0 / std::sqrt(var + a.eps))};
+}
 
-  const Vt voffset = splat<A>(A(a.weight_offset));
+// Row i's output from its stats: mean and rstd stored, y = (x - mean) * (rstd * gamma) + beta.
+template <class T, class P>
+void write_row(const ForwardArgs<T, P>& a, int64_t i, const T* x, RowStats<acc_t<T>> st) {
+  using A = acc_t<T>;
+  T* y = a.Y + i * a.N;
+  a.mean[i] = st.mean;
+  a.rstd[i] = st.rstd;
+  const auto voffset = splat<A>(A(a.weight_offset));
   with_flag(a.stream && stream_aligned<A>(y), [&](auto stream) {
     with_flag(a.gamma && a.weight_offset != 0, [&](auto offset) {
-      normalize_row<A, stream(), offset()>(x, y, a.gamma, a.beta, vmean, splat<A>(rstd), voffset, N);
+      normalize_row<A, stream(), offset()>(x, y, a.gamma, a.beta, splat<A>(st.mean), splat<A>(st.rstd), voffset, a.N);
     });
   });
+}
+
+// Rows [i0, i0 + R) of the forward: the R rows' stats first, then their outputs. A row's stats
+// end in a chain of ~100 cycles (horizontal sums, double division, sqrt, division) that its
+// output pass waits for; one row at a time, that pass's waiting instructions filled the
+// scheduler ahead of the next row's loads, and short rows ran at the chain's pace. Each row's
+// arithmetic is the same whatever R: the same bits.
+template <int R, class T, class P>
+void forward_rows(const ForwardArgs<T, P>& a, int64_t i0) {
+  using A = acc_t<T>;
+  const T* x[R];
+  unroll<R>([&](auto r) {
+    const int64_t i = i0 + r;
+    x[r] = a.X + i * a.ldx;
+    if (a.R) {  // fused residual add: normalize s = x + r, read back while in cache
+      T* s = a.S + i * a.N;
+      const T* res = a.R + i * a.ldr;
+      const T* xi = x[r];
+      for_each_vec<A>(0, a.N, [&](int64_t j, int64_t n) { st<A>(s + j, ld<A>(xi + j, n) + ld<A>(res + j, n), n); });
+      x[r] = s;
+    }
+  });
+  RowStats<A> st[R];
+  unroll<R>([&](auto r) { st[r] = row_stats(a, x[r]); });
+  unroll<R>([&](auto r) { write_row(a, i0 + r, x[r], st[r]); });
 }
 
 // Rows [i0, i0 + R) of the backward. The first pass takes the R rows together, so that gamma
@@ -248,6 +275,32 @@ void backward_rows(const BackwardArgs<T, P>& a, int64_t i0, acc_t<T>* pgamma, ac
 
 }  // namespace
 
+// One row alone is latency-bound (its stats' chain, then its output pass): forward_rows<1> with
+// every call inlined. Through calls (row_stats' result packed and unpacked, a stack realigned)
+// a row took 3-10 % longer (session 36, fastln_kernel_bench and e2e).
+template <class T, class P>
+[[gnu::flatten]] void forward_row(const ForwardArgs<T, P>& a, int64_t i) {
+  forward_rows<1>(a, i);
+}
+
+// Rows [row_begin, row_end), four at a time where that pays: 16-bit rows of up to 1024
+// elements without the residual add, whose conversions lengthen each row's chain. Measured e2e at
+// 2 threads against row by row (session 36, alternating processes, min / median): bf16 N = 128
+// 1.33x / 1.15x, 256 1.19x / 1.17x, 512 1.10x, 768 1.05x / 1.00x, 1024 1.05x / 1.04x; fp16
+// 1.19x, 1.18x, 1.06x, 1.06x / 0.96x, 1.04x. Not: 16-bit rows of 2048 (1.00-1.02x); the fused add
+// (bf16 (8192, 768) 0.85x: four rows' sums written, then read back); float rows (level or 1.10x
+// up to N = 512, 0.85x at 768-2048, and sensitive to code layout).
+constexpr int kFwdGroup = 4;
+constexpr int64_t kFwdGroupMaxN = 1024;
+
+template <class T, class P>
+void forward_range(const ForwardArgs<T, P>& a, int64_t row_begin, int64_t row_end) {
+  int64_t i = row_begin;
+  if (sizeof(T) == 2 && !a.R && a.N <= kFwdGroupMaxN)
+    for (; i + kFwdGroup <= row_end; i += kFwdGroup) forward_rows<kFwdGroup>(a, i);
+  for (; i < row_end; ++i) forward_row(a, i);
+}
+
 template <class T, class P>
 void forward(const ForwardArgs<T, P>& a, int64_t row_begin, int64_t row_end) {
   if constexpr (sizeof(P) == 2) {
@@ -264,12 +317,12 @@ void forward(const ForwardArgs<T, P>& a, int64_t row_begin, int64_t row_end) {
       const ForwardArgs<T, float> f{a.X,    a.ldx,  a.gamma ? w.data() : nullptr, a.beta ? b.data() : nullptr,
                                     a.Y,    a.mean, a.rstd, a.N, a.eps, a.norm, a.R, a.ldr, a.S, a.stream,
                                     /*weight_offset: in w*/ 0.0};
-      for (int64_t i = row_begin; i < row_end; ++i) forward_row(f, i);
+      forward_range(f, row_begin, row_end);
       if (a.stream) stream_fence();
       return;
     }
   }
-  for (int64_t i = row_begin; i < row_end; ++i) forward_row(a, i);
+  forward_range(a, row_begin, row_end);
   if (a.stream) stream_fence();
 }
 

@@ -273,8 +273,6 @@ void backward_rows(const BackwardArgs<T, P>& a, int64_t i0, acc_t<T>* pgamma, ac
   }
 }
 
-}  // namespace
-
 // One row alone is latency-bound (its stats' chain, then its output pass): forward_rows<1> with
 // every call inlined. Through calls (row_stats' result packed and unpacked, a stack realigned)
 // a row took 3-10 % longer (session 36, fastln_kernel_bench and e2e).
@@ -300,6 +298,8 @@ void forward_range(const ForwardArgs<T, P>& a, int64_t row_begin, int64_t row_en
     for (; i + kFwdGroup <= row_end; i += kFwdGroup) forward_rows<kFwdGroup>(a, i);
   for (; i < row_end; ++i) forward_row(a, i);
 }
+
+}  // namespace
 
 template <class T, class P>
 void forward(const ForwardArgs<T, P>& a, int64_t row_begin, int64_t row_end) {

@@ -16,8 +16,8 @@
 # into bench/results.
 # TEST_ARGS: pytest's arguments instead of the whole suite, quoted as on a command line
 # (e.g. "tests/python/test_cuda.py -k 'staged or pdl'").
-# The peers (Liger, Quack: ../shared/peers/device-peers.md) travel as wheels in two calls on one
-# warm machine: stash (carry .big/a: the first half of the cutlass-dsl cu13 wheel kept in
+# The peers (Liger, Quack: ../shared/peers/device-peers.md; bench/fetch_peers.sh downloads and
+# splits them here) travel as wheels in two calls on one warm machine: stash (carry .big/a: the first half of the cutlass-dsl cu13 wheel kept in
 # /root/stash), then peers (carry .whl and .big/b: the wheels installed into /tmp/site, which
 # every later stage and call on that machine puts on PYTHONPATH; the tree with .whl and .big/b
 # passed the 64 MiB a call may carry in session 32: move docs/journal/data out of it for that

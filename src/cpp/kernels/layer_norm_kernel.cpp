@@ -283,11 +283,12 @@ template <class T, class P>
 
 // Rows [row_begin, row_end), four at a time where that pays: 16-bit rows of up to 1024
 // elements without the residual add, whose conversions lengthen each row's chain. Measured e2e at
-// 2 threads against row by row (session 36, alternating processes, min / median): bf16 N = 128
-// 1.33x / 1.15x, 256 1.19x / 1.17x, 512 1.10x, 768 1.05x / 1.00x, 1024 1.05x / 1.04x; fp16
-// 1.19x, 1.18x, 1.06x, 1.06x / 0.96x, 1.04x. Not: 16-bit rows of 2048 (1.00-1.02x); the fused add
-// (bf16 (8192, 768) 0.85x: four rows' sums written, then read back); float rows (level or 1.10x
-// up to N = 512, 0.85x at 768-2048, and sensitive to code layout).
+// 2 threads against row by row (session 36, alternating processes, min / median; data in
+// docs/journal/data/2026-12-08-cpu-u): bf16 N = 128 1.33x / 1.32x, 256 1.20x / 1.21x, 512 1.10x /
+// 1.14x, 768 1.07x / 1.03x, 1024 1.07x / 1.10x; fp16 1.20x / 1.19x, 1.18x / 1.15x, 1.07x / 1.06x,
+// 1.04x / 0.99x, 1.04x / 1.07x. Not: 16-bit rows of 2048 (1.00-1.02x); the fused add (bf16
+// (8192, 768) 0.85x: four rows' sums written, then read back); float rows (level or up to 1.10x
+// below N = 512, 0.85x at 768 and 2048, and sensitive to code layout).
 constexpr int kFwdGroup = 4;
 constexpr int64_t kFwdGroupMaxN = 1024;
 

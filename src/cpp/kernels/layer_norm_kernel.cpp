@@ -179,29 +179,16 @@ void write_row(const ForwardArgs<T, P>& a, int64_t i, const T* x, RowStats<acc_t
   });
 }
 
-// Rows [i0, i0 + R) of the forward: the R rows' stats first, then their outputs. A row's stats
-// end in a chain of ~100 cycles (horizontal sums, double division, sqrt, division) that its
-// output pass waits for; one row at a time, that pass's waiting instructions filled the
-// scheduler ahead of the next row's loads, and short rows ran at the chain's pace. Each row's
-// arithmetic is the same whatever R: the same bits.
+// Rows [i0, i0 + R) of the forward, without the residual add: the R rows' stats first, then
+// their outputs. A row's stats end in a chain of ~100 cycles (horizontal sums, double division,
+// sqrt, division) that its output pass waits for; one row at a time, that pass's waiting
+// instructions filled the scheduler ahead of the next row's loads, and short rows ran at the
+// chain's pace. Each row's arithmetic is forward_row's: the same bits.
 template <int R, class T, class P>
 void forward_rows(const ForwardArgs<T, P>& a, int64_t i0) {
-  using A = acc_t<T>;
-  const T* x[R];
-  unroll<R>([&](auto r) {
-    const int64_t i = i0 + r;
-    x[r] = a.X + i * a.ldx;
-    if (a.R) {  // fused residual add: normalize s = x + r, read back while in cache
-      T* s = a.S + i * a.N;
-      const T* res = a.R + i * a.ldr;
-      const T* xi = x[r];
-      for_each_vec<A>(0, a.N, [&](int64_t j, int64_t n) { st<A>(s + j, ld<A>(xi + j, n) + ld<A>(res + j, n), n); });
-      x[r] = s;
-    }
-  });
-  RowStats<A> st[R];
-  unroll<R>([&](auto r) { st[r] = row_stats(a, x[r]); });
-  unroll<R>([&](auto r) { write_row(a, i0 + r, x[r], st[r]); });
+  RowStats<acc_t<T>> st[R];
+  unroll<R>([&](auto r) { st[r] = row_stats(a, a.X + (i0 + r) * a.ldx); });
+  unroll<R>([&](auto r) { write_row(a, i0 + r, a.X + (i0 + r) * a.ldx, st[r]); });
 }
 
 // Rows [i0, i0 + R) of the backward. The first pass takes the R rows together, so that gamma
@@ -273,12 +260,20 @@ void backward_rows(const BackwardArgs<T, P>& a, int64_t i0, acc_t<T>* pgamma, ac
   }
 }
 
-// One row alone is latency-bound (its stats' chain, then its output pass): forward_rows<1> with
-// every call inlined. Through calls (row_stats' result packed and unpacked, a stack realigned)
-// a row took 3-10 % longer (session 36, fastln_kernel_bench and e2e).
+// One row (and the fused residual add). A row alone is latency-bound (its stats' chain, then its
+// output pass), so every call is inlined: through calls (row_stats' result packed and unpacked,
+// a stack realigned) a row took 3-10 % longer (session 36, fastln_kernel_bench and e2e).
 template <class T, class P>
 [[gnu::flatten]] void forward_row(const ForwardArgs<T, P>& a, int64_t i) {
-  forward_rows<1>(a, i);
+  using A = acc_t<T>;
+  const T* x = a.X + i * a.ldx;
+  if (a.R) {  // fused residual add: normalize s = x + r, read back while in cache
+    T* s = a.S + i * a.N;
+    const T* r = a.R + i * a.ldr;
+    for_each_vec<A>(0, a.N, [&](int64_t j, int64_t n) { st<A>(s + j, ld<A>(x + j, n) + ld<A>(r + j, n), n); });
+    x = s;
+  }
+  write_row(a, i, x, row_stats(a, x));
 }
 
 // Rows [row_begin, row_end), four at a time where that pays: 16-bit rows of up to 1024
